@@ -1,0 +1,547 @@
+/* The control API: a router shared by core and plugin routes, and the core's own endpoints. */
+#include "core.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+struct route {
+    struct res res;             /* first: the owner's resource list points here */
+    struct list link;
+    char *method;
+    char **segs; size_t nsegs;
+    bool rest;                  /* the pattern ends in '*' */
+    berth_http_handler h;
+    void *arg;
+    berth_instance *owner;
+};
+
+static struct list routes = {&routes, &routes};
+
+static size_t split(const char *path, char ***out)
+{
+    size_t n = 0;
+    char **v = NULL;
+    for (const char *p = path; *p;) {
+        while (*p == '/') p++;
+        if (!*p) break;
+        const char *e = strchr(p, '/');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        v = xrealloc(v, (n + 1) * sizeof *v);
+        v[n++] = xstrndup(p, l);
+        p += l;
+    }
+    *out = v;
+    return n;
+}
+
+static void free_segs(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) free(v[i]);
+    free(v);
+}
+
+int route_add(berth_instance *owner, const char *method, const char *pattern,
+              berth_http_handler h, void *arg, struct route **out)
+{
+    if (!method || !pattern || pattern[0] != '/' || !h) return BERTH_EINVAL;
+    struct route *r = xcalloc(1, sizeof *r);
+    r->method = xstrdup(method);
+    r->nsegs = split(pattern, &r->segs);
+    if (r->nsegs && !strcmp(r->segs[r->nsegs - 1], "*")) {
+        r->rest = true;
+        free(r->segs[--r->nsegs]);
+    }
+    r->h = h;
+    r->arg = arg;
+    r->owner = owner;
+    if (owner) res_attach(owner, &r->res, RES_ROUTE);
+    list_add_tail(&routes, &r->link);
+    if (out) *out = r;
+    return 0;
+}
+
+void route_del(struct route *r)
+{
+    list_del(&r->link);
+    if (r->owner) res_detach(&r->res);
+    free_segs(r->segs, r->nsegs);
+    free(r->method);
+    free(r);
+}
+
+static bool match(const struct route *r, char **segs, size_t n, berth_req *req)
+{
+    if (n < r->nsegs || (!r->rest && n != r->nsegs)) return false;
+    for (size_t i = 0; i < r->nsegs; i++) {
+        const char *p = r->segs[i];
+        if (p[0] == '{') continue;
+        if (strcmp(p, segs[i])) return false;
+    }
+    if (!req) return true;
+    for (size_t i = 0; i < r->nsegs; i++) {
+        const char *p = r->segs[i];
+        if (p[0] != '{') continue;
+        char name[64];
+        snprintf(name, sizeof name, "%.*s", (int)strlen(p) - 2, p + 1);
+        http_req_set_param(req, name, segs[i]);
+    }
+    return true;
+}
+
+void api_dispatch(berth_req *req, void *arg)
+{
+    (void)arg;
+    char **segs;
+    size_t n = split(req_path(req), &segs);
+    bool path_known = false;
+    const char *method = req_method(req);
+    bool head = !strcmp(method, "HEAD");
+    /* the newest registration wins: during a reload the new instance's route answers */
+    for (struct list *it = routes.prev; it != &routes; it = it->prev) {
+        struct route *r = container_of(it, struct route, link);
+        if (!match(r, segs, n, NULL)) continue;
+        path_known = true;
+        if (strcmp(r->method, method) && !(head && !strcmp(r->method, "GET"))) continue;
+        match(r, segs, n, req);
+        free_segs(segs, n);
+        http_req_set_owner(req, r->owner);
+        r->h(req, r->arg);
+        return;
+    }
+    free_segs(segs, n);
+    if (path_known) req_respond_error(req, 405, "method_not_allowed", "%s is not allowed here",
+                                      method);
+    else req_respond_error(req, 404, "not_found", "no route for %s", req_path(req));
+}
+
+/* ---- core endpoints ---- */
+
+static void get_health(berth_req *r, void *arg)
+{
+    (void)arg;
+    req_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
+}
+
+static uint64_t file_size(const char *dir, const char *name)
+{
+    char *p = xasprintf("%s/%s", dir, name);
+    struct stat st;
+    uint64_t n = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
+    free(p);
+    return n;
+}
+
+static void get_info(berth_req *r, void *arg)
+{
+    (void)arg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "version", BERTH_VERSION_STR);
+    char abi[16];
+    snprintf(abi, sizeof abi, "%d.%d", BERTH_ABI_MAJOR, BERTH_ABI_MINOR);
+    cJSON_AddStringToObject(o, "abi", abi);
+    cJSON_AddNumberToObject(o, "pid", getpid());
+    cJSON_AddNumberToObject(o, "uptime_s", (double)(wall_ms() - C.started_ms) / 1000.0);
+    cJSON_AddStringToObject(o, "state_dir", C.state_dir);
+    cJSON_AddItemToObject(o, "plugins", plugins_json());
+    cJSON *t = cJSON_AddObjectToObject(o, "tenants");
+    size_t counts[9];
+    tenants_count(counts);
+    cJSON_AddNumberToObject(t, "total", (double)tenants_total());
+    for (int s = 1; s <= 8; s++)
+        cJSON_AddNumberToObject(t, observed_name((enum berth_observed_state)s), (double)counts[s]);
+    cJSON *disk = cJSON_AddObjectToObject(o, "disk");
+    uint64_t db = file_size(C.state_dir, "berth.db") + file_size(C.state_dir, "berth.db-wal") +
+                  file_size(C.state_dir, "berth.db-shm");
+    cJSON_AddNumberToObject(disk, "database_bytes", (double)db);
+    struct statvfs vfs;
+    if (statvfs(C.state_dir, &vfs) == 0) {
+        cJSON_AddNumberToObject(disk, "free_bytes", (double)vfs.f_bavail * (double)vfs.f_frsize);
+        cJSON_AddNumberToObject(disk, "total_bytes", (double)vfs.f_blocks * (double)vfs.f_frsize);
+    }
+    cJSON *cfg = cJSON_AddObjectToObject(o, "config");
+    cJSON_AddStringToObject(cfg, "dir", C.conf_dir);
+    cJSON_AddNumberToObject(cfg, "generation", (double)C.gen->id);
+    cJSON *lr = cJSON_AddObjectToObject(cfg, "last_reload");
+    cJSON_AddBoolToObject(lr, "ok", C.reload.ok);
+    cJSON_AddNumberToObject(lr, "at_ms", (double)C.reload.at_ms);
+    cJSON_AddItemToObject(lr, "errors", C.reload.errors ? cJSON_Duplicate(C.reload.errors, 1)
+                                                        : cJSON_CreateArray());
+    cJSON *ev = cJSON_AddObjectToObject(o, "events");
+    cJSON_AddNumberToObject(ev, "last_seq", (double)bus_last_seq());
+    cJSON_AddItemToObject(o, "loop_handles", loop_handles_json());
+    req_respond_json(r, 200, o);
+}
+
+static void get_metrics(berth_req *r, void *arg)
+{
+    (void)arg;
+    struct buf b = {0};
+    buf_printf(&b, "# HELP berth_info berthd build information.\n# TYPE berth_info gauge\n"
+               "berth_info{version=\"%s\"} 1\n", BERTH_VERSION_STR);
+    buf_printf(&b, "# HELP berth_uptime_seconds Seconds since berthd started.\n"
+               "# TYPE berth_uptime_seconds gauge\nberth_uptime_seconds %.3f\n",
+               (double)(wall_ms() - C.started_ms) / 1000.0);
+    size_t counts[9];
+    tenants_count(counts);
+    buf_adds(&b, "# HELP berth_tenants Tenants by observed state.\n# TYPE berth_tenants gauge\n");
+    for (int s = 1; s <= 8; s++)
+        buf_printf(&b, "berth_tenants{observed=\"%s\"} %zu\n",
+                   observed_name((enum berth_observed_state)s), counts[s]);
+    buf_printf(&b, "# HELP berth_events_published_total Events published on the bus.\n"
+               "# TYPE berth_events_published_total counter\nberth_events_published_total %"
+               PRIu64 "\n", bus_published());
+    buf_printf(&b, "# HELP berth_http_requests_total Requests served by berthd's HTTP server.\n"
+               "# TYPE berth_http_requests_total counter\nberth_http_requests_total %" PRIu64
+               "\n", http_requests_total());
+    buf_printf(&b, "# HELP berth_http_connections Open HTTP connections.\n"
+               "# TYPE berth_http_connections gauge\nberth_http_connections %" PRIu64 "\n",
+               http_connections_open());
+    buf_printf(&b, "# HELP berth_plugins Plugin instances running.\n"
+               "# TYPE berth_plugins gauge\nberth_plugins %zu\n", plugins_count());
+    buf_printf(&b, "# HELP berth_config_generation Config generation running.\n"
+               "# TYPE berth_config_generation gauge\nberth_config_generation %" PRIu64 "\n",
+               C.gen->id);
+    buf_printf(&b, "# HELP berth_config_last_reload_ok Whether the last reload succeeded.\n"
+               "# TYPE berth_config_last_reload_ok gauge\nberth_config_last_reload_ok %d\n",
+               C.reload.ok ? 1 : 0);
+    req_respond(r, 200, "text/plain; version=0.0.4", b.p, b.len);
+    buf_free(&b);
+}
+
+static void get_tenants(berth_req *r, void *arg)
+{
+    (void)arg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "tenants", tenants_json());
+    req_respond_json(r, 200, o);
+}
+
+static const char *json_str(cJSON *o, const char *k, const char *def, bool *bad)
+{
+    cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    if (!v) return def;
+    if (!cJSON_IsString(v)) {
+        *bad = true;
+        return NULL;
+    }
+    return v->valuestring;
+}
+
+static void post_tenants(berth_req *r, void *arg)
+{
+    (void)arg;
+    size_t n;
+    const char *body = req_body(r, &n);
+    cJSON *in = cJSON_ParseWithLength(body, n);
+    if (!cJSON_IsObject(in)) {
+        cJSON_Delete(in);
+        req_respond_error(r, 400, "invalid_json", "the body must be a JSON object");
+        return;
+    }
+    bool bad = false;
+    const char *handle = json_str(in, "handle", NULL, &bad);
+    const char *kind = json_str(in, "kind", "human", &bad);
+    const char *tmpl = json_str(in, "template", "default", &bad);
+    const char *desired = json_str(in, "desired", "running", &bad);
+    char err[256];
+    if (bad || !handle) {
+        req_respond_error(r, 400, "invalid_request",
+                          "handle, kind, template and desired must be strings; handle is "
+                          "required");
+    } else if (!handle_valid(handle)) {
+        tenant_create(handle, kind, tmpl, err, sizeof err);
+        req_respond_error(r, 400, "invalid_handle", "%s", err);
+    } else if (strcmp(desired, "running") && strcmp(desired, "asleep")) {
+        req_respond_error(r, 400, "invalid_request", "desired must be running or asleep");
+    } else if (!tmpl_find(tmpl)) {
+        req_respond_error(r, 422, "unknown_template", "template '%s' is not defined in the "
+                          "config", tmpl);
+    } else {
+        int rc = tenant_create(handle, kind, tmpl, err, sizeof err);
+        if (rc == BERTH_EEXIST) {
+            req_respond_error(r, 409, "exists", "%s", err);
+        } else if (rc) {
+            req_respond_error(r, 400, "invalid_request", "%s", err);
+        } else {
+            if (!strcmp(desired, "asleep"))
+                tenant_desire(handle, BERTH_DESIRED_ASLEEP, "api");
+            req_respond_json(r, 201, tenant_json(tenant_find(handle)));
+        }
+    }
+    cJSON_Delete(in);
+}
+
+static struct tenant *param_tenant(berth_req *r)
+{
+    const char *h = req_param(r, "handle");
+    struct tenant *t = handle_valid(h) ? tenant_find(h) : NULL;
+    if (!t) {
+        if (!handle_valid(h)) req_respond_error(r, 400, "invalid_handle",
+                                                "'%s' is not a valid handle", h);
+        else req_respond_error(r, 404, "not_found", "no tenant '%s'", h);
+    }
+    return t;
+}
+
+static void get_tenant(berth_req *r, void *arg)
+{
+    (void)arg;
+    struct tenant *t = param_tenant(r);
+    if (t) req_respond_json(r, 200, tenant_json(t));
+}
+
+static void delete_tenant(berth_req *r, void *arg)
+{
+    (void)arg;
+    struct tenant *t = param_tenant(r);
+    if (!t) return;
+    const char *h = req_param(r, "handle");
+    tenant_desire(h, BERTH_DESIRED_DELETED, "api");
+    t = tenant_find(h);
+    if (t) req_respond_json(r, 202, tenant_json(t));
+    else req_respond(r, 204, NULL, NULL, 0);
+}
+
+static void tenant_action(berth_req *r, void *arg)
+{
+    (void)arg;
+    const char *action = req_param(r, "action");
+    struct tenant *t = param_tenant(r);
+    if (!t) return;
+    const char *h = req_param(r, "handle");
+    int rc;
+    if (!strcmp(action, "wake")) rc = tenant_desire(h, BERTH_DESIRED_RUNNING, "api");
+    else if (!strcmp(action, "sleep")) rc = tenant_desire(h, BERTH_DESIRED_ASLEEP, "api");
+    else if (!strcmp(action, "restart")) rc = tenant_restart(h);
+    else if (!strcmp(action, "touch")) rc = tenant_touch(h, "api");
+    else {
+        req_respond_error(r, 404, "not_found", "unknown action '%s' (wake, sleep, restart, "
+                          "touch)", action);
+        return;
+    }
+    if (rc == BERTH_EBUSY)
+        req_respond_error(r, 409, "conflict", "tenant '%s' is being deleted or not running", h);
+    else if (rc)
+        req_respond_error(r, 500, "internal", "%s", berth_strerror(rc));
+    else
+        req_respond_json(r, 202, tenant_json(t));
+}
+
+static void get_plugins(berth_req *r, void *arg)
+{
+    (void)arg;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "plugins", plugins_json());
+    req_respond_json(r, 200, o);
+}
+
+static void post_reload(berth_req *r, void *arg)
+{
+    (void)arg;
+    struct errs e = {0};
+    if (core_reload(&e) == 0) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddBoolToObject(o, "ok", true);
+        cJSON_AddNumberToObject(o, "generation", (double)C.gen->id);
+        req_respond_json(r, 200, o);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON *er = cJSON_AddObjectToObject(o, "error");
+        cJSON_AddStringToObject(er, "code", "invalid_config");
+        char msg[128];
+        snprintf(msg, sizeof msg, "%zu error(s); generation %" PRIu64 " keeps running", e.n,
+                 C.gen->id);
+        cJSON_AddStringToObject(er, "message", msg);
+        cJSON *d = cJSON_AddArrayToObject(er, "details");
+        for (size_t i = 0; i < e.n; i++) cJSON_AddItemToArray(d, cJSON_CreateString(e.v[i]));
+        req_respond_json(r, 422, o);
+    }
+    errs_free(&e);
+}
+
+/* ---- GET /v1/events: Server-Sent Events from the journal, then live ---- */
+
+struct sse {
+    struct list link;
+    berth_req *r;
+    struct bus_sub *sub;
+    uint64_t last;
+    char *type, *tenant;
+    bool prefix, catching_up, live, slow;
+};
+
+static struct list sses = {&sses, &sses};
+static uv_timer_t heartbeat;
+static bool heartbeat_init;
+
+#define SSE_HIGH_WATER (256u << 10)
+#define SSE_MAX_QUEUE (8u << 20)
+
+static bool sse_wants(const struct sse *s, const char *type, const char *tenant)
+{
+    if (s->tenant && (!tenant || strcmp(s->tenant, tenant))) return false;
+    if (!s->type) return true;
+    return s->prefix ? !strncmp(type, s->type, strlen(s->type)) : !strcmp(type, s->type);
+}
+
+static void sse_close(struct sse *s)
+{
+    list_del(&s->link);
+    bus_unsubscribe(s->sub);
+    req_end(s->r);
+    free(s->type);
+    free(s->tenant);
+    free(s);
+}
+
+/* Returns the bytes queued for the client afterwards. */
+static size_t sse_send(struct sse *s, uint64_t seq, int64_t t, const char *type,
+                       const char *tenant, const char *json)
+{
+    if (seq <= s->last) return 0;
+    s->last = seq;
+    if (!sse_wants(s, type, tenant)) return 0;
+    struct buf b = {0};
+    buf_printf(&b, "id: %" PRIu64 "\nevent: %s\ndata: {\"seq\":%" PRIu64 ",\"type\":\"%s\","
+               "\"time_ms\":%" PRId64 ",\"tenant\":", seq, type, seq, type, t);
+    if (tenant) buf_printf(&b, "\"%s\"", tenant);     /* handles need no escaping */
+    else buf_adds(&b, "null");
+    buf_printf(&b, ",\"payload\":%s}\n\n", json);
+    size_t queued = req_write(s->r, b.p, b.len);
+    buf_free(&b);
+    return queued;
+}
+
+static void sse_live(const struct berth_event *ev, void *arg)
+{
+    struct sse *s = arg;
+    if (s->catching_up) return;     /* journaled before delivery: the backlog will send it */
+    if (sse_send(s, ev->seq, ev->time_ms, ev->type_name, ev->tenant, ev->json) >
+        SSE_MAX_QUEUE) {
+        log_warn("an event stream client is not reading; closing it");
+        sse_close(s);
+    }
+}
+
+struct page { struct sse *s; size_t rows; bool full; };
+
+static bool sse_row(uint64_t seq, int64_t t, const char *type, const char *tenant,
+                    const char *json, void *arg)
+{
+    struct page *p = arg;
+    p->rows++;
+    if (sse_send(p->s, seq, t, type, tenant, json) > SSE_HIGH_WATER) p->full = true;
+    return !p->full;
+}
+
+/* Sends the journal page by page, pausing while the client's queue is high. */
+static void sse_catch_up(berth_req *r, void *arg)
+{
+    (void)r;
+    struct sse *s = arg;
+    for (;;) {
+        struct page p = {s, 0, false};
+        store_events_since(C.store, s->last, 500, sse_row, &p);
+        if (p.full) {
+            req_on_drain(s->r, sse_catch_up, s);
+            return;
+        }
+        if (p.rows < 500) break;
+    }
+    s->catching_up = false;
+    if (!s->live) sse_close(s);
+}
+
+static void sse_gone(berth_req *r, void *arg)
+{
+    (void)r;
+    sse_close(arg);
+}
+
+static void beat(uv_timer_t *h)
+{
+    (void)h;
+    list_each(it, &sses) {
+        struct sse *s = container_of(it, struct sse, link);
+        req_write(s->r, ": keepalive\n\n", 13);
+    }
+}
+
+static void get_events(berth_req *r, void *arg)
+{
+    (void)arg;
+    const char *lei = req_header(r, "last-event-id");
+    const char *since = lei ? lei : req_query(r, "since");
+    const char *follow = req_query(r, "follow");
+    uint64_t last = bus_last_seq();
+    uint64_t after = last > 100 ? last - 100 : 0;
+    if (since) {
+        char *end;
+        after = strtoull(since, &end, 10);
+        if (*end || !*since) {
+            req_respond_error(r, 400, "invalid_request", "since / Last-Event-ID must be a "
+                              "sequence number");
+            return;
+        }
+    }
+    struct sse *s = xcalloc(1, sizeof *s);
+    s->r = r;
+    s->last = after;
+    s->live = !follow || (strcmp(follow, "0") && strcmp(follow, "false"));
+    s->catching_up = true;
+    const char *type = req_query(r, "type");
+    if (type && *type) {
+        size_t l = strlen(type);
+        s->prefix = l > 1 && type[l - 1] == '*';
+        s->type = xstrndup(type, s->prefix ? l - 1 : l);
+    }
+    const char *tenant = req_query(r, "tenant");
+    if (tenant && *tenant) s->tenant = xstrdup(tenant);
+    static const struct berth_header hdr[] = {{"Content-Type", "text/event-stream"},
+                                              {"Cache-Control", "no-cache"}, {NULL, NULL}};
+    req_start(r, 200, hdr);
+    list_add_tail(&sses, &s->link);
+    s->sub = bus_subscribe(0, sse_live, s);
+    req_on_close(r, sse_gone, s);
+    if (!heartbeat_init) {
+        uv_timer_init(C.loop, &heartbeat);
+        uv_timer_start(&heartbeat, beat, 15000, 15000);
+        uv_unref((uv_handle_t *)&heartbeat);
+        heartbeat_init = true;
+    }
+    sse_catch_up(r, s);
+}
+
+void api_shutdown(void)
+{
+    list_each(it, &sses) sse_close(container_of(it, struct sse, link));
+    if (heartbeat_init) uv_close((uv_handle_t *)&heartbeat, NULL);
+    heartbeat_init = false;
+    list_each(it, &routes) {
+        struct route *r = container_of(it, struct route, link);
+        if (!r->owner) route_del(r);
+    }
+}
+
+int api_init(void)
+{
+    static const struct { const char *m, *p; berth_http_handler h; } core_routes[] = {
+        {"GET", "/health", get_health},
+        {"GET", "/metrics", get_metrics},
+        {"GET", "/v1/system/info", get_info},
+        {"GET", "/v1/tenants", get_tenants},
+        {"POST", "/v1/tenants", post_tenants},
+        {"GET", "/v1/tenants/{handle}", get_tenant},
+        {"DELETE", "/v1/tenants/{handle}", delete_tenant},
+        {"POST", "/v1/tenants/{handle}/{action}", tenant_action},
+        {"GET", "/v1/events", get_events},
+        {"GET", "/v1/plugins", get_plugins},
+        {"POST", "/v1/reload", post_reload},
+    };
+    for (size_t i = 0; i < ARRAY_LEN(core_routes); i++)
+        route_add(NULL, core_routes[i].m, core_routes[i].p, core_routes[i].h, NULL, NULL);
+    return 0;
+}

@@ -1,0 +1,259 @@
+/* A generation: one validated conf.d tree with its core settings, templates and staged plugin
+ * instances. A reload builds generation N+1 beside N; any error keeps N. */
+#include "core.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef BERTH_PLUGIN_DIR
+#define BERTH_PLUGIN_DIR "/usr/lib/berth/plugins"
+#endif
+
+#define O(f) offsetof(struct core_cfg, f)
+#define R BERTH_CFG_RELOAD
+
+static const struct berth_cfg_item tcp_schema[] = {
+    {"listen", BERTH_CFG_STR, NULL, 0, 0, 0, "host:port of an optional TCP control listener",
+     0, NULL, NULL},
+    {"token", BERTH_CFG_SECRET, NULL, 0, 0, sizeof(const char *),
+     "bearer token the TCP listener requires ({file: PATH} or {env: NAME})", 0, NULL, NULL},
+    {0},
+};
+static const struct berth_cfg_item log_schema[] = {
+    {"level", BERTH_CFG_STR, "info", 0, 0, 0, "minimum level logged", R,
+     "debug|info|warn|error", NULL},
+    {"format", BERTH_CFG_STR, "text", 0, 0, sizeof(const char *), "line format", R,
+     "text|json", NULL},
+    {0},
+};
+static const struct berth_cfg_item events_schema[] = {
+    {"retention", BERTH_CFG_INT, "100000", 100, 1e9, 0,
+     "events kept in the journal (older ones are trimmed)", R, NULL, NULL},
+    {0},
+};
+#define H(f) offsetof(struct core_cfg, http.f) - offsetof(struct core_cfg, http)
+static const struct berth_cfg_item http_schema[] = {
+    {"header_timeout", BERTH_CFG_DURATION, "10s", 100, 3600000, H(header_timeout),
+     "time a client has to send a whole request", R, NULL, NULL},
+    {"idle_timeout", BERTH_CFG_DURATION, "60s", 100, 86400000, H(idle_timeout),
+     "keep-alive connections idle longer are closed", R, NULL, NULL},
+    {"max_header", BERTH_CFG_SIZE, "16k", 1024, 1 << 20, H(max_header),
+     "largest request line plus headers", R, NULL, NULL},
+    {"max_body", BERTH_CFG_SIZE, "1m", 1024, 1 << 30, H(max_body), "largest request body", R,
+     NULL, NULL},
+    {0},
+};
+#define RC(f) offsetof(struct core_cfg, reconcile.f) - offsetof(struct core_cfg, reconcile)
+static const struct berth_cfg_item reconcile_schema[] = {
+    {"resync_interval", BERTH_CFG_DURATION, "60s", 1000, 86400000, RC(resync_interval),
+     "how often every driver re-lists what exists (level-triggered repair)", R, NULL, NULL},
+    {"retry_base", BERTH_CFG_DURATION, "1s", 10, 3600000, RC(retry_base),
+     "first retry delay after a failed step; doubles per attempt", R, NULL, NULL},
+    {"retry_max", BERTH_CFG_DURATION, "5m", 10, 86400000, RC(retry_max),
+     "longest retry delay", R, NULL, NULL},
+    {0},
+};
+
+const struct berth_cfg_item core_schema[] = {
+    {"state_dir", BERTH_CFG_STR, "/var/lib/berth", 0, 0, O(state_dir),
+     "SQLite state, control socket, tenant data (relative: to the config dir)", 0, NULL, NULL},
+    {"socket", BERTH_CFG_STR, NULL, 0, 0, O(socket),
+     "control API unix socket, mode 0660 (default <state_dir>/berth.sock)", 0, NULL, NULL},
+    {"plugin_dir", BERTH_CFG_STR, BERTH_PLUGIN_DIR, 0, 0, O(plugin_dir),
+     "where <module>.so files are found (relative: to the config dir)", R, NULL, NULL},
+    {"tcp", BERTH_CFG_STRUCT, NULL, 0, 0, O(tcp), "optional TCP control listener", 0, NULL,
+     tcp_schema},
+    {"log", BERTH_CFG_STRUCT, NULL, 0, 0, O(log), "logging", R, NULL, log_schema},
+    {"events", BERTH_CFG_STRUCT, NULL, 0, 0, O(events), "event journal", R, NULL,
+     events_schema},
+    {"http", BERTH_CFG_STRUCT, NULL, 0, 0, O(http), "limits of berthd's HTTP server", R, NULL,
+     http_schema},
+    {"reconcile", BERTH_CFG_STRUCT, NULL, 0, 0, O(reconcile), "the reconciler", R, NULL,
+     reconcile_schema},
+    {"drain_timeout", BERTH_CFG_DURATION, "10s", 0, 600000, O(drain_timeout),
+     "how long an unloading plugin may take to finish its work", R, NULL, NULL},
+    {0},
+};
+
+#define HT(f) offsetof(struct tmpl_health, f)
+static const struct berth_cfg_item health_schema[] = {
+    {"http", BERTH_CFG_STR, NULL, 0, 0, HT(http), "path probed with GET; 2xx/3xx is healthy",
+     0, NULL, NULL},
+    {"tcp", BERTH_CFG_BOOL, "false", 0, 0, HT(tcp), "healthy when the port accepts", 0, NULL,
+     NULL},
+    {"interval", BERTH_CFG_DURATION, "10s", 100, 3600000, HT(interval), "probe period", 0,
+     NULL, NULL},
+    {"timeout", BERTH_CFG_DURATION, "2s", 10, 600000, HT(timeout), "one probe's limit", 0,
+     NULL, NULL},
+    {"retries", BERTH_CFG_INT, "3", 1, 100, HT(retries), "failures before unhealthy", 0, NULL,
+     NULL},
+    {"start_period", BERTH_CFG_DURATION, "0", 0, 3600000, HT(start_period),
+     "failures do not count this long after a start", 0, NULL, NULL},
+    {0},
+};
+#define T(f) offsetof(struct tmpl_core, f)
+const struct berth_cfg_item tmpl_core_schema[] = {
+    {"driver", BERTH_CFG_STR, NULL, 0, 0, T(driver), "plugin instance that runs the tenants",
+     BERTH_CFG_REQUIRED, NULL, NULL},
+    {"port", BERTH_CFG_INT, "0", 0, 65535, T(port), "the tenant's HTTP port (0: none)", 0, NULL,
+     NULL},
+    {"env", BERTH_CFG_MAP, NULL, 0, 0, T(env), "environment of the tenant's workload", 0, NULL,
+     NULL},
+    {"idle_timeout", BERTH_CFG_DURATION, "30m", 0, 0, T(idle_timeout),
+     "idle tenants are put to sleep after this (0: never)", 0, NULL, NULL},
+    {"health", BERTH_CFG_STRUCT, NULL, 0, 0, T(health), "health check", 0, NULL,
+     health_schema},
+    {0},
+};
+
+static const char *const top_keys[] = {"berth", "plugins", "templates"};
+
+/* Relative paths in config are relative to the config directory, as nginx's are to its
+ * prefix: the same conf.d works from a checkout and from /etc. */
+static const char *abspath(struct arena *a, const char *base, const char *p)
+{
+    if (!p || p[0] == '/') return p;
+    char *joined = xasprintf("%s/%s", base, p);
+    char real[PATH_MAX];
+    const char *r = realpath(joined, real) ? real : joined;
+    const char *out = arena_strdup(a, r);
+    free(joined);
+    return out;
+}
+
+static void check_top(const struct cnode *root, struct errs *e)
+{
+    for (size_t i = 0; root && i < root->n; i++) {
+        const char *k = root->keys[i]->value;
+        bool ok = false;
+        for (size_t j = 0; j < ARRAY_LEN(top_keys); j++) ok |= !strcmp(k, top_keys[j]);
+        if (ok) continue;
+        const char *best = NULL;
+        for (size_t j = 0; j < ARRAY_LEN(top_keys); j++)
+            if (levenshtein(k, top_keys[j]) <= 2) best = top_keys[j];
+        if (best) errs_add(e, root->keys[i], "unknown top-level key '%s'; did you mean '%s'?",
+                           k, best);
+        else errs_add(e, root->keys[i], "unknown top-level key '%s' (expected berth, plugins "
+                      "or templates)", k);
+    }
+}
+
+static berth_instance *gen_instance(const struct gen *g, const char *name)
+{
+    for (size_t i = 0; i < g->ninst; i++)
+        if (!strcmp(inst_name(g->inst[i]), name)) return g->inst[i];
+    return NULL;
+}
+
+static void build_templates(struct gen *g, struct errs *e)
+{
+    const struct cnode *ts = cnode_get(g->conf.root, "templates");
+    if (!ts || (ts->kind == CN_SCALAR && !ts->value[0])) return;
+    if (ts->kind != CN_MAP) {
+        errs_add(e, ts, "'templates' must be a mapping of template names to templates");
+        return;
+    }
+    g->tmpls = arena_alloc(&g->arena, (ts->n + 1) * sizeof *g->tmpls);
+    for (size_t k = 0; k < ts->n; k++) {
+        const char *name = ts->keys[k]->value;
+        const struct cnode *node = ts->vals[k];
+        if (!ident_valid(name)) {
+            errs_add(e, ts->keys[k], "template name '%s' must be lower case letters, digits, "
+                     "'-' or '_'", name);
+            continue;
+        }
+        if (node->kind != CN_MAP) {
+            errs_add(e, node, "template '%s' must be a mapping", name);
+            continue;
+        }
+        const struct cnode *dn = cnode_get(node, "driver");
+        const char *driver = dn && dn->kind == CN_SCALAR ? dn->value : NULL;
+        berth_instance *inst = driver ? gen_instance(g, driver) : NULL;
+        const struct berth_plugin *d = inst ? plugin_desc(inst) : NULL;
+        struct tmpl *t = &g->tmpls[g->ntmpls];
+        t->name = name;
+        t->node = node;
+        char what[96];
+        snprintf(what, sizeof what, "template '%s'", name);
+        if (driver && !inst) {
+            errs_add(e, dn, "template '%s': driver '%s' is not a configured plugin instance",
+                     name, driver);
+            continue;
+        }
+        if (d && !d->template_config) {
+            errs_add(e, dn, "template '%s': plugin '%s' is not a driver", name, driver);
+            continue;
+        }
+        t->driver_cfg = d ? arena_alloc(&g->arena, d->template_config_size + 1) : NULL;
+        const struct berth_cfg_item *schemas[] = {tmpl_core_schema,
+                                                  d ? d->template_config : NULL};
+        void *outs[] = {&t->core, t->driver_cfg};
+        if (!cfg_fill(schemas, outs, d ? 2 : 1, node, &g->arena, e, what)) g->ntmpls++;
+    }
+}
+
+static void check_immutable(const struct gen *g, const struct gen *old, struct errs *e)
+{
+    const struct cnode *nb = cnode_get(g->conf.root, "berth");
+    const struct cnode *ob = cnode_get(old->conf.root, "berth");
+    const char *key = NULL;
+    if (!cfg_reloadable_change(core_schema, ob, nb, &key))
+        errs_add(e, cnode_get(nb, key) ? cnode_get(nb, key) : nb,
+                 "berth.%s cannot change on reload; restart berthd to apply it", key);
+}
+
+struct gen *gen_build(const char *conf_dir, const char *state_override, const struct gen *old,
+                      struct errs *e)
+{
+    static uint64_t next_id = 1;
+    struct gen *g = xcalloc(1, sizeof *g);
+    g->id = next_id++;
+    size_t before = e->n;
+    conf_load_dir(conf_dir, &g->conf, e);
+    if (e->n > before) return g;
+    check_top(g->conf.root, e);
+    const struct berth_cfg_item *cs = core_schema;
+    void *co = &g->core;
+    cfg_fill(&cs, &co, 1, cnode_get(g->conf.root, "berth"), &g->arena, e, "berth");
+    if (state_override) g->core.state_dir = arena_strdup(&g->arena, state_override);
+    else g->core.state_dir = abspath(&g->arena, conf_dir, g->core.state_dir);
+    g->core.plugin_dir = abspath(&g->arena, conf_dir, g->core.plugin_dir);
+    g->core.socket = g->core.socket ? abspath(&g->arena, conf_dir, g->core.socket)
+                                    : arena_strdup(&g->arena, "");
+    if (g->core.tcp.listen && !g->core.tcp.token)
+        errs_add(e, cnode_get(cnode_get(g->conf.root, "berth"), "tcp"),
+                 "berth.tcp: a TCP listener requires a token ({file: PATH} or {env: NAME})");
+    if (old) check_immutable(g, old, e);
+    if (e->n > before) return g;
+    plugins_prepare(g, old, e);
+    build_templates(g, e);
+    return g;
+}
+
+void gen_free(struct gen *g)
+{
+    if (!g) return;
+    conf_free(&g->conf);
+    arena_free(&g->arena);
+    free(g->inst);
+    free(g);
+}
+
+struct gen *gen_ref(struct gen *g)
+{
+    g->refs++;
+    return g;
+}
+
+void gen_unref(struct gen *g)
+{
+    if (g && --g->refs == 0) gen_free(g);
+}
+
+const struct tmpl *tmpl_find(const char *name)
+{
+    for (size_t i = 0; C.gen && i < C.gen->ntmpls; i++)
+        if (!strcmp(C.gen->tmpls[i].name, name)) return &C.gen->tmpls[i];
+    return NULL;
+}

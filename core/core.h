@@ -1,0 +1,330 @@
+/* Internal declarations shared by the core's subsystems. Plugins never include this. */
+#ifndef BERTH_CORE_H
+#define BERTH_CORE_H
+
+#include <berth/berth.h>
+#include <cjson/cJSON.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <sys/types.h>
+#include <uv.h>
+
+#define BERTH_VERSION_STR "0.1.0"
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define container_of(p, T, m) ((T *)((char *)(p) - offsetof(T, m)))
+
+/* ---- util.c ---- */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t sz);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
+int64_t wall_ms(void);
+bool handle_valid(const char *h);
+bool ident_valid(const char *s);           /* plugin instance / template names */
+int parse_duration(const char *s, int64_t *ms);
+int parse_size(const char *s, uint64_t *bytes);
+void fmt_duration(int64_t ms, char *out, size_t n);
+bool ct_equal(const char *a, const char *b); /* constant time in the length of b */
+int levenshtein(const char *a, const char *b);
+
+struct buf { char *p; size_t len, cap; };
+void buf_add(struct buf *b, const void *data, size_t n);
+void buf_adds(struct buf *b, const char *s);
+void buf_printf(struct buf *b, const char *fmt, ...) BERTH_PRINTF(2, 3);
+void buf_free(struct buf *b);
+
+/* Intrusive doubly linked list. */
+struct list { struct list *prev, *next; };
+static inline void list_init(struct list *l) { l->prev = l->next = l; }
+static inline bool list_empty(const struct list *l) { return l->next == l; }
+static inline void list_add_tail(struct list *l, struct list *n)
+{
+    n->prev = l->prev; n->next = l; l->prev->next = n; l->prev = n;
+}
+static inline void list_del(struct list *n)
+{
+    n->prev->next = n->next; n->next->prev = n->prev; n->prev = n->next = n;
+}
+#define list_each(it, head) for (struct list *it = (head)->next, *it##_n = it->next; \
+                                 it != (head); it = it##_n, it##_n = it->next)
+
+/* ---- log.c ---- */
+void log_configure(enum berth_log_level level, bool json);
+bool log_enabled(enum berth_log_level level);
+void blogv(enum berth_log_level lvl, const char *component, const char *fmt, va_list ap);
+void blog(enum berth_log_level lvl, const char *component, const char *fmt, ...)
+    BERTH_PRINTF(3, 4);
+#define log_debug(...) blog(BERTH_LOG_DEBUG, "core", __VA_ARGS__)
+#define log_info(...) blog(BERTH_LOG_INFO, "core", __VA_ARGS__)
+#define log_warn(...) blog(BERTH_LOG_WARN, "core", __VA_ARGS__)
+#define log_error(...) blog(BERTH_LOG_ERROR, "core", __VA_ARGS__)
+int log_level_parse(const char *s);
+
+/* ---- conf.c: YAML tree with positions, merge, schema validation ---- */
+enum cnode_kind { CN_SCALAR, CN_MAP, CN_SEQ };
+struct cnode {
+    enum cnode_kind kind;
+    const char *file;           /* owned by the conf that loaded it */
+    int line, col;
+    char *value;                /* scalar */
+    bool plain;                 /* unquoted scalar */
+    size_t n;
+    struct cnode **keys;        /* map: scalar key nodes */
+    struct cnode **vals;        /* map values, or seq items */
+};
+
+struct errs { char **v; size_t n; };
+void errs_add(struct errs *e, const struct cnode *at, const char *fmt, ...) BERTH_PRINTF(3, 4);
+void errs_addf(struct errs *e, const char *fmt, ...) BERTH_PRINTF(2, 3);
+void errs_free(struct errs *e);
+
+struct conf {
+    struct cnode *root;         /* merged; NULL when nothing loaded */
+    char **files; size_t nfiles;
+};
+/* Loads every .yaml and .yml file of dir in lexical order and merges them: maps merge key by key,
+ * recursively; a scalar or a list in a later file replaces the earlier value whole. */
+int conf_load_dir(const char *dir, struct conf *out, struct errs *e);
+int conf_load_string(const char *name, const char *text, struct conf *out, struct errs *e);
+void conf_free(struct conf *c);
+const struct cnode *cnode_get(const struct cnode *map, const char *key);
+bool cnode_equal(const struct cnode *a, const struct cnode *b);
+
+/* An arena owns everything cfg_fill allocates for one config generation. */
+struct arena { struct arena_blk *head; };
+void *arena_alloc(struct arena *a, size_t n);
+char *arena_strdup(struct arena *a, const char *s);
+void arena_free(struct arena *a);
+
+/* Fills `out` (schemas[i] -> outs[i]) from a map node; a key belongs to the first schema that
+ * declares it; unknown keys, wrong types and out-of-range values are errors. Missing keys take
+ * their default. base_dir resolves relative {file:} secrets. Returns the number of errors. */
+int cfg_fill(const struct berth_cfg_item *const *schemas, void *const *outs, size_t nschemas,
+             const struct cnode *map, struct arena *a, struct errs *e, const char *what);
+/* true when the two blocks differ only in keys flagged BERTH_CFG_RELOAD */
+bool cfg_reloadable_change(const struct berth_cfg_item *schema, const struct cnode *a,
+                           const struct cnode *b, const char **key);
+cJSON *cfg_schema_json(const struct berth_cfg_item *schema);
+
+/* ---- store.c ---- */
+struct store;
+int store_open(const char *path, struct store **out, char *err, size_t errlen);
+void store_close(struct store *s);
+struct sqlite3 *store_db(struct store *s);
+int store_exec_params(struct store *s, const char *sql, const char *const *p, size_t n,
+                      berth_row_cb cb, void *arg, char **errmsg);
+int store_migrate_owner(struct store *s, const char *owner, const char *const *steps, size_t n,
+                        char **errmsg);
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+uint64_t store_max_seq(struct store *s);
+int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
+                  const char *tenant, const char *json);
+int store_journal_trim(struct store *s, uint64_t keep_from);
+typedef bool (*store_event_cb)(uint64_t seq, int64_t t, const char *type, const char *tenant,
+                               const char *json, void *arg);
+int store_events_since(struct store *s, uint64_t after, size_t limit, store_event_cb cb,
+                       void *arg);
+
+/* ---- bus.c ---- */
+int bus_init(void);
+void bus_shutdown(void);
+uint32_t bus_register(const char *name);
+uint32_t bus_lookup(const char *name);
+const char *bus_name(uint32_t type);
+int bus_publish(uint32_t type, const char *tenant, const void *payload);
+void bus_flush(void);           /* deliver what is queued now (used at shutdown and in tests) */
+uint64_t bus_last_seq(void);
+uint64_t bus_published(void);
+struct bus_sub;
+struct bus_sub *bus_subscribe(uint32_t type, berth_event_cb cb, void *arg);
+void bus_unsubscribe(struct bus_sub *s);
+void bus_set_retention(uint64_t max_events);
+/* Serializes the payload of a built-in type into a JSON object (text, malloc'd). */
+char *bus_payload_json(uint32_t type, const void *payload);
+
+/* ---- http_server.c ---- */
+struct listener;
+struct http_limits {
+    int64_t header_timeout_ms, idle_timeout_ms;
+    uint64_t max_header, max_body;
+};
+extern struct http_limits http_limits;
+/* addr: "host:port" or "unix:PATH". token: when set, requests need "Authorization: Bearer". */
+int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, const char *token,
+                berth_instance *owner, struct listener **out, char *err, size_t errlen);
+void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
+                            berth_instance *owner);
+void http_listener_close(struct listener *l);
+const char *http_listener_addr(struct listener *l);
+berth_instance *http_listener_owner(struct listener *l);
+void http_close_all(void);
+void http_req_set_param(berth_req *r, const char *name, const char *value);
+berth_instance *http_req_owner(berth_req *r);
+void http_req_set_owner(berth_req *r, berth_instance *owner);
+void http_abort_owner(berth_instance *owner);    /* answer what an unloaded plugin left */
+const char *req_method(berth_req *r);
+const char *req_path(berth_req *r);
+const char *req_query(berth_req *r, const char *name);
+const char *req_param(berth_req *r, const char *name);
+const char *req_header(berth_req *r, const char *name);
+const char *req_body(berth_req *r, size_t *len);
+void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len);
+void req_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
+    BERTH_PRINTF(4, 5);
+void req_respond_json(berth_req *r, int status, cJSON *json); /* consumes json */
+int req_start(berth_req *r, int status, const struct berth_header *h);
+size_t req_write(berth_req *r, const char *data, size_t len);
+void req_end(berth_req *r);
+void req_on_close(berth_req *r, berth_req_cb cb, void *arg);
+void req_on_drain(berth_req *r, berth_req_cb cb, void *arg);
+uint64_t http_requests_total(void);
+uint64_t http_connections_open(void);
+
+/* ---- http_client.c ---- */
+int http_client_init(void);
+void http_client_shutdown(void);
+berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
+                      berth_http_done cb, void *arg);
+void http_call_cancel(berth_call *c);
+void http_cancel_owner(berth_instance *owner);
+
+/* ---- plugin.c ---- */
+struct core_cfg;
+struct gen;
+extern const struct berth_host berth_host_api;
+int plugins_prepare(struct gen *g, const struct gen *old, struct errs *e);
+void plugins_activate(struct gen *g, struct gen *old);
+void plugins_stop_all(struct gen *g, void (*done)(void));
+cJSON *plugins_json(void);
+size_t plugins_count(void);
+const char *inst_name(const berth_instance *i);
+void inst_pending(berth_instance *i, int delta);
+cJSON *loop_handles_json(void);
+void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e);
+void plugins_discard(struct gen *g);
+void plugins_close(void);
+const struct berth_plugin *plugin_desc(const berth_instance *i);
+const void *plugin_staged_cfg(const berth_instance *i);
+/* every resource the host hands a plugin is linked into its instance */
+struct res {
+    struct list link;
+    berth_instance *owner;
+    int kind;
+};
+enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
+       RES_LISTEN };
+void res_attach(berth_instance *owner, struct res *r, int kind);
+void res_detach(struct res *r);
+
+/* ---- config.c: the generation ---- */
+struct tmpl_health {
+    const char *http; bool tcp;
+    int64_t interval, timeout, retries, start_period;
+};
+struct tmpl_core {
+    const char *driver;
+    int64_t port;
+    struct berth_strmap env;
+    int64_t idle_timeout;
+    struct tmpl_health health;
+};
+struct tmpl {
+    const char *name;
+    struct tmpl_core core;
+    void *driver_cfg;           /* the driver module's template_config struct */
+    const struct cnode *node;
+};
+struct core_cfg {
+    const char *state_dir, *socket, *plugin_dir;
+    struct { const char *listen; const char *token; } tcp;
+    struct { const char *level, *format; } log;
+    struct { int64_t retention; } events;
+    struct { int64_t header_timeout, idle_timeout; uint64_t max_header, max_body; } http;
+    struct { int64_t resync_interval, retry_base, retry_max; } reconcile;
+    int64_t drain_timeout;
+};
+struct inst_cfg;                /* plugin.c */
+struct gen {
+    uint64_t id;
+    int refs;                   /* C.gen holds one; each spec in flight holds one */
+    struct conf conf;
+    struct arena arena;
+    struct core_cfg core;
+    struct tmpl *tmpls; size_t ntmpls;
+    berth_instance **inst; size_t ninst;
+};
+extern const struct berth_cfg_item core_schema[];
+extern const struct berth_cfg_item tmpl_core_schema[];
+/* Parse + validate conf_dir into a new generation (plugins loaded, not started). */
+struct gen *gen_build(const char *conf_dir, const char *state_override, const struct gen *old,
+                      struct errs *e);
+void gen_free(struct gen *g);
+struct gen *gen_ref(struct gen *g);
+void gen_unref(struct gen *g);
+const struct tmpl *tmpl_find(const char *name);
+
+/* ---- tenant.c ---- */
+struct tenant;
+int tenants_init(void);
+void tenants_shutdown(void);
+struct tenant *tenant_find(const char *handle);
+int tenant_create(const char *handle, const char *kind, const char *tmpl, char *err, size_t n);
+int tenant_desire(const char *handle, enum berth_desired d, const char *source);
+int tenant_restart(const char *handle);
+int tenant_touch(const char *handle, const char *source);
+cJSON *tenant_json(const struct tenant *t);
+cJSON *tenants_json(void);
+void tenants_count(size_t counts[9]);
+size_t tenants_total(void);
+int tenant_finalizer(const char *handle, const char *name, bool add);
+void tenant_fill_info(const struct tenant *t, struct berth_tenant_info *out);
+int tenants_each(berth_tenant_fn fn, void *arg);
+void tenants_reconcile_all(void);
+const char *desired_name(enum berth_desired d);
+const char *observed_name(enum berth_observed_state s);
+/* drivers */
+struct driver;
+int driver_add(berth_instance *owner, const struct berth_driver *d, void *state);
+void drivers_drop_owner(berth_instance *owner);
+void op_done(berth_op *op, int status, const struct berth_observed *obs, const char *msg);
+void op_list_add(berth_op *op, const char *handle, const char *tmpl,
+                 const struct berth_observed *obs);
+void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);
+int spec_contrib_add(berth_instance *owner, berth_spec_fn fn, void *arg);
+const char *spec_handle(const berth_spec *s);
+const char *spec_template(const berth_spec *s);
+const void *spec_config(const berth_spec *s);
+int spec_port(const berth_spec *s);
+size_t spec_env_count(const berth_spec *s);
+const char *spec_env(const berth_spec *s, size_t i, const char **value);
+int spec_setenv(berth_spec *s, const char *name, const char *value);
+
+/* ---- api.c ---- */
+int api_init(void);
+struct route;
+int route_add(berth_instance *owner, const char *method, const char *pattern,
+              berth_http_handler h, void *arg, struct route **out);
+void route_del(struct route *r);
+void api_dispatch(berth_req *r, void *arg);
+void api_shutdown(void);
+
+/* ---- main.c: the daemon's global state ---- */
+struct core {
+    uv_loop_t *loop;
+    const char *conf_dir;
+    const char *state_override;
+    char *state_dir;
+    struct store *store;
+    struct gen *gen;
+    int64_t started_ms;
+    bool stopping;
+    struct { bool ok; int64_t at_ms; uint64_t generation; cJSON *errors; } reload;
+};
+extern struct core C;
+int core_reload(struct errs *e);
+
+#endif

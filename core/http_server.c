@@ -1,0 +1,821 @@
+/* HTTP/1.1 server on libuv streams, parsed by http-parser (Node's C parser as packaged by
+ * Debian: callback based, zero-copy, battle-tested on hostile input, and it decodes chunked
+ * request bodies). One request per connection at a time; pipelined bytes wait in the input
+ * buffer. Keep-alive, chunked streaming with write-queue backpressure, and hard limits on
+ * header size, body size and the time a client may take to send a request. */
+#include "core.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <http_parser.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+struct http_limits http_limits = {
+    .header_timeout_ms = 10000, .idle_timeout_ms = 60000,
+    .max_header = 16384, .max_body = 1 << 20,
+};
+
+#define DRAIN_LOW 65536
+
+struct listener {
+    struct list link;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
+    char *addr, *path;
+    berth_http_handler handler;
+    void *arg;
+    berth_instance *owner;
+    char *token;
+    int refs;                   /* its handle + connections accepted on it */
+    bool closed;
+};
+
+enum req_state { REQ_PARSING, REQ_DISPATCHED, REQ_STREAMING, REQ_DONE };
+
+struct kv { char *k, *v; };
+
+struct berth_req {
+    struct conn *conn;          /* NULL once the client is gone */
+    enum req_state state;
+    const char *method;
+    struct buf url, body, hfield, hvalue;
+    char *path, *query_raw;
+    struct kv *hdr; size_t nhdr;
+    struct kv *param; size_t nparam;
+    struct kv *query; size_t nquery; bool query_parsed;
+    size_t header_bytes;
+    bool in_value, keep_alive, http10, head, chunked;
+    int reject;                 /* status chosen by a limit, sent instead of 400 */
+    berth_instance *owner;
+    berth_req_cb close_cb, drain_cb;
+    void *close_arg, *drain_arg;
+};
+
+struct conn {
+    struct list link;
+    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
+    uv_timer_t timer;
+    struct listener *l;
+    http_parser parser;
+    struct buf in;
+    size_t in_off;
+    berth_req *req;
+    int open_handles;
+    bool closing, close_after, in_process, reading;
+    int writes;
+};
+
+static struct list listeners = {&listeners, &listeners};
+static struct list conns = {&conns, &conns};
+static uint64_t n_requests, n_open;
+static http_parser_settings settings;
+
+uint64_t http_requests_total(void) { return n_requests; }
+uint64_t http_connections_open(void) { return n_open; }
+
+static const char *status_text(int s)
+{
+    switch (s) {
+    case 200: return "OK"; case 201: return "Created"; case 202: return "Accepted";
+    case 204: return "No Content"; case 400: return "Bad Request";
+    case 401: return "Unauthorized"; case 403: return "Forbidden"; case 404: return "Not Found";
+    case 405: return "Method Not Allowed"; case 408: return "Request Timeout";
+    case 409: return "Conflict"; case 413: return "Content Too Large";
+    case 422: return "Unprocessable Content"; case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error"; case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
+    default: return "Status";
+    }
+}
+
+static const char *http_date(void)
+{
+    static char s[40];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(s, sizeof s, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return s;
+}
+
+/* ---- connection teardown ---- */
+
+static void listener_unref(struct listener *l)
+{
+    if (--l->refs) return;
+    free(l->addr);
+    free(l->path);
+    free(l->token);
+    free(l);
+}
+
+static void conn_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    if (--c->open_handles) return;
+    buf_free(&c->in);
+    listener_unref(c->l);
+    free(c);
+}
+
+static void req_free(berth_req *r)
+{
+    buf_free(&r->url);
+    buf_free(&r->body);
+    buf_free(&r->hfield);
+    buf_free(&r->hvalue);
+    free(r->path);
+    free(r->query_raw);
+    for (size_t i = 0; i < r->nhdr; i++) free(r->hdr[i].k), free(r->hdr[i].v);
+    for (size_t i = 0; i < r->nparam; i++) free(r->param[i].k), free(r->param[i].v);
+    for (size_t i = 0; i < r->nquery; i++) free(r->query[i].k), free(r->query[i].v);
+    free(r->hdr);
+    free(r->param);
+    free(r->query);
+    free(r);
+}
+
+static void conn_close(struct conn *c)
+{
+    if (c->closing) return;
+    c->closing = true;
+    n_open--;
+    list_del(&c->link);
+    berth_req *r = c->req;
+    c->req = NULL;
+    if (r) {
+        r->conn = NULL;
+        if (r->state == REQ_PARSING) {
+            req_free(r);
+        } else if (r->close_cb) {
+            berth_req_cb cb = r->close_cb;
+            r->close_cb = NULL;
+            cb(r, r->close_arg);    /* the handler still ends the request itself */
+        }
+    }
+    uv_close(&c->u.h, conn_closed);
+    uv_close((uv_handle_t *)&c->timer, conn_closed);
+}
+
+/* ---- writing ---- */
+
+struct wreq { uv_write_t w; struct conn *c; char data[]; };
+
+static void on_write(uv_write_t *w, int status)
+{
+    struct wreq *wr = container_of(w, struct wreq, w);
+    struct conn *c = wr->c;
+    free(wr);
+    c->writes--;
+    if (c->closing) return;
+    if (status < 0) {
+        conn_close(c);
+        return;
+    }
+    if (c->close_after && !c->writes) {
+        conn_close(c);
+        return;
+    }
+    berth_req *r = c->req;
+    if (r && r->drain_cb && uv_stream_get_write_queue_size(&c->u.s) < DRAIN_LOW) {
+        berth_req_cb cb = r->drain_cb;
+        r->drain_cb = NULL;
+        cb(r, r->drain_arg);
+    }
+}
+
+static void conn_write(struct conn *c, const char *a, size_t na, const char *b, size_t nb)
+{
+    if (!c || c->closing) return;
+    struct wreq *wr = xmalloc(sizeof *wr + na + nb);
+    memcpy(wr->data, a, na);
+    if (nb) memcpy(wr->data + na, b, nb);
+    wr->c = c;
+    uv_buf_t ub = uv_buf_init(wr->data, (unsigned)(na + nb));
+    if (uv_write(&wr->w, &c->u.s, &ub, 1, on_write) < 0) {
+        free(wr);
+        conn_close(c);
+        return;
+    }
+    c->writes++;
+}
+
+/* ---- parsing ---- */
+
+static void process(struct conn *c);
+
+static void arm_timer(struct conn *c, int64_t ms, uv_timer_cb cb)
+{
+    if (!c->closing) uv_timer_start(&c->timer, cb, (uint64_t)ms, 0);
+}
+
+static void send_simple(struct conn *c, int status, const char *code, const char *msg)
+{
+    struct buf b = {0};
+    char body[512];
+    int n = snprintf(body, sizeof body, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n",
+                     code, msg);
+    buf_printf(&b, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+               "Connection: close\r\n\r\n%s", status, status_text(status), n, body);
+    conn_write(c, b.p, b.len, NULL, 0);
+    buf_free(&b);
+    c->close_after = true;
+    if (!c->writes) conn_close(c);
+    uv_read_stop(&c->u.s);
+}
+
+static void on_timeout(uv_timer_t *t)
+{
+    struct conn *c = t->data;
+    if (c->req && c->req->state == REQ_PARSING)
+        send_simple(c, 408, "request_timeout", "the request took too long to arrive");
+    else if (!c->req)
+        conn_close(c);          /* idle keep-alive connection */
+}
+
+static int on_begin(http_parser *p)
+{
+    struct conn *c = p->data;
+    berth_req *r = xcalloc(1, sizeof *r);
+    r->conn = c;
+    c->req = r;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    return 0;
+}
+
+static int count_header(berth_req *r, size_t n)
+{
+    r->header_bytes += n;
+    if (r->header_bytes > http_limits.max_header) {
+        r->reject = 431;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t n)
+{
+    berth_req *r = ((struct conn *)p->data)->req;
+    if (count_header(r, n)) return -1;
+    buf_add(&r->url, at, n);
+    return 0;
+}
+
+static void push_header(berth_req *r)
+{
+    if (!r->hfield.len) return;
+    r->hdr = xrealloc(r->hdr, (r->nhdr + 1) * sizeof *r->hdr);
+    r->hdr[r->nhdr++] = (struct kv){xstrdup(r->hfield.p), xstrdup(r->hvalue.p ? r->hvalue.p : "")};
+    r->hfield.len = r->hvalue.len = 0;
+    if (r->hvalue.p) r->hvalue.p[0] = 0;
+}
+
+static int on_hfield(http_parser *p, const char *at, size_t n)
+{
+    berth_req *r = ((struct conn *)p->data)->req;
+    if (count_header(r, n) || r->nhdr >= 100) {
+        r->reject = 431;
+        return -1;
+    }
+    if (r->in_value) {
+        push_header(r);
+        r->in_value = false;
+    }
+    buf_add(&r->hfield, at, n);
+    return 0;
+}
+
+static int on_hvalue(http_parser *p, const char *at, size_t n)
+{
+    berth_req *r = ((struct conn *)p->data)->req;
+    if (count_header(r, n)) return -1;
+    r->in_value = true;
+    buf_add(&r->hvalue, at, n);
+    return 0;
+}
+
+static int on_headers_done(http_parser *p)
+{
+    berth_req *r = ((struct conn *)p->data)->req;
+    push_header(r);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > http_limits.max_body) {
+        r->reject = 413;
+        return -1;
+    }
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    berth_req *r = ((struct conn *)p->data)->req;
+    if (r->body.len + n > http_limits.max_body) {
+        r->reject = 413;
+        return -1;
+    }
+    buf_add(&r->body, at, n);
+    return 0;
+}
+
+static int on_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);    /* one request at a time: the rest waits in the buffer */
+    return 0;
+}
+
+static int hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9') return ch - '0';
+    ch = tolower(ch);
+    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
+}
+
+/* Decodes %XX (and '+' as space for queries); NULL on a bad escape or NUL byte. */
+static char *pct_decode(const char *s, size_t n, bool plus)
+{
+    char *out = xmalloc(n + 1), *o = out;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int h1 = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
+            int h2 = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
+            if (h1 < 0 || h2 < 0 || (h1 == 0 && h2 == 0)) {
+                free(out);
+                return NULL;
+            }
+            *o++ = (char)(h1 * 16 + h2);
+            i += 2;
+        } else {
+            *o++ = plus && s[i] == '+' ? ' ' : s[i];
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static void dispatch(struct conn *c)
+{
+    berth_req *r = c->req;
+    http_parser *p = &c->parser;
+    uv_timer_stop(&c->timer);
+    n_requests++;
+    r->state = REQ_DISPATCHED;
+    r->method = http_method_str((enum http_method)p->method);
+    r->keep_alive = http_should_keep_alive(p);
+    r->http10 = p->http_major == 1 && p->http_minor == 0;
+    r->head = p->method == HTTP_HEAD;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    const char *url = r->url.p ? r->url.p : "";
+    if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
+        !(r->path = pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
+                               false))) {
+        req_respond_error(r, 400, "bad_request", "malformed request target");
+        return;
+    }
+    if (u.field_set & (1 << UF_QUERY))
+        r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+    struct listener *l = c->l;
+    if (l->token) {
+        const char *auth = req_header(r, "authorization");
+        if (!auth || strncasecmp(auth, "Bearer ", 7) || !ct_equal(auth + 7, l->token)) {
+            req_respond_error(r, 401, "unauthorized", "a valid bearer token is required");
+            return;
+        }
+    }
+    r->owner = l->owner;
+    if (r->owner) inst_pending(r->owner, 1);
+    l->handler(r, l->arg);
+}
+
+static void process(struct conn *c)
+{
+    if (c->in_process) return;
+    c->in_process = true;
+    while (!c->closing && c->in_off < c->in.len && (!c->req || c->req->state == REQ_PARSING)) {
+        size_t avail = c->in.len - c->in_off;
+        size_t n = http_parser_execute(&c->parser, &settings, c->in.p + c->in_off, avail);
+        c->in_off += n;
+        enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
+        if (err == HPE_PAUSED) {
+            http_parser_pause(&c->parser, 0);
+            dispatch(c);
+            continue;
+        }
+        if (err != HPE_OK) {
+            int st = c->req && c->req->reject ? c->req->reject : 400;
+            if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
+            else if (st == 431)
+                send_simple(c, 431, "headers_too_large", "the request headers are too large");
+            else send_simple(c, 400, "bad_request", http_errno_description(err));
+            break;
+        }
+        if (n < avail) break;   /* the parser wants no more (upgrade): refuse it */
+    }
+    if (c->in_off == c->in.len) c->in_off = c->in.len = 0;
+    c->in_process = false;
+}
+
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
+{
+    (void)h; (void)hint;
+    static char slab[65536];
+    *b = uv_buf_init(slab, sizeof slab);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    if (n < 0) {
+        conn_close(c);
+        return;
+    }
+    if (!n) return;
+    buf_add(&c->in, b->base, (size_t)n);
+    /* a client pipelining more than one full request's worth waits for us to catch up */
+    if (c->in.len - c->in_off > http_limits.max_header + http_limits.max_body + 65536) {
+        uv_read_stop(s);
+        c->reading = false;
+    }
+    if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    process(c);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    if (status < 0 || l->closed) return;
+    struct conn *c = xcalloc(1, sizeof *c);
+    int rc = l->path ? uv_pipe_init(C.loop, &c->u.pipe, 0) : uv_tcp_init(C.loop, &c->u.tcp);
+    if (rc < 0) {
+        free(c);
+        return;
+    }
+    c->u.h.data = c;
+    c->open_handles = 2;
+    c->l = l;
+    l->refs++;
+    uv_timer_init(C.loop, &c->timer);
+    c->timer.data = c;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    list_add_tail(&conns, &c->link);
+    n_open++;
+    if (uv_accept(server, &c->u.s) < 0) {
+        conn_close(c);
+        return;
+    }
+    if (!l->path) uv_tcp_nodelay(&c->u.tcp, 1);
+    uv_read_start(&c->u.s, on_alloc, on_read);
+    c->reading = true;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+}
+
+/* ---- answering ---- */
+
+static void finish(berth_req *r)
+{
+    struct conn *c = r->conn;
+    r->state = REQ_DONE;
+    if (r->owner) inst_pending(r->owner, -1);
+    if (c) {
+        c->req = NULL;
+        if (!r->keep_alive || c->l->closed || C.stopping) {
+            c->close_after = true;
+            if (!c->writes) conn_close(c);
+        } else {
+            arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
+            if (!c->reading) {
+                uv_read_start(&c->u.s, on_alloc, on_read);
+                c->reading = true;
+            }
+            process(c);
+        }
+    }
+    req_free(r);
+}
+
+static void head_common(struct buf *b, berth_req *r, int status)
+{
+    buf_printf(b, "HTTP/1.1 %d %s\r\nServer: berth\r\nDate: %s\r\n", status, status_text(status),
+               http_date());
+    if (!r->keep_alive || C.stopping) buf_adds(b, "Connection: close\r\n");
+    else if (r->http10) buf_adds(b, "Connection: keep-alive\r\n");
+}
+
+void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len)
+{
+    if (r->state != REQ_DISPATCHED) return;
+    struct buf b = {0};
+    head_common(&b, r, status);
+    if (ct) buf_printf(&b, "Content-Type: %s\r\n", ct);
+    buf_printf(&b, "Content-Length: %zu\r\n\r\n", len);
+    conn_write(r->conn, b.p, b.len, body, r->head ? 0 : len);
+    buf_free(&b);
+    finish(r);
+}
+
+static void json_escape(struct buf *b, const char *s)
+{
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\') buf_printf(b, "\\%c", ch);
+        else if (ch < 0x20) buf_printf(b, "\\u%04x", ch);
+        else buf_add(b, s, 1);
+    }
+}
+
+void req_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    struct buf b = {0};
+    buf_adds(&b, "{\"error\":{\"code\":\"");
+    json_escape(&b, code);
+    buf_adds(&b, "\",\"message\":\"");
+    json_escape(&b, msg);
+    buf_adds(&b, "\"}}\n");
+    req_respond(r, status, "application/json", b.p, b.len);
+    buf_free(&b);
+}
+
+void req_respond_json(berth_req *r, int status, cJSON *json)
+{
+    char *s = cJSON_PrintUnformatted(json);
+    size_t n = strlen(s);
+    s[n] = 0;
+    struct buf b = {0};
+    buf_add(&b, s, n);
+    buf_adds(&b, "\n");
+    cJSON_free(s);
+    cJSON_Delete(json);
+    req_respond(r, status, "application/json", b.p, b.len);
+    buf_free(&b);
+}
+
+int req_start(berth_req *r, int status, const struct berth_header *h)
+{
+    if (r->state != REQ_DISPATCHED) return BERTH_EINVAL;
+    struct buf b = {0};
+    head_common(&b, r, status);
+    for (; h && h->name; h++) buf_printf(&b, "%s: %s\r\n", h->name, h->value);
+    /* HTTP/1.0 has no chunked coding: the end of the stream is the end of the connection */
+    r->chunked = !r->http10;
+    if (r->chunked) buf_adds(&b, "Transfer-Encoding: chunked\r\n");
+    else r->keep_alive = false;
+    buf_adds(&b, "\r\n");
+    conn_write(r->conn, b.p, b.len, NULL, 0);
+    buf_free(&b);
+    r->state = REQ_STREAMING;
+    return 0;
+}
+
+size_t req_write(berth_req *r, const char *data, size_t len)
+{
+    if (r->state != REQ_STREAMING || !r->conn) return 0;
+    if (len && !r->head) {
+        if (r->chunked) {
+            char pre[24];
+            int n = snprintf(pre, sizeof pre, "%zx\r\n", len);
+            struct buf b = {0};
+            buf_add(&b, pre, (size_t)n);
+            buf_add(&b, data, len);
+            buf_add(&b, "\r\n", 2);
+            conn_write(r->conn, b.p, b.len, NULL, 0);
+            buf_free(&b);
+        } else {
+            conn_write(r->conn, data, len, NULL, 0);
+        }
+    }
+    return r->conn ? uv_stream_get_write_queue_size(&r->conn->u.s) : 0;
+}
+
+void req_end(berth_req *r)
+{
+    if (r->state == REQ_DISPATCHED) {
+        req_respond(r, 204, NULL, NULL, 0);
+        return;
+    }
+    if (r->state != REQ_STREAMING) return;
+    if (r->chunked && r->conn && !r->head) conn_write(r->conn, "0\r\n\r\n", 5, NULL, 0);
+    finish(r);
+}
+
+void req_on_close(berth_req *r, berth_req_cb cb, void *arg)
+{
+    r->close_cb = cb;
+    r->close_arg = arg;
+}
+
+void req_on_drain(berth_req *r, berth_req_cb cb, void *arg)
+{
+    r->drain_cb = cb;
+    r->drain_arg = arg;
+}
+
+/* ---- accessors ---- */
+
+const char *req_method(berth_req *r) { return r->method; }
+const char *req_path(berth_req *r) { return r->path; }
+berth_instance *http_req_owner(berth_req *r) { return r->owner; }
+
+void http_req_set_owner(berth_req *r, berth_instance *owner)
+{
+    if (r->owner == owner) return;
+    if (r->owner) inst_pending(r->owner, -1);
+    r->owner = owner;
+    if (owner) inst_pending(owner, 1);
+}
+
+const char *req_header(berth_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nhdr; i++)
+        if (!strcasecmp(r->hdr[i].k, name)) return r->hdr[i].v;
+    return NULL;
+}
+
+const char *req_body(berth_req *r, size_t *len)
+{
+    if (len) *len = r->body.len;
+    return r->body.p ? r->body.p : "";
+}
+
+void http_req_set_param(berth_req *r, const char *name, const char *value)
+{
+    r->param = xrealloc(r->param, (r->nparam + 1) * sizeof *r->param);
+    r->param[r->nparam++] = (struct kv){xstrdup(name), xstrdup(value)};
+}
+
+const char *req_param(berth_req *r, const char *name)
+{
+    for (size_t i = 0; i < r->nparam; i++)
+        if (!strcmp(r->param[i].k, name)) return r->param[i].v;
+    return NULL;
+}
+
+const char *req_query(berth_req *r, const char *name)
+{
+    if (!r->query_parsed) {
+        r->query_parsed = true;
+        const char *s = r->query_raw;
+        while (s && *s) {
+            const char *amp = strchr(s, '&');
+            size_t n = amp ? (size_t)(amp - s) : strlen(s);
+            const char *eq = memchr(s, '=', n);
+            size_t kn = eq ? (size_t)(eq - s) : n;
+            char *k = pct_decode(s, kn, true);
+            char *v = eq ? pct_decode(eq + 1, n - kn - 1, true) : xstrdup("");
+            if (k && v) {
+                r->query = xrealloc(r->query, (r->nquery + 1) * sizeof *r->query);
+                r->query[r->nquery++] = (struct kv){k, v};
+            } else {
+                free(k);
+                free(v);
+            }
+            s = amp ? amp + 1 : NULL;
+        }
+    }
+    for (size_t i = 0; i < r->nquery; i++)
+        if (!strcmp(r->query[i].k, name)) return r->query[i].v;
+    return NULL;
+}
+
+/* ---- listeners ---- */
+
+static int parse_host_port(const char *addr, struct sockaddr_storage *ss)
+{
+    char host[256];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host) return -1;
+    memcpy(host, addr, (size_t)(colon - addr));
+    host[colon - addr] = 0;
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || port < 0 || port > 65535) return -1;
+    if (host[0] == '[') {
+        size_t l = strlen(host);
+        if (host[l - 1] != ']') return -1;
+        host[l - 1] = 0;
+        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? -1 : 0;
+    }
+    if (!strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
+    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
+}
+
+static void listener_closed(uv_handle_t *h)
+{
+    listener_unref(h->data);
+}
+
+int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, const char *token,
+                berth_instance *owner, struct listener **out, char *err, size_t errlen)
+{
+    struct listener *l = xcalloc(1, sizeof *l);
+    int rc;
+    if (!strncmp(addr, "unix:", 5)) {
+        l->path = xstrdup(addr + 5);
+        struct stat st;
+        if (!lstat(l->path, &st) && S_ISSOCK(st.st_mode)) unlink(l->path); /* stale */
+        uv_pipe_init(C.loop, &l->u.pipe, 0);
+        mode_t old = umask(0777 & ~(mode_t)mode);
+        rc = uv_pipe_bind(&l->u.pipe, l->path);
+        umask(old);
+        if (!rc) rc = chmod(l->path, (mode_t)mode) ? uv_translate_sys_error(errno) : 0;
+    } else {
+        struct sockaddr_storage ss;
+        if (parse_host_port(addr, &ss) < 0) {
+            snprintf(err, errlen, "'%s' is not host:port or unix:PATH", addr);
+            free(l);
+            return BERTH_EINVAL;
+        }
+        uv_tcp_init(C.loop, &l->u.tcp);
+        rc = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
+    }
+    l->u.h.data = l;
+    l->refs = 1;
+    if (!rc) rc = uv_listen(&l->u.s, 511, on_connection);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
+        free(l->path);
+        l->path = NULL;
+        uv_close(&l->u.h, listener_closed);
+        return BERTH_EIO;
+    }
+    l->addr = xstrdup(addr);
+    l->handler = h;
+    l->arg = arg;
+    l->owner = owner;
+    l->token = xstrdup(token);
+    list_add_tail(&listeners, &l->link);
+    *out = l;
+    return 0;
+}
+
+void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
+                            berth_instance *owner)
+{
+    l->handler = h;
+    l->arg = arg;
+    l->owner = owner;
+}
+
+const char *http_listener_addr(struct listener *l) { return l->addr; }
+berth_instance *http_listener_owner(struct listener *l) { return l->owner; }
+
+void http_listener_close(struct listener *l)
+{
+    if (l->closed) return;
+    l->closed = true;
+    list_del(&l->link);
+    if (l->path) unlink(l->path);
+    /* idle keep-alive connections on it go now; busy ones close after their answer */
+    list_each(it, &conns) {
+        struct conn *c = container_of(it, struct conn, link);
+        if (c->l == l && !c->req) conn_close(c);
+    }
+    uv_close(&l->u.h, listener_closed);
+}
+
+/* An unloaded plugin cannot answer any more: whatever it left open is answered for it. */
+void http_abort_owner(berth_instance *owner)
+{
+    list_each(it, &conns) {
+        struct conn *c = container_of(it, struct conn, link);
+        berth_req *r = c->req;
+        if (!r || r->owner != owner) continue;
+        if (r->state == REQ_DISPATCHED)
+            req_respond_error(r, 503, "unavailable", "the plugin serving this was unloaded");
+        else if (r->state == REQ_STREAMING) req_end(r);
+    }
+}
+
+void http_close_all(void)
+{
+    list_each(it, &listeners) http_listener_close(container_of(it, struct listener, link));
+    list_each(it, &conns) {
+        struct conn *c = container_of(it, struct conn, link);
+        if (!c->req || c->req->state == REQ_PARSING) conn_close(c);
+        else c->close_after = true;
+    }
+}
+
+__attribute__((constructor)) static void init_settings(void)
+{
+    settings.on_message_begin = on_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_hfield;
+    settings.on_header_value = on_hvalue;
+    settings.on_headers_complete = on_headers_done;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_complete;
+}

@@ -1,0 +1,63 @@
+/* Logging to stderr: one line per message, text for people or JSON for collectors. The
+ * component (core, plugin:<instance>) is added here so plugins never format their own prefix. */
+#include "core.h"
+
+#include <stdarg.h>
+#include <string.h>
+#include <time.h>
+
+static enum berth_log_level min_level = BERTH_LOG_INFO;
+static bool as_json;
+static const char *const level_names[] = {"debug", "info", "warn", "error"};
+
+void log_configure(enum berth_log_level level, bool json)
+{
+    min_level = level;
+    as_json = json;
+}
+
+bool log_enabled(enum berth_log_level level)
+{
+    return level >= min_level;
+}
+
+int log_level_parse(const char *s)
+{
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(s, level_names[i])) return i;
+    return -1;
+}
+
+void blogv(enum berth_log_level lvl, const char *component, const char *fmt, va_list ap)
+{
+    if (lvl < min_level) return;
+    char msg[4096], ts[40];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    struct tm tm;
+    gmtime_r(&now.tv_sec, &tm);
+    size_t k = strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + k, sizeof ts - k, ".%03ldZ", now.tv_nsec / 1000000);
+    if (as_json) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "ts", ts);
+        cJSON_AddStringToObject(o, "level", level_names[lvl]);
+        cJSON_AddStringToObject(o, "component", component);
+        cJSON_AddStringToObject(o, "msg", msg);
+        char *line = cJSON_PrintUnformatted(o);
+        fprintf(stderr, "%s\n", line);
+        cJSON_free(line);
+        cJSON_Delete(o);
+    } else {
+        fprintf(stderr, "%s %-5s [%s] %s\n", ts, level_names[lvl], component, msg);
+    }
+}
+
+void blog(enum berth_log_level lvl, const char *component, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    blogv(lvl, component, fmt, ap);
+    va_end(ap);
+}

@@ -1,0 +1,278 @@
+/* berthd: the supervisor daemon. Runs in the foreground; logs to stderr. */
+#include "core.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#ifndef BERTH_CONF_DIR
+#define BERTH_CONF_DIR "/etc/berth/conf.d"
+#endif
+
+struct core C;
+static uv_signal_t sig_hup, sig_term, sig_int;
+static struct listener *ctl_unix, *ctl_tcp;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: berthd [--config DIR] [--state DIR] [--check] [--dump-schema] [--version]\n"
+            "  --config DIR    conf.d directory (default %s)\n"
+            "  --state DIR     state directory, overrides berth.state_dir\n"
+            "  --check         validate the configuration and exit (0 valid, 1 invalid)\n"
+            "  --dump-schema   print every config schema as JSON and exit\n"
+            "  --version       print the version and exit\n", BERTH_CONF_DIR);
+}
+
+static void apply_core(const struct core_cfg *c)
+{
+    log_configure((enum berth_log_level)log_level_parse(c->log.level),
+                  !strcmp(c->log.format, "json"));
+    http_limits = (struct http_limits){c->http.header_timeout, c->http.idle_timeout,
+                                       c->http.max_header, c->http.max_body};
+    bus_set_retention((uint64_t)c->events.retention);
+}
+
+static void print_errs(const struct errs *e)
+{
+    for (size_t i = 0; i < e->n; i++) fprintf(stderr, "%s\n", e->v[i]);
+}
+
+int core_reload(struct errs *e)
+{
+    struct gen *g = gen_build(C.conf_dir, C.state_override, C.gen, e);
+    C.reload.at_ms = wall_ms();
+    cJSON_Delete(C.reload.errors);
+    C.reload.errors = cJSON_CreateArray();
+    if (e->n) {
+        plugins_discard(g);
+        gen_free(g);
+        C.reload.ok = false;
+        log_error("reload failed with %zu error(s); generation %" PRIu64 " keeps running", e->n,
+                  C.gen->id);
+        for (size_t i = 0; i < e->n; i++) {
+            log_error("%s", e->v[i]);
+            cJSON_AddItemToArray(C.reload.errors, cJSON_CreateString(e->v[i]));
+        }
+        struct berth_ev_config_reloaded ev = {sizeof ev, false, (int64_t)C.gen->id,
+                                              (int64_t)e->n, e->v[0]};
+        bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
+        return -1;
+    }
+    struct gen *old = C.gen;
+    C.gen = gen_ref(g);
+    apply_core(&g->core);
+    plugins_activate(g, old);
+    gen_unref(old);
+    C.reload.ok = true;
+    C.reload.generation = g->id;
+    log_info("configuration generation %" PRIu64 " is running", g->id);
+    struct berth_ev_config_reloaded ev = {sizeof ev, true, (int64_t)g->id, 0, "ok"};
+    bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
+    tenants_reconcile_all();
+    return 0;
+}
+
+static void on_hup(uv_signal_t *s, int sig)
+{
+    (void)s; (void)sig;
+    log_info("SIGHUP: reloading %s", C.conf_dir);
+    struct errs e = {0};
+    core_reload(&e);
+    errs_free(&e);
+}
+
+static void close_walk(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    if (!uv_is_closing(h)) uv_close(h, NULL);
+}
+
+static void all_stopped(void)
+{
+    log_info("plugins drained; closing the store");
+    tenants_shutdown();
+    api_shutdown();
+    bus_shutdown();
+    http_client_shutdown();
+    plugins_close();
+    uv_close((uv_handle_t *)&sig_hup, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+}
+
+static void on_term(uv_signal_t *s, int sig)
+{
+    (void)s;
+    if (C.stopping) return;
+    C.stopping = true;
+    log_info("%s: stopping; draining plugins in reverse load order",
+             sig == SIGINT ? "SIGINT" : "SIGTERM");
+    http_close_all();
+    ctl_unix = ctl_tcp = NULL;
+    plugins_stop_all(C.gen, all_stopped);
+}
+
+static int mkdirs(const char *path, mode_t mode)
+{
+    char *p = xstrdup(path);
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/') continue;
+        *s = 0;
+        if (mkdir(p, mode) < 0 && errno != EEXIST) goto fail;
+        *s = '/';
+    }
+    if (mkdir(p, mode) < 0 && errno != EEXIST) goto fail;
+    free(p);
+    return 0;
+fail:
+    free(p);
+    return -1;
+}
+
+static int dump_schema(struct gen *g)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddItemToObject(o, "berth", cfg_schema_json(core_schema));
+    cJSON_AddItemToObject(o, "template", cfg_schema_json(tmpl_core_schema));
+    cJSON *pl = cJSON_AddArrayToObject(o, "plugins");
+    struct errs e = {0};
+    plugins_schema_json(g->core.plugin_dir, pl, &e);
+    print_errs(&e);
+    errs_free(&e);
+    char *s = cJSON_Print(o);
+    printf("%s\n", s);
+    cJSON_free(s);
+    cJSON_Delete(o);
+    return 0;
+}
+
+static int start(void)
+{
+    struct core_cfg *c = &C.gen->core;
+    C.state_dir = xstrdup(c->state_dir);
+    if (mkdirs(C.state_dir, 0750) < 0) {
+        log_error("cannot create state directory %s: %s", C.state_dir, strerror(errno));
+        return -1;
+    }
+    char err[512];
+    char *db = xasprintf("%s/berth.db", C.state_dir);
+    int rc = store_open(db, &C.store, err, sizeof err);
+    free(db);
+    if (rc) {
+        log_error("state: %s", err);
+        return -1;
+    }
+    bus_init();
+    if (http_client_init() < 0) {
+        log_error("cannot initialise libcurl");
+        return -1;
+    }
+    if (tenants_init() < 0) return -1;
+    api_init();
+    char *sock = c->socket[0] ? xstrdup(c->socket) : xasprintf("%s/berth.sock", C.state_dir);
+    char *addr = xasprintf("unix:%s", sock);
+    rc = http_listen(addr, 0660, api_dispatch, NULL, NULL, NULL, &ctl_unix, err, sizeof err);
+    free(addr);
+    if (rc) {
+        log_error("control socket: %s", err);
+        free(sock);
+        return -1;
+    }
+    log_info("control API on %s (mode 0660)", sock);
+    free(sock);
+    if (c->tcp.listen) {
+        rc = http_listen(c->tcp.listen, 0, api_dispatch, NULL, c->tcp.token, NULL, &ctl_tcp,
+                         err, sizeof err);
+        if (rc) {
+            log_error("berth.tcp.listen: %s", err);
+            return -1;
+        }
+        log_info("control API on tcp %s (bearer token required)", c->tcp.listen);
+    }
+    plugins_activate(C.gen, NULL);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"state", required_argument, NULL, 's'},
+        {"check", no_argument, NULL, 'k'},        {"dump-schema", no_argument, NULL, 'd'},
+        {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
+        {0},
+    };
+    bool check = false, dump = false;
+    C.conf_dir = BERTH_CONF_DIR;
+    int ch;
+    while ((ch = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'c': C.conf_dir = optarg; break;
+        case 's': C.state_override = optarg; break;
+        case 'k': check = true; break;
+        case 'd': dump = true; break;
+        case 'V': printf("berthd %s (plugin ABI %d.%d)\n", BERTH_VERSION_STR, BERTH_ABI_MAJOR,
+                         BERTH_ABI_MINOR); return 0;
+        case 'h': usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        usage(stderr);
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    C.loop = uv_default_loop();
+    C.started_ms = wall_ms();
+    struct errs e = {0};
+    struct gen *g = gen_build(C.conf_dir, C.state_override, NULL, &e);
+    if (check || dump || e.n) {
+        int code = 0;
+        if (dump && !e.n) code = dump_schema(g);
+        else if (e.n) {
+            print_errs(&e);
+            fprintf(stderr, "berthd: %s: %zu error(s)\n", C.conf_dir, e.n);
+            code = 1;
+        } else {
+            printf("berthd: %s: configuration OK (%zu plugin instance(s), %zu template(s))\n",
+                   C.conf_dir, g->ninst, g->ntmpls);
+        }
+        plugins_discard(g);
+        gen_free(g);
+        errs_free(&e);
+        return code;
+    }
+    C.gen = gen_ref(g);
+    C.reload.ok = true;
+    C.reload.generation = g->id;
+    apply_core(&g->core);
+    uv_signal_init(C.loop, &sig_hup);
+    uv_signal_init(C.loop, &sig_term);
+    uv_signal_init(C.loop, &sig_int);
+    uv_signal_start(&sig_hup, on_hup, SIGHUP);
+    uv_signal_start(&sig_term, on_term, SIGTERM);
+    uv_signal_start(&sig_int, on_term, SIGINT);
+    log_info("berthd %s starting: config %s, state %s", BERTH_VERSION_STR, C.conf_dir,
+             g->core.state_dir);
+    int code = 0;
+    if (start() < 0) {
+        code = 1;
+        C.stopping = true;
+        http_close_all();
+        plugins_stop_all(C.gen, all_stopped);
+    }
+    uv_run(C.loop, UV_RUN_DEFAULT);
+    uv_walk(C.loop, close_walk, NULL);
+    uv_run(C.loop, UV_RUN_DEFAULT);
+    uv_loop_close(C.loop);
+    store_close(C.store);
+    gen_unref(C.gen);
+    cJSON_Delete(C.reload.errors);
+    free(C.state_dir);
+    if (!code) log_info("stopped");
+    return code;
+}

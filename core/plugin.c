@@ -1,0 +1,1063 @@
+/* Plugin loader and host API. A module is a .so loaded once per file identity from a private
+ * memfd copy (dlopen caches by path, so a replaced file must get a new path to run its new
+ * code); an instance is one configured use of a module. Every resource an instance takes
+ * through the host table is linked into it, so unloading can cancel what is left and wait
+ * until no callback into the module can be pending before dlclose. */
+#include "core.h"
+
+#include <dirent.h>
+#include <dlfcn.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+struct module {
+    struct list link;
+    char *path;
+    dev_t dev; ino_t ino; off_t size; struct timespec mtime;
+    int memfd;
+    void *dl;
+    const struct berth_plugin *d;
+    int refs;
+};
+
+enum inst_state { I_STAGED, I_RUNNING, I_FAILED, I_DRAINING, I_DESTROYED };
+enum action { A_NEW, A_KEEP, A_RECONF, A_REPLACE };
+
+struct berth_instance {
+    struct list link;               /* all instances alive, in load order */
+    char *name;
+    char comp[80];                  /* log component */
+    struct module *mod;
+    void *state;
+    void *cfg; struct arena arena;
+    const struct cnode *node;
+    enum inst_state st;
+    char *error;
+    struct list res;
+    int reqs, handles;
+    bool drained;
+    int64_t loaded_ms, drain_deadline;
+    /* staged by a reload */
+    enum action action;
+    void *new_cfg; struct arena new_arena; const struct cnode *new_node;
+    berth_instance *old;
+};
+
+/* every loop handle made for a plugin is also listed here, for the uv_walk audit */
+struct hrec { struct list link; uv_handle_t *h; };
+struct berth_timer { struct res res; struct hrec hr; uv_timer_t t; berth_timer_cb cb; void *arg; };
+struct berth_watch { struct res res; struct hrec hr; uv_poll_t p; berth_watch_cb cb; void *arg; };
+struct berth_sub { struct res res; struct bus_sub *s; berth_event_cb cb; void *arg; };
+struct plisten { struct res res; struct listener *l; };
+
+static struct list modules = {&modules, &modules};
+static struct list instances = {&instances, &instances};
+static struct list handles_all = {&handles_all, &handles_all};
+static uv_timer_t reap_timer;
+static bool reap_init;
+static void (*all_stopped)(void);
+
+const char *inst_name(const berth_instance *i) { return i->name; }
+
+void res_attach(berth_instance *owner, struct res *r, int kind)
+{
+    r->owner = owner;
+    r->kind = kind;
+    list_add_tail(&owner->res, &r->link);
+}
+
+void res_detach(struct res *r)
+{
+    if (r->owner) list_del(&r->link);
+}
+
+static void schedule_reap(void);
+
+void inst_pending(berth_instance *i, int delta)
+{
+    i->reqs += delta;
+    if (i->st >= I_DRAINING) schedule_reap();
+}
+
+/* ---- modules ---- */
+
+static bool same_file(const struct module *m, const struct stat *st)
+{
+    return m->dev == st->st_dev && m->ino == st->st_ino && m->size == st->st_size &&
+           m->mtime.tv_sec == st->st_mtim.tv_sec && m->mtime.tv_nsec == st->st_mtim.tv_nsec;
+}
+
+static void module_unref(struct module *m)
+{
+    if (--m->refs) return;
+    list_del(&m->link);
+    dlclose(m->dl);
+    close(m->memfd);
+    free(m->path);
+    free(m);
+}
+
+/* Like sshd's StrictModes: code that runs as berthd must not be replaceable by others. */
+static bool perms_ok(const char *path, const struct stat *st, struct errs *e,
+                     const struct cnode *at)
+{
+    if (st->st_mode & (S_IWGRP | S_IWOTH)) {
+        errs_add(e, at, "refusing to load %s: it is writable by group or others (chmod go-w)",
+                 path);
+        return false;
+    }
+    if (st->st_uid != 0 && st->st_uid != geteuid()) {
+        errs_add(e, at, "refusing to load %s: owned by uid %u, neither root nor berthd's user",
+                 path, (unsigned)st->st_uid);
+        return false;
+    }
+    char *dup = xstrdup(path);
+    const char *dir = dirname(dup);
+    struct stat ds;
+    bool ok = true;
+    if (stat(dir, &ds) == 0 && (ds.st_mode & (S_IWGRP | S_IWOTH)) && !(ds.st_mode & S_ISVTX)) {
+        errs_add(e, at, "refusing to load %s: its directory %s is writable by group or others",
+                 path, dir);
+        ok = false;
+    }
+    free(dup);
+    return ok;
+}
+
+static int copy_fd(int from, int to)
+{
+    char b[65536];
+    ssize_t n;
+    while ((n = read(from, b, sizeof b)) > 0)
+        for (ssize_t off = 0; off < n;) {
+            ssize_t w = write(to, b + off, (size_t)(n - off));
+            if (w < 0) return -1;
+            off += w;
+        }
+    return n < 0 ? -1 : 0;
+}
+
+static struct module *module_load(const char *path, struct errs *e, const struct cnode *at)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        errs_add(e, at, "cannot open plugin %s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return NULL;
+    }
+    if (!perms_ok(path, &st, e, at)) {
+        close(fd);
+        return NULL;
+    }
+    list_each(it, &modules) {
+        struct module *m = container_of(it, struct module, link);
+        if (!strcmp(m->path, path) && same_file(m, &st)) {
+            close(fd);
+            m->refs++;
+            return m;
+        }
+    }
+    int mfd = memfd_create("berth-plugin", MFD_CLOEXEC);
+    if (mfd < 0 || copy_fd(fd, mfd) < 0) {
+        errs_add(e, at, "cannot copy plugin %s: %s", path, strerror(errno));
+        close(fd);
+        if (mfd >= 0) close(mfd);
+        return NULL;
+    }
+    close(fd);
+    char proc[64];
+    snprintf(proc, sizeof proc, "/proc/self/fd/%d", mfd);
+    void *dl = dlopen(proc, RTLD_NOW | RTLD_LOCAL);
+    if (!dl) {
+        errs_add(e, at, "cannot load plugin %s: %s", path, dlerror());
+        close(mfd);
+        return NULL;
+    }
+    const struct berth_plugin *d = dlsym(dl, BERTH_PLUGIN_SYMBOL);
+    const char *why = NULL;
+    char msg[256];
+    if (!d) {
+        why = "it exports no " BERTH_PLUGIN_SYMBOL " descriptor; is it a berth plugin built "
+              "with BERTH_PLUGIN()?";
+    } else if (d->abi_major != BERTH_ABI_MAJOR) {
+        snprintf(msg, sizeof msg, "it was built for plugin ABI %u.%u and this berthd speaks "
+                 "%d.%d; rebuild it against the installed SDK", d->abi_major, d->abi_minor,
+                 BERTH_ABI_MAJOR, BERTH_ABI_MINOR);
+        why = msg;
+    } else if (d->abi_minor > BERTH_ABI_MINOR) {
+        snprintf(msg, sizeof msg, "it needs plugin ABI %u.%u, newer than this berthd's %d.%d",
+                 d->abi_major, d->abi_minor, BERTH_ABI_MAJOR, BERTH_ABI_MINOR);
+        why = msg;
+    } else if (d->struct_size < offsetof(struct berth_plugin, destroy) + sizeof(void *)) {
+        why = "its descriptor is truncated (struct_size too small)";
+    } else if (!d->name || !d->init) {
+        why = "its descriptor has no name or no init function";
+    }
+    if (why) {
+        errs_add(e, at, "refusing to load %s: %s", path, why);
+        dlclose(dl);
+        close(mfd);
+        return NULL;
+    }
+    struct module *m = xcalloc(1, sizeof *m);
+    m->path = xstrdup(path);
+    m->dev = st.st_dev;
+    m->ino = st.st_ino;
+    m->size = st.st_size;
+    m->mtime = st.st_mtim;
+    m->memfd = mfd;
+    m->dl = dl;
+    m->d = d;
+    m->refs = 1;
+    list_add_tail(&modules, &m->link);
+    return m;
+}
+
+/* ---- staging a generation's instances ---- */
+
+struct inst_meta { const char *module, *path; };
+static const struct berth_cfg_item inst_schema[] = {
+    {"module", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct inst_meta, module),
+     "module to load, <plugin_dir>/<module>.so (default: the instance name)", 0, NULL, NULL},
+    {"path", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct inst_meta, path),
+     "explicit path of the .so (overrides module)", 0, NULL, NULL},
+    {0},
+};
+
+static berth_instance *find_running(const struct gen *g, const char *name)
+{
+    for (size_t i = 0; g && i < g->ninst; i++)
+        if (!strcmp(g->inst[i]->name, name)) return g->inst[i];
+    return NULL;
+}
+
+static char *resolve(const char *base, const char *p)
+{
+    return p[0] == '/' ? xstrdup(p) : xasprintf("%s/%s", base, p);
+}
+
+static void unstage(berth_instance *i)
+{
+    arena_free(&i->new_arena);
+    i->new_cfg = NULL;
+    i->new_node = NULL;
+}
+
+static void inst_free(berth_instance *i)
+{
+    arena_free(&i->arena);
+    unstage(i);
+    if (i->mod) module_unref(i->mod);
+    free(i->error);
+    free(i->name);
+    free(i);
+}
+
+static berth_instance *stage_one(struct gen *g, const struct gen *old, const char *name,
+                                 const struct cnode *key, const struct cnode *node,
+                                 struct errs *e)
+{
+    if (!ident_valid(name)) {
+        errs_add(e, key, "plugin instance name '%s' must be lower case letters, digits, '-' "
+                 "or '_', starting with a letter", name);
+        return NULL;
+    }
+    struct inst_meta meta = {0};
+    const struct berth_cfg_item *ms = inst_schema;
+    void *mo = &meta;
+    struct arena tmp = {0};
+    struct errs quiet = {0};
+    /* first pass only for module/path; the full check runs with the plugin's schema below */
+    for (size_t k = 0; node && node->kind == CN_MAP && k < node->n; k++) {
+        if (!strcmp(node->keys[k]->value, "module") || !strcmp(node->keys[k]->value, "path")) {
+            struct cnode one = *node;
+            one.n = 1;
+            one.keys = &node->keys[k];
+            one.vals = &node->vals[k];
+            cfg_fill(&ms, &mo, 1, &one, &tmp, &quiet, name);
+        }
+    }
+    errs_free(&quiet);
+    char *path = meta.path ? resolve(g->core.plugin_dir, meta.path)
+                           : xasprintf("%s/%s.so", g->core.plugin_dir,
+                                       meta.module ? meta.module : name);
+    arena_free(&tmp);
+    struct module *m = module_load(path, e, key);
+    free(path);
+    if (!m) return NULL;
+    berth_instance *i = xcalloc(1, sizeof *i);
+    i->name = xstrdup(name);
+    i->mod = m;
+    list_init(&i->res);
+    snprintf(i->comp, sizeof i->comp, "plugin:%s", name);
+    i->new_cfg = arena_alloc(&i->new_arena, m->d->config_size ? m->d->config_size : 1);
+    const struct berth_cfg_item *schemas[] = {inst_schema, m->d->config};
+    struct inst_meta ignored;
+    void *outs[] = {&ignored, i->new_cfg};
+    char what[96];
+    snprintf(what, sizeof what, "plugin '%s'", name);
+    int bad = cfg_fill(schemas, outs, 2, node && node->kind == CN_MAP ? node : NULL,
+                       &i->new_arena, e, what);
+    if (node && node->kind == CN_SCALAR && node->value[0]) {
+        errs_add(e, node, "plugin '%s' takes a mapping (or nothing), not a value", name);
+        bad++;
+    }
+    if (!bad && m->d->validate) {
+        char err[512] = "";
+        if (m->d->validate(i->new_cfg, err, sizeof err) < 0) {
+            errs_add(e, node ? node : key, "plugin '%s': %s", name, err[0] ? err : "invalid");
+            bad++;
+        }
+    }
+    if (bad) {
+        inst_free(i);
+        return NULL;
+    }
+    i->new_node = node;
+    berth_instance *prev = find_running(old, name);
+    if (!prev || prev->st == I_FAILED) {
+        i->action = A_NEW;
+        i->old = prev;
+        return i;
+    }
+    const char *key_changed = NULL;
+    if (prev->mod != m) {
+        i->action = A_REPLACE;
+    } else if (cnode_equal(prev->node, node)) {
+        i->action = A_KEEP;
+    } else if (prev->mod->d->configure &&
+               cfg_reloadable_change(m->d->config, prev->node, node, &key_changed)) {
+        i->action = A_RECONF;
+    } else {
+        i->action = A_REPLACE;
+        (void)key_changed;
+    }
+    if (i->action == A_REPLACE) {
+        i->old = prev;
+        return i;
+    }
+    /* keep the running instance: move the staged config onto it */
+    unstage(prev);
+    prev->new_arena = i->new_arena;
+    prev->new_cfg = i->new_cfg;
+    prev->new_node = node;
+    prev->action = i->action;
+    i->new_arena.head = NULL;
+    inst_free(i);
+    return prev;
+}
+
+int plugins_prepare(struct gen *g, const struct gen *old, struct errs *e)
+{
+    const struct cnode *pl = cnode_get(g->conf.root, "plugins");
+    size_t before = e->n;
+    if (pl && pl->kind == CN_SCALAR && !pl->value[0]) pl = NULL;
+    if (pl && pl->kind != CN_MAP) {
+        errs_add(e, pl, "'plugins' must be a mapping of instance names to their config");
+        return -1;
+    }
+    g->inst = xcalloc(pl ? pl->n + 1 : 1, sizeof *g->inst);
+    for (size_t k = 0; pl && k < pl->n; k++) {
+        berth_instance *i = stage_one(g, old, pl->keys[k]->value, pl->keys[k], pl->vals[k], e);
+        if (i) g->inst[g->ninst++] = i;
+    }
+    return e->n > before ? -1 : 0;
+}
+
+/* A failed reload leaves the running instances as they were. */
+void plugins_discard(struct gen *g)
+{
+    for (size_t k = 0; k < g->ninst; k++) {
+        berth_instance *i = g->inst[k];
+        if (i->action == A_NEW || i->action == A_REPLACE) {
+            if (i->st == I_STAGED) inst_free(i);
+        } else {
+            unstage(i);
+        }
+    }
+    g->ninst = 0;
+}
+
+const struct berth_plugin *plugin_desc(const berth_instance *i)
+{
+    return i->mod->d;
+}
+
+const void *plugin_staged_cfg(const berth_instance *i)
+{
+    return i->new_cfg ? i->new_cfg : i->cfg;
+}
+
+/* ---- lifecycle ---- */
+
+static void publish_loaded(berth_instance *i)
+{
+    struct berth_ev_plugin_loaded ev = {sizeof ev, i->name, i->mod->d->name, i->mod->d->version};
+    bus_publish(BERTH_EV_PLUGIN_LOADED, NULL, &ev);
+}
+
+static void inst_cleanup(berth_instance *i);
+
+static int inst_start(berth_instance *i)
+{
+    const struct berth_plugin *d = i->mod->d;
+    arena_free(&i->arena);
+    i->arena = i->new_arena;
+    i->cfg = i->new_cfg;
+    i->node = i->new_node;
+    i->new_arena.head = NULL;
+    i->new_cfg = NULL;
+    i->loaded_ms = wall_ms();
+    list_add_tail(&instances, &i->link);
+    int rc = d->init(&berth_host_api, i, &i->state);
+    const char *step = "init";
+    if (!rc && d->configure) rc = d->configure(i->state, i->cfg), step = "configure";
+    if (!rc && d->start) rc = d->start(i->state), step = "start";
+    if (rc) {
+        i->error = xasprintf("%s failed: %s", step, berth_strerror(rc));
+        blog(BERTH_LOG_ERROR, i->comp, "%s", i->error);
+        if (step[0] != 'i' && d->destroy) d->destroy(i->state);
+        i->st = I_FAILED;
+        inst_cleanup(i);
+        return rc;
+    }
+    i->st = I_RUNNING;
+    blog(BERTH_LOG_INFO, i->comp, "loaded %s %s from %s", d->name, d->version ? d->version : "",
+         i->mod->path);
+    publish_loaded(i);
+    return 0;
+}
+
+static void handle_closed(uv_handle_t *h)
+{
+    struct res *r = h->data;
+    berth_instance *owner = r->owner;
+    if (r->kind == RES_TIMER) {
+        struct berth_timer *t = (struct berth_timer *)r;
+        list_del(&t->hr.link);
+        free(t);
+    } else {
+        struct berth_watch *w = (struct berth_watch *)r;
+        list_del(&w->hr.link);
+        free(w);
+    }
+    owner->handles--;
+    if (owner->st >= I_DRAINING) schedule_reap();
+}
+
+static void timer_release(struct berth_timer *t)
+{
+    res_detach(&t->res);
+    uv_timer_stop(&t->t);
+    uv_close((uv_handle_t *)&t->t, handle_closed);
+}
+
+static void watch_release(struct berth_watch *w)
+{
+    res_detach(&w->res);
+    uv_poll_stop(&w->p);
+    uv_close((uv_handle_t *)&w->p, handle_closed);
+}
+
+/* Cancels everything the instance still holds; returns how many it should have released
+ * itself (timers, watchers, calls in flight). */
+static int release_all(berth_instance *i)
+{
+    int leaks = 0;
+    list_each(it, &i->res) {
+        struct res *r = container_of(it, struct res, link);
+        switch (r->kind) {
+        case RES_TIMER: leaks++; timer_release((struct berth_timer *)r); break;
+        case RES_WATCH: leaks++; watch_release((struct berth_watch *)r); break;
+        case RES_CALL: leaks++; http_call_cancel((berth_call *)r); break;
+        case RES_SUB: {
+            struct berth_sub *s = (struct berth_sub *)r;
+            res_detach(r);
+            bus_unsubscribe(s->s);
+            free(s);
+            break;
+        }
+        case RES_ROUTE: route_del((struct route *)r); break;
+        case RES_LISTEN: {
+            struct plisten *p = (struct plisten *)r;
+            res_detach(r);
+            if (http_listener_owner(p->l) == i) http_listener_close(p->l);
+            free(p);
+            break;
+        }
+        default: res_detach(r); list_init(&r->link); r->owner = NULL; break;
+        }
+    }
+    return leaks;
+}
+
+static void inst_cleanup(berth_instance *i)
+{
+    drivers_drop_owner(i);      /* ops in flight complete as canceled; tenants retry */
+    int leaks = release_all(i);
+    http_abort_owner(i);
+    if (leaks)
+        blog(BERTH_LOG_WARN, i->comp, "left %d timer(s), watcher(s) or call(s) behind; "
+             "the host released them", leaks);
+    struct berth_ev_plugin_unloaded ev = {sizeof ev, i->name, leaks};
+    if (i->st != I_FAILED) bus_publish(BERTH_EV_PLUGIN_UNLOADED, NULL, &ev);
+    if (i->st != I_FAILED) i->st = I_DESTROYED;
+    schedule_reap();
+}
+
+static void inst_destroy(berth_instance *i)
+{
+    if (i->mod->d->destroy) i->mod->d->destroy(i->state);
+    i->state = NULL;
+    inst_cleanup(i);
+}
+
+static void inst_drain(berth_instance *i)
+{
+    if (i->st == I_FAILED) {
+        i->node = NULL;
+        schedule_reap();
+        return;
+    }
+    i->st = I_DRAINING;
+    i->node = NULL;
+    i->drain_deadline = (int64_t)uv_now(C.loop) + (C.gen ? C.gen->core.drain_timeout : 10000);
+    blog(BERTH_LOG_INFO, i->comp, "draining");
+    if (i->mod->d->stop) i->mod->d->stop(i->state);
+    else i->drained = true;
+    schedule_reap();
+}
+
+static void reap(uv_timer_t *t)
+{
+    (void)t;
+    bool busy = false;
+    int64_t now = (int64_t)uv_now(C.loop);
+    list_each(it, &instances) {
+        berth_instance *i = container_of(it, berth_instance, link);
+        if (i->st == I_DRAINING) {
+            bool late = now >= i->drain_deadline;
+            if ((i->drained && i->reqs == 0) || late) {
+                if (late) blog(BERTH_LOG_WARN, i->comp, "drain deadline passed; unloading");
+                inst_destroy(i);
+            } else {
+                busy = true;
+                continue;
+            }
+        }
+        if (i->st == I_DESTROYED || (i->st == I_FAILED && !i->node)) {
+            if (i->reqs || i->handles) {
+                busy = true;
+                continue;
+            }
+            /* nothing can call into the module any more: dlclose is safe */
+            list_del(&i->link);
+            blog(BERTH_LOG_DEBUG, i->comp, "unloaded");
+            inst_free(i);
+        }
+    }
+    if (!busy) {
+        uv_timer_stop(&reap_timer);
+        if (all_stopped && list_empty(&instances)) {
+            void (*cb)(void) = all_stopped;
+            all_stopped = NULL;
+            cb();
+        }
+    }
+}
+
+static void schedule_reap(void)
+{
+    if (!reap_init) {
+        uv_timer_init(C.loop, &reap_timer);
+        reap_init = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&reap_timer)) uv_timer_start(&reap_timer, reap, 0, 20);
+}
+
+void plugins_activate(struct gen *g, struct gen *old)
+{
+    for (size_t k = 0; k < g->ninst; k++) {
+        berth_instance *i = g->inst[k];
+        switch (i->action) {
+        case A_NEW:
+            inst_start(i);
+            if (i->old) inst_drain(i->old);    /* a failed predecessor */
+            break;
+        case A_REPLACE:
+            /* the new code starts first, so listeners pass straight to it */
+            blog(BERTH_LOG_INFO, i->comp, "replacing the running instance (%s)",
+                 i->mod != i->old->mod ? "new module file" : "config change needs a restart");
+            inst_start(i);
+            inst_drain(i->old);
+            break;
+        case A_RECONF: {
+            struct arena prev = i->arena;
+            void *prev_cfg = i->cfg;
+            i->arena = i->new_arena;
+            i->cfg = i->new_cfg;
+            i->node = i->new_node;
+            i->new_arena.head = NULL;
+            i->new_cfg = NULL;
+            int rc = i->mod->d->configure(i->state, i->cfg);
+            if (rc) {
+                blog(BERTH_LOG_ERROR, i->comp, "reconfigure failed (%s); keeping the old "
+                     "config", berth_strerror(rc));
+                arena_free(&i->arena);
+                i->arena = prev;
+                i->cfg = prev_cfg;
+                i->mod->d->configure(i->state, i->cfg);
+            } else {
+                arena_free(&prev);
+                blog(BERTH_LOG_INFO, i->comp, "reconfigured");
+            }
+            break;
+        }
+        case A_KEEP:
+            i->node = i->new_node;
+            unstage(i);
+            break;
+        }
+    }
+    for (size_t k = 0; old && k < old->ninst; k++) {
+        berth_instance *o = old->inst[k];
+        if (!find_running(g, o->name)) inst_drain(o);
+    }
+}
+
+void plugins_stop_all(struct gen *g, void (*done)(void))
+{
+    all_stopped = done;
+    for (size_t k = g ? g->ninst : 0; k-- > 0;) {
+        berth_instance *i = g->inst[k];
+        if (i->st == I_RUNNING || i->st == I_FAILED) inst_drain(i);
+    }
+    schedule_reap();
+}
+
+void plugins_close(void)
+{
+    if (reap_init) uv_close((uv_handle_t *)&reap_timer, NULL);
+    reap_init = false;
+}
+
+size_t plugins_count(void)
+{
+    size_t n = 0;
+    list_each(it, &instances) n += container_of(it, berth_instance, link)->st == I_RUNNING;
+    return n;
+}
+
+cJSON *plugins_json(void)
+{
+    static const char *const st_names[] = {"staged", "running", "failed", "draining",
+                                           "unloading"};
+    cJSON *arr = cJSON_CreateArray();
+    list_each(it, &instances) {
+        berth_instance *i = container_of(it, berth_instance, link);
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "name", i->name);
+        cJSON_AddStringToObject(o, "module", i->mod->d->name);
+        cJSON_AddStringToObject(o, "version", i->mod->d->version ? i->mod->d->version : "");
+        cJSON_AddStringToObject(o, "path", i->mod->path);
+        cJSON_AddStringToObject(o, "state", st_names[i->st]);
+        if (i->error) cJSON_AddStringToObject(o, "error", i->error);
+        cJSON_AddNumberToObject(o, "loaded_ms", (double)i->loaded_ms);
+        cJSON_AddNumberToObject(o, "requests_in_flight", i->reqs);
+        cJSON_AddNumberToObject(o, "abi_minor", i->mod->d->abi_minor);
+        cJSON_AddItemToArray(arr, o);
+    }
+    return arr;
+}
+
+struct walk { cJSON *o; int total; };
+
+static void walk_cb(uv_handle_t *h, void *arg)
+{
+    struct walk *w = arg;
+    if (uv_is_closing(h)) return;
+    const char *who = "core";
+    list_each(it, &handles_all) {
+        struct hrec *hr = container_of(it, struct hrec, link);
+        if (hr->h == h) {
+            /* both wrappers start with res then hr */
+            struct res *r = (struct res *)((char *)hr - offsetof(struct berth_timer, hr));
+            who = r->owner ? r->owner->name : "(released)";
+            break;
+        }
+    }
+    cJSON *n = cJSON_GetObjectItem(w->o, who);
+    if (n) cJSON_SetNumberValue(n, n->valuedouble + 1);
+    else cJSON_AddNumberToObject(w->o, who, 1);
+    w->total++;
+}
+
+/* What uv_walk finds on the loop, by owner: a test asserts an unloaded plugin has none. */
+cJSON *loop_handles_json(void)
+{
+    struct walk w = {cJSON_CreateObject(), 0};
+    uv_walk(C.loop, walk_cb, &w);
+    cJSON_AddNumberToObject(w.o, "total", w.total);
+    return w.o;
+}
+
+void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e)
+{
+    DIR *d = opendir(plugin_dir);
+    if (!d) {
+        errs_addf(e, "%s: %s", plugin_dir, strerror(errno));
+        return;
+    }
+    struct dirent *de;
+    char **names = NULL;
+    size_t n = 0;
+    while ((de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l < 4 || strcmp(de->d_name + l - 3, ".so")) continue;
+        names = xrealloc(names, (n + 1) * sizeof *names);
+        names[n++] = xstrdup(de->d_name);
+    }
+    closedir(d);
+    for (size_t k = 0; k < n; k++) {
+        char *path = xasprintf("%s/%s", plugin_dir, names[k]);
+        struct module *m = module_load(path, e, NULL);
+        if (m) {
+            cJSON *o = cJSON_CreateObject();
+            cJSON_AddStringToObject(o, "module", m->d->name);
+            cJSON_AddStringToObject(o, "version", m->d->version ? m->d->version : "");
+            cJSON_AddStringToObject(o, "description",
+                                    m->d->description ? m->d->description : "");
+            cJSON_AddItemToObject(o, "config", cfg_schema_json(m->d->config));
+            if (m->d->template_config)
+                cJSON_AddItemToObject(o, "template", cfg_schema_json(m->d->template_config));
+            cJSON_AddItemToArray(out, o);
+            module_unref(m);
+        }
+        free(path);
+        free(names[k]);
+    }
+    free(names);
+}
+
+/* ---- the host API ---- */
+
+static const char *h_name(berth_instance *self) { return self->name; }
+static const char *h_state_dir(berth_instance *self) { (void)self; return C.state_dir; }
+static int64_t h_now(berth_instance *self) { (void)self; return wall_ms(); }
+
+static void h_log(berth_instance *self, enum berth_log_level lvl, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    blogv(lvl, self->comp, fmt, ap);
+    va_end(ap);
+}
+
+static void h_drained(berth_instance *self)
+{
+    self->drained = true;
+    schedule_reap();
+}
+
+static void timer_fire(uv_timer_t *h)
+{
+    struct berth_timer *t = h->data;
+    t->cb(t, t->arg);
+}
+
+static berth_timer *h_timer_start(berth_instance *self, uint64_t timeout, uint64_t repeat,
+                                  berth_timer_cb cb, void *arg)
+{
+    if (!cb || self->st == I_DESTROYED) return NULL;
+    struct berth_timer *t = xcalloc(1, sizeof *t);
+    uv_timer_init(C.loop, &t->t);
+    t->t.data = t;
+    t->cb = cb;
+    t->arg = arg;
+    res_attach(self, &t->res, RES_TIMER);
+    t->hr.h = (uv_handle_t *)&t->t;
+    list_add_tail(&handles_all, &t->hr.link);
+    self->handles++;
+    uv_timer_start(&t->t, timer_fire, timeout, repeat);
+    return t;
+}
+
+static void h_timer_stop(berth_timer *t)
+{
+    if (t && t->res.owner && !uv_is_closing((uv_handle_t *)&t->t)) timer_release(t);
+}
+
+static void watch_fire(uv_poll_t *p, int status, int events)
+{
+    struct berth_watch *w = p->data;
+    int ev = status < 0 ? BERTH_WATCH_READABLE | BERTH_WATCH_WRITABLE
+                        : ((events & UV_READABLE) ? BERTH_WATCH_READABLE : 0) |
+                              ((events & UV_WRITABLE) ? BERTH_WATCH_WRITABLE : 0);
+    w->cb(w, ev, w->arg);
+}
+
+static berth_watch *h_watch_fd(berth_instance *self, int fd, int events, berth_watch_cb cb,
+                               void *arg)
+{
+    struct berth_watch *w = xcalloc(1, sizeof *w);
+    if (!cb || uv_poll_init(C.loop, &w->p, fd) < 0) {
+        free(w);
+        return NULL;
+    }
+    w->p.data = w;
+    w->cb = cb;
+    w->arg = arg;
+    res_attach(self, &w->res, RES_WATCH);
+    w->hr.h = (uv_handle_t *)&w->p;
+    list_add_tail(&handles_all, &w->hr.link);
+    self->handles++;
+    uv_poll_start(&w->p, ((events & BERTH_WATCH_READABLE) ? UV_READABLE : 0) |
+                  ((events & BERTH_WATCH_WRITABLE) ? UV_WRITABLE : 0), watch_fire);
+    return w;
+}
+
+static void h_watch_stop(berth_watch *w)
+{
+    if (w && !uv_is_closing((uv_handle_t *)&w->p)) watch_release(w);
+}
+
+static void sub_fire(const struct berth_event *ev, void *arg)
+{
+    struct berth_sub *s = arg;
+    if (s->res.owner && s->res.owner->st <= I_DRAINING) s->cb(ev, s->arg);
+}
+
+static berth_sub *h_subscribe(berth_instance *self, uint32_t type, berth_event_cb cb, void *arg)
+{
+    if (!cb) return NULL;
+    struct berth_sub *s = xcalloc(1, sizeof *s);
+    s->cb = cb;
+    s->arg = arg;
+    s->s = bus_subscribe(type, sub_fire, s);
+    if (!s->s) {
+        free(s);
+        return NULL;
+    }
+    res_attach(self, &s->res, RES_SUB);
+    return s;
+}
+
+static void h_unsubscribe(berth_sub *s)
+{
+    if (!s) return;
+    res_detach(&s->res);
+    bus_unsubscribe(s->s);
+    free(s);
+}
+
+static int h_publish(berth_instance *self, uint32_t type, const char *tenant, const void *p)
+{
+    (void)self;
+    return bus_publish(type, tenant, p);
+}
+
+static uint32_t h_event_register(berth_instance *self, const char *name)
+{
+    (void)self;
+    return bus_register(name);
+}
+
+static uint32_t h_event_lookup(berth_instance *self, const char *name)
+{
+    (void)self;
+    return bus_lookup(name);
+}
+
+static const char *h_event_name(berth_instance *self, uint32_t type)
+{
+    (void)self;
+    return bus_name(type);
+}
+
+static int h_store_migrate(berth_instance *self, const char *const *steps, size_t n)
+{
+    char *err = NULL;
+    int rc = store_migrate_owner(C.store, self->mod->d->name, steps, n, &err);
+    if (rc) blog(BERTH_LOG_ERROR, self->comp, "store migration failed: %s", err);
+    free(err);
+    return rc;
+}
+
+static int h_store_exec(berth_instance *self, const char *sql, const char *const *params,
+                        size_t n, berth_row_cb cb, void *arg)
+{
+    char *err = NULL;
+    int rc = store_exec_params(C.store, sql, params, n, cb, arg, &err);
+    if (rc) blog(BERTH_LOG_ERROR, self->comp, "store: %s", err);
+    free(err);
+    return rc;
+}
+
+static berth_call *h_http_request(berth_instance *self, const struct berth_http_opts *o,
+                                  berth_http_done cb, void *arg)
+{
+    return http_call(self, o, cb, arg);
+}
+
+static int h_route(berth_instance *self, const char *method, const char *pattern,
+                   berth_http_handler h, void *arg)
+{
+    return route_add(self, method, pattern, h, arg, NULL);
+}
+
+/* A listener passes to the new instance of the same name, so a reload refuses nothing. */
+static int h_listen(berth_instance *self, const char *addr, berth_http_handler h, void *arg)
+{
+    if (!addr || !h) return BERTH_EINVAL;
+    list_each(it, &instances) {
+        berth_instance *o = container_of(it, berth_instance, link);
+        if (o == self || strcmp(o->name, self->name)) continue;
+        list_each(rt, &o->res) {
+            struct res *r = container_of(rt, struct res, link);
+            if (r->kind != RES_LISTEN) continue;
+            struct plisten *p = (struct plisten *)r;
+            if (strcmp(http_listener_addr(p->l), addr)) continue;
+            res_detach(r);
+            res_attach(self, r, RES_LISTEN);
+            http_listener_retarget(p->l, h, arg, self);
+            blog(BERTH_LOG_INFO, self->comp, "took over listener %s", addr);
+            return 0;
+        }
+    }
+    struct listener *l;
+    char err[256];
+    int rc = http_listen(addr, 0660, h, arg, NULL, self, &l, err, sizeof err);
+    if (rc) {
+        blog(BERTH_LOG_ERROR, self->comp, "%s", err);
+        return rc;
+    }
+    struct plisten *p = xcalloc(1, sizeof *p);
+    p->l = l;
+    res_attach(self, &p->res, RES_LISTEN);
+    return 0;
+}
+
+static void h_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    req_respond_error(r, status, code, "%s", msg);
+}
+
+static int h_spec_contributor(berth_instance *self, berth_spec_fn fn, void *arg)
+{
+    return spec_contrib_add(self, fn, arg);
+}
+
+static int h_tenant_get(berth_instance *self, const char *handle, struct berth_tenant_info *out)
+{
+    (void)self;
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!t) return BERTH_ENOENT;
+    if (!out || out->size < sizeof *out) return BERTH_EINVAL;
+    tenant_fill_info(t, out);
+    return 0;
+}
+
+static int h_tenant_each(berth_instance *self, berth_tenant_fn fn, void *arg)
+{
+    (void)self;
+    return tenants_each(fn, arg);
+}
+
+static int h_set_desired(berth_instance *self, const char *handle, enum berth_desired d,
+                         const char *reason)
+{
+    return tenant_desire(handle, d, reason ? reason : self->name);
+}
+
+static int h_finalizer(berth_instance *self, const char *handle, const char *name, bool add)
+{
+    if (!name || !*name || strlen(name) > 64) return BERTH_EINVAL;
+    char full[160];
+    snprintf(full, sizeof full, "%s/%s", self->name, name);
+    return tenant_finalizer(handle, full, add);
+}
+
+static int h_finalizer_add(berth_instance *self, const char *handle, const char *name)
+{
+    return h_finalizer(self, handle, name, true);
+}
+
+static int h_finalizer_release(berth_instance *self, const char *handle, const char *name)
+{
+    return h_finalizer(self, handle, name, false);
+}
+
+static int h_driver_register(berth_instance *self, const struct berth_driver *d, void *state)
+{
+    return driver_add(self, d, state);
+}
+
+const struct berth_host berth_host_api = {
+    .size = sizeof(struct berth_host),
+    .abi_major = BERTH_ABI_MAJOR,
+    .abi_minor = BERTH_ABI_MINOR,
+    .name = h_name,
+    .state_dir = h_state_dir,
+    .log = h_log,
+    .now_ms = h_now,
+    .drained = h_drained,
+    .timer_start = h_timer_start,
+    .timer_stop = h_timer_stop,
+    .watch_fd = h_watch_fd,
+    .watch_stop = h_watch_stop,
+    .subscribe = h_subscribe,
+    .unsubscribe = h_unsubscribe,
+    .publish = h_publish,
+    .event_register = h_event_register,
+    .event_lookup = h_event_lookup,
+    .event_name = h_event_name,
+    .store_migrate = h_store_migrate,
+    .store_exec = h_store_exec,
+    .http_request = h_http_request,
+    .http_cancel = http_call_cancel,
+    .route = h_route,
+    .listen = h_listen,
+    .req_method = req_method,
+    .req_path = req_path,
+    .req_query = req_query,
+    .req_param = req_param,
+    .req_header = req_header,
+    .req_body = req_body,
+    .respond = req_respond,
+    .respond_error = h_respond_error,
+    .start = req_start,
+    .write = req_write,
+    .end = req_end,
+    .on_close = req_on_close,
+    .on_drain = req_on_drain,
+    .spec_contributor = h_spec_contributor,
+    .spec_handle = spec_handle,
+    .spec_template = spec_template,
+    .spec_config = spec_config,
+    .spec_port = spec_port,
+    .spec_env_count = spec_env_count,
+    .spec_env = spec_env,
+    .spec_setenv = spec_setenv,
+    .tenant_get = h_tenant_get,
+    .tenant_each = h_tenant_each,
+    .tenant_set_desired = h_set_desired,
+    .finalizer_add = h_finalizer_add,
+    .finalizer_release = h_finalizer_release,
+    .driver_register = h_driver_register,
+    .op_done = op_done,
+    .op_list_add = op_list_add,
+    .driver_report = driver_report,
+};

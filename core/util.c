@@ -1,0 +1,228 @@
+/* Small helpers: allocation, strings, parsing of durations and sizes, handle validation. */
+#include "core.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* Out of memory in a supervisor has no graceful answer: abort loudly (as Redis does). */
+static void oom(void)
+{
+    fputs("berth: out of memory\n", stderr);
+    abort();
+}
+
+void *xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+    if (!p) oom();
+    return p;
+}
+
+void *xcalloc(size_t n, size_t sz)
+{
+    void *p = calloc(n ? n : 1, sz ? sz : 1);
+    if (!p) oom();
+    return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+    p = realloc(p, n ? n : 1);
+    if (!p) oom();
+    return p;
+}
+
+char *xstrdup(const char *s)
+{
+    return s ? xstrndup(s, strlen(s)) : NULL;
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+    char *p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = 0;
+    return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    char *p = xmalloc((size_t)n + 1);
+    va_start(ap, fmt);
+    vsnprintf(p, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    return p;
+}
+
+int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A handle becomes a container name, a path, a subdomain and a Matrix localpart: a DNS label,
+ * lower case, 2..32 characters, no leading digit or hyphen, no trailing hyphen. */
+bool handle_valid(const char *h)
+{
+    if (!h) return false;
+    size_t n = strlen(h);
+    if (n < 2 || n > 32 || !(h[0] >= 'a' && h[0] <= 'z') || h[n - 1] == '-') return false;
+    for (size_t i = 0; i < n; i++)
+        if (!((h[i] >= 'a' && h[i] <= 'z') || (h[i] >= '0' && h[i] <= '9') || h[i] == '-'))
+            return false;
+    return true;
+}
+
+bool ident_valid(const char *s)
+{
+    if (!s || !*s || strlen(s) > 64 || !(s[0] >= 'a' && s[0] <= 'z')) return false;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return false;
+    return true;
+}
+
+static int parse_uint(const char **s, uint64_t *v)
+{
+    const char *p = *s;
+    if (!isdigit((unsigned char)*p)) return -1;
+    uint64_t x = 0;
+    while (isdigit((unsigned char)*p)) {
+        if (x > (UINT64_MAX - 9) / 10) return -1;
+        x = x * 10 + (uint64_t)(*p++ - '0');
+    }
+    *s = p;
+    *v = x;
+    return 0;
+}
+
+int parse_duration(const char *s, int64_t *ms)
+{
+    uint64_t v;
+    const char *p = s;
+    if (!s || parse_uint(&p, &v) < 0) return -1;
+    uint64_t mul;
+    if (!*p) mul = v == 0 ? 1 : 0;           /* a bare number is ambiguous, except 0 */
+    else if (!strcmp(p, "ms")) mul = 1;
+    else if (!strcmp(p, "s")) mul = 1000;
+    else if (!strcmp(p, "m")) mul = 60000;
+    else if (!strcmp(p, "h")) mul = 3600000;
+    else if (!strcmp(p, "d")) mul = 86400000;
+    else return -1;
+    if (!mul || v > (uint64_t)INT64_MAX / mul) return -1;
+    *ms = (int64_t)(v * mul);
+    return 0;
+}
+
+int parse_size(const char *s, uint64_t *bytes)
+{
+    uint64_t v;
+    const char *p = s;
+    if (!s || parse_uint(&p, &v) < 0) return -1;
+    uint64_t mul = 1;
+    char u = (char)tolower((unsigned char)*p);
+    if (u) {
+        if (u == 'k') mul = 1ull << 10;
+        else if (u == 'm') mul = 1ull << 20;
+        else if (u == 'g') mul = 1ull << 30;
+        else if (u == 't') mul = 1ull << 40;
+        else return -1;
+        p++;
+        if (*p == 'b' || *p == 'B') p++;
+        if (*p) return -1;
+    }
+    if (v > UINT64_MAX / mul) return -1;
+    *bytes = v * mul;
+    return 0;
+}
+
+void fmt_duration(int64_t ms, char *out, size_t n)
+{
+    if (ms % 86400000 == 0 && ms) snprintf(out, n, "%" PRId64 "d", ms / 86400000);
+    else if (ms % 3600000 == 0 && ms) snprintf(out, n, "%" PRId64 "h", ms / 3600000);
+    else if (ms % 60000 == 0 && ms) snprintf(out, n, "%" PRId64 "m", ms / 60000);
+    else if (ms % 1000 == 0) snprintf(out, n, "%" PRId64 "s", ms / 1000);
+    else snprintf(out, n, "%" PRId64 "ms", ms);
+}
+
+/* Compares a secret without an early exit, so timing tells nothing of the prefix matched. */
+bool ct_equal(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    unsigned char d = (unsigned char)(la != lb);
+    for (size_t i = 0; i < lb; i++) d |= (unsigned char)(a[i < la ? i : 0] ^ b[i]);
+    return d == 0 && la > 0;
+}
+
+int levenshtein(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 64 || lb > 64) return 99;
+    int row[65];
+    for (size_t j = 0; j <= lb; j++) row[j] = (int)j;
+    for (size_t i = 1; i <= la; i++) {
+        int prev = row[0];
+        row[0] = (int)i;
+        for (size_t j = 1; j <= lb; j++) {
+            int cur = row[j];
+            int sub = prev + (a[i - 1] != b[j - 1]);
+            int del = row[j] + 1, ins = row[j - 1] + 1;
+            row[j] = sub < del ? (sub < ins ? sub : ins) : (del < ins ? del : ins);
+            prev = cur;
+        }
+    }
+    return row[lb];
+}
+
+void buf_add(struct buf *b, const void *data, size_t n)
+{
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->len + n + 1) cap *= 2;
+        b->p = xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    if (n) memcpy(b->p + b->len, data, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+void buf_adds(struct buf *b, const char *s)
+{
+    buf_add(b, s, strlen(s));
+}
+
+void buf_printf(struct buf *b, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    buf_add(b, NULL, 0);
+    if (b->len + (size_t)n + 1 > b->cap) {
+        size_t cap = b->cap;
+        while (cap < b->len + (size_t)n + 1) cap *= 2;
+        b->p = xrealloc(b->p, cap);
+        b->cap = cap;
+    }
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void buf_free(struct buf *b)
+{
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+}

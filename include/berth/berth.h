@@ -1,0 +1,357 @@
+/* berth plugin SDK — the only header a plugin includes.
+ *
+ * ABI rules (see docs/plugin-guide.md):
+ *  - A plugin exports one symbol, `berth_plugin_v1`, built with BERTH_PLUGIN(). The host checks
+ *    abi_major (must be equal), abi_minor (host >= plugin) and struct_size before anything else.
+ *  - The host passes a `struct berth_host` table. It only grows: functions are appended, never
+ *    reordered or removed. A plugin built against an older minor sees a prefix of the table; a
+ *    plugin that needs a newer function checks `host->size` (BERTH_HOST_HAS()).
+ *  - Host objects are opaque handles; plugins never allocate or lay out host structs.
+ *  - Every function is called on the loop thread only. Every resource a plugin takes through the
+ *    table (timers, watchers, subscriptions, routes, listeners, HTTP calls) is owned by the host
+ *    and recorded per instance: after destroy() the host cancels and reports what is left.
+ *  - Errors are negative errno-style codes (BERTH_E*); berth_strerror() names them. A function
+ *    that takes a callback either returns an error or calls the callback later, never both.
+ */
+#ifndef BERTH_BERTH_H
+#define BERTH_BERTH_H
+
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BERTH_ABI_MAJOR 1
+#define BERTH_ABI_MINOR 0
+
+#define BERTH_EXPORT __attribute__((visibility("default")))
+#define BERTH_PRINTF(a, b) __attribute__((format(printf, a, b)))
+
+/* ---- errors ----------------------------------------------------------------------------- */
+
+enum {
+    BERTH_OK = 0,
+    BERTH_ENOENT = -2,
+    BERTH_EIO = -5,
+    BERTH_EAGAIN = -11,      /* transient: the caller retries with backoff */
+    BERTH_ENOMEM = -12,
+    BERTH_EBUSY = -16,
+    BERTH_EEXIST = -17,
+    BERTH_EINVAL = -22,
+    BERTH_ENOTSUP = -95,
+    BERTH_ETIMEDOUT = -110,
+    BERTH_ECONNREFUSED = -111,
+    BERTH_ECANCELED = -125,
+};
+
+static inline const char *berth_strerror(int code)
+{
+    switch (code) {
+    case BERTH_OK: return "success";
+    case BERTH_ENOENT: return "not found";
+    case BERTH_EIO: return "I/O error";
+    case BERTH_EAGAIN: return "temporary failure, retry";
+    case BERTH_ENOMEM: return "out of memory";
+    case BERTH_EBUSY: return "busy";
+    case BERTH_EEXIST: return "already exists";
+    case BERTH_EINVAL: return "invalid argument";
+    case BERTH_ENOTSUP: return "not supported";
+    case BERTH_ETIMEDOUT: return "timed out";
+    case BERTH_ECONNREFUSED: return "connection refused";
+    case BERTH_ECANCELED: return "canceled";
+    default: return "unknown error";
+    }
+}
+
+/* ---- opaque handles ----------------------------------------------------------------------- */
+
+typedef struct berth_instance berth_instance;   /* one loaded plugin instance */
+typedef struct berth_timer berth_timer;
+typedef struct berth_watch berth_watch;
+typedef struct berth_sub berth_sub;
+typedef struct berth_req berth_req;              /* an HTTP request served by berthd */
+typedef struct berth_call berth_call;            /* an outgoing HTTP request */
+typedef struct berth_spec berth_spec;            /* what a driver creates for a tenant */
+typedef struct berth_op berth_op;                /* one asynchronous driver operation */
+struct berth_event;
+
+/* ---- configuration schema --------------------------------------------------------------- */
+
+/* Value types and how they are stored at `offset` in the config struct. Strings and lists are
+ * owned by the host and stay valid until the next configure() or destroy(). */
+enum berth_cfg_type {
+    BERTH_CFG_END = 0,
+    BERTH_CFG_STR,       /* const char *           */
+    BERTH_CFG_INT,       /* int64_t                */
+    BERTH_CFG_BOOL,      /* bool                   */
+    BERTH_CFG_DOUBLE,    /* double                 */
+    BERTH_CFG_DURATION,  /* int64_t, milliseconds: 500ms 10s 5m 2h 1d */
+    BERTH_CFG_SIZE,      /* uint64_t, bytes: 512 64k 256m 2g */
+    BERTH_CFG_SECRET,    /* const char *, from {file: PATH} or {env: NAME}; never logged */
+    BERTH_CFG_LIST,      /* struct berth_strlist   */
+    BERTH_CFG_MAP,       /* struct berth_strmap (string -> string) */
+    BERTH_CFG_STRUCT,    /* nested struct described by `sub`, stored inline at `offset` */
+};
+
+#define BERTH_CFG_RELOAD   0x1u  /* a reload may change it in place (configure() is called) */
+#define BERTH_CFG_REQUIRED 0x2u
+
+struct berth_cfg_item {
+    const char *key;
+    enum berth_cfg_type type;
+    const char *def;                    /* default, written as in YAML; NULL = zero value */
+    double min, max;                    /* inclusive range for numbers; both 0 = unbounded */
+    size_t offset;
+    const char *desc;
+    unsigned flags;
+    const char *choices;                /* for STR: "a|b|c" */
+    const struct berth_cfg_item *sub;   /* for STRUCT */
+};
+
+struct berth_strlist { size_t n; const char *const *v; };
+struct berth_strmap { size_t n; const char *const *keys; const char *const *vals; };
+
+/* ---- logging ---------------------------------------------------------------------------- */
+
+enum berth_log_level { BERTH_LOG_DEBUG, BERTH_LOG_INFO, BERTH_LOG_WARN, BERTH_LOG_ERROR };
+
+/* ---- HTTP ------------------------------------------------------------------------------- */
+
+/* A handler must eventually answer `req` with respond() or start()+write()+end(), possibly from
+ * a later callback. The request object lives until the answer ends or the client goes away;
+ * on_close tells the handler the latter. */
+typedef void (*berth_http_handler)(berth_req *req, void *arg);
+typedef void (*berth_req_cb)(berth_req *req, void *arg);
+
+struct berth_header { const char *name, *value; };
+
+struct berth_http_opts {
+    size_t size;                        /* sizeof(struct berth_http_opts) */
+    const char *method;                 /* default GET */
+    const char *url;
+    const char *unix_socket;            /* connect to this socket instead of the URL's host */
+    const struct berth_header *headers; /* terminated by {NULL, NULL} */
+    const void *body;
+    size_t body_len;
+    int64_t timeout_ms;                 /* whole transfer; 0 = none */
+    int64_t connect_timeout_ms;         /* 0 = 10s */
+    /* Streaming: when set, body bytes are handed here as they arrive and not buffered. Return
+     * false to abort the transfer. */
+    bool (*on_data)(const char *data, size_t len, void *arg);
+};
+
+struct berth_http_result {
+    int status;                         /* HTTP status, or 0 on transport failure */
+    int error;                          /* BERTH_E* on transport failure */
+    const char *message;                /* transport error text, or "" */
+    const char *body;                   /* buffered body (not with on_data), NUL-terminated */
+    size_t body_len;
+    const char *content_type;
+};
+
+typedef void (*berth_http_done)(const struct berth_http_result *res, void *arg);
+
+/* ---- tenants and drivers ------------------------------------------------------------------ */
+
+enum berth_desired { BERTH_DESIRED_RUNNING = 1, BERTH_DESIRED_ASLEEP, BERTH_DESIRED_DELETED };
+
+enum berth_observed_state {
+    BERTH_OBS_ABSENT = 1, BERTH_OBS_CREATING, BERTH_OBS_STARTING, BERTH_OBS_RUNNING,
+    BERTH_OBS_READY, BERTH_OBS_STOPPING, BERTH_OBS_STOPPED, BERTH_OBS_FAILED,
+};
+
+/* What a driver reports about one tenant's workload. Strings are borrowed for the call. */
+struct berth_observed {
+    size_t size;                        /* sizeof(struct berth_observed) */
+    enum berth_observed_state state;
+    const char *id;                     /* container id, pid... */
+    const char *address;                /* host:port where the tenant's port answers, or NULL */
+    int exit_code;                      /* with STOPPED, -1 when unknown */
+    bool oom;
+    const char *message;                /* reason on failure or unexpected stop */
+};
+
+/* A driver is a table of asynchronous operations. Each takes an op handle and finishes it with
+ * host->op_done() exactly once, possibly later; list() adds entries with host->op_list_add()
+ * first. An op status of BERTH_EAGAIN means transient (retried soon); other errors are retried
+ * with backoff too, and their message lands on the tenant's status. */
+struct berth_driver {
+    size_t size;                        /* sizeof(struct berth_driver) */
+    const char *name;                   /* templates name it in `driver:` */
+    void (*create)(void *state, const berth_spec *spec, berth_op *op);
+    void (*start)(void *state, const berth_spec *spec, berth_op *op);
+    void (*stop)(void *state, const berth_spec *spec, berth_op *op);
+    void (*remove)(void *state, const berth_spec *spec, berth_op *op);
+    void (*inspect)(void *state, const berth_spec *spec, berth_op *op);
+    void (*list)(void *state, berth_op *op);   /* everything this driver manages, for adoption */
+};
+
+struct berth_tenant_info {
+    size_t size;                        /* set by the caller: sizeof(struct berth_tenant_info) */
+    const char *handle, *kind, *template_name;
+    enum berth_desired desired;
+    enum berth_observed_state observed;
+    const char *address;                /* may be NULL */
+    const char *reason;                 /* may be NULL */
+    int64_t created_ms, last_activity_ms;
+};
+
+typedef void (*berth_spec_fn)(berth_spec *spec, void *arg);
+typedef bool (*berth_tenant_fn)(const struct berth_tenant_info *t, void *arg); /* false stops */
+
+/* ---- callbacks ---------------------------------------------------------------------------- */
+
+typedef void (*berth_timer_cb)(berth_timer *t, void *arg);
+typedef void (*berth_watch_cb)(berth_watch *w, int events, void *arg);
+typedef void (*berth_event_cb)(const struct berth_event *ev, void *arg);
+/* One result row: column names and values (NULL for SQL NULL). Return false to stop. */
+typedef bool (*berth_row_cb)(int ncols, const char *const *names, const char *const *vals,
+                             void *arg);
+
+#define BERTH_WATCH_READABLE 1
+#define BERTH_WATCH_WRITABLE 2
+
+/* ---- the host API table --------------------------------------------------------------------
+ * Append only. `self` identifies the calling instance: the host records resources per instance
+ * and prefixes its log lines with the instance name. */
+struct berth_host {
+    size_t size;
+    uint16_t abi_major, abi_minor;
+
+    /* identity and logging */
+    const char *(*name)(berth_instance *self);
+    const char *(*state_dir)(berth_instance *self);
+    void (*log)(berth_instance *self, enum berth_log_level lvl, const char *fmt, ...)
+        BERTH_PRINTF(3, 4);
+    int64_t (*now_ms)(berth_instance *self);            /* wall clock, ms since the epoch */
+
+    /* the drain handshake: call once stop() has finished its work */
+    void (*drained)(berth_instance *self);
+
+    /* timers and fd watchers */
+    berth_timer *(*timer_start)(berth_instance *self, uint64_t timeout_ms, uint64_t repeat_ms,
+                                berth_timer_cb cb, void *arg);
+    void (*timer_stop)(berth_timer *t);                 /* frees it; safe inside its callback */
+    berth_watch *(*watch_fd)(berth_instance *self, int fd, int events, berth_watch_cb cb,
+                             void *arg);
+    void (*watch_stop)(berth_watch *w);
+
+    /* event bus: type 0 subscribes to all; publish copies the payload */
+    berth_sub *(*subscribe)(berth_instance *self, uint32_t type, berth_event_cb cb, void *arg);
+    void (*unsubscribe)(berth_sub *s);
+    int (*publish)(berth_instance *self, uint32_t type, const char *tenant, const void *payload);
+    uint32_t (*event_register)(berth_instance *self, const char *name); /* 0 on error */
+    uint32_t (*event_lookup)(berth_instance *self, const char *name);   /* 0 if unknown */
+    const char *(*event_name)(berth_instance *self, uint32_t type);
+
+    /* store: plugin-owned tables; short statements only (they run on the loop thread).
+     * migrate applies steps[i] for every schema version above the recorded one, in a
+     * transaction each; exec binds params as text ?1..?n. */
+    int (*store_migrate)(berth_instance *self, const char *const *steps, size_t n);
+    int (*store_exec)(berth_instance *self, const char *sql, const char *const *params,
+                      size_t nparams, berth_row_cb cb, void *arg);
+
+    /* HTTP client (libcurl multi on the loop); cb is called exactly once unless canceled */
+    berth_call *(*http_request)(berth_instance *self, const struct berth_http_opts *o,
+                                berth_http_done cb, void *arg);
+    void (*http_cancel)(berth_call *c);
+
+    /* HTTP server: routes on the control API, and listeners owned by the core that survive a
+     * reload of their plugin. A pattern segment `{name}` captures; `*` at the end matches the
+     * rest. addr is "host:port" or "unix:PATH". */
+    int (*route)(berth_instance *self, const char *method, const char *pattern,
+                 berth_http_handler h, void *arg);
+    int (*listen)(berth_instance *self, const char *addr, berth_http_handler h, void *arg);
+
+    const char *(*req_method)(berth_req *r);
+    const char *(*req_path)(berth_req *r);              /* without the query */
+    const char *(*req_query)(berth_req *r, const char *name); /* decoded, NULL if absent */
+    const char *(*req_param)(berth_req *r, const char *name); /* from the route pattern */
+    const char *(*req_header)(berth_req *r, const char *name);
+    const char *(*req_body)(berth_req *r, size_t *len);
+    void (*respond)(berth_req *r, int status, const char *content_type, const char *body,
+                    size_t len);
+    void (*respond_error)(berth_req *r, int status, const char *code, const char *fmt, ...)
+        BERTH_PRINTF(4, 5);
+    /* streaming: start() sends the head (chunked); write() returns the bytes still queued
+     * for the client, so a producer can pause above its own high-water mark and resume in
+     * on_drain; end() finishes. */
+    int (*start)(berth_req *r, int status, const struct berth_header *headers);
+    size_t (*write)(berth_req *r, const char *data, size_t len);
+    void (*end)(berth_req *r);
+    void (*on_close)(berth_req *r, berth_req_cb cb, void *arg);
+    void (*on_drain)(berth_req *r, berth_req_cb cb, void *arg);
+
+    /* spec contributions: called before a driver creates a tenant's workload */
+    int (*spec_contributor)(berth_instance *self, berth_spec_fn fn, void *arg);
+    const char *(*spec_handle)(const berth_spec *s);
+    const char *(*spec_template)(const berth_spec *s);  /* template name */
+    const void *(*spec_config)(const berth_spec *s);    /* the driver's template struct */
+    int (*spec_port)(const berth_spec *s);
+    size_t (*spec_env_count)(const berth_spec *s);
+    const char *(*spec_env)(const berth_spec *s, size_t i, const char **value);
+    int (*spec_setenv)(berth_spec *s, const char *name, const char *value);
+
+    /* tenants: get/each copy nothing; pointers are valid during the call only */
+    int (*tenant_get)(berth_instance *self, const char *handle,
+                      struct berth_tenant_info *out);
+    int (*tenant_each)(berth_instance *self, berth_tenant_fn fn, void *arg);
+    int (*tenant_set_desired)(berth_instance *self, const char *handle, enum berth_desired d,
+                              const char *reason);
+    int (*finalizer_add)(berth_instance *self, const char *handle, const char *name);
+    int (*finalizer_release)(berth_instance *self, const char *handle, const char *name);
+
+    /* drivers */
+    int (*driver_register)(berth_instance *self, const struct berth_driver *d, void *state);
+    void (*op_done)(berth_op *op, int status, const struct berth_observed *obs,
+                    const char *message);
+    void (*op_list_add)(berth_op *op, const char *handle, const char *template_name,
+                        const struct berth_observed *obs);
+    /* an unexpected change (container died, OOM): the core updates and reconciles */
+    void (*driver_report)(berth_instance *self, const char *handle,
+                          const struct berth_observed *obs);
+};
+
+#define BERTH_HOST_HAS(host, fn) \
+    ((host)->size >= offsetof(struct berth_host, fn) + sizeof((host)->fn) && (host)->fn)
+
+/* ---- the plugin descriptor ---------------------------------------------------------------- */
+
+struct berth_plugin {
+    uint16_t abi_major, abi_minor;
+    uint32_t struct_size;
+    const char *name, *version, *description;
+
+    const struct berth_cfg_item *config;    /* schema of the instance's block */
+    size_t config_size;                     /* size of the struct it fills */
+    const struct berth_cfg_item *template_config; /* drivers: template keys they read */
+    size_t template_config_size;
+
+    /* check beyond the schema; write a message to err. Called in --check and before reload. */
+    int (*validate)(const void *cfg, char *err, size_t errlen);
+    int (*init)(const struct berth_host *host, berth_instance *self, void **state);
+    /* first with the initial config, later on reload when only BERTH_CFG_RELOAD keys changed */
+    int (*configure)(void *state, const void *cfg);
+    int (*start)(void *state);
+    /* begin draining; call host->drained(self) when done. NULL: nothing to drain. */
+    void (*stop)(void *state);
+    void (*destroy)(void *state);
+};
+
+#define BERTH_PLUGIN(...)                                                                    \
+    BERTH_EXPORT const struct berth_plugin berth_plugin_v1 = {                               \
+        .abi_major = BERTH_ABI_MAJOR, .abi_minor = BERTH_ABI_MINOR,                          \
+        .struct_size = sizeof(struct berth_plugin), __VA_ARGS__}
+
+#define BERTH_PLUGIN_SYMBOL "berth_plugin_v1"
+
+#include <berth/events.h>
+
+#ifdef __cplusplus
+}
+#endif
+#endif
