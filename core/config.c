@@ -176,6 +176,8 @@ static void build_templates(struct gen *g, struct errs *e)
         t->node = node;
         char what[96];
         snprintf(what, sizeof what, "template '%s'", name);
+        if (driver && !inst && cnode_get(cnode_get(g->conf.root, "plugins"), driver))
+            continue;   /* the instance itself failed validation and said why */
         if (driver && !inst) {
             errs_add(e, dn, "template '%s': driver '%s' is not a configured plugin instance",
                      name, driver);
@@ -225,7 +227,7 @@ struct gen *gen_build(const char *conf_dir, const char *state_override, const st
         errs_add(e, cnode_get(cnode_get(g->conf.root, "berth"), "tcp"),
                  "berth.tcp: a TCP listener requires a token ({file: PATH} or {env: NAME})");
     if (old) check_immutable(g, old, e);
-    if (e->n > before) return g;
+    /* go on after core errors: an operator wants every mistake in one run, as nginx -t */
     plugins_prepare(g, old, e);
     build_templates(g, e);
     return g;

@@ -584,6 +584,9 @@ static void adopt(berth_op *op)
         }
         if (t->op) continue;
         if (!t->driver) set_str(&t->driver, dname);
+        const struct tmpl *tm = tmpl_find(t->tmpl);
+        if (l->st == BERTH_OBS_RUNNING && tm && !tm->core.health.http && !tm->core.health.tcp)
+            l->st = BERTH_OBS_READY;    /* nothing to probe: running is ready */
         set_str(&t->id, l->id);
         if (l->address) set_str(&t->address, l->address);
         if (t->observed != l->st &&
