@@ -585,6 +585,10 @@ static void schedule_reap(void)
 
 void plugins_activate(struct gen *g, struct gen *old)
 {
+    if (!reap_init) {
+        uv_timer_init(C.loop, &reap_timer);
+        reap_init = true;
+    }
     for (size_t k = 0; k < g->ninst; k++) {
         berth_instance *i = g->inst[k];
         switch (i->action) {
