@@ -159,6 +159,8 @@ int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, con
 void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
                             berth_instance *owner);
 void http_listener_close(struct listener *l);
+void http_listener_hold(struct listener *l);
+void http_listener_release(struct listener *l);
 const char *http_listener_addr(struct listener *l);
 berth_instance *http_listener_owner(struct listener *l);
 void http_close_all(void);

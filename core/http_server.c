@@ -761,6 +761,18 @@ int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, con
     return 0;
 }
 
+void http_listener_hold(struct listener *l)
+{
+    l->refs++;
+}
+
+/* Closes the listener unless it was closed already, and drops the holder's reference. */
+void http_listener_release(struct listener *l)
+{
+    if (!l->closed) http_listener_close(l);
+    listener_unref(l);
+}
+
 void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
                             berth_instance *owner)
 {

@@ -489,7 +489,7 @@ static int release_all(berth_instance *i)
         case RES_LISTEN: {
             struct plisten *p = (struct plisten *)r;
             res_detach(r);
-            if (http_listener_owner(p->l) == i) http_listener_close(p->l);
+            http_listener_release(p->l);
             free(p);
             break;
         }
@@ -945,6 +945,7 @@ static int h_listen(berth_instance *self, const char *addr, berth_http_handler h
     }
     struct plisten *p = xcalloc(1, sizeof *p);
     p->l = l;
+    http_listener_hold(l);      /* the record outlives a close at shutdown */
     res_attach(self, &p->res, RES_LISTEN);
     return 0;
 }

@@ -481,6 +481,9 @@ static void issue(struct tenant *t, struct driver *d, enum op_kind k, const stru
 static void retry_fire(uv_timer_t *h)
 {
     struct tenant *t = h->data;
+    /* the timer runs on loop time, retry_at is wall time: the timer is the authority, or a
+     * timer firing a millisecond "early" would leave the tenant waiting for nothing */
+    t->retry_at = 0;
     mark(t);
 }
 
