@@ -10,6 +10,9 @@
 #define BERTH_PLUGIN_DIR "/usr/lib/berth/plugins"
 #endif
 
+/* the daemon's global state: one loop, one store, one running generation */
+struct core C;
+
 #define O(f) offsetof(struct core_cfg, f)
 #define R BERTH_CFG_RELOAD
 
@@ -251,6 +254,51 @@ struct gen *gen_ref(struct gen *g)
 void gen_unref(struct gen *g)
 {
     if (g && --g->refs == 0) gen_free(g);
+}
+
+/* Makes a validated generation's core settings effective. */
+void core_apply(const struct core_cfg *c)
+{
+    log_configure((enum berth_log_level)log_level_parse(c->log.level),
+                  !strcmp(c->log.format, "json"));
+    http_limits = (struct http_limits){c->http.header_timeout, c->http.idle_timeout,
+                                       c->http.max_header, c->http.max_body};
+    bus_set_retention((uint64_t)c->events.retention);
+}
+
+int core_reload(struct errs *e)
+{
+    struct gen *g = gen_build(C.conf_dir, C.state_override, C.gen, e);
+    C.reload.at_ms = wall_ms();
+    cJSON_Delete(C.reload.errors);
+    C.reload.errors = cJSON_CreateArray();
+    if (e->n) {
+        plugins_discard(g);
+        gen_free(g);
+        C.reload.ok = false;
+        log_error("reload failed with %zu error(s); generation %" PRIu64 " keeps running", e->n,
+                  C.gen->id);
+        for (size_t i = 0; i < e->n; i++) {
+            log_error("%s", e->v[i]);
+            cJSON_AddItemToArray(C.reload.errors, cJSON_CreateString(e->v[i]));
+        }
+        struct berth_ev_config_reloaded ev = {sizeof ev, false, (int64_t)C.gen->id,
+                                              (int64_t)e->n, e->v[0]};
+        bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
+        return -1;
+    }
+    struct gen *old = C.gen;
+    C.gen = gen_ref(g);
+    core_apply(&g->core);
+    plugins_activate(g, old);
+    gen_unref(old);
+    C.reload.ok = true;
+    C.reload.generation = g->id;
+    log_info("configuration generation %" PRIu64 " is running", g->id);
+    struct berth_ev_config_reloaded ev = {sizeof ev, true, (int64_t)g->id, 0, "ok"};
+    bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
+    tenants_reconcile_all();
+    return 0;
 }
 
 const struct tmpl *tmpl_find(const char *name)

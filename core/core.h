@@ -328,5 +328,6 @@ struct core {
 };
 extern struct core C;
 int core_reload(struct errs *e);
+void core_apply(const struct core_cfg *c);
 
 #endif

@@ -13,7 +13,6 @@
 #define BERTH_CONF_DIR "/etc/berth/conf.d"
 #endif
 
-struct core C;
 static uv_signal_t sig_hup, sig_term, sig_int;
 static struct listener *ctl_unix, *ctl_tcp;
 
@@ -28,53 +27,9 @@ static void usage(FILE *f)
             "  --version       print the version and exit\n", BERTH_CONF_DIR);
 }
 
-static void apply_core(const struct core_cfg *c)
-{
-    log_configure((enum berth_log_level)log_level_parse(c->log.level),
-                  !strcmp(c->log.format, "json"));
-    http_limits = (struct http_limits){c->http.header_timeout, c->http.idle_timeout,
-                                       c->http.max_header, c->http.max_body};
-    bus_set_retention((uint64_t)c->events.retention);
-}
-
 static void print_errs(const struct errs *e)
 {
     for (size_t i = 0; i < e->n; i++) fprintf(stderr, "%s\n", e->v[i]);
-}
-
-int core_reload(struct errs *e)
-{
-    struct gen *g = gen_build(C.conf_dir, C.state_override, C.gen, e);
-    C.reload.at_ms = wall_ms();
-    cJSON_Delete(C.reload.errors);
-    C.reload.errors = cJSON_CreateArray();
-    if (e->n) {
-        plugins_discard(g);
-        gen_free(g);
-        C.reload.ok = false;
-        log_error("reload failed with %zu error(s); generation %" PRIu64 " keeps running", e->n,
-                  C.gen->id);
-        for (size_t i = 0; i < e->n; i++) {
-            log_error("%s", e->v[i]);
-            cJSON_AddItemToArray(C.reload.errors, cJSON_CreateString(e->v[i]));
-        }
-        struct berth_ev_config_reloaded ev = {sizeof ev, false, (int64_t)C.gen->id,
-                                              (int64_t)e->n, e->v[0]};
-        bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
-        return -1;
-    }
-    struct gen *old = C.gen;
-    C.gen = gen_ref(g);
-    apply_core(&g->core);
-    plugins_activate(g, old);
-    gen_unref(old);
-    C.reload.ok = true;
-    C.reload.generation = g->id;
-    log_info("configuration generation %" PRIu64 " is running", g->id);
-    struct berth_ev_config_reloaded ev = {sizeof ev, true, (int64_t)g->id, 0, "ok"};
-    bus_publish(BERTH_EV_CONFIG_RELOADED, NULL, &ev);
-    tenants_reconcile_all();
-    return 0;
 }
 
 static void on_hup(uv_signal_t *s, int sig)
@@ -249,7 +204,7 @@ int main(int argc, char **argv)
     C.gen = gen_ref(g);
     C.reload.ok = true;
     C.reload.generation = g->id;
-    apply_core(&g->core);
+    core_apply(&g->core);
     uv_signal_init(C.loop, &sig_hup);
     uv_signal_init(C.loop, &sig_term);
     uv_signal_init(C.loop, &sig_int);

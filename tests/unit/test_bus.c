@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct core C;
 
 static char log_[4096];
 
