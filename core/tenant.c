@@ -57,8 +57,12 @@ struct tenant {
     struct list dirty_link;
     berth_op *op;
     int64_t attempts, retry_at;
+    int64_t started_ms, crashes;    /* crash-loop backoff */
     uv_timer_t *retry;
 };
+
+/* A workload that stays up this long has its crash count forgotten. */
+#define CRASH_RESET_MS (10 * 60 * 1000)
 
 static struct {
     struct list all, dirty, drivers, ops, contribs;
@@ -487,16 +491,17 @@ static void retry_fire(uv_timer_t *h)
     mark(t);
 }
 
-static void fail(struct tenant *t, const char *what, const char *msg)
+/* retry_base doubled per step after the first, capped at retry_max */
+static int64_t backoff(int64_t steps)
 {
     const struct core_cfg *c = &C.gen->core;
-    t->attempts++;
     int64_t delay = c->reconcile.retry_base;
-    for (int64_t i = 1; i < t->attempts && delay < c->reconcile.retry_max; i++) delay *= 2;
-    if (delay > c->reconcile.retry_max) delay = c->reconcile.retry_max;
-    char *reason = xasprintf("%s failed: %s", what, msg && *msg ? msg : "unknown error");
-    set_str(&t->reason, reason);
-    free(reason);
+    for (int64_t i = 1; i < steps && delay < c->reconcile.retry_max; i++) delay *= 2;
+    return delay > c->reconcile.retry_max ? c->reconcile.retry_max : delay;
+}
+
+static void retry_in(struct tenant *t, int64_t delay)
+{
     t->retry_at = wall_ms() + delay;
     if (!t->retry) {
         t->retry = xcalloc(1, sizeof *t->retry);
@@ -504,6 +509,16 @@ static void fail(struct tenant *t, const char *what, const char *msg)
         t->retry->data = t;
     }
     uv_timer_start(t->retry, retry_fire, (uint64_t)delay, 0);
+}
+
+static void fail(struct tenant *t, const char *what, const char *msg)
+{
+    t->attempts++;
+    int64_t delay = backoff(t->attempts);
+    char *reason = xasprintf("%s failed: %s", what, msg && *msg ? msg : "unknown error");
+    set_str(&t->reason, reason);
+    free(reason);
+    retry_in(t, delay);
     set_observed(t, BERTH_OBS_FAILED);
     save(t);
     blog(BERTH_LOG_WARN, "core", "tenant %s: %s (attempt %" PRId64 ", retry in %" PRId64 "ms)",
@@ -538,6 +553,7 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
         break;
     }
     case OP_START: {
+        t->started_ms = wall_ms();
         struct berth_ev_container_started ev = {sizeof ev, t->id, t->address};
         bus_publish(BERTH_EV_CONTAINER_STARTED, t->handle, &ev);
         if (st == BERTH_OBS_READY) {
@@ -678,6 +694,22 @@ static void resync(uv_timer_t *h)
     list_each(it, &T.drivers) list_driver(container_of(it, struct driver, link));
 }
 
+/* An unexpected stop of a tenant that should run: the first restart is immediate, then the
+ * delay doubles per crash, as Kubernetes' CrashLoopBackOff; a long healthy run resets it. */
+static void crashed(struct tenant *t, const char *msg)
+{
+    int64_t now = wall_ms();
+    t->crashes = now - t->started_ms < CRASH_RESET_MS ? t->crashes + 1 : 1;
+    if (t->crashes < 2) return;
+    int64_t delay = backoff(t->crashes - 1);
+    char *reason = xasprintf("crashed %" PRId64 " times in a row (last: %s); restarting in "
+                             "%" PRId64 "ms", t->crashes, msg ? msg : "stopped", delay);
+    set_str(&t->reason, reason);
+    free(reason);
+    retry_in(t, delay);
+    blog(BERTH_LOG_WARN, "core", "tenant %s: %s", t->handle, t->reason);
+}
+
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o)
 {
     struct tenant *t = handle ? tenant_find(handle) : NULL;
@@ -688,6 +720,7 @@ void driver_report(berth_instance *owner, const char *handle, const struct berth
         o->state == BERTH_OBS_FAILED) {
         if (o->message) set_str(&t->reason, o->message);
         if (o->state == BERTH_OBS_ABSENT) set_str(&t->id, NULL);
+        if (t->desired == BERTH_DESIRED_RUNNING) crashed(t, o->message);
         set_observed(t, o->state);
         save(t);
         if (prev != o->state) {
@@ -972,6 +1005,7 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNumberToObject(o, "last_activity_ms", (double)t->last_activity_ms);
     cJSON_AddNumberToObject(o, "restarts", (double)t->restarts);
     cJSON_AddNumberToObject(o, "attempts", (double)t->attempts);
+    cJSON_AddNumberToObject(o, "crashes", (double)t->crashes);
     int64_t retry = t->retry_at ? t->retry_at - wall_ms() : 0;
     cJSON_AddNumberToObject(o, "retry_in_ms", (double)(retry > 0 ? retry : 0));
     add_str(o, "operation", t->op ? op_names[t->op->kind] : NULL);

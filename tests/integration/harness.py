@@ -99,6 +99,12 @@ class Berthd:
         os.rename(tmp, dst)     # atomic, as a package manager replaces a file
         return dst
 
+    def install_plugin_from_build(self, module):
+        dst = os.path.join(self.plugin_dir, module + ".so")
+        shutil.copyfile(os.path.join(BUILD, "plugins", module + ".so"), dst)
+        os.chmod(dst, 0o755)
+        return dst
+
     def write(self, name, text):
         with open(os.path.join(self.conf, name), "w") as f:
             f.write(text)

@@ -1,0 +1,175 @@
+"""The exec driver end to end through berthd: real processes, limits, logs, adoption."""
+import os
+import signal
+import sqlite3
+import time
+import unittest
+import urllib.request
+
+from harness import Berthd, SLOW, wait_until
+
+EXEC = """plugins:
+  exec: {ports: %d-%d}
+templates:
+  default:
+    driver: exec
+    command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+    port: 8080
+    env: {TZ: UTC, GREETING: "hi {handle}"}
+    memory: 768m
+    nofile: 256
+    stop_timeout: 2s
+  stubborn:
+    driver: exec
+    command: [sh, -c, "trap '' TERM; echo started; while :; do sleep 0.1; done"]
+    stop_timeout: 300ms
+"""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+class Exec(unittest.TestCase):
+    def setUp(self):
+        base = 21000 + (os.getpid() % 200) * 20
+        self.b = Berthd({"10-exec.yaml": EXEC % (base, base + 19)}, plugins=())
+        self.b.install_plugin_from_build("exec")
+        self.b.start()
+
+    def tearDown(self):
+        for pid in self.pids():
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        rc = self.b.stop()
+        log = self.b.log()
+        self.b.cleanup()
+        self.assertEqual(rc, 0, log[-3000:])
+
+    def pids(self):
+        try:
+            db = sqlite3.connect(os.path.join(self.b.state, "berth.db"))
+            rows = db.execute("SELECT pid FROM exec_procs WHERE pid IS NOT NULL").fetchall()
+            db.close()
+            return [r[0] for r in rows]
+        except sqlite3.Error:
+            return []
+
+    def pid(self, handle):
+        db = sqlite3.connect(os.path.join(self.b.state, "berth.db"))
+        row = db.execute("SELECT pid FROM exec_procs WHERE handle=?", (handle,)).fetchone()
+        db.close()
+        return row[0] if row else None
+
+    def get(self, address, path):
+        def try_get():
+            try:
+                with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as r:
+                    return r.read().decode()
+            except OSError:
+                return None
+        return wait_until(try_get, 10, 0.05, what=f"http://{address}{path}")
+
+    def test_life_cycle_with_limits_logs_and_data(self):
+        b = self.b
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        t = b.wait_tenant("alice", "ready")
+        pid = self.pid("alice")
+        self.assertTrue(alive(pid))
+        wd = os.path.join(b.state, "exec", "alice")
+        with open(os.path.join(wd, "hello.txt"), "w") as f:
+            f.write("alice's data\n")
+        self.assertEqual(self.get(t["address"], "/hello.txt"), "alice's data\n")
+        limits = read(f"/proc/{pid}/limits")
+        self.assertRegex(limits, r"Max address space\s+%d\s+%d" % (768 << 20, 768 << 20))
+        self.assertRegex(limits, r"Max open files\s+256\s+256")
+        env = dict(kv.split("=", 1) for kv in
+                   read(f"/proc/{pid}/environ").split("\0") if "=" in kv)
+        self.assertEqual(env["PORT"], t["address"].split(":")[1])
+        self.assertEqual(env["BERTH_HANDLE"], "alice")
+        self.assertEqual(env["TZ"], "UTC")
+        self.assertEqual(env["HOME"], wd)
+        self.assertEqual(os.getsid(pid), pid)       # its own session, so its tree stops with it
+        # stdout and stderr go to the tenant's log file
+        log = os.path.join(b.state, "exec", "alice.log")
+        wait_until(lambda: "GET /hello.txt" in read(log), what="the request in the log")
+
+        b.post("/v1/tenants/alice/sleep")
+        b.wait_tenant("alice", "stopped")
+        wait_until(lambda: not alive(pid), what="the process to be gone")
+        b.post("/v1/tenants/alice/wake")
+        t = b.wait_tenant("alice", "ready")
+        self.assertNotEqual(self.pid("alice"), pid)
+        self.assertEqual(self.get(t["address"], "/hello.txt"), "alice's data\n")
+
+        b.req("DELETE", "/v1/tenants/alice")
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, what="deletion")
+        self.assertFalse(os.path.exists(wd))
+        self.assertFalse(os.path.exists(log))
+
+    def test_unexpected_exit_is_reported_and_repaired(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "bob"})
+        b.wait_tenant("bob", "ready")
+        pid = self.pid("bob")
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        os.kill(pid, signal.SIGKILL)
+        ev = wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="bob"),
+                        what="container.stopped")[0]["payload"]
+        self.assertEqual(ev["exit_code"], 137)
+        self.assertIn("killed by signal 9", ev["message"])
+        self.assertFalse(ev["expected"])
+        wait_until(lambda: (self.pid("bob") or pid) != pid and alive(self.pid("bob")),
+                   what="a new process")
+        b.wait_tenant("bob", "ready")
+
+    def test_processes_are_adopted_after_berthd_dies(self):
+        b = self.b
+        for h in ("ann", "ben"):
+            b.post("/v1/tenants", {"handle": h})
+        for h in ("ann", "ben"):
+            b.wait_tenant(h, "ready")
+        before = {h: self.pid(h) for h in ("ann", "ben")}
+        b.kill()
+        self.assertTrue(all(alive(p) for p in before.values()))
+        b.start()
+        for h in ("ann", "ben"):
+            b.wait_tenant(h, "ready")
+        self.assertEqual({h: self.pid(h) for h in ("ann", "ben")}, before)
+        self.assertIn("adopted running pid", b.log())
+        # an adopted process is still supervised
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        os.kill(before["ann"], signal.SIGTERM)
+        wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="ann"),
+                   what="the adopted process's exit")
+        wait_until(lambda: (self.pid("ann") or 0) not in (0, before["ann"]), what="a restart")
+
+    def test_sigterm_ignored_escalates_to_sigkill(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "stub", "template": "stubborn"})
+        b.wait_tenant("stub", "ready")
+        pid = self.pid("stub")
+        log = os.path.join(b.state, "exec", "stub.log")
+        wait_until(lambda: "started" in read(log), what="the shell to install its trap")
+        t0 = time.time()
+        b.post("/v1/tenants/stub/sleep")
+        b.wait_tenant("stub", "stopped")
+        self.assertGreaterEqual(time.time() - t0, 0.25)
+        self.assertFalse(alive(pid))
+        self.assertIn("still running after SIGTERM; SIGKILL", b.log())
+
+
+if __name__ == "__main__":
+    unittest.main()
