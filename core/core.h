@@ -296,6 +296,7 @@ void op_done(berth_op *op, int status, const struct berth_observed *obs, const c
 void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);
+void driver_relist(berth_instance *owner);
 int spec_contrib_add(berth_instance *owner, berth_spec_fn fn, void *arg);
 const char *spec_handle(const berth_spec *s);
 const char *spec_template(const berth_spec *s);

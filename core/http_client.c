@@ -151,7 +151,12 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     c->cb = cb;
     c->arg = arg;
     c->url = xstrdup(o->url);
-    if (o->size >= sizeof *o) c->on_data = o->on_data;
+    if (o->size >= offsetof(struct berth_http_opts, tls_ca)) c->on_data = o->on_data;
+    if (o->size >= sizeof *o) {
+        if (o->tls_ca) curl_easy_setopt(c->easy, CURLOPT_CAINFO, o->tls_ca);
+        if (o->tls_cert) curl_easy_setopt(c->easy, CURLOPT_SSLCERT, o->tls_cert);
+        if (o->tls_key) curl_easy_setopt(c->easy, CURLOPT_SSLKEY, o->tls_key);
+    }
     CURL *e = c->easy;
     curl_easy_setopt(e, CURLOPT_URL, c->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, c);
@@ -160,6 +165,7 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000));
     if (o->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);

@@ -1065,4 +1065,5 @@ const struct berth_host berth_host_api = {
     .op_done = op_done,
     .op_list_add = op_list_add,
     .driver_report = driver_report,
+    .driver_relist = driver_relist,
 };

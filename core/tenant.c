@@ -688,6 +688,14 @@ static void list_driver(struct driver *d)
     d->d->list(d->state, d->listing);
 }
 
+void driver_relist(berth_instance *owner)
+{
+    list_each(it, &T.drivers) {
+        struct driver *d = container_of(it, struct driver, link);
+        if (d->res.owner == owner) list_driver(d);
+    }
+}
+
 static void resync(uv_timer_t *h)
 {
     (void)h;

@@ -142,6 +142,8 @@ struct berth_http_opts {
     /* Streaming: when set, body bytes are handed here as they arrive and not buffered. Return
      * false to abort the transfer. */
     bool (*on_data)(const char *data, size_t len, void *arg);
+    /* TLS client authentication (PEM files), and the CA to verify the server with */
+    const char *tls_ca, *tls_cert, *tls_key;
 };
 
 struct berth_http_result {
@@ -314,6 +316,8 @@ struct berth_host {
     /* an unexpected change (container died, OOM): the core updates and reconciles */
     void (*driver_report)(berth_instance *self, const char *handle,
                           const struct berth_observed *obs);
+    /* ask for list() now, e.g. after reconnecting to an engine that may have changed */
+    void (*driver_relist)(berth_instance *self);
 };
 
 #define BERTH_HOST_HAS(host, fn) \

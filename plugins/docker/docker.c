@@ -1,0 +1,985 @@
+/* docker: a driver on the Docker Engine API, through the host's HTTP client (libcurl multi on
+ * berthd's loop, never blocking). Containers are named berth-<handle> and labelled
+ * berth.managed, berth.tenant, berth.template and berth.instance, so list() adopts what exists
+ * and a restart of berthd never creates a duplicate. A follower of GET /events turns a
+ * container that dies, is OOM-killed or is removed behind berth's back into a report within a
+ * second; it reconnects with backoff when dockerd goes away and asks for a re-list when it is
+ * back, to catch what it missed. */
+#include <berth/berth.h>
+#include <cJSON.h>
+
+#include <ctype.h>
+#include <errno.h>
+#include <grp.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define MIN_API "1.40"
+
+struct cfg {
+    const char *socket, *host, *tls_ca, *tls_cert, *tls_key;
+    int64_t reconnect_max;
+};
+
+struct tcfg {
+    const char *image, *network, *publish, *pull, *user, *volume_owner;
+    struct berth_strlist command, volumes, cap_drop, security_opt;
+    struct berth_strmap labels;
+    uint64_t memory;
+    double cpus;
+    int64_t pids, stop_timeout, volume_mode;
+    bool read_only;
+};
+
+#define C(f) offsetof(struct cfg, f)
+static const struct berth_cfg_item schema[] = {
+    {"socket", BERTH_CFG_STR, "/var/run/docker.sock", 0, 0, C(socket),
+     "dockerd's unix socket", 0, NULL, NULL},
+    {"host", BERTH_CFG_STR, NULL, 0, 0, C(host),
+     "tcp://HOST:PORT of a remote dockerd (TLS with tls_ca/tls_cert/tls_key); overrides socket",
+     0, NULL, NULL},
+    {"tls_ca", BERTH_CFG_STR, NULL, 0, 0, C(tls_ca), "CA certificate (PEM) for host", 0, NULL,
+     NULL},
+    {"tls_cert", BERTH_CFG_STR, NULL, 0, 0, C(tls_cert), "client certificate (PEM)", 0, NULL,
+     NULL},
+    {"tls_key", BERTH_CFG_STR, NULL, 0, 0, C(tls_key), "client key (PEM)", 0, NULL, NULL},
+    {"reconnect_max", BERTH_CFG_DURATION, "30s", 100, 600000, C(reconnect_max),
+     "longest wait between attempts to reach dockerd's event stream", BERTH_CFG_RELOAD, NULL,
+     NULL},
+    {0},
+};
+
+#define T(f) offsetof(struct tcfg, f)
+static const struct berth_cfg_item tschema[] = {
+    {"image", BERTH_CFG_STR, NULL, 0, 0, T(image), "image reference", BERTH_CFG_REQUIRED, NULL,
+     NULL},
+    {"command", BERTH_CFG_LIST, NULL, 0, 0, T(command), "argv overriding the image's CMD", 0,
+     NULL, NULL},
+    {"volumes", BERTH_CFG_LIST, NULL, 0, 0, T(volumes),
+     "HOST:CONTAINER[:ro]; {handle} expands; host directories are created", 0, NULL, NULL},
+    {"volume_owner", BERTH_CFG_STR, NULL, 0, 0, T(volume_owner),
+     "uid:gid given to created host directories", 0, NULL, NULL},
+    {"volume_mode", BERTH_CFG_INT, "488", 0, 4095, T(volume_mode),
+     "mode of created host directories (decimal; 488 = 0750)", 0, NULL, NULL},
+    {"memory", BERTH_CFG_SIZE, "0", 0, 0, T(memory), "memory limit (0: none)", 0, NULL, NULL},
+    {"cpus", BERTH_CFG_DOUBLE, "0", 0, 1024, T(cpus), "CPU limit in cores (0: none)", 0, NULL,
+     NULL},
+    {"pids", BERTH_CFG_INT, "0", 0, 4194304, T(pids), "process limit (0: none)", 0, NULL, NULL},
+    {"network", BERTH_CFG_STR, NULL, 0, 0, T(network), "network, created if missing", 0, NULL,
+     NULL},
+    {"publish", BERTH_CFG_STR, "127.0.0.1", 0, 0, T(publish),
+     "host address the tenant's port is published on (an ephemeral host port)", 0, NULL, NULL},
+    {"labels", BERTH_CFG_MAP, NULL, 0, 0, T(labels), "extra container labels", 0, NULL, NULL},
+    {"read_only", BERTH_CFG_BOOL, "false", 0, 0, T(read_only), "read-only root filesystem", 0,
+     NULL, NULL},
+    {"cap_drop", BERTH_CFG_LIST, NULL, 0, 0, T(cap_drop), "capabilities to drop (e.g. ALL)", 0,
+     NULL, NULL},
+    {"security_opt", BERTH_CFG_LIST, NULL, 0, 0, T(security_opt),
+     "security options (default: no-new-privileges)", 0, NULL, NULL},
+    {"pull", BERTH_CFG_STR, "if-missing", 0, 0, T(pull), "when to pull the image", 0,
+     "if-missing|always|never", NULL},
+    {"stop_timeout", BERTH_CFG_DURATION, "10s", 0, 3600000, T(stop_timeout),
+     "grace period before SIGKILL on stop", 0, NULL, NULL},
+    {"user", BERTH_CFG_STR, NULL, 0, 0, T(user), "user[:group] inside the container", 0, NULL,
+     NULL},
+    {0},
+};
+
+static const struct berth_host *H;
+
+struct expect { struct expect *next; char handle[40]; };
+
+struct dk {
+    berth_instance *self;
+    struct cfg cfg;
+    char url[256];          /* scheme://authority */
+    char api[16];           /* negotiated API version, "" until known */
+    uint32_t ev_pull;       /* image.pull_progress */
+    berth_call *events;
+    berth_timer *reconnect;
+    int64_t backoff;
+    char *evbuf; size_t evlen;
+    struct expect *expected;    /* stops and removals berth asked for itself */
+    char *oom[64]; int noom;
+};
+
+struct job;
+typedef void (*step_fn)(struct job *j, const struct berth_http_result *r);
+
+/* one driver operation in flight: a chain of Engine API calls */
+struct job {
+    struct dk *d;
+    berth_op *op;
+    const berth_spec *spec;
+    const struct tcfg *t;
+    char handle[40], name[64], id[80];
+    step_fn next, then;         /* the pending reply's handler; what follows /version */
+    char *pull_status;          /* an error reported inside a pull's stream */
+};
+
+/* ---- plumbing ---- */
+
+static void expect_add(struct dk *d, const char *h)
+{
+    for (struct expect *e = d->expected; e; e = e->next)
+        if (!strcmp(e->handle, h)) return;
+    struct expect *e = calloc(1, sizeof *e);
+    if (!e) return;
+    snprintf(e->handle, sizeof e->handle, "%s", h);
+    e->next = d->expected;
+    d->expected = e;
+}
+
+static bool expect_take(struct dk *d, const char *h)
+{
+    for (struct expect **pp = &d->expected; *pp; pp = &(*pp)->next) {
+        if (strcmp((*pp)->handle, h)) continue;
+        struct expect *e = *pp;
+        *pp = e->next;
+        free(e);
+        return true;
+    }
+    return false;
+}
+
+static bool oom_take(struct dk *d, const char *id)
+{
+    for (int i = 0; i < d->noom; i++) {
+        if (strcmp(d->oom[i], id)) continue;
+        free(d->oom[i]);
+        d->oom[i] = d->oom[--d->noom];
+        return true;
+    }
+    return false;
+}
+
+static void oom_add(struct dk *d, const char *id)
+{
+    if (d->noom == 64) {
+        free(d->oom[0]);
+        d->oom[0] = d->oom[--d->noom];
+    }
+    d->oom[d->noom++] = strdup(id);
+}
+
+/* Docker answers errors as {"message": "..."}; anything else is shown as it came. */
+static void docker_message(const struct berth_http_result *r, char *out, size_t n)
+{
+    if (r->status == 0) {
+        snprintf(out, n, "cannot reach dockerd: %s", r->message);
+        return;
+    }
+    cJSON *j = cJSON_ParseWithLength(r->body, r->body_len);
+    const char *m = cJSON_GetStringValue(cJSON_GetObjectItem(j, "message"));
+    snprintf(out, n, "dockerd: %s (HTTP %d)", m ? m : r->body, r->status);
+    cJSON_Delete(j);
+}
+
+static void job_free(struct job *j)
+{
+    free(j->pull_status);
+    free(j);
+}
+
+static void job_fail(struct job *j, const struct berth_http_result *r, const char *what)
+{
+    char msg[768], dm[640];
+    docker_message(r, dm, sizeof dm);
+    snprintf(msg, sizeof msg, "%s: %s", what, dm);
+    H->op_done(j->op, r->status == 0 ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
+    job_free(j);
+}
+
+static void on_reply(const struct berth_http_result *r, void *arg)
+{
+    struct job *j = arg;
+    j->next(j, r);
+}
+
+static void call(struct job *j, const char *method, const char *path, const char *body,
+                 step_fn next, bool (*on_data)(const char *, size_t, void *))
+{
+    struct dk *d = j->d;
+    char url[1024];
+    snprintf(url, sizeof url, "%s%s%s%s", d->url, d->api[0] ? "/v" : "", d->api, path);
+    static const struct berth_header json_hdr[] = {{"Content-Type", "application/json"},
+                                                   {NULL, NULL}};
+    struct berth_http_opts o = {
+        .size = sizeof o, .method = method, .url = url,
+        .unix_socket = d->cfg.host ? NULL : d->cfg.socket,
+        .headers = body ? json_hdr : NULL, .body = body, .body_len = body ? strlen(body) : 0,
+        .timeout_ms = on_data ? 0 : 120000, .on_data = on_data,
+        .tls_ca = d->cfg.tls_ca, .tls_cert = d->cfg.tls_cert, .tls_key = d->cfg.tls_key,
+    };
+    j->next = next;
+    if (!H->http_request(d->self, &o, on_reply, j)) {
+        H->op_done(j->op, BERTH_EIO, NULL, "docker: cannot start an HTTP request");
+        job_free(j);
+    }
+}
+
+static struct job *job_new(struct dk *d, berth_op *op, const berth_spec *s)
+{
+    struct job *j = calloc(1, sizeof *j);
+    if (!j) {
+        H->op_done(op, BERTH_ENOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    j->d = d;
+    j->op = op;
+    j->spec = s;
+    if (s) {
+        j->t = H->spec_config(s);
+        snprintf(j->handle, sizeof j->handle, "%s", H->spec_handle(s));
+        snprintf(j->name, sizeof j->name, "berth-%s", j->handle);
+    }
+    return j;
+}
+
+/* Every operation first makes sure the API version is known (GET /version, once). */
+static void versioned(struct job *j, step_fn then);
+
+static void got_version(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 200) {
+        job_fail(j, r, "GET /version");
+        return;
+    }
+    cJSON *v = cJSON_ParseWithLength(r->body, r->body_len);
+    const char *api = cJSON_GetStringValue(cJSON_GetObjectItem(v, "ApiVersion"));
+    if (!api || strlen(api) >= sizeof j->d->api || strcmp(api, MIN_API) < 0) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "dockerd speaks API %s; berth needs %s or newer",
+                 api ? api : "?", MIN_API);
+        cJSON_Delete(v);
+        H->op_done(j->op, BERTH_ENOTSUP, NULL, msg);
+        job_free(j);
+        return;
+    }
+    snprintf(j->d->api, sizeof j->d->api, "%s", api);
+    H->log(j->d->self, BERTH_LOG_INFO, "dockerd %s, API %s",
+           cJSON_GetStringValue(cJSON_GetObjectItem(v, "Version")), api);
+    cJSON_Delete(v);
+    j->then(j, NULL);
+}
+
+static void versioned(struct job *j, step_fn then)
+{
+    if (j->d->api[0]) {
+        then(j, NULL);
+        return;
+    }
+    j->then = then;
+    call(j, "GET", "/version", NULL, got_version, NULL);
+}
+
+/* ---- inspect: observed state and the published address ---- */
+
+static void fill_observed(struct job *j, cJSON *c, struct berth_observed *o, char *addr,
+                          size_t n)
+{
+    cJSON *st = cJSON_GetObjectItem(c, "State");
+    bool running = cJSON_IsTrue(cJSON_GetObjectItem(st, "Running"));
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
+    if (id) snprintf(j->id, sizeof j->id, "%s", id);
+    *o = (struct berth_observed){sizeof *o, running ? BERTH_OBS_RUNNING : BERTH_OBS_STOPPED,
+                                 j->id, NULL,
+                                 (int)cJSON_GetNumberValue(cJSON_GetObjectItem(st, "ExitCode")),
+                                 cJSON_IsTrue(cJSON_GetObjectItem(st, "OOMKilled")), NULL};
+    int port = j->spec ? H->spec_port(j->spec) : 0;
+    char key[32];
+    snprintf(key, sizeof key, "%d/tcp", port);
+    cJSON *ports = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "NetworkSettings"), "Ports");
+    cJSON *b = cJSON_GetArrayItem(cJSON_GetObjectItem(ports, key), 0);
+    const char *ip = cJSON_GetStringValue(cJSON_GetObjectItem(b, "HostIp"));
+    const char *hp = cJSON_GetStringValue(cJSON_GetObjectItem(b, "HostPort"));
+    if (port && ip && hp && *hp) {
+        snprintf(addr, n, "%s:%s", !*ip || !strcmp(ip, "0.0.0.0") ? "127.0.0.1" : ip, hp);
+        o->address = addr;
+    }
+}
+
+static void inspected(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 200) {
+        job_fail(j, r, "inspect");
+        return;
+    }
+    cJSON *c = cJSON_ParseWithLength(r->body, r->body_len);
+    struct berth_observed o;
+    char addr[96];
+    fill_observed(j, c, &o, addr, sizeof addr);
+    H->op_done(j->op, 0, &o, NULL);
+    cJSON_Delete(c);
+    job_free(j);
+}
+
+static void inspect_then_done(struct job *j)
+{
+    char path[128];
+    snprintf(path, sizeof path, "/containers/%s/json", j->name);
+    call(j, "GET", path, NULL, inspected, NULL);
+}
+
+/* ---- create ---- */
+
+static cJSON *strlist(const struct berth_strlist *l)
+{
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < l->n; i++) cJSON_AddItemToArray(a, cJSON_CreateString(l->v[i]));
+    return a;
+}
+
+static char *expand_handle(const char *s, const char *handle)
+{
+    size_t n = strlen(s) + 1;
+    for (const char *p = strstr(s, "{handle}"); p; p = strstr(p + 1, "{handle}"))
+        n += strlen(handle);
+    char *out = malloc(n), *o = out;
+    if (!out) return NULL;
+    while (*s) {
+        if (!strncmp(s, "{handle}", 8)) {
+            o = stpcpy(o, handle);
+            s += 8;
+        } else {
+            *o++ = *s++;
+        }
+    }
+    *o = 0;
+    return out;
+}
+
+static int mkdirs(const char *path, mode_t mode)
+{
+    char tmp[1024];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(tmp, 0755) < 0 && errno != EEXIST) return -1;
+        *p = '/';
+    }
+    if (mkdir(tmp, mode) < 0 && errno != EEXIST) return -1;
+    return chmod(tmp, mode);
+}
+
+/* Host directories of volumes are made before the container, owned as configured. */
+static cJSON *binds(struct job *j, char *err, size_t n)
+{
+    const struct tcfg *t = j->t;
+    cJSON *a = cJSON_CreateArray();
+    for (size_t i = 0; i < t->volumes.n; i++) {
+        char *b = expand_handle(t->volumes.v[i], j->handle);
+        char *colon = b ? strchr(b, ':') : NULL;
+        if (!colon || b[0] != '/') {
+            snprintf(err, n, "volume '%s' must be /HOST/PATH:/CONTAINER/PATH[:ro]",
+                     t->volumes.v[i]);
+            free(b);
+            cJSON_Delete(a);
+            return NULL;
+        }
+        *colon = 0;
+        int rc = mkdirs(b, (mode_t)t->volume_mode);
+        if (!rc && t->volume_owner) {
+            unsigned uid, gid;
+            if (sscanf(t->volume_owner, "%u:%u", &uid, &gid) == 2) rc = chown(b, uid, gid);
+        }
+        if (rc) {
+            snprintf(err, n, "cannot prepare volume directory %s: %s", b, strerror(errno));
+            free(b);
+            cJSON_Delete(a);
+            return NULL;
+        }
+        *colon = ':';
+        cJSON_AddItemToArray(a, cJSON_CreateString(b));
+        free(b);
+    }
+    return a;
+}
+
+static char *create_body(struct job *j, char *err, size_t n)
+{
+    const struct tcfg *t = j->t;
+    const berth_spec *s = j->spec;
+    cJSON *hc_binds = binds(j, err, n);
+    if (!hc_binds) return NULL;
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "Image", t->image);
+    if (t->command.n) cJSON_AddItemToObject(b, "Cmd", strlist(&t->command));
+    if (t->user) cJSON_AddStringToObject(b, "User", t->user);
+    cJSON *env = cJSON_AddArrayToObject(b, "Env");
+    for (size_t i = 0; i < H->spec_env_count(s); i++) {
+        const char *v;
+        const char *k = H->spec_env(s, i, &v);
+        char *kv = malloc(strlen(k) + strlen(v) + 2);
+        if (!kv) continue;
+        sprintf(kv, "%s=%s", k, v);
+        cJSON_AddItemToArray(env, cJSON_CreateString(kv));
+        free(kv);
+    }
+    int port = H->spec_port(s);
+    char key[32];
+    snprintf(key, sizeof key, "%d/tcp", port);
+    if (port) {
+        char kv[32];
+        snprintf(kv, sizeof kv, "PORT=%d", port);
+        cJSON_AddItemToArray(env, cJSON_CreateString(kv));
+        cJSON_AddItemToObject(cJSON_AddObjectToObject(b, "ExposedPorts"), key,
+                              cJSON_CreateObject());
+    }
+    cJSON *labels = cJSON_AddObjectToObject(b, "Labels");
+    for (size_t i = 0; i < t->labels.n; i++)
+        cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.vals[i]);
+    cJSON_AddStringToObject(labels, "berth.managed", "true");
+    cJSON_AddStringToObject(labels, "berth.tenant", j->handle);
+    cJSON_AddStringToObject(labels, "berth.template", H->spec_template(s));
+    cJSON_AddStringToObject(labels, "berth.instance", H->name(j->d->self));
+    cJSON_AddNumberToObject(b, "StopTimeout", (double)(t->stop_timeout / 1000));
+    cJSON *hc = cJSON_AddObjectToObject(b, "HostConfig");
+    cJSON_AddItemToObject(hc, "Binds", hc_binds);
+    if (t->memory) cJSON_AddNumberToObject(hc, "Memory", (double)t->memory);
+    if (t->cpus > 0) cJSON_AddNumberToObject(hc, "NanoCpus", t->cpus * 1e9);
+    if (t->pids) cJSON_AddNumberToObject(hc, "PidsLimit", (double)t->pids);
+    if (t->network) cJSON_AddStringToObject(hc, "NetworkMode", t->network);
+    if (port) {
+        cJSON *pb = cJSON_AddObjectToObject(hc, "PortBindings");
+        cJSON *one = cJSON_CreateObject();
+        cJSON_AddStringToObject(one, "HostIp", t->publish);
+        cJSON_AddStringToObject(one, "HostPort", "");
+        cJSON *arr = cJSON_CreateArray();
+        cJSON_AddItemToArray(arr, one);
+        cJSON_AddItemToObject(pb, key, arr);
+    }
+    cJSON_AddBoolToObject(hc, "ReadonlyRootfs", t->read_only);
+    if (t->cap_drop.n) cJSON_AddItemToObject(hc, "CapDrop", strlist(&t->cap_drop));
+    if (t->security_opt.n) cJSON_AddItemToObject(hc, "SecurityOpt", strlist(&t->security_opt));
+    else cJSON_AddItemToObject(hc, "SecurityOpt",
+                               cJSON_CreateStringArray((const char *[]){"no-new-privileges"}, 1));
+    /* berth supervises: dockerd must not restart behind the reconciler's back */
+    cJSON_AddItemToObject(hc, "RestartPolicy", cJSON_CreateObject());
+    cJSON_AddStringToObject(cJSON_GetObjectItem(hc, "RestartPolicy"), "Name", "no");
+    char *out = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    return out;
+}
+
+static void created(struct job *j, const struct berth_http_result *r);
+
+static void adopt_conflict(struct job *j, const struct berth_http_result *r)
+{
+    cJSON *c = r->status == 200 ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+    cJSON *labels = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "Config"), "Labels");
+    const char *who = cJSON_GetStringValue(cJSON_GetObjectItem(labels, "berth.tenant"));
+    if (!who || strcmp(who, j->handle)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "a container named %s exists and is not this tenant's; "
+                 "remove or rename it", j->name);
+        H->op_done(j->op, BERTH_EEXIST, NULL, msg);
+        cJSON_Delete(c);
+        job_free(j);
+        return;
+    }
+    struct berth_observed o;
+    char addr[96];
+    fill_observed(j, c, &o, addr, sizeof addr);   /* ours already: create is idempotent */
+    H->op_done(j->op, 0, &o, NULL);
+    cJSON_Delete(c);
+    job_free(j);
+}
+
+static void created(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status == 409) {
+        char path[128];
+        snprintf(path, sizeof path, "/containers/%s/json", j->name);
+        call(j, "GET", path, NULL, adopt_conflict, NULL);
+        return;
+    }
+    if (r->status != 201) {
+        job_fail(j, r, "create");
+        return;
+    }
+    cJSON *c = cJSON_ParseWithLength(r->body, r->body_len);
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
+    snprintf(j->id, sizeof j->id, "%s", id ? id : "");
+    cJSON_Delete(c);
+    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, j->id, NULL, -1, false, NULL};
+    H->op_done(j->op, 0, &o, NULL);
+    job_free(j);
+}
+
+static void do_create(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    char err[512], path[128];
+    char *body = create_body(j, err, sizeof err);
+    if (!body) {
+        H->op_done(j->op, BERTH_EINVAL, NULL, err);
+        job_free(j);
+        return;
+    }
+    snprintf(path, sizeof path, "/containers/create?name=%s", j->name);
+    call(j, "POST", path, body, created, NULL);
+    cJSON_free(body);
+}
+
+static void network_made(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 201 && r->status != 409) {
+        job_fail(j, r, "creating network");
+        return;
+    }
+    do_create(j, NULL);
+}
+
+static void network_checked(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status == 200) {
+        do_create(j, NULL);
+        return;
+    }
+    if (r->status != 404) {
+        job_fail(j, r, "inspecting network");
+        return;
+    }
+    cJSON *b = cJSON_CreateObject();
+    cJSON_AddStringToObject(b, "Name", j->t->network);
+    cJSON_AddBoolToObject(b, "CheckDuplicate", true);
+    cJSON_AddStringToObject(cJSON_AddObjectToObject(b, "Labels"), "berth.managed", "true");
+    char *body = cJSON_PrintUnformatted(b);
+    cJSON_Delete(b);
+    call(j, "POST", "/networks/create", body, network_made, NULL);
+    cJSON_free(body);
+}
+
+static void ensure_network(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    const char *n = j->t->network;
+    if (!n || !strcmp(n, "bridge") || !strcmp(n, "host") || !strcmp(n, "none") ||
+        !strncmp(n, "container:", 10)) {
+        do_create(j, NULL);
+        return;
+    }
+    char path[256];
+    snprintf(path, sizeof path, "/networks/%s", n);
+    call(j, "GET", path, NULL, network_checked, NULL);
+}
+
+/* Pull progress arrives as JSON lines; an error can come inside a 200 stream. */
+static bool pull_data(const char *data, size_t len, void *arg)
+{
+    struct job *j = arg;
+    char line[4096];
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] != '\n') continue;
+        size_t l = i - start < sizeof line - 1 ? i - start : sizeof line - 1;
+        memcpy(line, data + start, l);
+        line[l] = 0;
+        start = i + 1;
+        cJSON *m = cJSON_Parse(line);
+        const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "error"));
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(m, "status"));
+        if (e) {
+            free(j->pull_status);
+            j->pull_status = strdup(e);
+        } else if (st && j->d->ev_pull) {
+            cJSON *ev = cJSON_CreateObject();
+            cJSON_AddStringToObject(ev, "image", j->t->image);
+            cJSON_AddStringToObject(ev, "status", st);
+            const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(m, "id"));
+            if (id) cJSON_AddStringToObject(ev, "layer", id);
+            const char *pr = cJSON_GetStringValue(cJSON_GetObjectItem(m, "progress"));
+            if (pr) cJSON_AddStringToObject(ev, "progress", pr);
+            char *js = cJSON_PrintUnformatted(ev);
+            struct berth_ev_custom c = {sizeof c, js};
+            H->publish(j->d->self, j->d->ev_pull, j->handle, &c);
+            cJSON_free(js);
+            cJSON_Delete(ev);
+        }
+        cJSON_Delete(m);
+    }
+    return true;
+}
+
+static void pulled(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 200 || j->pull_status) {
+        char msg[768];
+        if (j->pull_status)
+            snprintf(msg, sizeof msg, "pulling %s: dockerd: %s", j->t->image, j->pull_status);
+        else
+            snprintf(msg, sizeof msg, "pulling %s failed (HTTP %d %s)", j->t->image, r->status,
+                     r->message);
+        H->op_done(j->op, r->status == 0 ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
+        job_free(j);
+        return;
+    }
+    H->log(j->d->self, BERTH_LOG_INFO, "pulled %s", j->t->image);
+    ensure_network(j, NULL);
+}
+
+static void pull(struct job *j)
+{
+    char *q = malloc(strlen(j->t->image) * 3 + 32);
+    if (!q) {
+        H->op_done(j->op, BERTH_ENOMEM, NULL, "out of memory");
+        job_free(j);
+        return;
+    }
+    char *o = stpcpy(q, "/images/create?fromImage=");
+    for (const char *p = j->t->image; *p; p++) {
+        if (isalnum((unsigned char)*p) || strchr("-._~", *p)) *o++ = *p;
+        else o += sprintf(o, "%%%02X", (unsigned char)*p);
+    }
+    *o = 0;
+    call(j, "POST", q, NULL, pulled, pull_data);
+    free(q);
+}
+
+static void image_checked(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status == 200) ensure_network(j, NULL);
+    else if (r->status == 404) pull(j);
+    else job_fail(j, r, "inspecting image");
+}
+
+static void create_start(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    const char *policy = j->t->pull;
+    if (!strcmp(policy, "never")) {
+        ensure_network(j, NULL);
+    } else if (!strcmp(policy, "always")) {
+        pull(j);
+    } else {
+        char path[600];
+        snprintf(path, sizeof path, "/images/%s/json", j->t->image);
+        call(j, "GET", path, NULL, image_checked, NULL);
+    }
+}
+
+static void op_create(void *st, const berth_spec *s, berth_op *op)
+{
+    struct job *j = job_new(st, op, s);
+    if (j) versioned(j, create_start);
+}
+
+/* ---- start, stop, remove ---- */
+
+static void started(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 204 && r->status != 304) {
+        job_fail(j, r, "start");
+        return;
+    }
+    inspect_then_done(j);
+}
+
+static void start_go(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    char path[128];
+    expect_take(j->d, j->handle);
+    snprintf(path, sizeof path, "/containers/%s/start", j->name);
+    call(j, "POST", path, NULL, started, NULL);
+}
+
+static void op_start(void *st, const berth_spec *s, berth_op *op)
+{
+    struct job *j = job_new(st, op, s);
+    if (j) versioned(j, start_go);
+}
+
+static void stopped(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status == 404) {
+        struct berth_observed o = {sizeof o, BERTH_OBS_ABSENT, NULL, NULL, -1, false, NULL};
+        H->op_done(j->op, 0, &o, NULL);
+        job_free(j);
+        return;
+    }
+    if (r->status != 204 && r->status != 304) {
+        job_fail(j, r, "stop");
+        return;
+    }
+    inspect_then_done(j);
+}
+
+static void stop_go(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    char path[160];
+    expect_add(j->d, j->handle);
+    snprintf(path, sizeof path, "/containers/%s/stop?t=%lld", j->name,
+             (long long)(j->t->stop_timeout / 1000));
+    call(j, "POST", path, NULL, stopped, NULL);
+}
+
+static void op_stop(void *st, const berth_spec *s, berth_op *op)
+{
+    struct job *j = job_new(st, op, s);
+    if (j) versioned(j, stop_go);
+}
+
+static void removed(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 204 && r->status != 404) {
+        job_fail(j, r, "remove");
+        return;
+    }
+    struct berth_observed o = {sizeof o, BERTH_OBS_ABSENT, NULL, NULL, -1, false, NULL};
+    H->op_done(j->op, 0, &o, NULL);
+    job_free(j);
+}
+
+static void remove_go(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    char path[128];
+    expect_add(j->d, j->handle);
+    /* volumes stay: a tenant's data is bind-mounted from the host, not a docker volume */
+    snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
+    call(j, "DELETE", path, NULL, removed, NULL);
+}
+
+static void op_remove(void *st, const berth_spec *s, berth_op *op)
+{
+    struct job *j = job_new(st, op, s);
+    if (j) versioned(j, remove_go);
+}
+
+/* ---- list: adoption ---- */
+
+static void listed(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 200) {
+        job_fail(j, r, "list");
+        return;
+    }
+    cJSON *a = cJSON_ParseWithLength(r->body, r->body_len);
+    cJSON *c;
+    cJSON_ArrayForEach(c, a) {
+        cJSON *labels = cJSON_GetObjectItem(c, "Labels");
+        const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(labels, "berth.tenant"));
+        const char *tm = cJSON_GetStringValue(cJSON_GetObjectItem(labels, "berth.template"));
+        const char *state = cJSON_GetStringValue(cJSON_GetObjectItem(c, "State"));
+        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
+        if (!h || !state) continue;
+        char addr[96] = "";
+        cJSON *p;
+        cJSON_ArrayForEach(p, cJSON_GetObjectItem(c, "Ports")) {
+            const char *ip = cJSON_GetStringValue(cJSON_GetObjectItem(p, "IP"));
+            cJSON *pub = cJSON_GetObjectItem(p, "PublicPort");
+            if (!cJSON_IsNumber(pub) || (ip && strchr(ip, ':'))) continue;
+            snprintf(addr, sizeof addr, "%s:%d", !ip || !strcmp(ip, "0.0.0.0") ? "127.0.0.1" : ip,
+                     (int)pub->valuedouble);
+            break;
+        }
+        struct berth_observed o = {sizeof o, !strcmp(state, "running") ? BERTH_OBS_RUNNING
+                                                                        : BERTH_OBS_STOPPED,
+                                   id, addr[0] ? addr : NULL, -1, false, NULL};
+        H->op_list_add(j->op, h, tm, &o);
+    }
+    cJSON_Delete(a);
+    H->op_done(j->op, 0, NULL, NULL);
+    job_free(j);
+}
+
+static void list_go(struct job *j, const struct berth_http_result *r)
+{
+    (void)r;
+    char path[256];
+    /* {"label":["berth.managed=true","berth.instance=<name>"]}, URL-encoded */
+    snprintf(path, sizeof path, "/containers/json?all=1&filters=%%7B%%22label%%22%%3A%%5B%%22"
+             "berth.managed%%3Dtrue%%22%%2C%%22berth.instance%%3D%s%%22%%5D%%7D",
+             H->name(j->d->self));
+    call(j, "GET", path, NULL, listed, NULL);
+}
+
+static void op_list(void *st, berth_op *op)
+{
+    struct job *j = job_new(st, op, NULL);
+    if (j) versioned(j, list_go);
+}
+
+static const struct berth_driver driver = {
+    .size = sizeof driver, .name = "docker", .create = op_create, .start = op_start,
+    .stop = op_stop, .remove = op_remove, .list = op_list,
+};
+
+/* ---- the event follower ---- */
+
+static void follow(struct dk *d);
+
+static void on_event(struct dk *d, cJSON *m)
+{
+    const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(m, "Type"));
+    const char *action = cJSON_GetStringValue(cJSON_GetObjectItem(m, "Action"));
+    cJSON *actor = cJSON_GetObjectItem(m, "Actor");
+    cJSON *attrs = cJSON_GetObjectItem(actor, "Attributes");
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(actor, "ID"));
+    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "berth.tenant"));
+    const char *inst = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "berth.instance"));
+    if (!type || strcmp(type, "container") || !action || !h || !id || !inst ||
+        strcmp(inst, H->name(d->self)))
+        return;
+    if (!strcmp(action, "oom")) {
+        oom_add(d, id);
+        return;
+    }
+    bool die = !strcmp(action, "die"), destroy = !strcmp(action, "destroy");
+    if (!die && !destroy) return;
+    bool oom = oom_take(d, id);
+    if (expect_take(d, h)) return;       /* berth stopped or removed it */
+    const char *code = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "exitCode"));
+    char msg[128];
+    struct berth_observed o = {sizeof o, die ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT, id, NULL,
+                               code ? atoi(code) : -1, oom, msg};
+    if (destroy) snprintf(msg, sizeof msg, "container removed behind berth's back");
+    else if (oom) snprintf(msg, sizeof msg, "container OOM-killed (exit %d)", o.exit_code);
+    else snprintf(msg, sizeof msg, "container died (exit %d)", o.exit_code);
+    H->log(d->self, BERTH_LOG_WARN, "tenant %s: %s", h, msg);
+    H->driver_report(d->self, h, &o);
+}
+
+static bool event_data(const char *data, size_t len, void *arg)
+{
+    struct dk *d = arg;
+    char *b = realloc(d->evbuf, d->evlen + len + 1);
+    if (!b) return false;
+    d->evbuf = b;
+    memcpy(b + d->evlen, data, len);
+    d->evlen += len;
+    b[d->evlen] = 0;
+    char *line = b, *nl;
+    while ((nl = strchr(line, '\n'))) {
+        *nl = 0;
+        cJSON *m = cJSON_Parse(line);
+        if (m) on_event(d, m);
+        cJSON_Delete(m);
+        line = nl + 1;
+    }
+    d->evlen = strlen(line);
+    memmove(b, line, d->evlen + 1);
+    d->backoff = 0;
+    return true;
+}
+
+static void reconnect_fire(berth_timer *t, void *arg)
+{
+    struct dk *d = arg;
+    H->timer_stop(t);
+    d->reconnect = NULL;
+    follow(d);
+}
+
+static void events_ended(const struct berth_http_result *r, void *arg)
+{
+    struct dk *d = arg;
+    d->events = NULL;
+    d->evlen = 0;
+    d->backoff = d->backoff ? d->backoff * 2 : 500;
+    if (d->backoff > d->cfg.reconnect_max) d->backoff = d->cfg.reconnect_max;
+    H->log(d->self, BERTH_LOG_WARN, "dockerd event stream ended (%s); reconnecting in %lldms",
+           r->status ? "closed" : r->message, (long long)d->backoff);
+    d->api[0] = 0;      /* a restarted dockerd may be another version */
+    d->reconnect = H->timer_start(d->self, (uint64_t)d->backoff, 0, reconnect_fire, d);
+}
+
+static void pinged(const struct berth_http_result *r, void *arg)
+{
+    struct dk *d = arg;
+    if (r->status == 200 && d->events) {
+        H->log(d->self, BERTH_LOG_INFO, "following dockerd events; re-listing containers");
+        H->driver_relist(d->self);
+    }
+}
+
+static void follow(struct dk *d)
+{
+    char url[512];
+    snprintf(url, sizeof url, "%s/events?filters=%%7B%%22type%%22%%3A%%5B%%22container%%22"
+             "%%5D%%2C%%22label%%22%%3A%%5B%%22berth.managed%%3Dtrue%%22%%5D%%7D", d->url);
+    struct berth_http_opts o = {
+        .size = sizeof o, .url = url, .unix_socket = d->cfg.host ? NULL : d->cfg.socket,
+        .on_data = event_data, .tls_ca = d->cfg.tls_ca, .tls_cert = d->cfg.tls_cert,
+        .tls_key = d->cfg.tls_key,
+    };
+    d->events = H->http_request(d->self, &o, events_ended, d);
+    /* the stream says nothing until something happens: a ping tells it is up */
+    snprintf(url, sizeof url, "%s/_ping", d->url);
+    struct berth_http_opts p = o;
+    p.url = url;
+    p.on_data = NULL;
+    p.timeout_ms = 5000;
+    H->http_request(d->self, &p, pinged, d);
+}
+
+/* ---- plugin ---- */
+
+static int validate(const void *cfg, char *err, size_t n)
+{
+    const struct cfg *c = cfg;
+    if (c->host && strncmp(c->host, "tcp://", 6)) {
+        snprintf(err, n, "host must be tcp://HOST:PORT, not '%s'", c->host);
+        return BERTH_EINVAL;
+    }
+    return 0;
+}
+
+static int init(const struct berth_host *host, berth_instance *self, void **state)
+{
+    H = host;
+    struct dk *d = calloc(1, sizeof *d);
+    if (!d) return BERTH_ENOMEM;
+    d->self = self;
+    *state = d;
+    return 0;
+}
+
+static int configure(void *state, const void *cfg)
+{
+    struct dk *d = state;
+    d->cfg = *(const struct cfg *)cfg;
+    if (d->cfg.host)
+        snprintf(d->url, sizeof d->url, "%s://%s", d->cfg.tls_cert ? "https" : "http",
+                 d->cfg.host + 6);
+    else snprintf(d->url, sizeof d->url, "http://docker");
+    return 0;
+}
+
+static int start(void *state)
+{
+    struct dk *d = state;
+    d->ev_pull = H->event_register(d->self, "image.pull_progress");
+    follow(d);
+    return H->driver_register(d->self, &driver, d);
+}
+
+static void destroy(void *state)
+{
+    struct dk *d = state;
+    if (d->events) H->http_cancel(d->events);
+    if (d->reconnect) H->timer_stop(d->reconnect);
+    while (d->expected) {
+        struct expect *e = d->expected;
+        d->expected = e->next;
+        free(e);
+    }
+    for (int i = 0; i < d->noom; i++) free(d->oom[i]);
+    free(d->evbuf);
+    free(d);
+}
+
+BERTH_PLUGIN(.name = "docker", .version = "0.1.0",
+             .description = "runs tenants as Docker containers (Engine API)",
+             .config = schema, .config_size = sizeof(struct cfg),
+             .template_config = tschema, .template_config_size = sizeof(struct tcfg),
+             .validate = validate, .init = init, .configure = configure, .start = start,
+             .destroy = destroy);
