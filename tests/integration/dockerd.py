@@ -1,0 +1,122 @@
+"""A private dockerd for tests: its own socket, --data-root and --exec-root under a temp dir,
+and a tiny image imported from a busybox-static root filesystem (busybox httpd serves as a
+tenant's web server). Needs Debian's docker.io and busybox-static, as installed by .ci/run."""
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tarfile
+import tempfile
+import time
+
+from harness import UnixHTTPConnection, wait_until
+
+IMAGE = "berth-test:latest"
+BUSYBOX = "/bin/busybox"
+
+
+class Dockerd:
+    def __init__(self):
+        self.dir = tempfile.mkdtemp(prefix="berth-dk-")
+        self.sock = os.path.join(self.dir, "docker.sock")
+        self.proc = None
+        self.logf = None
+
+    def start(self):
+        self.logf = open(os.path.join(self.dir, "dockerd.log"), "ab")
+        self.proc = subprocess.Popen(
+            ["dockerd", "--host", "unix://" + self.sock,
+             "--data-root", os.path.join(self.dir, "data"),
+             "--exec-root", os.path.join(self.dir, "exec"),
+             "--pidfile", os.path.join(self.dir, "docker.pid")],
+            stdout=self.logf, stderr=self.logf)
+        wait_until(self.ping, 60, 0.2, what="dockerd to answer /_ping")
+        return self
+
+    def ping(self):
+        if self.proc.poll() is not None:
+            raise AssertionError("dockerd exited:\n" + self.log()[-3000:])
+        try:
+            return self.api("GET", "/_ping")[0] == 200
+        except OSError:
+            return False
+
+    def log(self):
+        with open(os.path.join(self.dir, "dockerd.log"), "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def api(self, method, path, body=None, headers=None, timeout=60):
+        c = UnixHTTPConnection(self.sock, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+                headers = {"Content-Type": "application/json", **(headers or {})}
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            data = r.read()
+            try:
+                return r.status, json.loads(data) if data else None
+            except ValueError:
+                return r.status, data.decode(errors="replace")
+        finally:
+            c.close()
+
+    def import_image(self):
+        """docker import of a root filesystem holding busybox and a /www to serve."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for d in ("bin", "www", "tmp", "etc"):
+                info = tarfile.TarInfo(d)
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o1777 if d == "tmp" else 0o755
+                tar.addfile(info)
+            tar.add(BUSYBOX, "bin/busybox")
+            for cmd in ("sh", "httpd", "sleep", "cat", "head", "ls", "env", "true"):
+                info = tarfile.TarInfo("bin/" + cmd)
+                info.type = tarfile.SYMTYPE
+                info.linkname = "busybox"
+                tar.addfile(info)
+            page = b"berth test image\n"
+            info = tarfile.TarInfo("www/index.html")
+            info.size = len(page)
+            tar.addfile(info, io.BytesIO(page))
+            passwd = b"root:x:0:0:root:/root:/bin/sh\n"
+            info = tarfile.TarInfo("etc/passwd")
+            info.size = len(passwd)
+            tar.addfile(info, io.BytesIO(passwd))
+        status, body = self.api("POST", "/images/create?fromSrc=-&repo=berth-test&tag=latest",
+                                buf.getvalue(), {"Content-Type": "application/x-tar"})
+        assert status == 200, body
+        return IMAGE
+
+    def containers(self):
+        status, body = self.api("GET", "/containers/json?all=1&filters=" +
+                                "%7B%22label%22%3A%5B%22berth.managed%3Dtrue%22%5D%7D")
+        assert status == 200, body
+        return body
+
+    def inspect(self, name):
+        status, body = self.api("GET", f"/containers/{name}/json")
+        return body if status == 200 else None
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.logf:
+            self.logf.close()
+            self.logf = None
+
+    def cleanup(self):
+        for c in (self.containers() if self.proc and self.proc.poll() is None else []):
+            self.api("DELETE", f"/containers/{c['Id']}?force=true")
+        self.stop()
+        subprocess.run(["umount", "-R", "-l", os.path.join(self.dir, "data")],
+                       capture_output=True)
+        shutil.rmtree(self.dir, ignore_errors=True)

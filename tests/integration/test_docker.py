@@ -1,0 +1,205 @@
+"""The docker driver against a real, private dockerd, end to end through berthd."""
+import os
+import signal
+import time
+import unittest
+import urllib.request
+
+from dockerd import Dockerd
+from harness import Berthd, wait_until
+
+D = None
+
+
+def setUpModule():
+    global D
+    D = Dockerd().start()
+    D.import_image()
+
+
+def tearDownModule():
+    D.cleanup()
+
+
+def conf(vol):
+    return f"""plugins:
+  docker: {{socket: {D.sock}}}
+templates:
+  default:
+    driver: docker
+    image: berth-test:latest
+    pull: never
+    command: [/bin/httpd, -f, -p, "8080", -h, /www]
+    port: 8080
+    env: {{TZ: UTC}}
+    volumes: ["{vol}/{{handle}}:/www"]
+    memory: 64m
+    cpus: 0.5
+    pids: 64
+    labels: {{team: qa}}
+    cap_drop: [NET_RAW]
+    stop_timeout: 2s
+  missing:
+    driver: docker
+    image: nope-not-here:latest
+    pull: never
+  hog:
+    driver: docker
+    image: berth-test:latest
+    pull: never
+    command: [/bin/sh, -c, "sleep 0.3; x=$(head -c 300000000 /dev/zero | tr '\\\\0' a); sleep 100"]
+    memory: 32m
+berth:
+  reconcile: {{retry_base: 200ms, retry_max: 1s}}
+"""
+
+
+def fetch(address, path):
+    def go():
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+    return wait_until(go, 15, 0.1, what=f"GET http://{address}{path}")
+
+
+class Docker(unittest.TestCase):
+    def setUp(self):
+        self.vol = os.path.join(D.dir, "vol-" + self._testMethodName[-12:])
+        self.b = Berthd({"10-docker.yaml": conf(self.vol)}, plugins=())
+        self.b.install_plugin_from_build("docker")
+        self.b.start()
+
+    def tearDown(self):
+        rc = self.b.stop()
+        log = self.b.log()
+        self.b.cleanup()
+        for c in D.containers():
+            D.api("DELETE", f"/containers/{c['Id']}?force=true")
+        self.assertEqual(rc, 0, log[-3000:])
+
+    def test_life_cycle_limits_and_data(self):
+        b = self.b
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        t = b.wait_tenant("alice", "ready", timeout=30)
+        c = D.inspect("berth-alice")
+        hc = c["HostConfig"]
+        self.assertEqual(hc["Memory"], 64 << 20)
+        self.assertEqual(hc["NanoCpus"], 500000000)
+        self.assertEqual(hc["PidsLimit"], 64)
+        self.assertEqual(hc["Binds"], [f"{self.vol}/alice:/www"])
+        self.assertEqual(hc["CapDrop"], ["NET_RAW"])
+        self.assertEqual(hc["SecurityOpt"], ["no-new-privileges"])
+        self.assertEqual(hc["RestartPolicy"]["Name"], "no")
+        labels = c["Config"]["Labels"]
+        self.assertEqual((labels["berth.managed"], labels["berth.tenant"],
+                          labels["berth.template"], labels["team"]),
+                         ("true", "alice", "default", "qa"))
+        env = c["Config"]["Env"]
+        for kv in ("TZ=UTC", "BERTH_HANDLE=alice", "BERTH_KIND=human", "PORT=8080"):
+            self.assertIn(kv, env)
+        self.assertEqual(t["id"], c["Id"])
+        self.assertEqual(oct(os.stat(f"{self.vol}/alice").st_mode & 0o777), "0o750")
+        with open(f"{self.vol}/alice/hello.txt", "w") as f:
+            f.write("alice was here\n")
+        self.assertEqual(fetch(t["address"], "/hello.txt"), "alice was here\n")
+
+        b.post("/v1/tenants/alice/sleep")
+        b.wait_tenant("alice", "stopped", timeout=30)
+        self.assertFalse(D.inspect("berth-alice")["State"]["Running"])
+        b.post("/v1/tenants/alice/wake")
+        t = b.wait_tenant("alice", "ready", timeout=30)
+        self.assertEqual(D.inspect("berth-alice")["Id"], c["Id"])      # the same container
+        self.assertEqual(fetch(t["address"], "/hello.txt"), "alice was here\n")
+
+        b.req("DELETE", "/v1/tenants/alice")
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")
+        self.assertIsNone(D.inspect("berth-alice"))
+        self.assertTrue(os.path.exists(f"{self.vol}/alice/hello.txt"))    # data is kept
+
+    def test_adopted_after_sigkill_never_duplicated(self):
+        b = self.b
+        for h in ("ann", "ben"):
+            b.post("/v1/tenants", {"handle": h})
+        ids = {h: b.wait_tenant(h, "ready", timeout=30)["id"] for h in ("ann", "ben")}
+        b.kill()
+        b.start()
+        for h in ("ann", "ben"):
+            self.assertEqual(b.wait_tenant(h, "ready", timeout=30)["id"], ids[h])
+        time.sleep(0.5)
+        self.assertEqual(len(D.containers()), 2)
+
+    def test_killed_or_removed_behind_our_back(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "bob"})
+        first = b.wait_tenant("bob", "ready", timeout=30)
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        t0 = time.time()
+        self.assertEqual(D.api("POST", "/containers/berth-bob/kill")[0], 204)
+        ev = wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="bob"),
+                        5, what="container.stopped")[0]["payload"]
+        self.assertLess(time.time() - t0, 2.0)
+        self.assertEqual(ev["exit_code"], 137)
+        self.assertFalse(ev["expected"])
+        wait_until(lambda: D.inspect("berth-bob")["State"]["Running"], 30,
+                   what="the reconciler to start it again")
+        # removed outright: recreated
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        D.api("DELETE", "/containers/berth-bob?force=true")
+        wait_until(lambda: (D.inspect("berth-bob") or {}).get("Id") not in (None, first["id"]),
+                   30, what="a new container")
+        b.wait_tenant("bob", "ready", timeout=30)
+
+    def test_oom_kill_is_reported(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hog", "template": "hog"})
+        ev = wait_until(lambda: b.events(type="container.stopped", tenant="hog"), 30,
+                        what="the OOM kill")[0]["payload"]
+        self.assertTrue(ev["oom"], ev)
+        self.assertIn("OOM", ev["message"])
+
+    def test_docker_errors_land_on_the_tenant(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "lost", "template": "missing"})
+        t = wait_until(lambda: (b.tenant("lost") or {}).get("observed") == "failed" and
+                       b.tenant("lost"), 30, what="a failure")
+        self.assertIn("create: dockerd: No such image: nope-not-here:latest", t["reason"])
+        # a foreign container holding the name
+        st, _ = D.api("POST", "/containers/create?name=berth-zed",
+                      {"Image": "berth-test:latest", "Cmd": ["/bin/sleep", "100"]})
+        self.assertEqual(st, 201)
+        b.post("/v1/tenants", {"handle": "zed"})
+        t = wait_until(lambda: (b.tenant("zed") or {}).get("observed") == "failed" and
+                       b.tenant("zed"), 30, what="a name conflict")
+        self.assertIn("a container named berth-zed exists and is not this tenant's",
+                      t["reason"])
+        D.api("DELETE", "/containers/berth-zed?force=true")
+        b.wait_tenant("zed", "ready", timeout=60)       # retried with backoff, then fine
+
+
+class DockerdRestart(unittest.TestCase):
+    def test_reconnects_and_converges(self):
+        vol = os.path.join(D.dir, "vol-restart")
+        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            b.post("/v1/tenants", {"handle": "cora"})
+            b.wait_tenant("cora", "ready", timeout=30)
+            D.stop()                    # containers stop with it (no live-restore)
+            wait_until(lambda: "event stream ended" in b.log(), 15, what="the stream to end")
+            self.assertEqual(b.get("/health").status, 200)
+            D.start()
+            wait_until(lambda: "following dockerd events; re-listing" in b.log(), 60,
+                       what="the reconnection")
+            wait_until(lambda: D.inspect("berth-cora")["State"]["Running"], 60,
+                       what="cora running again")
+            b.wait_tenant("cora", "ready", timeout=30)
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
