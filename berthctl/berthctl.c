@@ -259,12 +259,98 @@ static int plugins(void)
     return rc;
 }
 
+/* ---- tenant add --wait: follow the tenant's events until it is ready or failed ---- */
+
+struct waiter { struct sse s; const char *handle; int result; };
+
+static void wait_event(struct waiter *w, const char *data)
+{
+    cJSON *e = cJSON_Parse(data);
+    const char *type = str(e, "type");
+    cJSON *p = cJSON_GetObjectItem(e, "payload");
+    if (json_out) {
+        puts(data);
+    } else if (!strcmp(type, "image.pull_progress")) {
+        const char *layer = cJSON_GetStringValue(cJSON_GetObjectItem(p, "layer"));
+        const char *prog = cJSON_GetStringValue(cJSON_GetObjectItem(p, "progress"));
+        printf("  pull %s: %s%s%s%s%s\n", str(p, "image"), str(p, "status"),
+               layer ? " " : "", layer ? layer : "", prog ? " " : "", prog ? prog : "");
+    } else if (!strcmp(type, "tenant.changed")) {
+        printf("  %s\n", str(p, "observed"));
+    } else if (!strcmp(type, "tenant.failed")) {
+        printf("  failed: %s\n", str(p, "reason"));
+    }
+    fflush(stdout);
+    if (!strcmp(type, "tenant.ready")) w->result = 0;
+    else if (!strcmp(type, "tenant.failed")) w->result = 1;
+    cJSON_Delete(e);
+}
+
+static size_t on_wait(char *p, size_t sz, size_t n, void *arg)
+{
+    struct waiter *w = arg;
+    for (size_t i = 0; i < sz * n; i++) {
+        char ch = p[i];
+        if (ch != '\n') {
+            if (w->s.len < sizeof w->s.line - 1) w->s.line[w->s.len++] = ch;
+            continue;
+        }
+        w->s.line[w->s.len] = 0;
+        if (!strncmp(w->s.line, "data: ", 6)) wait_event(w, w->s.line + 6);
+        w->s.len = 0;
+        if (w->result >= 0) return 0;       /* done: end the stream */
+    }
+    return sz * n;
+}
+
+static int wait_ready(const char *handle, double since, long timeout_s)
+{
+    char path[256];
+    snprintf(path, sizeof path, "/v1/events?since=%.0f&tenant=%s", since, handle);
+    CURL *c = easy("GET", path);
+    struct waiter *w = calloc(1, sizeof *w);
+    if (!w) return 1;
+    w->handle = handle;
+    w->result = -1;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_wait);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, w);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
+    CURLcode cc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    int rc = w->result;
+    free(w);
+    if (rc == 0) {
+        if (!json_out) printf("%s: ready\n", handle);
+        return 0;
+    }
+    if (rc == 1) {
+        fprintf(stderr, "berthctl: %s failed; berthd keeps retrying (berthctl tenant show %s)\n",
+                handle, handle);
+        return 1;
+    }
+    if (cc == CURLE_OPERATION_TIMEDOUT) {
+        fprintf(stderr, "berthctl: %s is not ready after %lds\n", handle, timeout_s);
+        return 1;
+    }
+    return unreachable(cc);
+}
+
+static double last_seq(int *rc)
+{
+    cJSON *j = call("GET", "/v1/system/info", NULL, rc);
+    double seq = cJSON_GetNumberValue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "events"),
+                                                          "last_seq"));
+    cJSON_Delete(j);
+    return seq;
+}
+
 static void usage(FILE *f)
 {
     fputs("usage: berthctl [--socket PATH] [--json] COMMAND\n"
           "  health                         is berthd up\n"
           "  info                           version, uptime, plugins, tenant counts\n"
           "  tenant add HANDLE [--kind human|agent] [--template NAME] [--asleep]\n"
+          "             [--wait [--timeout SECONDS]]  follow pulls and start-up until ready\n"
           "  tenant ls | show HANDLE | rm HANDLE\n"
           "  tenant wake|sleep|restart|touch HANDLE\n"
           "  events [-f] [--since SEQ] [--type TYPE] [--tenant HANDLE]\n"
@@ -291,9 +377,12 @@ static int tenant(int argc, char **argv)
     int rc;
     if (!strcmp(sub, "add")) {
         const char *kind = "human", *tmpl = "default";
-        bool asleep = false;
+        bool asleep = false, wait = false;
+        long timeout_s = 300;
         for (int i = 2; i < argc; i++) {
-            if (!strcmp(argv[i], "--kind") && i + 1 < argc) kind = argv[++i];
+            if (!strcmp(argv[i], "--wait")) wait = true;
+            else if (!strcmp(argv[i], "--timeout") && i + 1 < argc) timeout_s = atol(argv[++i]);
+            else if (!strcmp(argv[i], "--kind") && i + 1 < argc) kind = argv[++i];
             else if (!strcmp(argv[i], "--template") && i + 1 < argc) tmpl = argv[++i];
             else if (!strcmp(argv[i], "--asleep")) asleep = true;
             else {
@@ -308,7 +397,9 @@ static int tenant(int argc, char **argv)
         cJSON_AddStringToObject(b, "template", tmpl);
         cJSON_AddStringToObject(b, "desired", asleep ? "asleep" : "running");
         char *body = cJSON_PrintUnformatted(b);
-        rc = tenant_cmd("POST", "/v1/tenants", body, false);
+        double seq = wait ? last_seq(&rc) : 0;
+        if (!wait || !rc) rc = tenant_cmd("POST", "/v1/tenants", body, false);
+        if (!rc && wait && !asleep) rc = wait_ready(h, seq, timeout_s);
         free(body);
         cJSON_Delete(b);
     } else if (!strcmp(sub, "show")) {

@@ -18,6 +18,9 @@ struct driver {
     void *state;
     bool listed;
     berth_op *listing;
+    int64_t list_failures;
+    char *list_error;           /* why the last list() failed, shown on waiting tenants */
+    uv_timer_t *relist;         /* retry of a failed list(), with backoff */
 };
 
 struct listed { char *handle, *tmpl, *id, *address; enum berth_observed_state st; };
@@ -334,6 +337,7 @@ int driver_add(berth_instance *owner, const struct berth_driver *d, void *state)
 }
 
 static void op_free(berth_op *op);
+static int64_t backoff(int64_t steps);
 static void op_finish(berth_op *op, int status, const struct berth_observed *obs,
                       const char *msg);
 
@@ -349,6 +353,8 @@ void drivers_drop_owner(berth_instance *owner)
         if (d->res.owner != owner) continue;
         list_del(&d->link);
         res_detach(&d->res);
+        free(d->list_error);
+        if (d->relist) uv_close((uv_handle_t *)d->relist, free_handle);
         free(d);
     }
     list_each(it, &T.contribs) {
@@ -631,14 +637,42 @@ static void adopt(berth_op *op)
     d->listed = true;
 }
 
+static void relist_fire(uv_timer_t *h)
+{
+    list_driver(h->data);
+}
+
+/* Until a driver has listed what exists nothing of its tenants moves: retry soon, say why. */
+static void list_failed(struct driver *d, int status, const char *msg)
+{
+    d->list_failures++;
+    free(d->list_error);
+    d->list_error = xasprintf("driver '%s' cannot list its workloads: %s",
+                              inst_name(d->res.owner), msg ? msg : berth_strerror(status));
+    int64_t delay = backoff(d->list_failures);
+    blog(BERTH_LOG_WARN, "core", "%s (retry in %" PRId64 "ms)", d->list_error, delay);
+    if (!d->relist) {
+        d->relist = xcalloc(1, sizeof *d->relist);
+        uv_timer_init(C.loop, d->relist);
+        d->relist->data = d;
+    }
+    uv_timer_start(d->relist, relist_fire, (uint64_t)delay, 0);
+}
+
 static void op_finish(berth_op *op, int status, const struct berth_observed *obs,
                       const char *msg)
 {
     if (op->kind == OP_LIST) {
-        op->drv->listing = NULL;
-        if (status == 0) adopt(op);
-        else blog(BERTH_LOG_WARN, "core", "driver %s: list failed: %s",
-                  inst_name(op->drv->res.owner), msg ? msg : berth_strerror(status));
+        struct driver *d = op->drv;
+        d->listing = NULL;
+        if (status == 0) {
+            adopt(op);
+            d->list_failures = 0;
+            free(d->list_error);
+            d->list_error = NULL;
+        } else if (status != BERTH_ECANCELED) {
+            list_failed(d, status, msg);
+        }
         op_free(op);
         tenants_reconcile_all();
         return;
@@ -804,7 +838,11 @@ static void reconcile(struct tenant *t)
         return;
     }
     /* nothing is created before the driver has said what already exists */
-    if (!d->listed || t->retry_at > wall_ms()) return;
+    if (!d->listed || d->list_error) {
+        if (d->list_error) wait_reason(t, "%s", d->list_error);
+        return;
+    }
+    if (t->retry_at > wall_ms()) return;
     if (!t->driver) set_str(&t->driver, dname);
     enum berth_observed_state o = t->observed;
     bool up = o == BERTH_OBS_RUNNING || o == BERTH_OBS_READY || o == BERTH_OBS_STARTING;

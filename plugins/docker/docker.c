@@ -948,7 +948,8 @@ static int configure(void *state, const void *cfg)
     struct dk *d = state;
     d->cfg = *(const struct cfg *)cfg;
     if (d->cfg.host)
-        snprintf(d->url, sizeof d->url, "%s://%s", d->cfg.tls_cert ? "https" : "http",
+        snprintf(d->url, sizeof d->url, "%s://%s",
+                 d->cfg.tls_ca || d->cfg.tls_cert ? "https" : "http",
                  d->cfg.host + 6);
     else snprintf(d->url, sizeof d->url, "http://docker");
     return 0;

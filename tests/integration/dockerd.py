@@ -11,10 +11,71 @@ import tarfile
 import tempfile
 import time
 
-from harness import UnixHTTPConnection, wait_until
+from harness import UnixHTTPConnection, free_port, wait_until
 
 IMAGE = "berth-test:latest"
 BUSYBOX = "/bin/busybox"
+
+
+def make_pki(d):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate, with openssl."""
+    os.makedirs(d)
+
+    def run(*args):
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem",
+        "-days", "2", "-subj", "/CN=berth-test-ca")
+    for name, ext in (("server", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth"),
+                      ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{name}.key", "-out",
+            f"{name}.csr", "-subj", f"/CN={name}")
+        with open(os.path.join(d, f"{name}.ext"), "w") as f:
+            f.write(ext.replace("\\n", "\n") + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2", "-extfile", f"{name}.ext")
+    return {k: os.path.join(d, v) for k, v in (
+        ("ca", "ca.pem"), ("server", "server.pem"), ("server_key", "server.key"),
+        ("client", "client.pem"), ("client_key", "client.key"))}
+
+
+class Registry:
+    """Debian's docker-registry (the CNCF distribution registry) on loopback: a real pull."""
+
+    def __init__(self, base):
+        self.dir = os.path.join(base, "registry")
+        os.makedirs(self.dir)
+        self.port = free_port()
+        self.addr = f"127.0.0.1:{self.port}"
+        cfg = os.path.join(self.dir, "config.yml")
+        with open(cfg, "w") as f:
+            f.write(f"version: 0.1\nlog: {{level: warn}}\nstorage:\n  filesystem:\n"
+                    f"    rootdirectory: {self.dir}/data\nhttp:\n  addr: {self.addr}\n")
+        self.logf = open(os.path.join(self.dir, "registry.log"), "ab")
+        self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=self.logf,
+                                     stderr=self.logf)
+
+    def push(self, d, image):
+        """Tags a local image into this registry and pushes it (127.0.0.0/8 is insecure-ok)."""
+        repo = f"{self.addr}/berth-test"
+        st, body = d.api("POST", f"/images/{image}/tag?repo={repo}&tag=latest")
+        assert st == 201, body
+        import base64
+        auth = base64.b64encode(b"{}").decode()
+        wait_until(lambda: d.api("GET", "/_ping")[0] == 200, 10)
+        def pushed():
+            st, body = d.api("POST", f"/images/{repo}/push?tag=latest",
+                             headers={"X-Registry-Auth": auth})
+            return st == 200 and "error" not in str(body)
+        wait_until(pushed, 30, 0.5, what="the push to the registry")
+        st, body = d.api("DELETE", f"/images/{repo}:latest")
+        assert st == 200, body
+        return f"{repo}:latest"
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait()
+        self.logf.close()
 
 
 class Dockerd:
@@ -23,11 +84,16 @@ class Dockerd:
         self.sock = os.path.join(self.dir, "docker.sock")
         self.proc = None
         self.logf = None
+        self.tls_port = free_port()
+        self.pki = make_pki(os.path.join(self.dir, "pki"))
 
     def start(self):
         self.logf = open(os.path.join(self.dir, "dockerd.log"), "ab")
+        p = self.pki
         self.proc = subprocess.Popen(
             ["dockerd", "--host", "unix://" + self.sock,
+             "--host", f"tcp://127.0.0.1:{self.tls_port}", "--tlsverify",
+             "--tlscacert", p["ca"], "--tlscert", p["server"], "--tlskey", p["server_key"],
              "--data-root", os.path.join(self.dir, "data"),
              "--exec-root", os.path.join(self.dir, "exec"),
              "--pidfile", os.path.join(self.dir, "docker.pid")],

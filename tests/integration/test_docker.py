@@ -5,19 +5,22 @@ import time
 import unittest
 import urllib.request
 
-from dockerd import Dockerd
-from harness import Berthd, wait_until
+from dockerd import Dockerd, Registry
+from harness import BERTHCTL, Berthd, wait_until
 
 D = None
+REG = None
 
 
 def setUpModule():
-    global D
+    global D, REG
     D = Dockerd().start()
     D.import_image()
+    REG = Registry(D.dir)
 
 
 def tearDownModule():
+    REG.stop()
     D.cleanup()
 
 
@@ -176,6 +179,73 @@ class Docker(unittest.TestCase):
                       t["reason"])
         D.api("DELETE", "/containers/berth-zed?force=true")
         b.wait_tenant("zed", "ready", timeout=60)       # retried with backoff, then fine
+
+
+class PullAndTLS(unittest.TestCase):
+    def test_pull_progress_shown_by_berthctl(self):
+        image = REG.push(D, "berth-test:latest")
+        self.assertEqual(D.api("GET", f"/images/{image}/json")[0], 404)   # not local now
+        b = Berthd({"10-docker.yaml": f"""plugins:
+  docker: {{socket: {D.sock}}}
+templates:
+  pulled:
+    driver: docker
+    image: {image}
+    pull: if-missing
+    command: [/bin/sleep, "1000"]
+"""}, plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            p = b.ctl("tenant", "add", "puller", "--template", "pulled", "--wait",
+                      "--timeout", "120")
+            self.assertIn(f"pull {image}: Pulling from berth-test", p.stdout)
+            self.assertIn(f"pull {image}: Status: Downloaded newer image", p.stdout)
+            self.assertIn("puller: ready", p.stdout)
+            pulls = b.events(type="image.pull_progress", tenant="puller")
+            self.assertTrue(any(e["payload"]["status"].startswith("Status: Downloaded")
+                                for e in pulls), pulls[-3:])
+            self.assertEqual(D.api("GET", f"/images/{image}/json")[0], 200)
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
+
+    def test_tcp_with_tls_client_certificates(self):
+        p = D.pki
+        base = f"""plugins:
+  docker:
+    host: tcp://127.0.0.1:{D.tls_port}
+    tls_ca: {p["ca"]}
+    {{cert}}
+templates:
+  default:
+    driver: docker
+    image: berth-test:latest
+    pull: never
+    command: [/bin/sleep, "1000"]
+berth: {{reconcile: {{retry_base: 200ms, retry_max: 1s}}}}
+"""
+        good = base.replace("{cert}", f"tls_cert: {p['client']}\n    tls_key: {p['client_key']}")
+        b = Berthd({"10-docker.yaml": good}, plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            b.post("/v1/tenants", {"handle": "tls"})
+            t = b.wait_tenant("tls", "ready", timeout=30)
+            self.assertEqual(D.inspect("berth-tls")["Id"], t["id"])
+            self.assertEqual(b.stop(), 0)
+            # without a client certificate dockerd refuses, and the tenant says why
+            b.write("10-docker.yaml", base.replace("{cert}", ""))
+            b.start()
+            b.post("/v1/tenants", {"handle": "notls"})
+            t = wait_until(lambda: (b.tenant("notls") or {}).get("reason"), 30,
+                           what="the reason")
+            self.assertIn("driver 'docker' cannot list its workloads: GET /version: cannot "
+                          "reach dockerd", t)
+            self.assertIn("bad certificate", t)
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
 
 
 class DockerdRestart(unittest.TestCase):
