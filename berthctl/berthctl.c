@@ -173,14 +173,32 @@ static int tenant_cmd(const char *method, const char *path, const char *body, bo
 
 /* ---- events ---- */
 
-struct sse { char line[65536]; size_t len; };
+/* Splits an SSE stream into lines and hands each "data:" payload to fn; fn returns false to
+ * end the stream. */
+struct sse { char line[65536]; size_t len; bool (*fn)(const char *data, void *arg); void *arg; };
 
-static void print_event(const char *data)
+static size_t sse_feed(char *p, size_t sz, size_t n, void *arg)
 {
+    struct sse *s = arg;
+    for (size_t i = 0; i < sz * n; i++) {
+        if (p[i] != '\n') {
+            if (s->len < sizeof s->line - 1) s->line[s->len++] = p[i];
+            continue;
+        }
+        s->line[s->len] = 0;
+        s->len = 0;
+        if (!strncmp(s->line, "data: ", 6) && !s->fn(s->line + 6, s->arg)) return 0;
+    }
+    return sz * n;
+}
+
+static bool print_event(const char *data, void *arg)
+{
+    (void)arg;
     if (json_out) {
         puts(data);
         fflush(stdout);
-        return;
+        return true;
     }
     cJSON *e = cJSON_Parse(data);
     char ts[40];
@@ -192,22 +210,7 @@ static void print_event(const char *data)
     fflush(stdout);
     free(payload);
     cJSON_Delete(e);
-}
-
-static size_t on_sse(char *p, size_t sz, size_t n, void *arg)
-{
-    struct sse *s = arg;
-    for (size_t i = 0; i < sz * n; i++) {
-        char ch = p[i];
-        if (ch != '\n') {
-            if (s->len < sizeof s->line - 1) s->line[s->len++] = ch;
-            continue;
-        }
-        s->line[s->len] = 0;
-        if (!strncmp(s->line, "data: ", 6)) print_event(s->line + 6);
-        s->len = 0;
-    }
-    return sz * n;
+    return true;
 }
 
 static int events(bool follow, const char *since, const char *type, const char *tenant)
@@ -219,13 +222,16 @@ static int events(bool follow, const char *since, const char *type, const char *
              tenant ? "&tenant=" : "", tenant ? tenant : "");
     curl_free(et);
     CURL *c = easy("GET", path);
-    struct sse s = {.len = 0};
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_sse);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, &s);
+    struct sse *s = calloc(1, sizeof *s);
+    if (!s) return 1;
+    s->fn = print_event;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_feed);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, s);
     CURLcode cc = curl_easy_perform(c);
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    free(s);
     if (cc != CURLE_OK) return unreachable(cc);
     if (status != 200) {
         fprintf(stderr, "berthctl: events: HTTP %ld\n", status);
@@ -263,8 +269,9 @@ static int plugins(void)
 
 struct waiter { struct sse s; const char *handle; int result; };
 
-static void wait_event(struct waiter *w, const char *data)
+static bool wait_event(const char *data, void *arg)
 {
+    struct waiter *w = arg;
     cJSON *e = cJSON_Parse(data);
     const char *type = str(e, "type");
     cJSON *p = cJSON_GetObjectItem(e, "payload");
@@ -284,23 +291,7 @@ static void wait_event(struct waiter *w, const char *data)
     if (!strcmp(type, "tenant.ready")) w->result = 0;
     else if (!strcmp(type, "tenant.failed")) w->result = 1;
     cJSON_Delete(e);
-}
-
-static size_t on_wait(char *p, size_t sz, size_t n, void *arg)
-{
-    struct waiter *w = arg;
-    for (size_t i = 0; i < sz * n; i++) {
-        char ch = p[i];
-        if (ch != '\n') {
-            if (w->s.len < sizeof w->s.line - 1) w->s.line[w->s.len++] = ch;
-            continue;
-        }
-        w->s.line[w->s.len] = 0;
-        if (!strncmp(w->s.line, "data: ", 6)) wait_event(w, w->s.line + 6);
-        w->s.len = 0;
-        if (w->result >= 0) return 0;       /* done: end the stream */
-    }
-    return sz * n;
+    return w->result < 0;       /* decided: end the stream */
 }
 
 static int wait_ready(const char *handle, double since, long timeout_s)
@@ -312,8 +303,10 @@ static int wait_ready(const char *handle, double since, long timeout_s)
     if (!w) return 1;
     w->handle = handle;
     w->result = -1;
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_wait);
-    curl_easy_setopt(c, CURLOPT_WRITEDATA, w);
+    w->s.fn = wait_event;
+    w->s.arg = w;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, sse_feed);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &w->s);
     curl_easy_setopt(c, CURLOPT_TIMEOUT, timeout_s);
     CURLcode cc = curl_easy_perform(c);
     curl_easy_cleanup(c);

@@ -30,6 +30,19 @@ def wait_until(fn, timeout=10.0, interval=0.02, what="condition"):
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
+def http_get(address, path, timeout=10.0):
+    """GETs http://address/path until it answers (a workload may still be starting)."""
+    import urllib.request
+
+    def go():
+        try:
+            with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as r:
+                return r.read().decode()
+        except OSError:
+            return None
+    return wait_until(go, timeout, 0.05, what=f"GET http://{address}{path}")
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))

@@ -3,10 +3,9 @@ import os
 import signal
 import time
 import unittest
-import urllib.request
 
 from dockerd import Dockerd, Registry
-from harness import BERTHCTL, Berthd, wait_until
+from harness import Berthd, http_get, wait_until
 
 D = None
 REG = None
@@ -57,16 +56,6 @@ berth:
 """
 
 
-def fetch(address, path):
-    def go():
-        try:
-            with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as r:
-                return r.read().decode()
-        except OSError:
-            return None
-    return wait_until(go, 15, 0.1, what=f"GET http://{address}{path}")
-
-
 class Docker(unittest.TestCase):
     def setUp(self):
         self.vol = os.path.join(D.dir, "vol-" + self._testMethodName[-12:])
@@ -106,7 +95,7 @@ class Docker(unittest.TestCase):
         self.assertEqual(oct(os.stat(f"{self.vol}/alice").st_mode & 0o777), "0o750")
         with open(f"{self.vol}/alice/hello.txt", "w") as f:
             f.write("alice was here\n")
-        self.assertEqual(fetch(t["address"], "/hello.txt"), "alice was here\n")
+        self.assertEqual(http_get(t["address"], "/hello.txt"), "alice was here\n")
 
         b.post("/v1/tenants/alice/sleep")
         b.wait_tenant("alice", "stopped", timeout=30)
@@ -114,7 +103,7 @@ class Docker(unittest.TestCase):
         b.post("/v1/tenants/alice/wake")
         t = b.wait_tenant("alice", "ready", timeout=30)
         self.assertEqual(D.inspect("berth-alice")["Id"], c["Id"])      # the same container
-        self.assertEqual(fetch(t["address"], "/hello.txt"), "alice was here\n")
+        self.assertEqual(http_get(t["address"], "/hello.txt"), "alice was here\n")
 
         b.req("DELETE", "/v1/tenants/alice")
         wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")

@@ -4,9 +4,8 @@ import signal
 import sqlite3
 import time
 import unittest
-import urllib.request
 
-from harness import Berthd, SLOW, wait_until
+from harness import Berthd, http_get, wait_until
 
 EXEC = """plugins:
   exec: {ports: %d-%d}
@@ -73,15 +72,6 @@ class Exec(unittest.TestCase):
         db.close()
         return row[0] if row else None
 
-    def get(self, address, path):
-        def try_get():
-            try:
-                with urllib.request.urlopen(f"http://{address}{path}", timeout=2) as r:
-                    return r.read().decode()
-            except OSError:
-                return None
-        return wait_until(try_get, 10, 0.05, what=f"http://{address}{path}")
-
     def test_life_cycle_with_limits_logs_and_data(self):
         b = self.b
         self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
@@ -91,7 +81,7 @@ class Exec(unittest.TestCase):
         wd = os.path.join(b.state, "exec", "alice")
         with open(os.path.join(wd, "hello.txt"), "w") as f:
             f.write("alice's data\n")
-        self.assertEqual(self.get(t["address"], "/hello.txt"), "alice's data\n")
+        self.assertEqual(http_get(t["address"], "/hello.txt"), "alice's data\n")
         limits = read(f"/proc/{pid}/limits")
         self.assertRegex(limits, r"Max address space\s+%d\s+%d" % (768 << 20, 768 << 20))
         self.assertRegex(limits, r"Max open files\s+256\s+256")
@@ -112,7 +102,7 @@ class Exec(unittest.TestCase):
         b.post("/v1/tenants/alice/wake")
         t = b.wait_tenant("alice", "ready")
         self.assertNotEqual(self.pid("alice"), pid)
-        self.assertEqual(self.get(t["address"], "/hello.txt"), "alice's data\n")
+        self.assertEqual(http_get(t["address"], "/hello.txt"), "alice's data\n")
 
         b.req("DELETE", "/v1/tenants/alice")
         wait_until(lambda: b.get("/v1/tenants/alice").status == 404, what="deletion")
