@@ -144,9 +144,24 @@ static void show_tenant(const cJSON *t)
            str(t, "template"), str(t, "driver"), str(t, "desired"), str(t, "observed"));
     printf("id:            %s\naddress:       %s\nreason:        %s\n", str(t, "id"),
            str(t, "address"), str(t, "reason"));
-    printf("created:       %s\nlast activity: %s\nrestarts:      %.0f\n", created, act,
-           cJSON_GetNumberValue(cJSON_GetObjectItem(t, "restarts")));
+    char idle[40];
+    cJSON *dl = cJSON_GetObjectItem(t, "idle_deadline_ms");
+    fmt_time(cJSON_IsNumber(dl) ? dl->valuedouble : 0, idle, sizeof idle);
+    printf("created:       %s\nlast activity: %s\nidle deadline: %s\n", created, act,
+           cJSON_IsNumber(dl) ? idle : "never");
+    printf("health:        %s\nbusy:          %.0f\nrestarts:      %.0f\ncrashes:       %.0f\n",
+           str(t, "health"), cJSON_GetNumberValue(cJSON_GetObjectItem(t, "busy")),
+           cJSON_GetNumberValue(cJSON_GetObjectItem(t, "restarts")),
+           cJSON_GetNumberValue(cJSON_GetObjectItem(t, "crashes")));
+    cJSON *pl = cJSON_GetObjectItem(t, "plugins"), *p;
+    cJSON_ArrayForEach(p, pl) {
+        char *v = cJSON_PrintUnformatted(p);
+        printf("%-14s %s\n", p->string, v);
+        free(v);
+    }
     double att = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "attempts"));
+    double retry = cJSON_GetNumberValue(cJSON_GetObjectItem(t, "retry_in_ms"));
+    if (att <= 0 && retry > 0) printf("backoff:       next start in %.1fs\n", retry / 1000.0);
     if (att > 0)
         printf("retry:         attempt %.0f, next in %.1fs\n", att,
                cJSON_GetNumberValue(cJSON_GetObjectItem(t, "retry_in_ms")) / 1000.0);

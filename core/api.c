@@ -305,6 +305,19 @@ static void delete_tenant(berth_req *r, void *arg)
     else req_respond(r, 204, NULL, NULL, 0);
 }
 
+static void wake_answered(const char *handle, int status, const char *msg, void *arg)
+{
+    berth_req *r = arg;
+    struct tenant *t = tenant_find(handle);
+    if (status == 0 && t) req_respond_json(r, 200, tenant_json(t));
+    else if (status == BERTH_ETIMEDOUT)
+        req_respond_error(r, 504, "timeout", "%s is not ready yet; it keeps starting", handle);
+    else if (status == BERTH_ENOENT || !t)
+        req_respond_error(r, 404, "not_found", "tenant '%s' was deleted", handle);
+    else
+        req_respond_error(r, 503, "not_ready", "%s", msg ? msg : "the tenant failed to start");
+}
+
 static void tenant_action(berth_req *r, void *arg)
 {
     (void)arg;
@@ -313,7 +326,20 @@ static void tenant_action(berth_req *r, void *arg)
     if (!t) return;
     const char *h = req_param(r, "handle");
     int rc;
-    if (!strcmp(action, "wake")) rc = tenant_desire(h, BERTH_DESIRED_RUNNING, "api");
+    const char *wait = req_query(r, "wait");
+    int64_t wait_ms = 0;
+    if (wait && (parse_duration(wait, &wait_ms) < 0 || wait_ms > 600000)) {
+        req_respond_error(r, 400, "invalid_request", "wait must be a duration up to 10m, "
+                          "like 30s");
+        return;
+    }
+    if (!strcmp(action, "wake") && wait_ms > 0) {
+        /* concurrent wakes start it once: the reconciler runs one operation per tenant,
+         * and every waiter is answered by the same readiness */
+        rc = tenant_desire(h, BERTH_DESIRED_RUNNING, "api");
+        if (!rc) rc = tenant_wait_ready(NULL, h, wait_ms, wake_answered, r);
+        if (!rc) return;
+    } else if (!strcmp(action, "wake")) rc = tenant_desire(h, BERTH_DESIRED_RUNNING, "api");
     else if (!strcmp(action, "sleep")) rc = tenant_desire(h, BERTH_DESIRED_ASLEEP, "api");
     else if (!strcmp(action, "restart")) rc = tenant_restart(h);
     else if (!strcmp(action, "touch")) rc = tenant_touch(h, "api");

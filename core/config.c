@@ -55,6 +55,13 @@ static const struct berth_cfg_item reconcile_schema[] = {
      "first retry delay after a failed step; doubles per attempt", R, NULL, NULL},
     {"retry_max", BERTH_CFG_DURATION, "5m", 10, 86400000, RC(retry_max),
      "longest retry delay", R, NULL, NULL},
+    {"crash_backoff_base", BERTH_CFG_DURATION, "10s", 10, 3600000, RC(crash_backoff_base),
+     "wait before the second restart of a crashing or unhealthy workload; doubles per crash",
+     R, NULL, NULL},
+    {"crash_backoff_max", BERTH_CFG_DURATION, "5m", 10, 86400000, RC(crash_backoff_max),
+     "longest wait between restarts of a crash loop", R, NULL, NULL},
+    {"crash_reset", BERTH_CFG_DURATION, "10m", 100, 86400000, RC(crash_reset),
+     "a workload up this long has its crash count forgotten", R, NULL, NULL},
     {0},
 };
 

@@ -218,7 +218,7 @@ struct res {
     int kind;
 };
 enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
-       RES_LISTEN };
+       RES_LISTEN, RES_BUSY, RES_WAIT };
 void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
@@ -246,7 +246,10 @@ struct core_cfg {
     struct { const char *level, *format; } log;
     struct { int64_t retention; } events;
     struct { int64_t header_timeout, idle_timeout; uint64_t max_header, max_body; } http;
-    struct { int64_t resync_interval, retry_base, retry_max; } reconcile;
+    struct {
+        int64_t resync_interval, retry_base, retry_max;
+        int64_t crash_backoff_base, crash_backoff_max, crash_reset;
+    } reconcile;
     int64_t drain_timeout;
 };
 struct inst_cfg;                /* plugin.c */
@@ -297,6 +300,14 @@ void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);
 void driver_relist(berth_instance *owner);
+int tenant_wait_ready(berth_instance *owner, const char *handle, int64_t timeout_ms,
+                      berth_ready_cb cb, void *arg);
+void waiter_drop(struct res *r);
+int tenant_busy(berth_instance *owner, const char *handle, bool hold);
+void busy_drop(struct res *r);
+int tenant_health(const char *handle, bool healthy, const char *msg);
+int tenant_restart_crash(const char *handle, const char *reason);
+int tenant_status_set(const char *who, const char *handle, const char *json);
 int spec_contrib_add(berth_instance *owner, berth_spec_fn fn, void *arg);
 const char *spec_handle(const berth_spec *s);
 const char *spec_template(const berth_spec *s);

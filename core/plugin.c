@@ -486,6 +486,8 @@ static int release_all(berth_instance *i)
             break;
         }
         case RES_ROUTE: route_del((struct route *)r); break;
+        case RES_BUSY: busy_drop(r); break;
+        case RES_WAIT: waiter_drop(r); break;
         case RES_LISTEN: {
             struct plisten *p = (struct plisten *)r;
             res_detach(r);
@@ -1005,6 +1007,34 @@ static int h_finalizer_release(berth_instance *self, const char *handle, const c
     return h_finalizer(self, handle, name, false);
 }
 
+static int h_busy_hold(berth_instance *self, const char *handle)
+{
+    return tenant_busy(self, handle, true);
+}
+
+static int h_busy_release(berth_instance *self, const char *handle)
+{
+    return tenant_busy(self, handle, false);
+}
+
+static int h_health_report(berth_instance *self, const char *handle, bool healthy,
+                           const char *message)
+{
+    (void)self;
+    return tenant_health(handle, healthy, message);
+}
+
+static int h_tenant_restart(berth_instance *self, const char *handle, const char *reason)
+{
+    (void)self;
+    return tenant_restart_crash(handle, reason);
+}
+
+static int h_status_set(berth_instance *self, const char *handle, const char *json)
+{
+    return tenant_status_set(self->name, handle, json);
+}
+
 static int h_driver_register(berth_instance *self, const struct berth_driver *d, void *state)
 {
     return driver_add(self, d, state);
@@ -1066,4 +1096,10 @@ const struct berth_host berth_host_api = {
     .op_list_add = op_list_add,
     .driver_report = driver_report,
     .driver_relist = driver_relist,
+    .busy_hold = h_busy_hold,
+    .busy_release = h_busy_release,
+    .health_report = h_health_report,
+    .tenant_restart = h_tenant_restart,
+    .tenant_status_set = h_status_set,
+    .tenant_wait_ready = tenant_wait_ready,
 };

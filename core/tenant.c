@@ -62,18 +62,37 @@ struct tenant {
     int64_t attempts, retry_at;
     int64_t started_ms, crashes;    /* crash-loop backoff */
     uv_timer_t *retry;
+    int64_t busy;
+    int health;                     /* 0 unknown, 1 healthy, 2 unhealthy */
+    cJSON *plugins;                 /* status objects set by plugins, by instance name */
+    struct list waiters;            /* tenant_wait_ready() callers */
 };
 
-/* A workload that stays up this long has its crash count forgotten. */
-#define CRASH_RESET_MS (10 * 60 * 1000)
+/* someone waiting for a tenant to become ready */
+struct waiter {
+    struct res res;                 /* first: linked into its instance, if a plugin waits */
+    struct list link;
+    uv_timer_t timer;
+    berth_ready_cb cb;
+    void *arg;
+    char handle[40];
+};
+
+/* one busy hold taken by a plugin instance */
+struct busy { struct res res; struct list link; char handle[40]; };
+
+
 
 static struct {
-    struct list all, dirty, drivers, ops, contribs;
+    struct list all, dirty, drivers, ops, contribs, busy;
     struct tenant **tab; size_t cap, count;
     uv_timer_t kick, resync, flush;
     struct bus_sub *activity;
     bool up;
 } T;
+
+static void waiter_finish(struct waiter *w, int status, const char *msg);
+static void crashed(struct tenant *t, const char *msg);
 
 const char *desired_name(enum berth_desired d)
 {
@@ -216,6 +235,9 @@ static void free_tenant(struct tenant *t)
     free(t->reason);
     for (size_t i = 0; i < t->nfin; i++) free(t->fin[i]);
     free(t->fin);
+    cJSON_Delete(t->plugins);
+    list_each(it, &t->waiters) waiter_finish(container_of(it, struct waiter, link),
+                                             BERTH_ECANCELED, "berthd is stopping");
     if (t->retry) uv_close((uv_handle_t *)t->retry, free_handle);
     free(t);
 }
@@ -246,6 +268,7 @@ static bool load_row(int n, const char *const *names, const char *const *v, void
     t->last_activity_ms = v[12] ? atoll(v[12]) : 0;
     t->restarts = v[13] ? atoll(v[13]) : 0;
     list_init(&t->dirty_link);
+    list_init(&t->waiters);
     if (!handle_valid(t->handle) || !t->desired) {
         log_error("tenant row '%s' is corrupt; skipping it", v[0]);
         free_tenant(t);
@@ -253,6 +276,67 @@ static bool load_row(int n, const char *const *names, const char *const *v, void
     }
     index_add(t);
     return true;
+}
+
+/* ---- readiness waiters ---- */
+
+static void waiter_closed(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, struct waiter, timer));
+}
+
+static void waiter_finish(struct waiter *w, int status, const char *msg)
+{
+    list_del(&w->link);
+    if (w->res.owner) res_detach(&w->res);
+    uv_timer_stop(&w->timer);
+    char handle[40];
+    snprintf(handle, sizeof handle, "%s", w->handle);
+    berth_ready_cb cb = w->cb;
+    void *arg = w->arg;
+    uv_close((uv_handle_t *)&w->timer, waiter_closed);
+    cb(handle, status, msg, arg);
+}
+
+static void notify(struct tenant *t, int status, const char *msg)
+{
+    list_each(it, &t->waiters) waiter_finish(container_of(it, struct waiter, link), status, msg);
+}
+
+static void waiter_timeout(uv_timer_t *h)
+{
+    waiter_finish(container_of(h, struct waiter, timer), BERTH_ETIMEDOUT, "not ready in time");
+}
+
+int tenant_wait_ready(berth_instance *owner, const char *handle, int64_t timeout_ms,
+                      berth_ready_cb cb, void *arg)
+{
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!cb || timeout_ms < 0) return BERTH_EINVAL;
+    if (!t) return BERTH_ENOENT;
+    struct waiter *w = xcalloc(1, sizeof *w);
+    snprintf(w->handle, sizeof w->handle, "%s", handle);
+    w->cb = cb;
+    w->arg = arg;
+    uv_timer_init(C.loop, &w->timer);
+    list_add_tail(&t->waiters, &w->link);
+    if (owner) res_attach(owner, &w->res, RES_WAIT);
+    if (t->observed == BERTH_OBS_READY && t->desired == BERTH_DESIRED_RUNNING) {
+        waiter_finish(w, 0, NULL);        /* already there: answered now, never twice */
+        return 0;
+    }
+    uv_timer_start(&w->timer, waiter_timeout, (uint64_t)timeout_ms, 0);
+    return 0;
+}
+
+/* an unloading instance's waiters go without a callback into its code */
+void waiter_drop(struct res *r)
+{
+    struct waiter *w = (struct waiter *)r;
+    list_del(&w->link);
+    res_detach(r);
+    uv_timer_stop(&w->timer);
+    uv_close((uv_handle_t *)&w->timer, waiter_closed);
 }
 
 /* ---- events ---- */
@@ -269,6 +353,11 @@ static void set_observed(struct tenant *t, enum berth_observed_state s)
     if (t->observed == s) return;
     t->observed = s;
     changed(t);
+    if (s == BERTH_OBS_READY) {
+        struct berth_ev_tenant_ready r = {sizeof r, t->address};
+        bus_publish(BERTH_EV_TENANT_READY, t->handle, &r);
+        notify(t, 0, NULL);
+    }
 }
 
 /* ---- drivers ---- */
@@ -531,6 +620,7 @@ static void fail(struct tenant *t, const char *what, const char *msg)
          t->handle, t->reason, t->attempts, delay);
     struct berth_ev_tenant_failed ev = {sizeof ev, t->reason, t->attempts, delay};
     bus_publish(BERTH_EV_TENANT_FAILED, t->handle, &ev);
+    notify(t, BERTH_EIO, t->reason);
 }
 
 static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observed *obs,
@@ -550,8 +640,10 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
         st = BERTH_OBS_ABSENT;
         set_str(&t->address, NULL);
     }
-    set_observed(t, st);
-    save(t);
+    if (k == OP_START) {
+        t->started_ms = wall_ms();
+        t->health = 0;
+    }
     switch (k) {
     case OP_CREATE: {
         struct berth_ev_container_created ev = {sizeof ev, t->id};
@@ -559,13 +651,8 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
         break;
     }
     case OP_START: {
-        t->started_ms = wall_ms();
         struct berth_ev_container_started ev = {sizeof ev, t->id, t->address};
         bus_publish(BERTH_EV_CONTAINER_STARTED, t->handle, &ev);
-        if (st == BERTH_OBS_READY) {
-            struct berth_ev_tenant_ready r = {sizeof r, t->address};
-            bus_publish(BERTH_EV_TENANT_READY, t->handle, &r);
-        }
         break;
     }
     case OP_STOP: {
@@ -578,11 +665,12 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
         struct berth_ev_container_removed ev = {sizeof ev, t->id};
         bus_publish(BERTH_EV_CONTAINER_REMOVED, t->handle, &ev);
         set_str(&t->id, NULL);
-        save(t);
         break;
     }
     default: break;
     }
+    set_observed(t, st);
+    save(t);
 }
 
 static void adopt(berth_op *op)
@@ -740,10 +828,14 @@ static void resync(uv_timer_t *h)
  * delay doubles per crash, as Kubernetes' CrashLoopBackOff; a long healthy run resets it. */
 static void crashed(struct tenant *t, const char *msg)
 {
+    const struct core_cfg *c = &C.gen->core;
     int64_t now = wall_ms();
-    t->crashes = now - t->started_ms < CRASH_RESET_MS ? t->crashes + 1 : 1;
+    t->crashes = now - t->started_ms < c->reconcile.crash_reset ? t->crashes + 1 : 1;
+    notify(t, BERTH_EIO, msg ? msg : "stopped before it was ready");
     if (t->crashes < 2) return;
-    int64_t delay = backoff(t->crashes - 1);
+    int64_t delay = c->reconcile.crash_backoff_base;
+    for (int64_t i = 2; i < t->crashes && delay < c->reconcile.crash_backoff_max; i++) delay *= 2;
+    if (delay > c->reconcile.crash_backoff_max) delay = c->reconcile.crash_backoff_max;
     char *reason = xasprintf("crashed %" PRId64 " times in a row (last: %s); restarting in "
                              "%" PRId64 "ms", t->crashes, msg ? msg : "stopped", delay);
     set_str(&t->reason, reason);
@@ -796,6 +888,7 @@ static void finish_delete(struct tenant *t)
     const char *p[] = {handle};
     store_exec_params(C.store, "DELETE FROM tenants WHERE handle=?1", p, 1, NULL, NULL, NULL);
     if (t->dirty) list_del(&t->dirty_link);
+    notify(t, BERTH_ENOENT, "the tenant was deleted");
     index_del(t);
     free_tenant(t);
     struct berth_ev_tenant_deleted ev = {sizeof ev};
@@ -892,6 +985,7 @@ int tenant_create(const char *handle, const char *kind, const char *tmpl, char *
     t->observed = BERTH_OBS_ABSENT;
     t->created_ms = t->last_activity_ms = wall_ms();
     list_init(&t->dirty_link);
+    list_init(&t->waiters);
     index_add(t);
     save(t);
     struct berth_ev_tenant_created ev = {sizeof ev, kind, tmpl};
@@ -918,6 +1012,9 @@ int tenant_desire(const char *handle, enum berth_desired d, const char *source)
         }
     }
     if (d == BERTH_DESIRED_RUNNING) {
+        /* a wake is activity: the idle clock starts again from here */
+        t->last_activity_ms = wall_ms();
+        t->activity_dirty = true;
         struct berth_ev_tenant_wake_requested ev = {sizeof ev, source};
         bus_publish(BERTH_EV_TENANT_WAKE_REQUESTED, t->handle, &ev);
     } else if (d == BERTH_DESIRED_ASLEEP) {
@@ -994,6 +1091,86 @@ int tenant_finalizer(const char *handle, const char *name, bool add)
     return 0;
 }
 
+/* Releases a hold: its tenant's count goes down (the tenant may be gone already). */
+void busy_drop(struct res *r)
+{
+    struct busy *b = (struct busy *)r;
+    struct tenant *t = tenant_find(b->handle);
+    if (t && t->busy > 0) t->busy--;
+    list_del(&b->link);
+    res_detach(r);
+    free(b);
+}
+
+int tenant_busy(berth_instance *owner, const char *handle, bool hold)
+{
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!t) return BERTH_ENOENT;
+    if (hold) {
+        struct busy *b = xcalloc(1, sizeof *b);
+        snprintf(b->handle, sizeof b->handle, "%s", handle);
+        res_attach(owner, &b->res, RES_BUSY);
+        list_add_tail(&T.busy, &b->link);
+        t->busy++;
+        return 0;
+    }
+    list_each(it, &T.busy) {
+        struct busy *b = container_of(it, struct busy, link);
+        if (b->res.owner == owner && !strcmp(b->handle, handle)) {
+            busy_drop(&b->res);
+            return 0;
+        }
+    }
+    return BERTH_ENOENT;
+}
+
+int tenant_health(const char *handle, bool healthy, const char *msg)
+{
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!t) return BERTH_ENOENT;
+    int h = healthy ? 1 : 2;
+    if (t->health != h) {
+        t->health = h;
+        struct berth_ev_container_health ev = {sizeof ev, healthy, msg};
+        bus_publish(BERTH_EV_CONTAINER_HEALTH, t->handle, &ev);
+    }
+    if (healthy && t->observed == BERTH_OBS_RUNNING && !t->op) set_observed(t, BERTH_OBS_READY);
+    else if (!healthy && t->observed == BERTH_OBS_READY) set_observed(t, BERTH_OBS_RUNNING);
+    else return 0;
+    save(t);
+    return 0;
+}
+
+int tenant_restart_crash(const char *handle, const char *reason)
+{
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!t) return BERTH_ENOENT;
+    if (t->desired != BERTH_DESIRED_RUNNING) return BERTH_EBUSY;
+    t->restart_pending = true;
+    t->restarts++;
+    crashed(t, reason);
+    if (reason && t->crashes < 2) set_str(&t->reason, reason);
+    save(t);
+    mark(t);
+    return 0;
+}
+
+int tenant_status_set(const char *who, const char *handle, const char *json)
+{
+    struct tenant *t = handle ? tenant_find(handle) : NULL;
+    if (!t) return BERTH_ENOENT;
+    if (!t->plugins) t->plugins = cJSON_CreateObject();
+    cJSON_DeleteItemFromObjectCaseSensitive(t->plugins, who);
+    if (!json) return 0;
+    cJSON *v = cJSON_Parse(json);
+    if (!cJSON_IsObject(v)) {
+        cJSON_Delete(v);
+        return BERTH_EINVAL;
+    }
+    cJSON_AddItemToObject(t->plugins, who, v);
+    return 0;
+}
+
 void tenant_fill_info(const struct tenant *t, struct berth_tenant_info *out)
 {
     size_t size = out->size;
@@ -1008,6 +1185,19 @@ void tenant_fill_info(const struct tenant *t, struct berth_tenant_info *out)
     out->reason = t->reason;
     out->created_ms = t->created_ms;
     out->last_activity_ms = t->last_activity_ms;
+    if (size < sizeof *out) return;     /* an older plugin's shorter struct */
+    const struct tmpl *tm = tmpl_find(t->tmpl);
+    if (tm) {
+        out->idle_timeout_ms = tm->core.idle_timeout;
+        out->health_http = tm->core.health.http;
+        out->health_tcp = tm->core.health.tcp;
+        out->health_interval_ms = tm->core.health.interval;
+        out->health_timeout_ms = tm->core.health.timeout;
+        out->health_retries = tm->core.health.retries;
+        out->health_start_period_ms = tm->core.health.start_period;
+    }
+    out->busy = t->busy;
+    out->started_ms = t->started_ms;
 }
 
 int tenants_each(berth_tenant_fn fn, void *arg)
@@ -1052,6 +1242,16 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNumberToObject(o, "restarts", (double)t->restarts);
     cJSON_AddNumberToObject(o, "attempts", (double)t->attempts);
     cJSON_AddNumberToObject(o, "crashes", (double)t->crashes);
+    cJSON_AddNumberToObject(o, "busy", (double)t->busy);
+    const struct tmpl *tm = tmpl_find(t->tmpl);
+    if (tm && tm->core.idle_timeout && t->desired == BERTH_DESIRED_RUNNING)
+        cJSON_AddNumberToObject(o, "idle_deadline_ms",
+                                (double)(t->last_activity_ms + tm->core.idle_timeout));
+    else cJSON_AddNullToObject(o, "idle_deadline_ms");
+    static const char *const hn[] = {"unknown", "healthy", "unhealthy"};
+    cJSON_AddStringToObject(o, "health", hn[t->health]);
+    cJSON_AddItemToObject(o, "plugins", t->plugins ? cJSON_Duplicate(t->plugins, 1)
+                                                   : cJSON_CreateObject());
     int64_t retry = t->retry_at ? t->retry_at - wall_ms() : 0;
     cJSON_AddNumberToObject(o, "retry_in_ms", (double)(retry > 0 ? retry : 0));
     add_str(o, "operation", t->op ? op_names[t->op->kind] : NULL);
@@ -1073,6 +1273,7 @@ int tenants_init(void)
     list_init(&T.drivers);
     list_init(&T.ops);
     list_init(&T.contribs);
+    list_init(&T.busy);
     index_grow();
     char *err = NULL;
     if (store_exec_params(C.store, "SELECT handle,kind,template,driver,desired,observed,reason,"

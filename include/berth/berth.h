@@ -200,9 +200,18 @@ struct berth_tenant_info {
     const char *address;                /* may be NULL */
     const char *reason;                 /* may be NULL */
     int64_t created_ms, last_activity_ms;
+    /* the template's idle and health settings (0 / NULL when it has none) */
+    int64_t idle_timeout_ms;
+    const char *health_http;            /* path probed with GET */
+    bool health_tcp;
+    int64_t health_interval_ms, health_timeout_ms, health_retries, health_start_period_ms;
+    int64_t busy;                       /* holds taken with busy_hold() */
+    int64_t started_ms;                 /* when the workload last started, 0 if unknown */
 };
 
 typedef void (*berth_spec_fn)(berth_spec *spec, void *arg);
+/* status 0: ready; BERTH_ETIMEDOUT; BERTH_EIO with message: it failed; BERTH_ENOENT: gone */
+typedef void (*berth_ready_cb)(const char *handle, int status, const char *message, void *arg);
 typedef bool (*berth_tenant_fn)(const struct berth_tenant_info *t, void *arg); /* false stops */
 
 /* ---- callbacks ---------------------------------------------------------------------------- */
@@ -318,6 +327,21 @@ struct berth_host {
                           const struct berth_observed *obs);
     /* ask for list() now, e.g. after reconnecting to an engine that may have changed */
     void (*driver_relist)(berth_instance *self);
+
+    /* lifecycle: a busy tenant (an open stream, a websocket) is never put to sleep; holds are
+     * counted and released by the host if the instance unloads */
+    int (*busy_hold)(berth_instance *self, const char *handle);
+    int (*busy_release)(berth_instance *self, const char *handle);
+    /* the result of a health probe: healthy marks a running tenant ready (tenant.ready) */
+    int (*health_report)(berth_instance *self, const char *handle, bool healthy,
+                         const char *message);
+    /* restart as after a crash: counted in the tenant's crash-loop backoff */
+    int (*tenant_restart)(berth_instance *self, const char *handle, const char *reason);
+    /* a JSON object shown in the tenant's status under "plugins"."<instance>"; NULL clears */
+    int (*tenant_status_set)(berth_instance *self, const char *handle, const char *json);
+    /* cb once the tenant is ready (at once if it is), failed, gone, or after timeout_ms */
+    int (*tenant_wait_ready)(berth_instance *self, const char *handle, int64_t timeout_ms,
+                             berth_ready_cb cb, void *arg);
 };
 
 #define BERTH_HOST_HAS(host, fn) \

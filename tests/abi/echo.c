@@ -145,6 +145,17 @@ static void stream(berth_req *r, void *arg)
     H->timer_start(s->e->self, 10, 10, stream_tick, s);
 }
 
+/* POST/DELETE /v1/echo/busy/{handle}: hold a tenant busy, as an open stream would */
+static void busy(berth_req *r, void *arg)
+{
+    struct echo *e = arg;
+    const char *h = H->req_param(r, "handle");
+    int rc = !strcmp(H->req_method(r), "POST") ? H->busy_hold(e->self, h)
+                                                : H->busy_release(e->self, h);
+    if (rc) H->respond_error(r, 404, "not_found", "%s", berth_strerror(rc));
+    else H->respond(r, 200, "application/json", "{}\n", 3);
+}
+
 static void release_now(berth_timer *t, void *arg)
 {
     struct release *rl = arg;
@@ -208,6 +219,8 @@ static int start(void *state)
     H->route(e->self, "POST", "/v1/echo/ping", ping, e);
     H->route(e->self, "GET", "/v1/echo/fetch", fetch, e);
     H->route(e->self, "GET", "/v1/echo/stream", stream, e);
+    H->route(e->self, "POST", "/v1/echo/busy/{handle}", busy, e);
+    H->route(e->self, "DELETE", "/v1/echo/busy/{handle}", busy, e);
     H->spec_contributor(e->self, contribute, e);
     /* deliberately never stopped: the host must release it on unload */
     e->tick = H->timer_start(e->self, 1000, 1000, tick, e);

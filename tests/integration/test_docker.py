@@ -237,6 +237,48 @@ berth: {{reconcile: {{retry_base: 200ms, retry_max: 1s}}}}
             b.cleanup()
 
 
+class IdleDocker(unittest.TestCase):
+    def test_idle_sleep_and_wake_keep_the_container_and_its_data(self):
+        vol = os.path.join(D.dir, "vol-idle")
+        b = Berthd({"10-docker.yaml": f"""plugins:
+  docker: {{socket: {D.sock}}}
+  lifecycle: {{check_interval: 200ms}}
+templates:
+  default:
+    driver: docker
+    image: berth-test:latest
+    pull: never
+    command: [/bin/httpd, -f, -p, "8080", -h, /www]
+    port: 8080
+    volumes: ["{vol}/{{handle}}:/www"]
+    idle_timeout: 2s
+    health: {{http: /, interval: 200ms, timeout: 1s, retries: 3}}
+    stop_timeout: 1s
+"""}, plugins=())
+        b.install_plugin_from_build("docker")
+        b.install_plugin_from_build("lifecycle")
+        try:
+            b.start()
+            os.makedirs(f"{vol}/dora")
+            with open(f"{vol}/dora/index.html", "w") as f:
+                f.write("dora's page\n")
+            b.post("/v1/tenants", {"handle": "dora"})
+            t = b.wait_tenant("dora", "ready", timeout=30)
+            self.assertEqual(http_get(t["address"], "/"), "dora's page\n")
+            b.wait_tenant("dora", "stopped", timeout=15)
+            self.assertFalse(D.inspect("berth-dora")["State"]["Running"])
+            r = b.post("/v1/tenants/dora/wake?wait=30s", timeout=40)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.json["id"], t["id"])           # the same container
+            self.assertTrue(D.inspect("berth-dora")["State"]["Running"])
+            self.assertEqual(http_get(r.json["address"], "/"), "dora's page\n")
+            b.req("DELETE", "/v1/tenants/dora")
+            wait_until(lambda: b.get("/v1/tenants/dora").status == 404, 30, what="deletion")
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
+
+
 class DockerdRestart(unittest.TestCase):
     def test_reconnects_and_converges(self):
         vol = os.path.join(D.dir, "vol-restart")

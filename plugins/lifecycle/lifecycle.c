@@ -1,0 +1,424 @@
+/* lifecycle: puts idle tenants to sleep and keeps running ones healthy.
+ *
+ * Idle: one sweep per check_interval walks every tenant once (no per-tenant timer, no work
+ * per tenant per second): a running tenant whose last activity is older than its template's
+ * idle_timeout and that nobody holds busy gets desired state asleep. Activity itself is the
+ * core's (tenant.activity events, touch, wake), persisted across restarts.
+ *
+ * Health: a probe per running tenant whose template has `health`, on a host timer (libuv's
+ * timer heap): HTTP GET of `http` (2xx/3xx is healthy) or a TCP connect. The first success
+ * reports the tenant healthy, which makes it ready (tenant.ready, wake?wait answers).
+ * `retries` failures in a row, outside `start_period`, report it unhealthy and ask for a
+ * restart, which the core paces with its crash-loop backoff. */
+#include <berth/berth.h>
+#include <cJSON.h>
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct cfg { int64_t check_interval; };
+
+static const struct berth_cfg_item schema[] = {
+    {"check_interval", BERTH_CFG_DURATION, "30s", 10, 3600000,
+     offsetof(struct cfg, check_interval),
+     "how often idle tenants are looked for: a tenant sleeps at most this late",
+     BERTH_CFG_RELOAD, NULL, NULL},
+    {0},
+};
+
+static const struct berth_host *H;
+
+enum { P_STARTING, P_HEALTHY, P_UNHEALTHY };
+
+struct probe {
+    struct probe *next;
+    struct lc *lc;
+    char handle[40], addr[96], path[256];
+    bool tcp;
+    int64_t interval, timeout, retries, start_period, started_ms;
+    int state, failures;
+    int64_t last_ms, counted_ms;    /* last probe; last failure that counted */
+    char last[160];
+    berth_timer *tick, *deadline;
+    berth_call *call;
+    int fd;
+    berth_watch *watch;
+};
+
+struct lc {
+    berth_instance *self;
+    struct cfg cfg;
+    berth_timer *sweep;
+    struct probe *probes;
+    int64_t last_sweep_us, checked, slept_total, sweeps;
+};
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* ---- idle sweep ---- */
+
+struct sweep { struct lc *lc; int64_t now; char (*sleepy)[40]; size_t n, cap; };
+
+static bool check_idle(const struct berth_tenant_info *t, void *arg)
+{
+    struct sweep *s = arg;
+    s->lc->checked++;
+    if (t->desired != BERTH_DESIRED_RUNNING || t->idle_timeout_ms <= 0 || t->busy > 0) return true;
+    if (t->observed != BERTH_OBS_RUNNING && t->observed != BERTH_OBS_READY) return true;
+    if (s->now - t->last_activity_ms < t->idle_timeout_ms) return true;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 64;
+        char (*v)[40] = realloc(s->sleepy, cap * sizeof *v);
+        if (!v) return false;
+        s->sleepy = v;
+        s->cap = cap;
+    }
+    snprintf(s->sleepy[s->n++], 40, "%s", t->handle);
+    return true;
+}
+
+static void sweep(berth_timer *t, void *arg)
+{
+    (void)t;
+    struct lc *lc = arg;
+    int64_t t0 = mono_us();
+    struct sweep s = {.lc = lc, .now = H->now_ms(lc->self)};
+    lc->checked = 0;
+    H->tenant_each(lc->self, check_idle, &s);
+    /* desired state changes after the walk: the walk sees one consistent picture */
+    for (size_t i = 0; i < s.n; i++) {
+        H->log(lc->self, BERTH_LOG_INFO, "tenant %s is idle; putting it to sleep", s.sleepy[i]);
+        H->tenant_set_desired(lc->self, s.sleepy[i], BERTH_DESIRED_ASLEEP, "idle");
+    }
+    lc->slept_total += (int64_t)s.n;
+    lc->sweeps++;
+    free(s.sleepy);
+    lc->last_sweep_us = mono_us() - t0;
+}
+
+/* ---- health probes ---- */
+
+static struct probe *probe_find(struct lc *lc, const char *h)
+{
+    for (struct probe *p = lc->probes; p; p = p->next)
+        if (!strcmp(p->handle, h)) return p;
+    return NULL;
+}
+
+static void probe_cancel(struct probe *p)
+{
+    if (p->call) H->http_cancel(p->call);
+    p->call = NULL;
+    if (p->watch) H->watch_stop(p->watch);
+    p->watch = NULL;
+    if (p->fd >= 0) close(p->fd);
+    p->fd = -1;
+    if (p->deadline) H->timer_stop(p->deadline);
+    p->deadline = NULL;
+}
+
+static void probe_free(struct lc *lc, struct probe *p)
+{
+    for (struct probe **pp = &lc->probes; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    probe_cancel(p);
+    if (p->tick) H->timer_stop(p->tick);
+    free(p);
+}
+
+static void publish_status(struct probe *p)
+{
+    static const char *const names[] = {"starting", "healthy", "unhealthy"};
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "health", names[p->state]);
+    cJSON_AddNumberToObject(o, "failures", p->failures);
+    cJSON_AddNumberToObject(o, "last_probe_ms", (double)p->last_ms);
+    cJSON_AddStringToObject(o, "last_result", p->last);
+    cJSON_AddStringToObject(o, "probe", p->tcp ? "tcp" : p->path);
+    char *s = cJSON_PrintUnformatted(o);
+    H->tenant_status_set(p->lc->self, p->handle, s);
+    cJSON_free(s);
+    cJSON_Delete(o);
+}
+
+static void probe_now(berth_timer *t, void *arg);
+
+static void probe_result(struct probe *p, bool ok, const char *msg)
+{
+    struct lc *lc = p->lc;
+    probe_cancel(p);
+    p->last_ms = H->now_ms(lc->self);
+    snprintf(p->last, sizeof p->last, "%s", msg);
+    if (ok) {
+        p->failures = 0;
+        if (p->state != P_HEALTHY) {
+            p->state = P_HEALTHY;
+            H->health_report(lc->self, p->handle, true, msg);
+            /* from now on at the configured cadence */
+            H->timer_stop(p->tick);
+            p->tick = H->timer_start(lc->self, (uint64_t)p->interval, (uint64_t)p->interval,
+                                     probe_now, p);
+        }
+        publish_status(p);
+        return;
+    }
+    if (p->last_ms - p->started_ms < p->start_period) {   /* still allowed to be starting */
+        publish_status(p);
+        return;
+    }
+    /* while starting, probes come fast (readiness is what a waking user waits for) but at
+     * most one failure per interval counts, so retries x interval keeps its meaning */
+    if (p->last_ms - p->counted_ms < p->interval) return;
+    p->counted_ms = p->last_ms;
+    p->failures++;
+    publish_status(p);
+    if (p->failures < p->retries) return;
+    char reason[256];
+    snprintf(reason, sizeof reason, "health check failed %d times: %s", p->failures, msg);
+    H->log(lc->self, BERTH_LOG_WARN, "tenant %s: %s; restarting it", p->handle, reason);
+    p->state = P_UNHEALTHY;
+    H->health_report(lc->self, p->handle, false, reason);
+    publish_status(p);
+    char handle[40];
+    snprintf(handle, sizeof handle, "%s", p->handle);
+    probe_free(lc, p);                  /* a new probe comes with the next start */
+    H->tenant_restart(lc->self, handle, reason);
+}
+
+static void http_done(const struct berth_http_result *r, void *arg)
+{
+    struct probe *p = arg;
+    p->call = NULL;
+    char msg[160];
+    if (!r->status) snprintf(msg, sizeof msg, "%s", r->message);
+    else snprintf(msg, sizeof msg, "HTTP %d", r->status);
+    probe_result(p, r->status >= 200 && r->status < 400, msg);
+}
+
+static void tcp_ready(berth_watch *w, int events, void *arg)
+{
+    (void)w; (void)events;
+    struct probe *p = arg;
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(p->fd, SOL_SOCKET, SO_ERROR, &err, &len);
+    char msg[160];
+    snprintf(msg, sizeof msg, err ? "connect: %s" : "port open", strerror(err));
+    probe_result(p, err == 0, msg);
+}
+
+static void tcp_timeout(berth_timer *t, void *arg)
+{
+    (void)t;
+    struct probe *p = arg;
+    p->deadline = NULL;
+    H->timer_stop(t);
+    probe_result(p, false, "connect timed out");
+}
+
+static void tcp_probe(struct probe *p)
+{
+    char host[64];
+    int port = 0;
+    const char *colon = strrchr(p->addr, ':');
+    struct sockaddr_in a = {.sin_family = AF_INET};
+    if (!colon || (size_t)(colon - p->addr) >= sizeof host) {
+        probe_result(p, false, "no address");
+        return;
+    }
+    memcpy(host, p->addr, (size_t)(colon - p->addr));
+    host[colon - p->addr] = 0;
+    port = atoi(colon + 1);
+    a.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        probe_result(p, false, "address is not IPv4");
+        return;
+    }
+    p->fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (p->fd < 0 || (connect(p->fd, (struct sockaddr *)&a, sizeof a) < 0 &&
+                      errno != EINPROGRESS)) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "connect: %s", strerror(errno));
+        probe_result(p, false, msg);
+        return;
+    }
+    p->watch = H->watch_fd(p->lc->self, p->fd, BERTH_WATCH_WRITABLE, tcp_ready, p);
+    p->deadline = H->timer_start(p->lc->self, (uint64_t)p->timeout, 0, tcp_timeout, p);
+}
+
+static void probe_now(berth_timer *t, void *arg)
+{
+    (void)t;
+    struct probe *p = arg;
+    if (p->call || p->watch) return;        /* the previous probe is still out */
+    if (p->tcp) {
+        tcp_probe(p);
+        return;
+    }
+    char url[512];
+    snprintf(url, sizeof url, "http://%s%s", p->addr, p->path);
+    struct berth_http_opts o = {.size = sizeof o, .url = url, .timeout_ms = p->timeout,
+                                .connect_timeout_ms = p->timeout};
+    p->call = H->http_request(p->lc->self, &o, http_done, p);
+    if (!p->call) probe_result(p, false, "cannot start the probe");
+}
+
+static void probe_start(struct lc *lc, const struct berth_tenant_info *t)
+{
+    if ((!t->health_http && !t->health_tcp) || !t->address || probe_find(lc, t->handle))
+        return;
+    struct probe *p = calloc(1, sizeof *p);
+    if (!p) return;
+    p->lc = lc;
+    p->fd = -1;
+    snprintf(p->handle, sizeof p->handle, "%s", t->handle);
+    snprintf(p->addr, sizeof p->addr, "%s", t->address);
+    snprintf(p->path, sizeof p->path, "%s", t->health_http ? t->health_http : "/");
+    p->tcp = !t->health_http;
+    p->interval = t->health_interval_ms;
+    p->timeout = t->health_timeout_ms;
+    p->retries = t->health_retries;
+    p->start_period = t->health_start_period_ms;
+    p->started_ms = t->started_ms ? t->started_ms : H->now_ms(lc->self);
+    p->state = P_STARTING;
+    snprintf(p->last, sizeof p->last, "not probed yet");
+    p->next = lc->probes;
+    lc->probes = p;
+    /* until the first success, probe every 50ms: readiness is what a waking user waits for */
+    uint64_t fast = p->interval < 50 ? (uint64_t)p->interval : 50;
+    p->tick = H->timer_start(lc->self, 0, fast, probe_now, p);
+    publish_status(p);
+}
+
+static void on_changed(const struct berth_event *ev, void *arg)
+{
+    struct lc *lc = arg;
+    const struct berth_ev_tenant_changed *c = ev->payload;
+    if (!ev->tenant || !c->observed) return;
+    bool up = !strcmp(c->observed, "running") || !strcmp(c->observed, "ready");
+    struct probe *p = probe_find(lc, ev->tenant);
+    if (!up) {
+        if (p) probe_free(lc, p);
+        return;
+    }
+    struct berth_tenant_info t = {.size = sizeof t};
+    if (!p && H->tenant_get(lc->self, ev->tenant, &t) == 0) probe_start(lc, &t);
+}
+
+static bool scan(const struct berth_tenant_info *t, void *arg)
+{
+    if (t->observed == BERTH_OBS_RUNNING || t->observed == BERTH_OBS_READY) probe_start(arg, t);
+    return true;
+}
+
+/* GET /v1/lifecycle: what the sweeper and the probes are doing */
+static void info(berth_req *r, void *arg)
+{
+    struct lc *lc = arg;
+    int n = 0;
+    for (struct probe *p = lc->probes; p; p = p->next) n++;
+    char body[512];
+    int len = snprintf(body, sizeof body, "{\"check_interval_ms\":%lld,\"sweeps\":%lld,"
+                       "\"last_sweep_us\":%lld,\"tenants_checked\":%lld,\"slept_total\":%lld,"
+                       "\"probes\":%d}\n", (long long)lc->cfg.check_interval,
+                       (long long)lc->sweeps, (long long)lc->last_sweep_us,
+                       (long long)lc->checked, (long long)lc->slept_total, n);
+    H->respond(r, 200, "application/json", body, (size_t)len);
+}
+
+static bool nothing(const struct berth_tenant_info *t, void *arg)
+{
+    (void)t;
+    ++*(int64_t *)arg;
+    return true;
+}
+
+/* POST /v1/lifecycle/sweep: one sweep now (operators and benchmarks); ?walk_only=1 times a
+ * walk over the tenants that looks at nothing, the baseline of a sweep's cost */
+static void sweep_now(berth_req *r, void *arg)
+{
+    struct lc *lc = arg;
+    const char *w = H->req_query(r, "walk_only");
+    if (w && !strcmp(w, "1")) {
+        int64_t n = 0, t0 = mono_us();
+        H->tenant_each(lc->self, nothing, &n);
+        char body[128];
+        int len = snprintf(body, sizeof body, "{\"walk_us\":%lld,\"tenants\":%lld}\n",
+                           (long long)(mono_us() - t0), (long long)n);
+        H->respond(r, 200, "application/json", body, (size_t)len);
+        return;
+    }
+    sweep(NULL, lc);
+    info(r, lc);
+}
+
+static int init(const struct berth_host *host, berth_instance *self, void **state)
+{
+    H = host;
+    if (!BERTH_HOST_HAS(host, tenant_wait_ready)) return BERTH_ENOTSUP;
+    struct lc *lc = calloc(1, sizeof *lc);
+    if (!lc) return BERTH_ENOMEM;
+    lc->self = self;
+    *state = lc;
+    return 0;
+}
+
+/* A new interval applies from now; tenants' idle clocks are the core's and do not reset. */
+static int configure(void *state, const void *cfg)
+{
+    struct lc *lc = state;
+    lc->cfg = *(const struct cfg *)cfg;
+    if (lc->sweep) {
+        H->timer_stop(lc->sweep);
+        lc->sweep = H->timer_start(lc->self, (uint64_t)lc->cfg.check_interval,
+                                   (uint64_t)lc->cfg.check_interval, sweep, lc);
+    }
+    return 0;
+}
+
+static int start(void *state)
+{
+    struct lc *lc = state;
+    lc->sweep = H->timer_start(lc->self, (uint64_t)lc->cfg.check_interval,
+                               (uint64_t)lc->cfg.check_interval, sweep, lc);
+    H->subscribe(lc->self, BERTH_EV_TENANT_CHANGED, on_changed, lc);
+    H->route(lc->self, "GET", "/v1/lifecycle", info, lc);
+    H->route(lc->self, "POST", "/v1/lifecycle/sweep", sweep_now, lc);
+    H->tenant_each(lc->self, scan, lc);
+    return 0;
+}
+
+static void stop(void *state)
+{
+    struct lc *lc = state;
+    while (lc->probes) probe_free(lc, lc->probes);
+    if (lc->sweep) H->timer_stop(lc->sweep);
+    lc->sweep = NULL;
+    H->drained(lc->self);
+}
+
+static void destroy(void *state)
+{
+    free(state);
+}
+
+BERTH_PLUGIN(.name = "lifecycle", .version = "0.1.0",
+             .description = "idle sleep, health checks, readiness",
+             .config = schema, .config_size = sizeof(struct cfg), .init = init,
+             .configure = configure, .start = start, .stop = stop, .destroy = destroy);
