@@ -972,7 +972,9 @@ static int h_tenant_get(berth_instance *self, const char *handle, struct berth_t
     (void)self;
     struct tenant *t = handle ? tenant_find(handle) : NULL;
     if (!t) return BERTH_ENOENT;
-    if (!out || out->size < sizeof *out) return BERTH_EINVAL;
+    /* the struct grows at the end: a plugin built against the first version still works */
+    if (!out || out->size < offsetof(struct berth_tenant_info, idle_timeout_ms))
+        return BERTH_EINVAL;
     tenant_fill_info(t, out);
     return 0;
 }

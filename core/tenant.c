@@ -935,7 +935,6 @@ static void reconcile(struct tenant *t)
         if (d->list_error) wait_reason(t, "%s", d->list_error);
         return;
     }
-    if (t->retry_at > wall_ms()) return;
     if (!t->driver) set_str(&t->driver, dname);
     enum berth_observed_state o = t->observed;
     bool up = o == BERTH_OBS_RUNNING || o == BERTH_OBS_READY || o == BERTH_OBS_STARTING;
@@ -948,6 +947,8 @@ static void reconcile(struct tenant *t)
         t->restart_pending = false;
         if (up) next = OP_STOP;
     }
+    /* a backoff delays bringing the workload up, never taking it down */
+    if ((next == OP_CREATE || next == OP_START) && t->retry_at > wall_ms()) return;
     if (next != OP_INSPECT) {
         issue(t, d, next, tm);
     } else if (t->reason && !t->attempts && o != BERTH_OBS_FAILED) {
@@ -1146,8 +1147,7 @@ int tenant_restart_crash(const char *handle, const char *reason)
     struct tenant *t = handle ? tenant_find(handle) : NULL;
     if (!t) return BERTH_ENOENT;
     if (t->desired != BERTH_DESIRED_RUNNING) return BERTH_EBUSY;
-    t->restart_pending = true;
-    t->restarts++;
+    t->restart_pending = true;      /* counted in restarts when the stop completes */
     crashed(t, reason);
     if (reason && t->crashes < 2) set_str(&t->reason, reason);
     save(t);
