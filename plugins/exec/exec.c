@@ -83,6 +83,7 @@ struct drv {
     char dir[512];
     int port_lo, port_hi;
     struct proc *procs;
+    struct rmjob *rmjobs;
 };
 
 /* a process being watched */
@@ -566,7 +567,23 @@ static void op_stop(void *st, const berth_spec *s, berth_op *op)
 }
 
 /* Deleting a tenant's tree may take long: `rm -rf` runs as a child, watched like a tenant. */
-struct rmjob { struct drv *d; berth_op *op; int pidfd; pid_t pid; berth_watch *w; };
+struct rmjob {
+    struct rmjob *next;
+    struct drv *d;
+    berth_op *op;
+    int pidfd;
+    pid_t pid;
+    berth_watch *w;
+};
+
+static void rmjob_unlink(struct rmjob *j)
+{
+    for (struct rmjob **pp = &j->d->rmjobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+}
 
 static void rm_done(berth_watch *w, int events, void *arg)
 {
@@ -577,6 +594,7 @@ static void rm_done(berth_watch *w, int events, void *arg)
     waitid((idtype_t)P_PIDFD, (id_t)j->pidfd, &si, WEXITED);
     H->watch_stop(w);
     close(j->pidfd);
+    rmjob_unlink(j);
     struct berth_observed o = {sizeof o, BERTH_OBS_ABSENT, NULL, NULL, -1, false, NULL};
     if (si.si_code == CLD_EXITED && si.si_status == 0) H->op_done(j->op, 0, &o, NULL);
     else H->op_done(j->op, BERTH_EIO, NULL, "rm -rf of the working directory failed");
@@ -606,6 +624,8 @@ static void remove_files(struct drv *d, const char *handle, berth_op *op)
     j->d = d;
     j->op = op;
     j->pid = pid;
+    j->next = d->rmjobs;
+    d->rmjobs = j;
     j->w = H->watch_fd(d->self, j->pidfd, BERTH_WATCH_READABLE, rm_done, j);
 }
 
@@ -735,6 +755,13 @@ static void destroy(void *state)
         struct proc *p = d->procs;
         if (p->stop_op || p->remove_op) kill(-p->pid, SIGKILL);    /* honour a stop */
         proc_forget(p);
+    }
+    while (d->rmjobs) {     /* rm goes on; its op is completed as canceled by the host */
+        struct rmjob *j = d->rmjobs;
+        d->rmjobs = j->next;
+        H->watch_stop(j->w);
+        close(j->pidfd);
+        free(j);
     }
     free(d);
 }
