@@ -164,6 +164,7 @@ void http_listener_release(struct listener *l);
 const char *http_listener_addr(struct listener *l);
 berth_instance *http_listener_owner(struct listener *l);
 void http_close_all(void);
+int http_serve_fd(int fd, berth_http_handler h, void *arg);
 void http_req_set_param(berth_req *r, const char *name, const char *value);
 berth_instance *http_req_owner(berth_req *r);
 void http_req_set_owner(berth_req *r, berth_instance *owner);

@@ -478,6 +478,37 @@ static void on_connection(uv_stream_t *server, int status)
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
 }
 
+/* Serves an already connected stream socket (a socketpair end): the fuzzer feeds hostile
+ * bytes through exactly the code a real connection runs. */
+int http_serve_fd(int fd, berth_http_handler h, void *arg)
+{
+    struct listener *l = xcalloc(1, sizeof *l);
+    l->handler = h;
+    l->arg = arg;
+    l->path = xstrdup("(fd)");      /* a stream, not TCP: no nodelay */
+    struct conn *c = xcalloc(1, sizeof *c);
+    if (uv_pipe_init(C.loop, &c->u.pipe, 0) < 0 || uv_pipe_open(&c->u.pipe, fd) < 0) {
+        free(c);
+        free(l->path);
+        free(l);
+        return BERTH_EIO;
+    }
+    c->u.h.data = c;
+    c->open_handles = 2;
+    c->l = l;
+    l->refs = 1;
+    uv_timer_init(C.loop, &c->timer);
+    c->timer.data = c;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    list_add_tail(&conns, &c->link);
+    n_open++;
+    uv_read_start(&c->u.s, on_alloc, on_read);
+    c->reading = true;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    return 0;
+}
+
 /* ---- answering ---- */
 
 static void finish(berth_req *r)
