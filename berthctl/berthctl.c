@@ -13,7 +13,9 @@
 
 #define DEFAULT_SOCKET "/var/lib/berth/berth.sock"
 
-static const char *sock_path;
+static const char *sock_path, *base_url;
+static char *token;                 /* bearer token for a TCP listener */
+static struct curl_slist *auth;
 static bool json_out;
 
 struct resp { char *data; size_t len; long status; };
@@ -34,9 +36,10 @@ static CURL *easy(const char *method, const char *path)
 {
     CURL *c = curl_easy_init();
     char url[1024];
-    snprintf(url, sizeof url, "http://berth%s", path);
+    snprintf(url, sizeof url, "%s%s", base_url ? base_url : "http://berth", path);
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+    if (!base_url) curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock_path);
+    if (auth) curl_easy_setopt(c, CURLOPT_HTTPHEADER, auth);
     curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     return c;
@@ -45,7 +48,7 @@ static CURL *easy(const char *method, const char *path)
 static int unreachable(CURLcode cc)
 {
     fprintf(stderr, "berthctl: cannot reach berthd at %s: %s (is berthd running? set --socket "
-            "or BERTH_SOCKET)\n", sock_path, curl_easy_strerror(cc));
+            "or BERTH_SOCKET)\n", base_url ? base_url : sock_path, curl_easy_strerror(cc));
     return 1;
 }
 
@@ -58,6 +61,14 @@ static cJSON *call(const char *method, const char *path, const char *body, int *
     struct curl_slist *h = NULL;
     if (body) {
         h = curl_slist_append(h, "Content-Type: application/json");
+        if (token) {
+            char *line = malloc(strlen(token) + 32);
+            if (line) {
+                sprintf(line, "Authorization: Bearer %s", token);
+                h = curl_slist_append(h, line);
+                free(line);
+            }
+        }
         curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
         curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     }
@@ -354,7 +365,8 @@ static double last_seq(int *rc)
 
 static void usage(FILE *f)
 {
-    fputs("usage: berthctl [--socket PATH] [--json] COMMAND\n"
+    fputs("usage: berthctl [--socket PATH | --url http://HOST:PORT [--token-file F]] [--json] "
+          "COMMAND\n"
           "  health                         is berthd up\n"
           "  info                           version, uptime, plugins, tenant counts\n"
           "  tenant add HANDLE [--kind human|agent] [--template NAME] [--asleep]\n"
@@ -364,7 +376,8 @@ static void usage(FILE *f)
           "  events [-f] [--since SEQ] [--type TYPE] [--tenant HANDLE]\n"
           "  plugins                        loaded plugin instances\n"
           "  reload                         re-read conf.d (like SIGHUP)\n"
-          "The socket defaults to $BERTH_SOCKET, else " DEFAULT_SOCKET ".\n", f);
+          "The socket defaults to $BERTH_SOCKET, else " DEFAULT_SOCKET ".\n"
+          "Over TCP the bearer token comes from --token-file or $BERTH_TOKEN.\n", f);
 }
 
 static int tenant(int argc, char **argv)
@@ -432,12 +445,16 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         {"socket", required_argument, NULL, 's'}, {"json", no_argument, NULL, 'j'},
+        {"url", required_argument, NULL, 'u'}, {"token-file", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'}, {0},
     };
     sock_path = getenv("BERTH_SOCKET") ? getenv("BERTH_SOCKET") : DEFAULT_SOCKET;
     int ch;
+    const char *token_file = NULL;
     while ((ch = getopt_long(argc, argv, "+s:jh", opts, NULL)) != -1) {
         if (ch == 's') sock_path = optarg;
+        else if (ch == 'u') base_url = optarg;
+        else if (ch == 't') token_file = optarg;
         else if (ch == 'j') json_out = true;
         else if (ch == 'h') {
             usage(stdout);
@@ -453,7 +470,30 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (token_file) {
+        FILE *f = fopen(token_file, "r");
+        char line[4096];
+        if (!f || !fgets(line, sizeof line, f)) {
+            fprintf(stderr, "berthctl: cannot read token file %s: %s\n", token_file,
+                    strerror(errno));
+            if (f) fclose(f);
+            return 2;
+        }
+        fclose(f);
+        line[strcspn(line, "\r\n")] = 0;
+        token = strdup(line);
+    } else if (getenv("BERTH_TOKEN")) {
+        token = strdup(getenv("BERTH_TOKEN"));
+    }
     curl_global_init(CURL_GLOBAL_DEFAULT);
+    if (token) {
+        char *line = malloc(strlen(token) + 32);
+        if (line) {
+            sprintf(line, "Authorization: Bearer %s", token);
+            auth = curl_slist_append(NULL, line);
+            free(line);
+        }
+    }
     const char *cmd = argv[0];
     int rc;
     if (!strcmp(cmd, "tenant")) rc = tenant(argc - 1, argv + 1);
@@ -489,6 +529,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "berthctl: unknown command '%s'\n", cmd);
         usage(stderr);
         rc = 2;
+    }
+    curl_slist_free_all(auth);
+    if (token) {
+        memset(token, 0, strlen(token));
+        free(token);
     }
     curl_global_cleanup();
     return rc;

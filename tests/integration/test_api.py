@@ -231,6 +231,22 @@ class TCPListener(unittest.TestCase):
             self.assertEqual(status, 200)
             self.assertIn(b"tenants", body)
             self.assertNotIn("s3cret-token-value", b.log())
+            # berthctl over TCP: with the token file it works, without it says so
+            url = f"http://127.0.0.1:{port}"
+            p = subprocess.run([BERTHCTL, "--url", url, "--token-file",
+                                os.path.join(b.conf, "token"), "tenant", "add", "tcp-user"],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("tcp-user: desired running", p.stdout)
+            p = subprocess.run([BERTHCTL, "--url", url, "tenant", "ls"], capture_output=True,
+                               text=True, env={k: v for k, v in os.environ.items()
+                                               if k != "BERTH_TOKEN"})
+            self.assertEqual(p.returncode, 1)
+            self.assertIn("a valid bearer token is required (unauthorized, HTTP 401)", p.stderr)
+            p = subprocess.run([BERTHCTL, "--url", url, "tenant", "ls"], capture_output=True,
+                               text=True, env={**os.environ, "BERTH_TOKEN":
+                                               "s3cret-token-value"})
+            self.assertIn("tcp-user", p.stdout)
             self.assertEqual(b.stop(), 0)
         finally:
             b.cleanup()
