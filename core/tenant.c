@@ -952,7 +952,12 @@ static void reconcile(struct tenant *t)
     if (next != OP_INSPECT) {
         issue(t, d, next, tm);
     } else if (t->reason && !t->attempts && o != BERTH_OBS_FAILED) {
-        set_str(&t->reason, NULL);     /* converged: the last complaint no longer holds */
+        /* a crash loop's story stays visible until the workload has stayed up long enough
+         * for it to be over; then, converged, the last complaint no longer holds */
+        if (t->crashes && wall_ms() - t->started_ms < C.gen->core.reconcile.crash_reset)
+            return;
+        t->crashes = 0;
+        set_str(&t->reason, NULL);
         save(t);
     }
 }
