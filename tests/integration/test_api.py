@@ -145,6 +145,23 @@ class ControlAPI(BerthTest):
             p.stdout.close()
 
 
+class Retention(BerthTest):
+    conf = {"10-test.yaml": TESTDRV, "20-ev.yaml": "berth:\n  events: {retention: 100}\n"}
+
+    def test_journal_keeps_a_bounded_tail(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "chatty"})
+        for _ in range(1200):
+            b.post("/v1/tenants/chatty/touch")
+        last = b.get("/v1/system/info").json["events"]["last_seq"]
+        self.assertGreater(last, 1200)
+        kept = b.events(since=0, tenant="chatty")
+        # trimmed in rounds of 1024: never more than retention + one round is kept
+        self.assertLess(len(kept), 100 + 1024 + 10)
+        self.assertGreater(kept[0]["seq"], 1)
+        self.assertEqual(kept[-1]["seq"], max(e["seq"] for e in b.events(since=last - 5)))
+
+
 class NotRunning(unittest.TestCase):
     def test_berthctl_says_berthd_is_not_running(self):
         p = subprocess.run([BERTHCTL, "--socket", "/nonexistent/berth.sock", "tenant", "ls"],

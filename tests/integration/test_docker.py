@@ -26,6 +26,7 @@ def tearDownModule():
 def conf(vol):
     return f"""plugins:
   docker: {{socket: {D.sock}}}
+  echo: {{greeting: from-echo}}
 templates:
   default:
     driver: docker
@@ -40,6 +41,7 @@ templates:
     pids: 64
     labels: {{team: qa}}
     cap_drop: [NET_RAW]
+    network: berth-test-net
     stop_timeout: 2s
   missing:
     driver: docker
@@ -59,7 +61,7 @@ berth:
 class Docker(unittest.TestCase):
     def setUp(self):
         self.vol = os.path.join(D.dir, "vol-" + self._testMethodName[-12:])
-        self.b = Berthd({"10-docker.yaml": conf(self.vol)}, plugins=())
+        self.b = Berthd({"10-docker.yaml": conf(self.vol)}, plugins=("echo",))
         self.b.install_plugin_from_build("docker")
         self.b.start()
 
@@ -89,8 +91,13 @@ class Docker(unittest.TestCase):
                           labels["berth.template"], labels["team"]),
                          ("true", "alice", "default", "qa"))
         env = c["Config"]["Env"]
-        for kv in ("TZ=UTC", "BERTH_HANDLE=alice", "BERTH_KIND=human", "PORT=8080"):
+        for kv in ("TZ=UTC", "BERTH_HANDLE=alice", "BERTH_KIND=human", "PORT=8080",
+                   "ECHO_GREETING=from-echo"):        # the last one: a spec contribution
             self.assertIn(kv, env)
+        self.assertEqual(c["Config"]["StopTimeout"], 2)
+        self.assertEqual(hc["NetworkMode"], "berth-test-net")
+        st, net = D.api("GET", "/networks/berth-test-net")      # created for the tenant
+        self.assertEqual((st, net["Labels"].get("berth.managed")), (200, "true"))
         self.assertEqual(t["id"], c["Id"])
         self.assertEqual(oct(os.stat(f"{self.vol}/alice").st_mode & 0o777), "0o750")
         with open(f"{self.vol}/alice/hello.txt", "w") as f:

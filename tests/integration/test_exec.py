@@ -17,6 +17,7 @@ templates:
     env: {TZ: UTC, GREETING: "hi {handle}"}
     memory: 768m
     nofile: 256
+    pids: 4000
     stop_timeout: 2s
   stubborn:
     driver: exec
@@ -85,6 +86,7 @@ class Exec(unittest.TestCase):
         limits = read(f"/proc/{pid}/limits")
         self.assertRegex(limits, r"Max address space\s+%d\s+%d" % (768 << 20, 768 << 20))
         self.assertRegex(limits, r"Max open files\s+256\s+256")
+        self.assertRegex(limits, r"Max processes\s+4000\s+4000")
         env = dict(kv.split("=", 1) for kv in
                    read(f"/proc/{pid}/environ").split("\0") if "=" in kv)
         self.assertEqual(env["PORT"], t["address"].split(":")[1])
