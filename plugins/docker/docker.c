@@ -93,6 +93,10 @@ static const struct berth_host *H;
 
 struct expect { struct expect *next; char handle[40]; };
 
+/* a network being checked or created: one job does it, the others wait (dockerd does not
+ * make "create if missing" atomic, and two creates make two networks of one name) */
+struct netop { struct netop *next; char name[128]; struct job *waiting; };
+
 struct dk {
     berth_instance *self;
     struct cfg cfg;
@@ -105,6 +109,7 @@ struct dk {
     char *evbuf; size_t evlen;
     struct expect *expected;    /* stops and removals berth asked for itself */
     char *oom[64]; int noom;
+    struct netop *netops;
 };
 
 struct job;
@@ -119,6 +124,7 @@ struct job {
     char handle[40], name[64], id[80];
     step_fn next, then;         /* the pending reply's handler; what follows /version */
     char *pull_status;          /* an error reported inside a pull's stream */
+    struct job *next_waiting;   /* in a netop's queue */
 };
 
 /* ---- plumbing ---- */
@@ -527,23 +533,50 @@ static void do_create(struct job *j, const struct berth_http_result *r)
     cJSON_free(body);
 }
 
+static struct netop *netop_find(struct dk *d, const char *name)
+{
+    for (struct netop *n = d->netops; n; n = n->next)
+        if (!strcmp(n->name, name)) return n;
+    return NULL;
+}
+
+/* The network question is settled (r NULL: it exists now): every job waiting goes on. */
+static void netop_done(struct job *j, const struct berth_http_result *r)
+{
+    struct dk *d = j->d;
+    struct netop *n = netop_find(d, j->t->network);
+    struct job *waiting = n ? n->waiting : NULL;
+    if (n) {
+        for (struct netop **pp = &d->netops; *pp; pp = &(*pp)->next)
+            if (*pp == n) {
+                *pp = n->next;
+                break;
+            }
+        free(n);
+    }
+    if (r) job_fail(j, r, "creating network");
+    else do_create(j, NULL);
+    while (waiting) {
+        struct job *w = waiting;
+        waiting = w->next_waiting;
+        if (r) job_fail(w, r, "creating network");
+        else do_create(w, NULL);
+    }
+}
+
 static void network_made(struct job *j, const struct berth_http_result *r)
 {
-    if (r->status != 201 && r->status != 409) {
-        job_fail(j, r, "creating network");
-        return;
-    }
-    do_create(j, NULL);
+    netop_done(j, r->status == 201 || r->status == 409 ? NULL : r);
 }
 
 static void network_checked(struct job *j, const struct berth_http_result *r)
 {
     if (r->status == 200) {
-        do_create(j, NULL);
+        netop_done(j, NULL);
         return;
     }
     if (r->status != 404) {
-        job_fail(j, r, "inspecting network");
+        netop_done(j, r);
         return;
     }
     cJSON *b = cJSON_CreateObject();
@@ -565,6 +598,21 @@ static void ensure_network(struct job *j, const struct berth_http_result *r)
         do_create(j, NULL);
         return;
     }
+    struct netop *op = netop_find(j->d, n);
+    if (op) {                   /* another tenant is settling this network: wait for it */
+        j->next_waiting = op->waiting;
+        op->waiting = j;
+        return;
+    }
+    op = calloc(1, sizeof *op);
+    if (!op) {
+        H->op_done(j->op, BERTH_ENOMEM, NULL, "out of memory");
+        job_free(j);
+        return;
+    }
+    snprintf(op->name, sizeof op->name, "%s", n);
+    op->next = j->d->netops;
+    j->d->netops = op;
     char path[256];
     snprintf(path, sizeof path, "/networks/%s", n);
     call(j, "GET", path, NULL, network_checked, NULL);
@@ -974,6 +1022,16 @@ static void destroy(void *state)
         free(e);
     }
     for (int i = 0; i < d->noom; i++) free(d->oom[i]);
+    while (d->netops) {         /* their jobs' ops are completed as canceled by the host */
+        struct netop *n = d->netops;
+        d->netops = n->next;
+        while (n->waiting) {
+            struct job *w = n->waiting;
+            n->waiting = w->next_waiting;
+            job_free(w);
+        }
+        free(n);
+    }
     free(d->evbuf);
     free(d);
 }

@@ -150,6 +150,18 @@ class Docker(unittest.TestCase):
                    30, what="a new container")
         b.wait_tenant("bob", "ready", timeout=30)
 
+    def test_concurrent_creates_make_one_network(self):
+        b = self.b
+        b.write("20-race.yaml", "templates:\n  racer: {driver: docker, image: berth-test:latest,"
+                " pull: never, network: berth-race-net, command: [/bin/sleep, '1000']}\n")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        for i in range(6):
+            b.post("/v1/tenants", {"handle": f"racer{i}", "template": "racer"})
+        for i in range(6):
+            b.wait_tenant(f"racer{i}", "ready", timeout=60)
+        st, nets = D.api("GET", "/networks?filters=%7B%22name%22%3A%5B%22berth-race-net%22%5D%7D")
+        self.assertEqual([n["Name"] for n in nets], ["berth-race-net"])
+
     def test_oom_kill_is_reported(self):
         b = self.b
         b.post("/v1/tenants", {"handle": "hog", "template": "hog"})
@@ -289,7 +301,7 @@ templates:
 class DockerdRestart(unittest.TestCase):
     def test_reconnects_and_converges(self):
         vol = os.path.join(D.dir, "vol-restart")
-        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=())
+        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=("echo",))
         b.install_plugin_from_build("docker")
         try:
             b.start()
