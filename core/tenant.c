@@ -623,12 +623,19 @@ static void fail(struct tenant *t, const char *what, const char *msg)
     notify(t, BERTH_EIO, t->reason);
 }
 
+/* A crash loop's story (the reason, the count) stays visible, between crashes too, until the
+ * workload has stayed up for crash_reset. */
+static bool in_crash_loop(const struct tenant *t)
+{
+    return t->crashes && wall_ms() - t->started_ms < C.gen->core.reconcile.crash_reset;
+}
+
 static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observed *obs,
                      const struct tmpl *tm)
 {
     t->attempts = 0;
     t->retry_at = 0;
-    set_str(&t->reason, NULL);
+    if (!in_crash_loop(t)) set_str(&t->reason, NULL);
     if (obs && obs->id) set_str(&t->id, obs->id);
     if (obs && obs->address) set_str(&t->address, obs->address);
     enum berth_observed_state st = obs && obs->state ? obs->state
@@ -952,11 +959,8 @@ static void reconcile(struct tenant *t)
     if (next != OP_INSPECT) {
         issue(t, d, next, tm);
     } else if (t->reason && !t->attempts && o != BERTH_OBS_FAILED) {
-        /* a crash loop's story stays visible until the workload has stayed up long enough
-         * for it to be over; then, converged, the last complaint no longer holds */
-        if (t->crashes && wall_ms() - t->started_ms < C.gen->core.reconcile.crash_reset)
-            return;
-        t->crashes = 0;
+        if (in_crash_loop(t)) return;
+        t->crashes = 0;     /* converged: the last complaint no longer holds */
         set_str(&t->reason, NULL);
         save(t);
     }
