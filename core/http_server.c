@@ -448,15 +448,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     process(c);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+/* A connection of listener l, its handle initialised but not yet connected or reading. */
+static struct conn *conn_new(struct listener *l)
 {
-    struct listener *l = server->data;
-    if (status < 0 || l->closed) return;
     struct conn *c = xcalloc(1, sizeof *c);
     int rc = l->path ? uv_pipe_init(C.loop, &c->u.pipe, 0) : uv_tcp_init(C.loop, &c->u.tcp);
     if (rc < 0) {
         free(c);
-        return;
+        return NULL;
     }
     c->u.h.data = c;
     c->open_handles = 2;
@@ -468,14 +467,28 @@ static void on_connection(uv_stream_t *server, int status)
     c->parser.data = c;
     list_add_tail(&conns, &c->link);
     n_open++;
+    return c;
+}
+
+static void conn_begin(struct conn *c)
+{
+    uv_read_start(&c->u.s, on_alloc, on_read);
+    c->reading = true;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+}
+
+static void on_connection(uv_stream_t *server, int status)
+{
+    struct listener *l = server->data;
+    if (status < 0 || l->closed) return;
+    struct conn *c = conn_new(l);
+    if (!c) return;
     if (uv_accept(server, &c->u.s) < 0) {
         conn_close(c);
         return;
     }
     if (!l->path) uv_tcp_nodelay(&c->u.tcp, 1);
-    uv_read_start(&c->u.s, on_alloc, on_read);
-    c->reading = true;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    conn_begin(c);
 }
 
 /* Serves an already connected stream socket (a socketpair end): the fuzzer feeds hostile
@@ -486,26 +499,17 @@ int http_serve_fd(int fd, berth_http_handler h, void *arg)
     l->handler = h;
     l->arg = arg;
     l->path = xstrdup("(fd)");      /* a stream, not TCP: no nodelay */
-    struct conn *c = xcalloc(1, sizeof *c);
-    if (uv_pipe_init(C.loop, &c->u.pipe, 0) < 0 || uv_pipe_open(&c->u.pipe, fd) < 0) {
-        free(c);
+    struct conn *c = conn_new(l);   /* holds the only reference: freed with the connection */
+    if (!c) {
         free(l->path);
         free(l);
         return BERTH_EIO;
     }
-    c->u.h.data = c;
-    c->open_handles = 2;
-    c->l = l;
-    l->refs = 1;
-    uv_timer_init(C.loop, &c->timer);
-    c->timer.data = c;
-    http_parser_init(&c->parser, HTTP_REQUEST);
-    c->parser.data = c;
-    list_add_tail(&conns, &c->link);
-    n_open++;
-    uv_read_start(&c->u.s, on_alloc, on_read);
-    c->reading = true;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    if (uv_pipe_open(&c->u.pipe, fd) < 0) {
+        conn_close(c);
+        return BERTH_EIO;
+    }
+    conn_begin(c);
     return 0;
 }
 

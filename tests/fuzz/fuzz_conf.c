@@ -40,24 +40,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef BERTH_LIBFUZZER
-/* Without libFuzzer: run every file named on the command line once. */
+#include "corpus_run.h"
+
 int main(int argc, char **argv)
 {
-    log_configure(BERTH_LOG_ERROR, false);
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        struct buf b = {0};
-        char chunk[4096];
-        size_t n;
-        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_add(&b, chunk, n);
-        fclose(f);
-        LLVMFuzzerTestOneInput((const uint8_t *)(b.p ? b.p : ""), b.len);
-        buf_free(&b);
-    }
+    if (corpus_run(argc, argv)) return 1;
     printf("fuzz_conf: %d input(s) ran clean\n", argc - 1);
     return 0;
 }

@@ -64,22 +64,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 }
 
 #ifndef BERTH_LIBFUZZER
+#include "corpus_run.h"
+
 int main(int argc, char **argv)
 {
-    for (int i = 1; i < argc; i++) {
-        FILE *f = fopen(argv[i], "rb");
-        if (!f) {
-            perror(argv[i]);
-            return 1;
-        }
-        struct buf b = {0};
-        char chunk[4096];
-        size_t n;
-        while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) buf_add(&b, chunk, n);
-        fclose(f);
-        LLVMFuzzerTestOneInput((const uint8_t *)(b.p ? b.p : ""), b.len);
-        buf_free(&b);
-    }
+    if (corpus_run(argc, argv)) return 1;
     printf("fuzz_http: %d input(s) ran clean, %" PRIu64 " request(s) served\n", argc - 1,
            http_requests_total());
     return http_requests_total() > 0 || argc == 1 ? 0 : 1;
