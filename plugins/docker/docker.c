@@ -1011,6 +1011,18 @@ static int start(void *state)
     return H->driver_register(d->self, &driver, d);
 }
 
+/* The event stream never ends by itself, and the host waits for every call in flight before
+ * it unloads us: end it here. Engine calls of operations in flight still finish. */
+static void stop(void *state)
+{
+    struct dk *d = state;
+    if (d->events) H->http_cancel(d->events);
+    d->events = NULL;
+    if (d->reconnect) H->timer_stop(d->reconnect);
+    d->reconnect = NULL;
+    H->drained(d->self);
+}
+
 static void destroy(void *state)
 {
     struct dk *d = state;
@@ -1041,4 +1053,4 @@ BERTH_PLUGIN(.name = "docker", .version = "0.1.0",
              .config = schema, .config_size = sizeof(struct cfg),
              .template_config = tschema, .template_config_size = sizeof(struct tcfg),
              .validate = validate, .init = init, .configure = configure, .start = start,
-             .destroy = destroy);
+             .stop = stop, .destroy = destroy);
