@@ -15,6 +15,22 @@ from harness import UnixHTTPConnection, free_port, wait_until
 
 IMAGE = "berth-test:latest"
 BUSYBOX = "/bin/busybox"
+# Networks of the private dockerds come from a pool of their own. Bridges outlive a dockerd
+# whose data root is gone, and Docker's default pools hold only 31 networks: a few leaked
+# runs would exhaust them for every later run, and for any other dockerd on the machine.
+POOL = "10.231.0.0/16"
+
+
+def sweep_stale_bridges():
+    """Deletes bridges left in POOL by an earlier private dockerd that died uncleanly."""
+    out = subprocess.run(["ip", "-j", "addr", "show", "type", "bridge"], capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        return
+    prefix = POOL.split(".0.0/")[0] + "."
+    for link in json.loads(out.stdout or "[]"):
+        if any(a.get("local", "").startswith(prefix) for a in link.get("addr_info", [])):
+            subprocess.run(["ip", "link", "delete", link["ifname"]], capture_output=True)
 
 
 def make_pki(d):
@@ -88,6 +104,7 @@ class Dockerd:
         self.pki = make_pki(os.path.join(self.dir, "pki"))
 
     def start(self):
+        sweep_stale_bridges()
         self.logf = open(os.path.join(self.dir, "dockerd.log"), "ab")
         p = self.pki
         self.proc = subprocess.Popen(
@@ -96,7 +113,8 @@ class Dockerd:
              "--tlscacert", p["ca"], "--tlscert", p["server"], "--tlskey", p["server_key"],
              "--data-root", os.path.join(self.dir, "data"),
              "--exec-root", os.path.join(self.dir, "exec"),
-             "--pidfile", os.path.join(self.dir, "docker.pid")],
+             "--pidfile", os.path.join(self.dir, "docker.pid"),
+             "--default-address-pool", f"base={POOL},size=24"],
             stdout=self.logf, stderr=self.logf)
         wait_until(self.ping, 60, 0.2, what="dockerd to answer /_ping")
         return self
@@ -167,6 +185,13 @@ class Dockerd:
         status, body = self.api("GET", f"/containers/{name}/json")
         return body if status == 200 else None
 
+    def remove_networks(self):
+        """Removes the networks tests made, so that their bridges go with them."""
+        status, nets = self.api("GET", "/networks")
+        for n in nets if status == 200 else []:
+            if n["Name"] not in ("bridge", "host", "none"):
+                self.api("DELETE", f"/networks/{n['Id']}")
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -182,6 +207,8 @@ class Dockerd:
     def cleanup(self):
         for c in (self.containers() if self.proc and self.proc.poll() is None else []):
             self.api("DELETE", f"/containers/{c['Id']}?force=true")
+        if self.proc and self.proc.poll() is None:
+            self.remove_networks()
         self.stop()
         subprocess.run(["umount", "-R", "-l", os.path.join(self.dir, "data")],
                        capture_output=True)

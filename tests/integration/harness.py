@@ -16,6 +16,7 @@ SRC = os.environ.get("BERTH_SRC", os.path.join(os.path.dirname(__file__), "..", 
 BERTHD = os.path.join(BUILD, "core", "berthd")
 BERTHCTL = os.path.join(BUILD, "berthctl", "berthctl")
 ABI = os.path.join(BUILD, "tests", "abi")
+DRAIN_LATE = "drain deadline passed"   # a plugin that never finished draining on its own
 SLOW = float(os.environ.get("BERTH_TEST_SLOW", "1"))   # sanitizer builds run slower
 
 
@@ -164,8 +165,15 @@ class Berthd:
         return r.json if r.status == 200 else None
 
     def wait_tenant(self, handle, observed, timeout=10):
-        return wait_until(lambda: (self.tenant(handle) or {}).get("observed") == observed
-                          and self.tenant(handle), timeout, what=f"{handle} to be {observed}")
+        seen = [None]
+
+        def check():
+            seen[0] = self.tenant(handle)
+            return (seen[0] or {}).get("observed") == observed and seen[0]
+        try:
+            return wait_until(check, timeout, what=f"{handle} to be {observed}")
+        except AssertionError as e:
+            raise AssertionError(f"{e}; the tenant: {json.dumps(seen[0])}") from None
 
     def events(self, since=0, **params):
         q = "&".join([f"since={since}", "follow=0"] + [f"{k}={v}" for k, v in params.items()])
@@ -244,6 +252,7 @@ class BerthTest(unittest.TestCase):
             if self.b.proc and self.b.proc.poll() is None:
                 rc = self.b.stop()
                 self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
+                self.assertNotIn(DRAIN_LATE, self.b.log())
         finally:
             if os.environ.get("BERTH_KEEP"):
                 print("kept", self.b.dir)

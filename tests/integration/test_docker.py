@@ -5,7 +5,7 @@ import time
 import unittest
 
 from dockerd import Dockerd, Registry
-from harness import Berthd, http_get, wait_until
+from harness import DRAIN_LATE, Berthd, http_get, wait_until
 
 D = None
 REG = None
@@ -13,9 +13,14 @@ REG = None
 
 def setUpModule():
     global D, REG
-    D = Dockerd().start()
-    D.import_image()
-    REG = Registry(D.dir)
+    D = Dockerd()
+    try:
+        D.start()
+        D.import_image()
+        REG = Registry(D.dir)
+    except BaseException:
+        D.cleanup()         # tearDownModule does not run when this fails
+        raise
 
 
 def tearDownModule():
@@ -54,7 +59,7 @@ templates:
     command: [/bin/sh, -c, "sleep 0.3; x=$(head -c 300000000 /dev/zero | tr '\\\\0' a); sleep 100"]
     memory: 32m
 berth:
-  reconcile: {{retry_base: 200ms, retry_max: 1s}}
+  reconcile: {{retry_base: 200ms, retry_max: 1s, crash_backoff_base: 500ms}}
 """
 
 
@@ -72,6 +77,7 @@ class Docker(unittest.TestCase):
         for c in D.containers():
             D.api("DELETE", f"/containers/{c['Id']}?force=true")
         self.assertEqual(rc, 0, log[-3000:])
+        self.assertNotIn(DRAIN_LATE, log)
 
     def test_life_cycle_limits_and_data(self):
         b = self.b
