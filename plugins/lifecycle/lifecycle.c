@@ -279,22 +279,39 @@ static void probe_now(berth_timer *t, void *arg)
     if (!p->call) probe_result(p, false, "cannot start the probe");
 }
 
-static void probe_start(struct lc *lc, const struct berth_tenant_info *t)
+/* The template's probe settings, read again on every reload: a new interval, timeout or
+ * path applies to a running probe at once, and its failure count carries on. */
+static void probe_settings(struct probe *p, const struct berth_tenant_info *t)
 {
-    if ((!t->health_http && !t->health_tcp) || !t->address || probe_find(lc, t->handle))
-        return;
-    struct probe *p = calloc(1, sizeof *p);
-    if (!p) return;
-    p->lc = lc;
-    p->fd = -1;
-    snprintf(p->handle, sizeof p->handle, "%s", t->handle);
-    snprintf(p->addr, sizeof p->addr, "%s", t->address);
+    int64_t old = p->interval;
     snprintf(p->path, sizeof p->path, "%s", t->health_http ? t->health_http : "/");
     p->tcp = !t->health_http;
     p->interval = t->health_interval_ms;
     p->timeout = t->health_timeout_ms;
     p->retries = t->health_retries;
     p->start_period = t->health_start_period_ms;
+    if (p->state == P_HEALTHY && p->interval != old) {
+        H->timer_stop(p->tick);
+        p->tick = H->timer_start(p->lc->self, (uint64_t)p->interval, (uint64_t)p->interval,
+                                 probe_now, p);
+    }
+}
+
+static bool has_probe(const struct berth_tenant_info *t)
+{
+    return (t->health_http || t->health_tcp) && t->address;
+}
+
+static void probe_start(struct lc *lc, const struct berth_tenant_info *t)
+{
+    if (!has_probe(t) || probe_find(lc, t->handle)) return;
+    struct probe *p = calloc(1, sizeof *p);
+    if (!p) return;
+    p->lc = lc;
+    p->fd = -1;
+    snprintf(p->handle, sizeof p->handle, "%s", t->handle);
+    snprintf(p->addr, sizeof p->addr, "%s", t->address);
+    probe_settings(p, t);
     p->started_ms = t->started_ms ? t->started_ms : H->now_ms(lc->self);
     p->state = P_STARTING;
     snprintf(p->last, sizeof p->last, "not probed yet");
@@ -325,6 +342,25 @@ static bool scan(const struct berth_tenant_info *t, void *arg)
 {
     if (t->observed == BERTH_OBS_RUNNING || t->observed == BERTH_OBS_READY) probe_start(arg, t);
     return true;
+}
+
+/* A reload may change, add or remove a template's health check: running probes follow it. */
+static void on_reloaded(const struct berth_event *ev, void *arg)
+{
+    struct lc *lc = arg;
+    if (!((const struct berth_ev_config_reloaded *)ev->payload)->ok) return;
+    for (struct probe *p = lc->probes, *next; p; p = next) {
+        next = p->next;
+        struct berth_tenant_info t = {.size = sizeof t};
+        if (H->tenant_get(lc->self, p->handle, &t) == 0 && has_probe(&t)) {
+            probe_settings(p, &t);
+            publish_status(p);
+            continue;
+        }
+        H->tenant_status_set(lc->self, p->handle, NULL);
+        probe_free(lc, p);
+    }
+    H->tenant_each(lc->self, scan, lc);
 }
 
 /* GET /v1/lifecycle: what the sweeper and the probes are doing */
@@ -398,6 +434,7 @@ static int start(void *state)
     lc->sweep = H->timer_start(lc->self, (uint64_t)lc->cfg.check_interval,
                                (uint64_t)lc->cfg.check_interval, sweep, lc);
     H->subscribe(lc->self, BERTH_EV_TENANT_CHANGED, on_changed, lc);
+    H->subscribe(lc->self, BERTH_EV_CONFIG_RELOADED, on_reloaded, lc);
     H->route(lc->self, "GET", "/v1/lifecycle", info, lc);
     H->route(lc->self, "POST", "/v1/lifecycle/sweep", sweep_now, lc);
     H->tenant_each(lc->self, scan, lc);

@@ -36,13 +36,20 @@ templates:
     port: 8080
     idle_timeout: 0
     health: {http: /no-such-page, interval: 150ms, timeout: 1s, retries: 2, start_period: 0}
+  watched:
+    driver: exec
+    command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+    port: 8080
+    idle_timeout: 0
+    health: {http: /, interval: 100ms, timeout: 1s, retries: 2}
 """
 
 
 class Lifecycle(unittest.TestCase):
     def setUp(self):
         base = 24000 + (os.getpid() % 100) * 40
-        self.b = Berthd({"10.yaml": CONF % (base, base + 39)}, plugins=("echo",))
+        self.conf = CONF % (base, base + 39)
+        self.b = Berthd({"10.yaml": self.conf}, plugins=("echo",))
         self.b.install_plugin_from_build("exec")
         self.b.install_plugin_from_build("lifecycle")
         self.b.start()
@@ -165,6 +172,29 @@ class Lifecycle(unittest.TestCase):
         t = b.tenant("sick")
         self.assertGreaterEqual(t["restarts"], 1)
         self.assertNotEqual(t["observed"], "ready")
+
+    def test_reload_changes_a_running_probe(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "watched", "template": "watched"})
+        b.wait_tenant("watched", "ready")
+        self.assertEqual(b.tenant("watched")["plugins"]["lifecycle"]["probe"], "/")
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        b.write("20.yaml", "templates:\n  watched:\n    health: {http: /gone, interval: 150ms,"
+                " start_period: 0}\n")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertEqual(b.tenant("watched")["plugins"]["lifecycle"]["probe"], "/gone")
+        ev = wait_until(lambda: b.events(since=seq, type="container.health", tenant="watched"),
+                        10, what="the new probe to fail")[0]["payload"]
+        self.assertFalse(ev["healthy"])
+        self.assertIn("HTTP 404", ev["message"])
+        # and a reload that removes the check stops the probe
+        b.remove("20.yaml")
+        b.write("10.yaml", self.conf.replace(
+            "    health: {http: /, interval: 100ms, timeout: 1s, retries: 2}\n", ""))
+        r = b.post("/v1/reload")
+        self.assertEqual(r.status, 200, r.body)
+        wait_until(lambda: "lifecycle" not in b.tenant("watched").get("plugins", {}), 5,
+                   what="the probe to stop")
 
     def test_idle_clock_survives_a_restart_and_a_reload(self):
         b = self.b
