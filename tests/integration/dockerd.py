@@ -11,7 +11,7 @@ import tarfile
 import tempfile
 import time
 
-from harness import UnixHTTPConnection, free_port, wait_until
+from harness import UnixHTTPConnection, die_with_parent, free_port, wait_until
 
 IMAGE = "berth-test:latest"
 BUSYBOX = "/bin/busybox"
@@ -69,7 +69,7 @@ class Registry:
                     f"    rootdirectory: {self.dir}/data\nhttp:\n  addr: {self.addr}\n")
         self.logf = open(os.path.join(self.dir, "registry.log"), "ab")
         self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=self.logf,
-                                     stderr=self.logf)
+                                     stderr=self.logf, preexec_fn=die_with_parent)
 
     def push(self, d, image):
         """Tags a local image into this registry and pushes it (127.0.0.0/8 is insecure-ok)."""
@@ -115,7 +115,7 @@ class Dockerd:
              "--exec-root", os.path.join(self.dir, "exec"),
              "--pidfile", os.path.join(self.dir, "docker.pid"),
              "--default-address-pool", f"base={POOL},size=24"],
-            stdout=self.logf, stderr=self.logf)
+            stdout=self.logf, stderr=self.logf, preexec_fn=die_with_parent)
         wait_until(self.ping, 60, 0.2, what="dockerd to answer /_ping")
         return self
 

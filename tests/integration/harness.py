@@ -20,6 +20,13 @@ DRAIN_LATE = "drain deadline passed"   # a plugin that never finished draining o
 SLOW = float(os.environ.get("BERTH_TEST_SLOW", "1"))   # sanitizer builds run slower
 
 
+def die_with_parent():
+    """preexec_fn: a server started by a test ends with the test, even when the test runner is
+    killed on a timeout (no orphaned dockerd or berthd disturbing the next run)."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+
+
 def wait_until(fn, timeout=10.0, interval=0.02, what="condition"):
     deadline = time.time() + timeout * SLOW
     last = None
@@ -131,7 +138,8 @@ class Berthd:
             self.logf.close()
         self.logf = open(os.path.join(self.dir, "berthd.log"), "ab")
         self.proc = subprocess.Popen([BERTHD, "--config", self.conf, "--state", self.state,
-                                      *extra], stdout=self.logf, stderr=self.logf)
+                                      *extra], stdout=self.logf, stderr=self.logf,
+                                     preexec_fn=die_with_parent)
         if wait:
             wait_until(self.healthy, 15, what="berthd to answer /health")
         return self
