@@ -379,8 +379,15 @@ static int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char 
         free(envp);
         return BERTH_ENOMEM;
     }
+    bool oom = false;
     for (size_t i = 0; i < t->command.n; i++)
-        argv[i] = expand(t->command.v[i], handle, port, wd);
+        oom |= !(argv[i] = expand(t->command.v[i], handle, port, wd));
+    if (oom) {      /* a hole would cut argv short, and free_vec stops at it */
+        for (size_t i = 0; i < t->command.n; i++) free(argv[i]);
+        free(argv);
+        free(envp);
+        return BERTH_ENOMEM;
+    }
     size_t e = 0;
     const char *path = NULL;
     for (size_t i = 0; i < nenv; i++) {
