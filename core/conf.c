@@ -325,7 +325,7 @@ int conf_load_dir(const char *dir, struct conf *out, struct errs *e)
         names[n++] = xstrdup(de->d_name);
     }
     closedir(d);
-    qsort(names, n, sizeof *names, cmp_str);
+    if (n) qsort(names, n, sizeof *names, cmp_str);   /* qsort(NULL, 0) is undefined */
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         char *path = xasprintf("%s/%s", dir, names[i]);

@@ -28,6 +28,12 @@ class Check(unittest.TestCase):
         self.assertEqual(rc, 0, err)
         self.assertIn("configuration OK (2 plugin instance(s), 1 template(s))", out)
 
+    def test_empty_directory_is_a_valid_config(self):
+        self.b.remove("10-test.yaml")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 0, err)        # the sanitizer build fails on qsort(NULL, 0)
+        self.assertIn("configuration OK (0 plugin instance(s), 0 template(s))", out)
+
     def test_every_error_with_file_line_column(self):
         self.b.write("20-bad.yaml", "berth:\n"
                      "  log: {levl: info}\n"
