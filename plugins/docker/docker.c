@@ -125,9 +125,16 @@ struct job {
     step_fn next, then;         /* the pending reply's handler; what follows /version */
     char *pull_status;          /* an error reported inside a pull's stream */
     struct job *next_waiting;   /* in a netop's queue */
+    int64_t wait_ms;            /* what dockerd may take beyond a normal reply (a stop) */
 };
 
 /* ---- plumbing ---- */
+
+/* The Engine takes whole seconds: a grace period is rounded up, never cut to nothing. */
+static long long stop_secs(const struct tcfg *t)
+{
+    return (long long)((t->stop_timeout + 999) / 1000);
+}
 
 static void expect_add(struct dk *d, const char *h)
 {
@@ -218,7 +225,7 @@ static void call(struct job *j, const char *method, const char *path, const char
         .size = sizeof o, .method = method, .url = url,
         .unix_socket = d->cfg.host ? NULL : d->cfg.socket,
         .headers = body ? json_hdr : NULL, .body = body, .body_len = body ? strlen(body) : 0,
-        .timeout_ms = on_data ? 0 : 120000, .on_data = on_data,
+        .timeout_ms = on_data ? 0 : 120000 + j->wait_ms, .on_data = on_data,
         .tls_ca = d->cfg.tls_ca, .tls_cert = d->cfg.tls_cert, .tls_key = d->cfg.tls_key,
     };
     j->next = next;
@@ -444,7 +451,7 @@ static char *create_body(struct job *j, char *err, size_t n)
     cJSON_AddStringToObject(labels, "berth.tenant", j->handle);
     cJSON_AddStringToObject(labels, "berth.template", H->spec_template(s));
     cJSON_AddStringToObject(labels, "berth.instance", H->name(j->d->self));
-    cJSON_AddNumberToObject(b, "StopTimeout", (double)(t->stop_timeout / 1000));
+    cJSON_AddNumberToObject(b, "StopTimeout", (double)stop_secs(t));
     cJSON *hc = cJSON_AddObjectToObject(b, "HostConfig");
     cJSON_AddItemToObject(hc, "Binds", hc_binds);
     if (t->memory) cJSON_AddNumberToObject(hc, "Memory", (double)t->memory);
@@ -764,8 +771,8 @@ static void stop_go(struct job *j, const struct berth_http_result *r)
     (void)r;
     char path[160];
     expect_add(j->d, j->handle);
-    snprintf(path, sizeof path, "/containers/%s/stop?t=%lld", j->name,
-             (long long)(j->t->stop_timeout / 1000));
+    snprintf(path, sizeof path, "/containers/%s/stop?t=%lld", j->name, stop_secs(j->t));
+    j->wait_ms = stop_secs(j->t) * 1000;
     call(j, "POST", path, NULL, stopped, NULL);
 }
 

@@ -47,7 +47,7 @@ templates:
     labels: {{team: qa}}
     cap_drop: [NET_RAW]
     network: berth-test-net
-    stop_timeout: 2s
+    stop_timeout: 1500ms        # the Engine takes seconds: rounded up to 2
   missing:
     driver: docker
     image: nope-not-here:latest
