@@ -193,12 +193,23 @@ static void on_write(uv_write_t *w, int status)
     }
 }
 
+/* Most answers fit the socket buffer: they are written at once and nothing is queued. That
+ * matters beyond a copy: a queued uv_write makes libuv re-arm the descriptor (one epoll_ctl per
+ * response). What the socket does not take, or anything behind queued data, goes through
+ * uv_write; errors surface there too, in on_write. */
 static void conn_write(struct conn *c, const char *a, size_t na, const char *b, size_t nb)
 {
     if (!c || c->closing) return;
+    uv_buf_t now[2] = {uv_buf_init((char *)a, (unsigned)na), uv_buf_init((char *)b, (unsigned)nb)};
+    int n = c->writes ? UV_EAGAIN : uv_try_write(&c->u.s, now, nb ? 2 : 1);
+    size_t done = n > 0 ? (size_t)n : 0;
+    if (done == na + nb) return;
+    size_t skip_a = done < na ? done : na, skip_b = done - skip_a;
+    na -= skip_a;
+    nb -= skip_b;
     struct wreq *wr = xmalloc(sizeof *wr + na + nb);
-    memcpy(wr->data, a, na);
-    if (nb) memcpy(wr->data + na, b, nb);
+    memcpy(wr->data, a + skip_a, na);
+    if (nb) memcpy(wr->data + na, b + skip_b, nb);
     wr->c = c;
     uv_buf_t ub = uv_buf_init(wr->data, (unsigned)(na + nb));
     if (uv_write(&wr->w, &c->u.s, &ub, 1, on_write) < 0) {

@@ -109,8 +109,9 @@ static void fetch(berth_req *r, void *arg)
         H->respond_error(r, 400, "bad_request", "url is required");
 }
 
-/* GET /v1/echo/stream?n=N: N chunks, one per 10ms, to test streaming through a reload */
-struct stream { struct echo *e; berth_req *r; int left; bool gone; };
+/* GET /v1/echo/stream?n=N[&pad=BYTES]: N chunks, one per 10ms, to test streaming through a
+ * reload; each line padded with BYTES letters (a, b, c... by chunk) to outgrow socket buffers */
+struct stream { struct echo *e; berth_req *r; int left, pad; bool gone; };
 
 static void stream_tick(berth_timer *t, void *arg)
 {
@@ -121,9 +122,15 @@ static void stream_tick(berth_timer *t, void *arg)
         free(s);
         return;
     }
-    char line[64];
-    int n = snprintf(line, sizeof line, "chunk v%d %d\n", ECHO_VERSION, s->left);
-    H->write(s->r, line, (size_t)n);
+    char head[64];
+    int n = snprintf(head, sizeof head, "chunk v%d %d ", ECHO_VERSION, s->left);
+    char *line = malloc((size_t)n + (size_t)s->pad + 1);
+    if (!line) return;
+    memcpy(line, head, (size_t)n);
+    memset(line + n, 'a' + s->left % 26, (size_t)s->pad);
+    line[n + s->pad] = '\n';
+    H->write(s->r, line, (size_t)n + (size_t)s->pad + 1);
+    free(line);
 }
 
 static void stream_gone(berth_req *r, void *arg)
@@ -139,6 +146,9 @@ static void stream(berth_req *r, void *arg)
     s->r = r;
     const char *n = H->req_query(r, "n");
     s->left = n ? atoi(n) : 5;
+    const char *pad = H->req_query(r, "pad");
+    s->pad = pad ? atoi(pad) : 0;
+    if (s->pad < 0 || s->pad > (16 << 20)) s->pad = 0;
     static const struct berth_header hdr[] = {{"Content-Type", "text/plain"}, {NULL, NULL}};
     H->start(r, 200, hdr);
     H->on_close(r, stream_gone, s);
