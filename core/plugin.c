@@ -548,7 +548,10 @@ static void reap(uv_timer_t *t)
         if (i->st == I_DRAINING) {
             bool late = now >= i->drain_deadline;
             if ((i->drained && i->reqs == 0) || late) {
-                if (late) blog(BERTH_LOG_WARN, i->comp, "drain deadline passed; unloading");
+                if (late)
+                    blog(BERTH_LOG_WARN, i->comp, "drain deadline passed (%s, %d call(s) in "
+                         "flight); unloading", i->drained ? "drained" : "drained() not called",
+                         i->reqs);
                 inst_destroy(i);
             } else {
                 busy = true;
