@@ -1018,23 +1018,28 @@ static int start(void *state)
     return H->driver_register(d->self, &driver, d);
 }
 
+static void unfollow(struct dk *d)
+{
+    if (d->events) H->http_cancel(d->events);
+    d->events = NULL;
+    if (d->reconnect) H->timer_stop(d->reconnect);
+    d->reconnect = NULL;
+}
+
 /* The event stream never ends by itself, and the host waits for every call in flight before
  * it unloads us: end it here. Engine calls of operations in flight still finish. */
 static void stop(void *state)
 {
     struct dk *d = state;
-    if (d->events) H->http_cancel(d->events);
-    d->events = NULL;
-    if (d->reconnect) H->timer_stop(d->reconnect);
-    d->reconnect = NULL;
+    unfollow(d);
     H->drained(d->self);
 }
 
+/* Also reached without stop(): an instance whose start failed is destroyed directly. */
 static void destroy(void *state)
 {
     struct dk *d = state;
-    if (d->events) H->http_cancel(d->events);
-    if (d->reconnect) H->timer_stop(d->reconnect);
+    unfollow(d);
     while (d->expected) {
         struct expect *e = d->expected;
         d->expected = e->next;
