@@ -1029,7 +1029,7 @@ static int h_health_report(berth_instance *self, const char *handle, bool health
     return tenant_health(handle, healthy, message);
 }
 
-static int h_tenant_restart(berth_instance *self, const char *handle, const char *reason)
+static int h_tenant_report_crash(berth_instance *self, const char *handle, const char *reason)
 {
     (void)self;
     return tenant_restart_crash(handle, reason);
@@ -1078,9 +1078,9 @@ const struct berth_host berth_host_api = {
     .req_body = req_body,
     .respond = req_respond,
     .respond_error = h_respond_error,
-    .start = req_start,
-    .write = req_write,
-    .end = req_end,
+    .respond_start = req_start,
+    .respond_write = req_write,
+    .respond_end = req_end,
     .on_close = req_on_close,
     .on_drain = req_on_drain,
     .spec_contributor = h_spec_contributor,
@@ -1104,7 +1104,7 @@ const struct berth_host berth_host_api = {
     .busy_hold = h_busy_hold,
     .busy_release = h_busy_release,
     .health_report = h_health_report,
-    .tenant_restart = h_tenant_restart,
+    .tenant_report_crash = h_tenant_report_crash,
     .tenant_status_set = h_status_set,
     .tenant_wait_ready = tenant_wait_ready,
 };

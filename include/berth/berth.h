@@ -26,7 +26,7 @@ extern "C" {
 #endif
 
 #define BERTH_ABI_MAJOR 1
-#define BERTH_ABI_MINOR 0
+#define BERTH_ABI_MINOR 1
 
 #define BERTH_EXPORT __attribute__((visibility("default")))
 #define BERTH_PRINTF(a, b) __attribute__((format(printf, a, b)))
@@ -35,6 +35,7 @@ extern "C" {
 
 enum {
     BERTH_OK = 0,
+    BERTH_EPERM = -1,        /* the host refuses: not this plugin's to do (1.1) */
     BERTH_ENOENT = -2,
     BERTH_EIO = -5,
     BERTH_EAGAIN = -11,      /* transient: the caller retries with backoff */
@@ -46,12 +47,14 @@ enum {
     BERTH_ETIMEDOUT = -110,
     BERTH_ECONNREFUSED = -111,
     BERTH_ECANCELED = -125,
+    BERTH_ENOSPC = -28,      /* the store's disk is full (1.1) */
 };
 
 static inline const char *berth_strerror(int code)
 {
     switch (code) {
     case BERTH_OK: return "success";
+    case BERTH_EPERM: return "not permitted";
     case BERTH_ENOENT: return "not found";
     case BERTH_EIO: return "I/O error";
     case BERTH_EAGAIN: return "temporary failure, retry";
@@ -63,9 +66,14 @@ static inline const char *berth_strerror(int code)
     case BERTH_ETIMEDOUT: return "timed out";
     case BERTH_ECONNREFUSED: return "connection refused";
     case BERTH_ECANCELED: return "canceled";
+    case BERTH_ENOSPC: return "no space left on device";
     default: return "unknown error";
     }
 }
+
+/* A tenant handle: ^[a-z][a-z0-9-]{0,30}[a-z0-9]$, validated by the host before a plugin sees
+ * it. A buffer that holds one is `char h[BERTH_HANDLE_MAX + 1]`. */
+#define BERTH_HANDLE_MAX 32
 
 /* ---- opaque handles ----------------------------------------------------------------------- */
 
@@ -77,6 +85,7 @@ typedef struct berth_req berth_req;              /* an HTTP request served by be
 typedef struct berth_call berth_call;            /* an outgoing HTTP request */
 typedef struct berth_spec berth_spec;            /* what a driver creates for a tenant */
 typedef struct berth_op berth_op;                /* one asynchronous driver operation */
+typedef struct berth_metric berth_metric;        /* a counter or gauge shown in /metrics (1.1) */
 struct berth_event;
 
 /* ---- configuration schema --------------------------------------------------------------- */
@@ -95,6 +104,11 @@ enum berth_cfg_type {
     BERTH_CFG_LIST,      /* struct berth_strlist   */
     BERTH_CFG_MAP,       /* struct berth_strmap (string -> string) */
     BERTH_CFG_STRUCT,    /* nested struct described by `sub`, stored inline at `offset` */
+    /* 1.1: a YAML list of structs (struct berth_structlist) or a map of name -> struct
+     * (struct berth_structmap), each element described by `sub`. The element size is the
+     * `offset` of sub's terminating item: end sub with BERTH_CFG_ELEM_END(struct elem). */
+    BERTH_CFG_STRUCT_LIST,
+    BERTH_CFG_STRUCT_MAP,
 };
 
 #define BERTH_CFG_RELOAD   0x1u  /* a reload may change it in place (configure() is called) */
@@ -114,6 +128,13 @@ struct berth_cfg_item {
 
 struct berth_strlist { size_t n; const char *const *v; };
 struct berth_strmap { size_t n; const char *const *keys; const char *const *vals; };
+/* v points at n elements of the sub-schema's struct, laid out as an array (1.1) */
+struct berth_structlist { size_t n; const void *v; };
+struct berth_structmap { size_t n; const char *const *keys; const void *vals; };
+
+/* The terminating item of a sub-schema used by STRUCT_LIST or STRUCT_MAP: carries the size of
+ * one element, so the host can lay out the array (struct berth_cfg_item cannot grow). */
+#define BERTH_CFG_ELEM_END(type) {NULL, BERTH_CFG_END, NULL, 0, 0, sizeof(type), NULL, 0, NULL, NULL}
 
 /* ---- logging ---------------------------------------------------------------------------- */
 
@@ -144,6 +165,18 @@ struct berth_http_opts {
     bool (*on_data)(const char *data, size_t len, void *arg);
     /* TLS client authentication (PEM files), and the CA to verify the server with */
     const char *tls_ca, *tls_cert, *tls_key;
+
+    /* ---- 1.1: for proxies ---- */
+    /* The response's status and headers, once, before the first body byte (and before
+     * on_data). n headers; the array and its strings are borrowed for the call. Return false
+     * to abort the transfer (cb then reports BERTH_ECANCELED). */
+    bool (*on_head)(int status, const struct berth_header *headers, size_t n, void *arg);
+    /* A streaming request body, pulled as the transfer can take it: copy up to cap bytes into
+     * buf and return how many; 0 ends the body; BERTH_EAGAIN pauses sending until
+     * http_resume(); any other negative code aborts. With read_body, `body` is ignored and
+     * body_len is the total length, or SIZE_MAX when unknown (sent chunked). `body` itself is never
+     * copied: it must stay valid until cb (a served request's req_body() does). */
+    int64_t (*read_body)(char *buf, size_t cap, void *arg);
 };
 
 struct berth_http_result {
@@ -156,6 +189,20 @@ struct berth_http_result {
 };
 
 typedef void (*berth_http_done)(const struct berth_http_result *res, void *arg);
+
+/* A listener's own limits (1.1). Zero fields take berth.http's value. */
+struct berth_listen_opts {
+    size_t size;                        /* sizeof(struct berth_listen_opts) */
+    const char *addr;                   /* "host:port" or "unix:PATH" */
+    uint64_t max_body;                  /* 413 above it */
+    uint64_t max_connections;           /* accepted connections beyond it are closed at once */
+    uint64_t max_buffered;              /* bytes buffered for all unauthorized requests */
+    /* Called once a request's headers are complete, before any body byte is read. Return
+     * true to go on; false after answering the request (respond_error) to refuse it: its
+     * body is never buffered. NULL: every request is authorized. */
+    bool (*authorize)(berth_req *req, void *arg);
+    int unix_mode;                      /* for unix: sockets; 0 = 0660 */
+};
 
 /* ---- tenants and drivers ------------------------------------------------------------------ */
 
@@ -192,6 +239,29 @@ struct berth_driver {
     void (*list)(void *state, berth_op *op);   /* everything this driver manages, for adoption */
 };
 
+/* A provisioner (1.1) gives each tenant something that must exist before its workload starts
+ * and be taken away when the tenant is deleted: an API key, a route, accounts. A template
+ * enables it by having a block under the registering instance's name (`quota: {...}`),
+ * filled from the plugin's template_config; spec_config() in its operations returns that
+ * block.
+ *
+ * The core runs the provisioners of a tenant before its driver's create, in ascending
+ * `order` (ties: by instance name), and deprovisions in reverse before the tenant is gone.
+ * Each finishes its op with host->op_done() exactly once; before that, provision() may add
+ * environment and labels for the workload with op_setenv() / op_label(). The core persists
+ * each result (done, or failed with message and attempts) and what it returned, retries
+ * failures with its backoff, and re-runs provision() when the template's block changes or
+ * an operator asks (reprovision). Both calls must therefore be idempotent: provision() for
+ * a tenant that already has its key returns the same env; deprovision() of something
+ * already gone succeeds. An op status of BERTH_EAGAIN is retried soon, others with backoff;
+ * the message lands in the tenant's status. */
+struct berth_provisioner {
+    size_t size;                        /* sizeof(struct berth_provisioner) */
+    int order;                          /* lower first: e.g. keys 100, accounts 200, routes 900 */
+    void (*provision)(void *state, const berth_spec *spec, berth_op *op);
+    void (*deprovision)(void *state, const berth_spec *spec, berth_op *op);
+};
+
 struct berth_tenant_info {
     size_t size;                        /* set by the caller: sizeof(struct berth_tenant_info) */
     const char *handle, *kind, *template_name;
@@ -200,7 +270,8 @@ struct berth_tenant_info {
     const char *address;                /* may be NULL */
     const char *reason;                 /* may be NULL */
     int64_t created_ms, last_activity_ms;
-    /* the template's idle and health settings (0 / NULL when it has none) */
+    /* 1.0 only: since 1.1 idle and health settings live in the lifecycle plugin's own template
+     * block (host->template_config) and these are always 0 / NULL. Kept for the layout. */
     int64_t idle_timeout_ms;
     const char *health_http;            /* path probed with GET */
     bool health_tcp;
@@ -213,6 +284,37 @@ typedef void (*berth_spec_fn)(berth_spec *spec, void *arg);
 /* status 0: ready; BERTH_ETIMEDOUT; BERTH_EIO with message: it failed; BERTH_ENOENT: gone */
 typedef void (*berth_ready_cb)(const char *handle, int status, const char *message, void *arg);
 typedef bool (*berth_tenant_fn)(const struct berth_tenant_info *t, void *arg); /* false stops */
+
+/* ---- store values (1.1) ---------------------------------------------------------------------
+ * Typed binds and columns. Text and blob point at len bytes (text is also NUL-terminated in
+ * rows; in binds len may be SIZE_MAX for a NUL-terminated string). Row values are borrowed for
+ * the callback. */
+enum berth_value_type {
+    BERTH_VAL_NULL = 0, BERTH_VAL_INT, BERTH_VAL_DOUBLE, BERTH_VAL_TEXT, BERTH_VAL_BLOB,
+};
+struct berth_value {
+    enum berth_value_type type;
+    int64_t i;
+    double d;
+    const void *p;
+    size_t len;
+};
+#define BERTH_NULL ((struct berth_value){.type = BERTH_VAL_NULL})
+#define BERTH_INT(v) ((struct berth_value){.type = BERTH_VAL_INT, .i = (v)})
+#define BERTH_DOUBLE(v) ((struct berth_value){.type = BERTH_VAL_DOUBLE, .d = (v)})
+#define BERTH_TEXT(s) ((struct berth_value){.type = BERTH_VAL_TEXT, .p = (s), .len = SIZE_MAX})
+#define BERTH_BLOB(b, n) ((struct berth_value){.type = BERTH_VAL_BLOB, .p = (b), .len = (n)})
+
+/* One typed row. Return false to stop. */
+typedef bool (*berth_value_row_cb)(int ncols, const char *const *names,
+                                   const struct berth_value *vals, void *arg);
+/* The body of a transaction: run statements with store_query/store_exec and return 0 to
+ * commit, or an error to roll back. A statement that fails inside rolls the whole
+ * transaction back whatever the body returns. */
+typedef int (*berth_tx_fn)(void *arg);
+
+/* ---- metrics (1.1) ------------------------------------------------------------------------ */
+enum berth_metric_kind { BERTH_METRIC_COUNTER = 1, BERTH_METRIC_GAUGE };
 
 /* ---- callbacks ---------------------------------------------------------------------------- */
 
@@ -288,20 +390,23 @@ struct berth_host {
                     size_t len);
     void (*respond_error)(berth_req *r, int status, const char *code, const char *fmt, ...)
         BERTH_PRINTF(4, 5);
-    /* streaming: start() sends the head (chunked); write() returns the bytes still queued
-     * for the client, so a producer can pause above its own high-water mark and resume in
-     * on_drain; end() finishes. */
-    int (*start)(berth_req *r, int status, const struct berth_header *headers);
-    size_t (*write)(berth_req *r, const char *data, size_t len);
-    void (*end)(berth_req *r);
+    /* streaming: respond_start() sends the head (chunked); respond_write() returns the bytes
+     * still queued for the client, so a producer can pause above its own high-water mark and
+     * resume in on_drain; respond_end() finishes (1.0 named them start/write/end). */
+    int (*respond_start)(berth_req *r, int status, const struct berth_header *headers);
+    size_t (*respond_write)(berth_req *r, const char *data, size_t len);
+    void (*respond_end)(berth_req *r);
     void (*on_close)(berth_req *r, berth_req_cb cb, void *arg);
     void (*on_drain)(berth_req *r, berth_req_cb cb, void *arg);
 
-    /* spec contributions: called before a driver creates a tenant's workload */
+    /* spec contributions: called before a driver creates a tenant's workload. Deprecated
+     * since 1.1, which has provisioners: they can wait for a remote service and their results
+     * are persisted. Still honoured for 1.0 plugins. */
     int (*spec_contributor)(berth_instance *self, berth_spec_fn fn, void *arg);
     const char *(*spec_handle)(const berth_spec *s);
     const char *(*spec_template)(const berth_spec *s);  /* template name */
-    const void *(*spec_config)(const berth_spec *s);    /* the driver's template struct */
+    /* in a driver's op: the driver's template struct; in a provisioner's: its block */
+    const void *(*spec_config)(const berth_spec *s);
     int (*spec_port)(const berth_spec *s);
     size_t (*spec_env_count)(const berth_spec *s);
     const char *(*spec_env)(const berth_spec *s, size_t i, const char **value);
@@ -335,13 +440,71 @@ struct berth_host {
     /* the result of a health probe: healthy marks a running tenant ready (tenant.ready) */
     int (*health_report)(berth_instance *self, const char *handle, bool healthy,
                          const char *message);
-    /* restart as after a crash: counted in the tenant's crash-loop backoff */
-    int (*tenant_restart)(berth_instance *self, const char *handle, const char *reason);
+    /* the workload failed (a health check): the core restarts it as after a crash, paced by
+     * the tenant's crash-loop backoff (1.0 named it tenant_restart) */
+    int (*tenant_report_crash)(berth_instance *self, const char *handle, const char *reason);
     /* a JSON object shown in the tenant's status under "plugins"."<instance>"; NULL clears */
     int (*tenant_status_set)(berth_instance *self, const char *handle, const char *json);
     /* cb once the tenant is ready (at once if it is), failed, gone, or after timeout_ms */
     int (*tenant_wait_ready)(berth_instance *self, const char *handle, int64_t timeout_ms,
                              berth_ready_cb cb, void *arg);
+
+    /* ================================ 1.1 ================================================ */
+
+    /* provisioners (see struct berth_provisioner); one per instance */
+    int (*provisioner_register)(berth_instance *self, const struct berth_provisioner *p,
+                                void *state);
+    /* in provision(), before op_done: environment and labels for the tenant's workload */
+    int (*op_setenv)(berth_op *op, const char *name, const char *value);
+    int (*op_label)(berth_op *op, const char *name, const char *value);
+    /* run this instance's provision() for the tenant again (a rotated key); the workload is
+     * re-created if what it returns changes */
+    int (*tenant_reprovision)(berth_instance *self, const char *handle);
+    /* labels a driver applies to the workload: provisioners' and the core's */
+    size_t (*spec_label_count)(const berth_spec *s);
+    const char *(*spec_label)(const berth_spec *s, size_t i, const char **value);
+
+    /* this instance's block of a template, filled from its descriptor's template_config; NULL
+     * when the template has none (or is unknown). Valid until the next config.reloaded. */
+    const void *(*template_config)(berth_instance *self, const char *template_name);
+
+    /* store: typed statements on this instance's own tables. Every table a plugin creates
+     * or touches is named `<module>_...` (the module's name, as in exec_procs); the core's
+     * tables and other plugins' are refused with BERTH_EPERM. A full disk is BERTH_ENOSPC.
+     * store_tx runs fn inside one transaction (no nesting: BERTH_EBUSY); a committed
+     * transaction is on disk (fsync) before store_tx returns. */
+    int (*store_query)(berth_instance *self, const char *sql, const struct berth_value *params,
+                       size_t nparams, berth_value_row_cb cb, void *arg);
+    int (*store_tx)(berth_instance *self, berth_tx_fn fn, void *arg);
+
+    /* HTTP client: pause and resume a call's transfer, both ways (on_data's delivery and
+     * read_body's pulls). Safe inside the call's own callbacks. */
+    int (*http_pause)(berth_call *c);
+    int (*http_resume)(berth_call *c);
+
+    /* HTTP server */
+    size_t (*req_header_count)(berth_req *r);
+    const char *(*req_header_at)(berth_req *r, size_t i, const char **value);
+    const char *(*req_peer)(berth_req *r);  /* "1.2.3.4:5678", "[::1]:80" or "unix" */
+    int (*listen_opts)(berth_instance *self, const struct berth_listen_opts *o,
+                       berth_http_handler h, void *arg);
+    int (*unlisten)(berth_instance *self, const char *addr);
+    /* a whole answer with headers of the caller's (Content-Length and Connection are the
+     * host's) */
+    void (*respond_with)(berth_req *r, int status, const struct berth_header *headers,
+                         const char *body, size_t len);
+    /* ends a streamed answer so the client sees it cut short (no terminating chunk; the
+     * connection closes), for an upstream that failed mid-body */
+    void (*respond_abort)(berth_req *r);
+
+    /* metrics shown in /metrics as berth_<instance>_<name>{labels}. label_names is
+     * NULL-terminated (or NULL: no labels); values in metric_add/metric_set are given in
+     * the same order. Counters only grow. Freed when the instance unloads. */
+    berth_metric *(*metric_register)(berth_instance *self, const char *name,
+                                     enum berth_metric_kind kind, const char *help,
+                                     const char *const *label_names);
+    int (*metric_add)(berth_metric *m, const char *const *label_values, double delta);
+    int (*metric_set)(berth_metric *m, const char *const *label_values, double value);
 };
 
 #define BERTH_HOST_HAS(host, fn) \
@@ -356,7 +519,10 @@ struct berth_plugin {
 
     const struct berth_cfg_item *config;    /* schema of the instance's block */
     size_t config_size;                     /* size of the struct it fills */
-    const struct berth_cfg_item *template_config; /* drivers: template keys they read */
+    /* Template keys the plugin reads. A driver's are written at the template's top level
+     * (the template names one driver); any other plugin's under its instance name
+     * (`templates: {default: {lifecycle: {idle_timeout: 10m}}}`). --check validates them. */
+    const struct berth_cfg_item *template_config;
     size_t template_config_size;
 
     /* check beyond the schema; write a message to err. Called in --check and before reload. */
@@ -368,6 +534,13 @@ struct berth_plugin {
     /* begin draining; call host->drained(self) when done. NULL: nothing to drain. */
     void (*stop)(void *state);
     void (*destroy)(void *state);
+
+    /* ---- 1.1 (read by the host only when struct_size covers it) ---- */
+    /* For a plugin whose template block can hold a health check: true when `block` (this
+     * plugin's template_config struct for one template) makes the plugin declare that
+     * template's tenants ready itself (host->health_report). Without any such gate a tenant
+     * is ready as soon as its workload runs. */
+    bool (*template_gates_ready)(const void *block);
 };
 
 #define BERTH_PLUGIN(...)                                                                    \

@@ -33,13 +33,21 @@ enum berth_event_type {
     BERTH_EV_CONTAINER_STOPPED = 12,
     BERTH_EV_CONTAINER_REMOVED = 13,
     BERTH_EV_CONTAINER_HEALTH = 14,
-    BERTH_EV_USAGE_RECORDED = 15,
-    BERTH_EV_QUOTA_EXCEEDED = 16,
-    BERTH_EV_ROUTE_CHANGED = 17,
-    BERTH_EV_MATRIX_ACCOUNT = 18,
+    /* 15-18 were reserved in 1.0 for the quota, route and Matrix plugins; since 1.1 those
+     * plugins register their own types by name and own them. The numbers stay unused. */
+    BERTH_EV_RESERVED_15_ = 15,
+    BERTH_EV_RESERVED_16_ = 16,
+    BERTH_EV_RESERVED_17_ = 17,
+    BERTH_EV_RESERVED_18_ = 18,
     BERTH_EV_CONFIG_RELOADED = 19,
     BERTH_EV_PLUGIN_LOADED = 20,
     BERTH_EV_PLUGIN_UNLOADED = 21,
+    /* 1.1: provisioners */
+    BERTH_EV_TENANT_PROVISIONED = 22,       /* tenant.provisioned */
+    BERTH_EV_TENANT_PROVISION_FAILED = 23,  /* tenant.provision_failed */
+    BERTH_EV_TENANT_DEPROVISIONED = 24,     /* tenant.deprovisioned */
+    BERTH_EV_TENANT_DEPROVISION_FAILED = 25,/* tenant.deprovision_failed */
+    BERTH_EV_TENANT_ABANDONED = 26,         /* tenant.abandoned: rm --force left this behind */
     BERTH_EV_BUILTIN_MAX_,
     BERTH_EV_CUSTOM_BASE = 1024,    /* types registered by name at run time start here */
 };
@@ -62,17 +70,23 @@ struct berth_ev_container_stopped {
 };
 struct berth_ev_container_removed { size_t size; const char *id; };
 struct berth_ev_container_health { size_t size; bool healthy; const char *message; };
-struct berth_ev_usage_recorded {
-    size_t size; const char *model; int64_t input_tokens, output_tokens, cost_microusd;
-};
-struct berth_ev_quota_exceeded { size_t size; const char *limit, *message; };
-struct berth_ev_route_changed { size_t size; const char *host, *upstream; };
-struct berth_ev_matrix_account { size_t size; const char *user_id, *action; };
 struct berth_ev_config_reloaded {
     size_t size; bool ok; int64_t generation; int64_t errors; const char *message;
 };
 struct berth_ev_plugin_loaded { size_t size; const char *name, *module, *version; };
 struct berth_ev_plugin_unloaded { size_t size; const char *name; int64_t leaks; };
+
+/* provisioner: the instance name; failures carry the reason and the retry schedule */
+struct berth_ev_tenant_provisioned { size_t size; const char *provisioner; };
+struct berth_ev_tenant_provision_failed {
+    size_t size; const char *provisioner, *reason; int64_t attempts, retry_in_ms;
+};
+struct berth_ev_tenant_deprovisioned { size_t size; const char *provisioner; };
+struct berth_ev_tenant_deprovision_failed {
+    size_t size; const char *provisioner, *reason; int64_t attempts, retry_in_ms;
+};
+/* what a forced delete did not undo: state is the provisioner's last result */
+struct berth_ev_tenant_abandoned { size_t size; const char *provisioner, *state; };
 
 /* Payload of every type registered by name: a JSON object as text. */
 struct berth_ev_custom { size_t size; const char *json; };

@@ -198,7 +198,7 @@ static void probe_result(struct probe *p, bool ok, const char *msg)
     char handle[40];
     snprintf(handle, sizeof handle, "%s", p->handle);
     probe_free(lc, p);                  /* a new probe comes with the next start */
-    H->tenant_restart(lc->self, handle, reason);
+    H->tenant_report_crash(lc->self, handle, reason);
 }
 
 static void http_done(const struct berth_http_result *r, void *arg)

@@ -118,7 +118,7 @@ static void stream_tick(berth_timer *t, void *arg)
     struct stream *s = arg;
     if (s->gone || s->left-- <= 0) {
         H->timer_stop(t);
-        H->end(s->r);
+        H->respond_end(s->r);
         free(s);
         return;
     }
@@ -129,7 +129,7 @@ static void stream_tick(berth_timer *t, void *arg)
     memcpy(line, head, (size_t)n);
     memset(line + n, 'a' + s->left % 26, (size_t)s->pad);
     line[n + s->pad] = '\n';
-    H->write(s->r, line, (size_t)n + (size_t)s->pad + 1);
+    H->respond_write(s->r, line, (size_t)n + (size_t)s->pad + 1);
     free(line);
 }
 
@@ -150,7 +150,7 @@ static void stream(berth_req *r, void *arg)
     s->pad = pad ? atoi(pad) : 0;
     if (s->pad < 0 || s->pad > (16 << 20)) s->pad = 0;
     static const struct berth_header hdr[] = {{"Content-Type", "text/plain"}, {NULL, NULL}};
-    H->start(r, 200, hdr);
+    H->respond_start(r, 200, hdr);
     H->on_close(r, stream_gone, s);
     H->timer_start(s->e->self, 10, 10, stream_tick, s);
 }

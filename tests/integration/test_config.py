@@ -134,7 +134,7 @@ class Check(unittest.TestCase):
     def test_version_and_schema_dump(self):
         p = subprocess.run([BERTHD, "--version"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0)
-        self.assertIn("berthd 0.1.0 (plugin ABI 1.0)", p.stdout)
+        self.assertIn("berthd 0.1.0 (plugin ABI 1.1)", p.stdout)
         p = subprocess.run([BERTHD, "--config", self.b.conf, "--dump-schema"],
                            capture_output=True, text=True)
         self.assertEqual(p.returncode, 0, p.stderr)

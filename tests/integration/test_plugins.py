@@ -27,7 +27,7 @@ class Loader(unittest.TestCase):
         b.write("20-bad.yaml", "plugins:\n  badabi: {}\n  nodesc: {}\n  missing: {}\n")
         rc, err = check(b)
         self.assertEqual(rc, 1)
-        self.assertIn("badabi.so: it was built for plugin ABI 99.0 and this berthd speaks 1.0; "
+        self.assertIn("badabi.so: it was built for plugin ABI 99.0 and this berthd speaks 1.1; "
                       "rebuild it against the installed SDK", err)
         self.assertIn("nodesc.so: it exports no berth_plugin_v1 descriptor", err)
         self.assertIn("cannot open plugin " + os.path.join(b.plugin_dir, "missing.so"), err)
