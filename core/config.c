@@ -86,22 +86,6 @@ const struct berth_cfg_item core_schema[] = {
     {0},
 };
 
-#define HT(f) offsetof(struct tmpl_health, f)
-static const struct berth_cfg_item health_schema[] = {
-    {"http", BERTH_CFG_STR, NULL, 0, 0, HT(http), "path probed with GET; 2xx/3xx is healthy",
-     0, NULL, NULL},
-    {"tcp", BERTH_CFG_BOOL, "false", 0, 0, HT(tcp), "healthy when the port accepts", 0, NULL,
-     NULL},
-    {"interval", BERTH_CFG_DURATION, "10s", 100, 3600000, HT(interval), "probe period", 0,
-     NULL, NULL},
-    {"timeout", BERTH_CFG_DURATION, "2s", 10, 600000, HT(timeout), "one probe's limit", 0,
-     NULL, NULL},
-    {"retries", BERTH_CFG_INT, "3", 1, 100, HT(retries), "failures before unhealthy", 0, NULL,
-     NULL},
-    {"start_period", BERTH_CFG_DURATION, "0", 0, 3600000, HT(start_period),
-     "failures do not count this long after a start", 0, NULL, NULL},
-    {0},
-};
 #define T(f) offsetof(struct tmpl_core, f)
 const struct berth_cfg_item tmpl_core_schema[] = {
     {"driver", BERTH_CFG_STR, NULL, 0, 0, T(driver), "plugin instance that runs the tenants",
@@ -110,10 +94,6 @@ const struct berth_cfg_item tmpl_core_schema[] = {
      NULL},
     {"env", BERTH_CFG_MAP, NULL, 0, 0, T(env), "environment of the tenant's workload", 0, NULL,
      NULL},
-    {"idle_timeout", BERTH_CFG_DURATION, "30m", 0, 0, T(idle_timeout),
-     "idle tenants are put to sleep after this (0: never)", 0, NULL, NULL},
-    {"health", BERTH_CFG_STRUCT, NULL, 0, 0, T(health), "health check", 0, NULL,
-     health_schema},
     {0},
 };
 
@@ -210,6 +190,24 @@ static void fill_block(struct gen *g, struct tmpl *t, berth_instance *inst,
     t->nblocks++;
 }
 
+/* Keys that lived at a template's top level before SDK 1.1 and are now the lifecycle
+ * plugin's: say where they go rather than "unknown key". */
+static bool moved_key(const struct gen *g, const struct tmpl *t, const struct cnode *key,
+                      struct errs *e)
+{
+    static const char *const moved[] = {"idle_timeout", "health"};
+    for (size_t i = 0; i < ARRAY_LEN(moved); i++) {
+        if (strcmp(key->value, moved[i])) continue;
+        const char *lc = "lifecycle";   /* the instance that reads it, if one is loaded */
+        for (size_t k = 0; k < g->ninst; k++)
+            if (!strcmp(plugin_desc(g->inst[k])->name, "lifecycle")) lc = inst_name(g->inst[k]);
+        errs_add(e, key, "%s moved: write it as templates.%s.%s.%s", moved[i], t->name, lc,
+                 moved[i]);
+        return true;
+    }
+    return false;
+}
+
 /* Sorts a template's keys: the core's and the driver's go to `top` (filled by the caller),
  * an instance's block is filled here, anything else is an error. driver_lost: the driver
  * instance failed validation, so its keys cannot be told from mistakes. */
@@ -227,6 +225,7 @@ static void split_template(struct gen *g, struct tmpl *t, const struct cnode *no
             top->vals[top->n++] = node->vals[k];
             continue;
         }
+        if (moved_key(g, t, key, e)) continue;
         berth_instance *inst = gen_instance(g, name);
         if (inst && t->core.driver && !strcmp(name, t->core.driver)) {
             errs_add(e, key, "'%s' is the driver of template '%s': write its keys at the "

@@ -227,16 +227,11 @@ void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
 /* ---- config.c: the generation ---- */
-struct tmpl_health {
-    const char *http; bool tcp;
-    int64_t interval, timeout, retries, start_period;
-};
+/* what the core itself reads of a template; idle and health live in lifecycle's block */
 struct tmpl_core {
     const char *driver;
     int64_t port;
     struct berth_strmap env;
-    int64_t idle_timeout;
-    struct tmpl_health health;
 };
 /* One plugin instance's block of a template: `templates.<t>.<instance>`, filled from the
  * instance's template_config schema. Everything lives in the generation's arena. */
