@@ -38,6 +38,52 @@ void errs_addf(struct errs *e, const char *fmt, ...)
     errs_push(e, xstrdup(msg));
 }
 
+/* "file:line:col: msg" -> where; false for a message without a position */
+struct errkey { const char *msg; size_t flen, idx; long line, col; bool pos; };
+
+static void err_key(struct errkey *k)
+{
+    const char *s = k->msg;
+    for (const char *p = strchr(s, ':'); p; p = strchr(p + 1, ':')) {
+        char *end, *end2;
+        if (p[1] < '0' || p[1] > '9') continue;
+        long line = strtol(p + 1, &end, 10);
+        if (end[0] != ':' || end[1] < '0' || end[1] > '9') continue;
+        long col = strtol(end + 1, &end2, 10);
+        if (end2[0] != ':' || end2[1] != ' ') continue;
+        *k = (struct errkey){s, (size_t)(p - s), k->idx, line, col, true};
+        return;
+    }
+}
+
+static int errkey_cmp(const void *pa, const void *pb)
+{
+    const struct errkey *a = pa, *b = pb;
+    if (a->pos != b->pos) return a->pos ? 1 : -1;
+    if (a->pos) {
+        size_t l = a->flen < b->flen ? a->flen : b->flen;
+        int c = strncmp(a->msg, b->msg, l);
+        if (c) return c;
+        if (a->flen != b->flen) return a->flen < b->flen ? -1 : 1;
+        if (a->line != b->line) return a->line < b->line ? -1 : 1;
+        if (a->col != b->col) return a->col < b->col ? -1 : 1;
+    }
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+void errs_sort(struct errs *e, size_t from)
+{
+    if (e->n - from < 2) return;
+    struct errkey *k = xcalloc(e->n - from, sizeof *k);
+    for (size_t i = from; i < e->n; i++) {
+        k[i - from] = (struct errkey){.msg = e->v[i], .idx = i};
+        err_key(&k[i - from]);
+    }
+    qsort(k, e->n - from, sizeof *k, errkey_cmp);
+    for (size_t i = from; i < e->n; i++) e->v[i] = (char *)k[i - from].msg;
+    free(k);
+}
+
 void errs_free(struct errs *e)
 {
     for (size_t i = 0; i < e->n; i++) free(e->v[i]);

@@ -317,8 +317,9 @@ static berth_instance *stage_one(struct gen *g, const struct gen *old, const cha
             bad++;
         }
     }
-    if (bad) {
-        inst_free(i);
+    if (bad) {      /* kept aside: its template keys are still checked */
+        g->failed = xrealloc(g->failed, (g->nfailed + 1) * sizeof *g->failed);
+        g->failed[g->nfailed++] = i;
         return NULL;
     }
     i->new_node = node;
@@ -384,6 +385,8 @@ void plugins_discard(struct gen *g)
         }
     }
     g->ninst = 0;
+    for (size_t k = 0; k < g->nfailed; k++) inst_free(g->failed[k]);
+    g->nfailed = 0;
 }
 
 const struct berth_plugin *plugin_desc(const berth_instance *i)
