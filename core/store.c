@@ -329,6 +329,36 @@ static int fail(struct store *s, struct store_auth *a, int rc, char **errmsg)
     return store_map_err(ext ? ext : rc);
 }
 
+static bool more_sql(const char *tail)
+{
+    for (; tail && *tail; tail++)
+        if (*tail != ' ' && *tail != '\t' && *tail != '\n' && *tail != '\r' && *tail != ';')
+            return true;
+    return false;
+}
+
+/* One prepared statement: the plugin call's savepoint if more statements follow, the health
+ * check for a write, binds, steps. */
+static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, const char *tail,
+                   const struct store_binds *b, const struct store_sink *k, char **errmsg)
+{
+    int ret;
+    if (a && a->group && !a->grouped && more_sql(tail)) {
+        s->auth = NULL;
+        ret = exec(s->db, "SAVEPOINT plugin_call", errmsg);
+        s->auth = a;
+        if (ret) return ret;
+        a->grouped = true;
+    }
+    if (!sqlite3_stmt_readonly(st) && !store_check(s)) {
+        if (errmsg) *errmsg = xstrdup(s->broken);
+        return BERTH_EIO;
+    }
+    if ((ret = bind_all(st, b, errmsg)) != 0) return ret;
+    int rc = step_all(s, st, k);
+    return rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+}
+
 int store_run(struct store *s, struct store_auth *a, const char *sql,
               const struct store_binds *b, const struct store_sink *k, char **errmsg)
 {
@@ -347,13 +377,7 @@ int store_run(struct store *s, struct store_auth *a, const char *sql,
             break;
         }
         if (!st) break;     /* trailing whitespace or comment */
-        if (!sqlite3_stmt_readonly(st) && !store_check(s)) {
-            if (errmsg) *errmsg = xstrdup(s->broken);
-            ret = BERTH_EIO;
-        } else if ((ret = bind_all(st, b, errmsg)) == 0) {
-            rc = step_all(s, st, k);
-            if (rc != SQLITE_DONE) ret = fail(s, a, rc, errmsg);
-        }
+        ret = run_one(s, a, st, tail, b, k, errmsg);
         sqlite3_finalize(st);
     }
     s->auth = prev;

@@ -14,6 +14,8 @@ struct store_auth {
     size_t mlen;
     char denied[200];           /* the first refusal, for the error message */
     bool ddl;                   /* the statement being prepared creates/drops/alters its own */
+    bool group;                 /* SQL of several statements: take a savepoint first */
+    bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
 };
 
 struct store {

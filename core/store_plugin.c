@@ -113,8 +113,25 @@ static int raw(struct store *s, const char *sql)
     return store_exec_raw(s, sql, NULL);
 }
 
-/* Outside store_tx a call is its own transaction; a call made from a row callback of another
- * is a savepoint inside it. Inside store_tx any failure dooms the transaction. */
+/* A call of one statement is atomic by itself. A call of several is made atomic by a savepoint
+ * taken before its first statement runs (store_run sets a->grouped): a transaction of its own,
+ * or a part of the one a row callback's caller has open. Inside store_tx any failure dooms
+ * the transaction instead. */
+static int ungroup(struct store *s, int rc, char **errmsg)
+{
+    bool outermost = !s->depth && !s->in_tx;
+    if (rc) {
+        raw(s, "ROLLBACK TO plugin_call");
+        raw(s, "RELEASE plugin_call");
+        return rc;
+    }
+    if ((rc = raw(s, "RELEASE plugin_call")) != 0) {
+        *errmsg = xasprintf("commit: %s", sqlite3_errmsg(s->db));
+        if (outermost && !sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
+    }
+    return rc;
+}
+
 static int plugin_run(struct store *s, const char *module, const char *sql,
                       const struct store_binds *b, const struct store_sink *k, char **errmsg)
 {
@@ -126,26 +143,14 @@ static int plugin_run(struct store *s, const char *module, const char *sql,
         *errmsg = xstrdup("the core's batch is open");
         return BERTH_EBUSY;
     }
-    struct store_auth a = {.module = module, .mlen = strlen(module)};
-    int rc = 0;
-    if (!s->in_tx) rc = raw(s, s->depth ? "SAVEPOINT plugin_call" : "BEGIN");
-    if (rc) {
-        *errmsg = xstrdup(sqlite3_errmsg(s->db));
-        return rc;
-    }
+    struct store_auth a = {.module = module, .mlen = strlen(module), .group = !s->in_tx};
     s->depth++;
-    rc = store_run(s, &a, sql, b, k, errmsg);
+    int rc = store_run(s, &a, sql, b, k, errmsg);
     s->depth--;
     if (s->in_tx) {
         if (rc && !s->tx_err) s->tx_err = rc;
-    } else if (s->depth) {
-        if (rc) raw(s, "ROLLBACK TO plugin_call");
-        raw(s, "RELEASE plugin_call");
-    } else if (rc) {
-        raw(s, "ROLLBACK");
-    } else if ((rc = raw(s, "COMMIT")) != 0) {
-        *errmsg = xstrdup(sqlite3_errmsg(s->db));
-        if (!sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
+    } else if (a.grouped) {
+        rc = ungroup(s, rc, errmsg);
     }
     return rc;
 }

@@ -226,13 +226,17 @@ class Deleted(StoreCase):
         self.assertFalse(info["healthy"])
         self.assertIn(word, info["reason"])
         self.assertEqual(self.b.get("/v1/tenants/alice").status, 200)   # reads still work
+        # events are still delivered; the journal says it has a gap
+        self.assertEqual(self.b.post("/v1/storetest/burst/5").json["rc"], 0)
+        wait_until(lambda: "delivered but not stored" in self.b.log(), 10,
+                   what="the journal's gap to be logged")
         said = f"[core] the state database {self.b.state}/berth.db {word}"
         self.assertEqual(self.b.log().count(said), 1)     # loudly, once
 
     def test_deleted_database_noticed_and_writes_refused(self):
         self.assertEqual(self.b.post("/v1/tenants", {"handle": "alice"}).status, 201)
         os.unlink(os.path.join(self.b.state, "berth.db"))
-        # noticed while idle (no request asks), by the store's watch
+        # noticed with no request asking (the watch, or the tenant's own writes)
         wait_until(lambda: "[core] the state database" in self.b.log(), 10,
                    what="the deletion to be logged")
         r = self.b.get("/health")
