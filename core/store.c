@@ -427,6 +427,7 @@ int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
 int store_journal_trim(struct store *s, uint64_t keep_from)
 {
     sqlite3_stmt *st;
+    if (!store_check(s)) return BERTH_EIO;
     if (sqlite3_prepare_v2(s->db, "DELETE FROM events WHERE seq < ?", -1, &st, NULL) !=
         SQLITE_OK)
         return BERTH_EIO;

@@ -227,6 +227,8 @@ int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *a
     if (!rc && s->tx_err) {
         rc = s->tx_err;
         *errmsg = xasprintf("rolled back: a statement inside failed (%s)", berth_strerror(rc));
+    } else if (rc) {
+        *errmsg = xasprintf("rolled back: the body returned %s", berth_strerror(rc));
     }
     if (!rc) rc = tx_commit(s, errmsg);
     else if (!sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
