@@ -350,6 +350,10 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
         if (ret) return ret;
         a->grouped = true;
     }
+    if (a && !store_auth_statement(a, st)) {
+        if (errmsg) *errmsg = xstrdup(a->denied);
+        return BERTH_EPERM;
+    }
     if (!sqlite3_stmt_readonly(st) && !store_check(s)) {
         if (errmsg) *errmsg = xstrdup(s->broken);
         return BERTH_EIO;

@@ -56,6 +56,8 @@ int store_run(struct store *s, struct store_auth *a, const char *sql,
 int store_map_err(int sqlite_rc);
 /* false (with s->broken set and said once) when the file at s->path is not the one open */
 bool store_check(struct store *s);
+/* false (a->denied says why) for a plugin's statement the authorizer is never asked about */
+bool store_auth_statement(struct store_auth *a, sqlite3_stmt *st);
 /* installs the authorizer (once, at open); it checks s->auth */
 void store_arm_authorizer(struct store *s);
 /* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */

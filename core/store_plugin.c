@@ -48,7 +48,12 @@ static int pragma(struct store_auth *a, const char *name, const char *arg)
 static int check(struct store_auth *a, int action, const char *a1, const char *a2)
 {
     switch (action) {
-    case SQLITE_SELECT: case SQLITE_FUNCTION: case SQLITE_RECURSIVE:
+    case SQLITE_SELECT: case SQLITE_RECURSIVE:
+        return SQLITE_OK;
+    case SQLITE_FUNCTION:
+        /* ALTER TABLE ... RENAME TO: the authorizer never sees the new name */
+        if (a2 && !sqlite3_stricmp(a2, "sqlite_rename_table"))
+            return deny(a, "renaming a table (create the new one in a migration step)", NULL);
         return SQLITE_OK;
     case SQLITE_READ:
         /* SQLite reads its schema table to carry out the plugin's own CREATE/DROP/ALTER */
@@ -99,6 +104,29 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
         action != SQLITE_UPDATE && action != SQLITE_DELETE && action != SQLITE_PRAGMA)
         a->ddl = true;
     return rc;
+}
+
+/* The statement SQLite prepares without asking the authorizer. VACUUM (INTO a file) would copy
+ * every table, the core's included, or hold the loop for as long as the database is big; its
+ * inner ATTACH is refused anyway, this says so plainly. */
+bool store_auth_statement(struct store_auth *a, sqlite3_stmt *st)
+{
+    const char *p = sqlite3_sql(st);
+    for (;;) {
+        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r') p++;
+        if (p[0] == '-' && p[1] == '-') {
+            p += strcspn(p, "\n");
+        } else if (p[0] == '/' && p[1] == '*') {
+            const char *end = strstr(p + 2, "*/");
+            p = end ? end + 2 : p + strlen(p);
+        } else {
+            break;
+        }
+    }
+    if (sqlite3_strnicmp(p, "VACUUM", 6) || ((p[6] | 0x20) >= 'a' && (p[6] | 0x20) <= 'z'))
+        return true;
+    deny(a, "VACUUM", NULL);
+    return false;
 }
 
 void store_arm_authorizer(struct store *s)

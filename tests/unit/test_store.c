@@ -51,6 +51,15 @@ static void errors_and_refusals(void)
     CHECK(q("BEGIN", NULL, 0, &err) == BERTH_EPERM);
     CHECK(q("ATTACH ':memory:' AS m", NULL, 0, &err) == BERTH_EPERM);
     CHECK(q("PRAGMA user_version=7", NULL, 0, &err) == BERTH_EPERM);
+    CHECK(q("VACUUM", NULL, 0, &err) == BERTH_EPERM);
+    CHECK(err && strstr(err, "VACUUM refused"));
+    CHECK(q(" /* c */ -- d\n vacuum INTO '/tmp/berth-unit-vacuum.db'", NULL, 0, &err) ==
+          BERTH_EPERM);
+    CHECK(access("/tmp/berth-unit-vacuum.db", F_OK) != 0);
+    CHECK(q("CREATE TABLE u_r(x); ALTER TABLE u_r RENAME TO other", NULL, 0, &err) ==
+          BERTH_EPERM);
+    CHECK(q("CREATE TABLE u_r(x); ALTER TABLE u_r ADD COLUMN y; ALTER TABLE u_r RENAME x TO z;"
+            "ALTER TABLE u_r DROP COLUMN y; DROP TABLE u_r", NULL, 0, &err) == 0);
     /* the core's statements are not limited */
     CHECK(store_exec_params(S, "SELECT count(*) FROM tenants", NULL, 0, NULL, NULL, NULL) == 0);
     /* a full database (here: a page limit) is ENOSPC */
