@@ -372,7 +372,7 @@ int store_run(struct store *s, struct store_auth *a, const char *sql,
     s->auth = a;
     while (!ret && tail && *tail) {
         sqlite3_stmt *st = NULL;
-        if (a) a->ddl = false;
+        if (a) a->ddl = a->create_table = false;
         int rc = sqlite3_prepare_v2(s->db, tail, -1, &st, &tail);
         if (rc != SQLITE_OK) {
             ret = fail(s, a, rc, errmsg);

@@ -14,6 +14,7 @@ struct store_auth {
     size_t mlen;
     char denied[200];           /* the first refusal, for the error message */
     bool ddl;                   /* the statement being prepared creates/drops/alters its own */
+    bool create_table;          /* ... and it is a CREATE TABLE */
     bool group;                 /* SQL of several statements: take a savepoint first */
     bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
 };

@@ -48,7 +48,12 @@ static int pragma(struct store_auth *a, const char *name, const char *arg)
 static int check(struct store_auth *a, int action, const char *a1, const char *a2)
 {
     switch (action) {
-    case SQLITE_SELECT: case SQLITE_RECURSIVE:
+    case SQLITE_SELECT:
+        /* its SELECT would read while SQLite's schema reads are allowed: CREATE, then
+         * INSERT ... SELECT */
+        if (a->create_table) return deny(a, "CREATE TABLE ... AS SELECT", NULL);
+        return SQLITE_OK;
+    case SQLITE_RECURSIVE:
         return SQLITE_OK;
     case SQLITE_FUNCTION:
         /* ALTER TABLE ... RENAME TO: the authorizer never sees the new name */
@@ -99,9 +104,13 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     struct store_auth *a = s->auth;
     if (!a) return SQLITE_OK;       /* the core's own statement */
     int rc = check(a, action, a1, a2);
-    if (rc == SQLITE_OK && action != SQLITE_READ && action != SQLITE_SELECT &&
-        action != SQLITE_FUNCTION && action != SQLITE_RECURSIVE && action != SQLITE_INSERT &&
-        action != SQLITE_UPDATE && action != SQLITE_DELETE && action != SQLITE_PRAGMA)
+    if (rc != SQLITE_OK) return rc;
+    /* what SQLite's own schema reads are allowed for: see SQLITE_READ */
+    if (action == SQLITE_CREATE_TABLE || action == SQLITE_CREATE_TEMP_TABLE)
+        a->create_table = true;
+    if (action != SQLITE_READ && action != SQLITE_SELECT && action != SQLITE_FUNCTION &&
+             action != SQLITE_RECURSIVE && action != SQLITE_INSERT &&
+             action != SQLITE_UPDATE && action != SQLITE_DELETE && action != SQLITE_PRAGMA)
         a->ddl = true;
     return rc;
 }

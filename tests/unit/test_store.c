@@ -58,6 +58,8 @@ static void errors_and_refusals(void)
     CHECK(access("/tmp/berth-unit-vacuum.db", F_OK) != 0);
     CHECK(q("CREATE TABLE u_r(x); ALTER TABLE u_r RENAME TO other", NULL, 0, &err) ==
           BERTH_EPERM);
+    CHECK(q("CREATE TABLE u_c AS SELECT sql FROM sqlite_master", NULL, 0, &err) == BERTH_EPERM);
+    CHECK(err && strstr(err, "AS SELECT"));
     CHECK(q("CREATE TABLE u_r(x); ALTER TABLE u_r ADD COLUMN y; ALTER TABLE u_r RENAME x TO z;"
             "ALTER TABLE u_r DROP COLUMN y; DROP TABLE u_r", NULL, 0, &err) == 0);
     /* the core's statements are not limited */
