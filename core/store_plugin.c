@@ -109,8 +109,8 @@ static int authorize(void *arg, int action, const char *a1, const char *a2, cons
     if (action == SQLITE_CREATE_TABLE || action == SQLITE_CREATE_TEMP_TABLE)
         a->create_table = true;
     if (action != SQLITE_READ && action != SQLITE_SELECT && action != SQLITE_FUNCTION &&
-             action != SQLITE_RECURSIVE && action != SQLITE_INSERT &&
-             action != SQLITE_UPDATE && action != SQLITE_DELETE && action != SQLITE_PRAGMA)
+        action != SQLITE_RECURSIVE && action != SQLITE_INSERT && action != SQLITE_UPDATE &&
+        action != SQLITE_DELETE && action != SQLITE_PRAGMA)
         a->ddl = true;
     return rc;
 }
