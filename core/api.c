@@ -99,6 +99,14 @@ void api_dispatch(berth_req *req, void *arg)
     bool path_known = false;
     const char *method = req_method(req);
     bool head = !strcmp(method, "HEAD");
+    const char *why;
+    /* a write the store cannot keep is refused, never acknowledged into a deleted file */
+    if (strcmp(method, "GET") && !head && n >= 2 && !strcmp(segs[0], "v1") &&
+        !strcmp(segs[1], "tenants") && !store_healthy(C.store, &why)) {
+        free_segs(segs, n);
+        req_respond_error(req, 503, "store_unavailable", "%s", why);
+        return;
+    }
     /* the newest registration wins: during a reload the new instance's route answers */
     for (struct list *it = routes.prev; it != &routes; it = it->prev) {
         struct route *r = container_of(it, struct route, link);
@@ -122,7 +130,15 @@ void api_dispatch(berth_req *req, void *arg)
 static void get_health(berth_req *r, void *arg)
 {
     (void)arg;
-    req_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
+    const char *why;
+    if (store_healthy(C.store, &why)) {
+        req_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
+        return;
+    }
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "status", "failing");
+    cJSON_AddStringToObject(o, "reason", why);
+    req_respond_json(r, 503, o);
 }
 
 static uint64_t file_size(const char *dir, const char *name)
@@ -152,6 +168,10 @@ static void get_info(berth_req *r, void *arg)
     cJSON_AddNumberToObject(t, "total", (double)tenants_total());
     for (int s = 1; s <= 8; s++)
         cJSON_AddNumberToObject(t, observed_name((enum berth_observed_state)s), (double)counts[s]);
+    const char *why;
+    cJSON *store = cJSON_AddObjectToObject(o, "store");
+    cJSON_AddBoolToObject(store, "healthy", store_healthy(C.store, &why));
+    if (why) cJSON_AddStringToObject(store, "reason", why);
     cJSON *disk = cJSON_AddObjectToObject(o, "disk");
     uint64_t db = file_size(C.state_dir, "berth.db") + file_size(C.state_dir, "berth.db-wal") +
                   file_size(C.state_dir, "berth.db-shm");

@@ -109,8 +109,8 @@ static struct {
     uint64_t seq, published, unjournaled, since_trim;
     uint64_t retention;
     int depth;
-    bool dead_subs, up;
-} B;
+    bool dead_subs, up, inited, journal_down;
+} B = {.subs = {&B.subs, &B.subs}, .queue = {&B.queue, &B.queue}};
 
 static const struct evtype *type_of(uint32_t t)
 {
@@ -211,21 +211,33 @@ static void free_payload(uint32_t type, void *p)
     free(p);
 }
 
+/* Events are delivered even when their batch cannot be stored (a full disk, a database
+ * deleted under berthd): subscribers still see them; the log says the journal has a gap. */
 static void journal_pending(void)
 {
     if (!B.unjournaled || !C.store) return;
-    store_begin(C.store);
+    bool ok = store_begin(C.store) == 0, began = ok;
+    uint64_t first = 0, last = 0;
     list_each(it, &B.queue) {
         struct qev *q = container_of(it, struct qev, link);
         if (q->journaled) continue;
-        store_journal(C.store, q->ev.seq, q->ev.time_ms, q->ev.type_name, q->ev.tenant,
-                      q->ev.json);
+        if (!first) first = q->ev.seq;
+        last = q->ev.seq;
+        if (ok && store_journal(C.store, q->ev.seq, q->ev.time_ms, q->ev.type_name,
+                                q->ev.tenant, q->ev.json) < 0)
+            ok = false;
         q->journaled = true;
         B.since_trim++;
     }
-    store_commit(C.store);
+    if (began && store_commit(C.store) < 0) ok = false;
     B.unjournaled = 0;
-    if (B.retention && B.since_trim >= 1024 && B.seq > B.retention) {
+    if (!ok && !B.journal_down)
+        log_error("event journal: events %" PRIu64 "..%" PRIu64 " were delivered but not "
+                  "stored; the journal has a gap until the store accepts writes again",
+                  first, last);
+    if (ok && B.journal_down) log_info("event journal: storing events again");
+    B.journal_down = !ok;
+    if (ok && B.retention && B.since_trim >= 1024 && B.seq > B.retention) {
         store_journal_trim(C.store, B.seq - B.retention + 1);
         B.since_trim = 0;
     }
@@ -344,6 +356,7 @@ int bus_init(void)
         uv_idle_init(C.loop, &B.idle);
         B.up = true;
     }
+    B.inited = true;
     return 0;
 }
 
@@ -351,8 +364,12 @@ void bus_shutdown(void)
 {
     B.up = false;           /* the flush below must not restart the handle */
     bus_flush();
-    if (C.loop && uv_is_active((uv_handle_t *)&B.idle)) uv_idle_stop(&B.idle);
-    if (C.loop) uv_close((uv_handle_t *)&B.idle, NULL);
+    /* berthd that failed to start (no store) never initialised the handle */
+    if (C.loop && B.inited) {
+        if (uv_is_active((uv_handle_t *)&B.idle)) uv_idle_stop(&B.idle);
+        uv_close((uv_handle_t *)&B.idle, NULL);
+    }
+    B.inited = false;
     list_each(it, &B.subs) free(container_of(it, struct bus_sub, link));
     list_init(&B.subs);
     for (size_t i = 0; i < B.ncustom; i++) free(B.custom[i]);

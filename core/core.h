@@ -124,8 +124,26 @@ int store_exec_params(struct store *s, const char *sql, const char *const *p, si
                       berth_row_cb cb, void *arg, char **errmsg);
 int store_migrate_owner(struct store *s, const char *owner, const char *const *steps, size_t n,
                         char **errmsg);
+/* The core's batch (journal, tenant activity): refused while a plugin transaction is open
+ * (BERTH_EBUSY) or the store is unhealthy; a failed commit is rolled back. */
 int store_begin(struct store *s);
 int store_commit(struct store *s);
+/* false once the database file was deleted or replaced under berthd; *why says so (owned by
+ * the store). Every write is refused from then on. */
+bool store_healthy(struct store *s, const char **why);
+/* checks the file every every_ms too (writes check it anyway); the timer is closed by
+ * store_close or by the loop's final walk */
+void store_watch(struct store *s, uv_loop_t *loop, uint64_t every_ms);
+/* store_plugin.c: a plugin's statements, limited to tables named <module>_*; errors are
+ * BERTH_E* with *errmsg (caller frees) saying why */
+int store_plugin_exec(struct store *s, const char *module, const char *sql,
+                      const char *const *p, size_t n, berth_row_cb cb, void *arg,
+                      char **errmsg);
+int store_plugin_query(struct store *s, const char *module, const char *sql,
+                       const struct berth_value *p, size_t n, berth_value_row_cb cb, void *arg,
+                       char **errmsg);
+int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *arg,
+                    char **errmsg);
 uint64_t store_max_seq(struct store *s);
 int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
                   const char *tenant, const char *json);

@@ -160,6 +160,8 @@ static int start(void)
         log_error("state: %s", err);
         return -1;
     }
+    /* writes check the file themselves; the timer catches it while berthd is idle */
+    store_watch(C.store, C.loop, 2000);
     bus_init();
     if (http_client_init() < 0) {
         log_error("cannot initialise libcurl");
@@ -259,6 +261,7 @@ int main(int argc, char **argv)
         code = 1;
         C.stopping = true;
         http_close_all();
+        plugins_discard(C.gen);     /* start() fails before any plugin was activated */
         plugins_stop_all(C.gen, all_stopped);
     }
     uv_run(C.loop, UV_RUN_DEFAULT);

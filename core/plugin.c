@@ -894,23 +894,45 @@ static const char *h_event_name(berth_instance *self, uint32_t type)
     return bus_name(type);
 }
 
+/* Store wrappers: a plugin's statements run as its module (tables <module>_*); every failure
+ * is logged here, once, with the plugin's component. */
+static int store_said(berth_instance *self, const char *what, int rc, char *err)
+{
+    if (rc) blog(BERTH_LOG_ERROR, self->comp, "store%s: %s", what, err ? err : berth_strerror(rc));
+    free(err);
+    return rc;
+}
+
 static int h_store_migrate(berth_instance *self, const char *const *steps, size_t n)
 {
     char *err = NULL;
     int rc = store_migrate_owner(C.store, self->mod->d->name, steps, n, &err);
-    if (rc) blog(BERTH_LOG_ERROR, self->comp, "store migration failed: %s", err);
-    free(err);
-    return rc;
+    return store_said(self, " migration failed", rc, err);
 }
 
 static int h_store_exec(berth_instance *self, const char *sql, const char *const *params,
                         size_t n, berth_row_cb cb, void *arg)
 {
     char *err = NULL;
-    int rc = store_exec_params(C.store, sql, params, n, cb, arg, &err);
-    if (rc) blog(BERTH_LOG_ERROR, self->comp, "store: %s", err);
-    free(err);
-    return rc;
+    if (!sql) return BERTH_EINVAL;
+    int rc = store_plugin_exec(C.store, self->mod->d->name, sql, params, n, cb, arg, &err);
+    return store_said(self, "", rc, err);
+}
+
+static int h_store_query(berth_instance *self, const char *sql, const struct berth_value *params,
+                         size_t n, berth_value_row_cb cb, void *arg)
+{
+    char *err = NULL;
+    if (!sql) return BERTH_EINVAL;
+    int rc = store_plugin_query(C.store, self->mod->d->name, sql, params, n, cb, arg, &err);
+    return store_said(self, "", rc, err);
+}
+
+static int h_store_tx(berth_instance *self, berth_tx_fn fn, void *arg)
+{
+    char *err = NULL;
+    int rc = store_plugin_tx(C.store, self->mod->d->name, fn, arg, &err);
+    return store_said(self, " transaction", rc, err);
 }
 
 static berth_call *h_http_request(berth_instance *self, const struct berth_http_opts *o,
@@ -1076,6 +1098,8 @@ const struct berth_host berth_host_api = {
     .event_name = h_event_name,
     .store_migrate = h_store_migrate,
     .store_exec = h_store_exec,
+    .store_query = h_store_query,
+    .store_tx = h_store_tx,
     .http_request = h_http_request,
     .http_cancel = http_call_cancel,
     .route = h_route,

@@ -1,15 +1,13 @@
 /* SQLite state: WAL, schema migrations by version, the tenants table, the event journal and
- * tables owned by plugins. Every statement here is short; the loop thread runs them. */
-#include "core.h"
+ * tables owned by plugins (their statements: store_plugin.c). Every statement here is short;
+ * the loop thread runs them. The store also watches its own file: one deleted or replaced
+ * under berthd turns the store unhealthy and every write after that is refused. */
+#include "store_impl.h"
 
-#include <sqlite3.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-
-struct store {
-    sqlite3 *db;
-    sqlite3_stmt *journal_ins;
-};
+#include <sys/stat.h>
 
 /* Core schema, one step per version; a step is never edited once released. */
 static const char *const core_steps[] = {
@@ -26,6 +24,24 @@ static const char *const core_steps[] = {
     "CREATE TABLE plugin_schema (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);",
 };
 
+int store_map_err(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_OK: case SQLITE_ROW: case SQLITE_DONE: return 0;
+    case SQLITE_FULL: return BERTH_ENOSPC;
+    case SQLITE_BUSY: case SQLITE_LOCKED: return BERTH_EBUSY;
+    case SQLITE_AUTH: case SQLITE_PERM: return BERTH_EPERM;
+    case SQLITE_TOOBIG: case SQLITE_RANGE: case SQLITE_MISMATCH: return BERTH_EINVAL;
+    case SQLITE_CONSTRAINT:
+        /* a duplicate key is "already exists"; NOT NULL, CHECK or a foreign key is bad input */
+        return rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY ||
+                       rc == SQLITE_CONSTRAINT_ROWID
+                   ? BERTH_EEXIST
+                   : BERTH_EINVAL;
+    default: return BERTH_EIO;
+    }
+}
+
 static int exec(sqlite3 *db, const char *sql, char **errmsg)
 {
     char *msg = NULL;
@@ -33,9 +49,14 @@ static int exec(sqlite3 *db, const char *sql, char **errmsg)
     if (rc != SQLITE_OK) {
         if (errmsg) *errmsg = xstrdup(msg ? msg : sqlite3_errstr(rc));
         sqlite3_free(msg);
-        return BERTH_EIO;
+        return store_map_err(sqlite3_extended_errcode(db));
     }
     return 0;
+}
+
+int store_exec_raw(struct store *s, const char *sql, char **errmsg)
+{
+    return exec(s->db, sql, errmsg);
 }
 
 static int user_version(sqlite3 *db)
@@ -49,6 +70,51 @@ static int user_version(sqlite3 *db)
     return v;
 }
 
+/* ---- the file under the store ---- */
+
+bool store_check(struct store *s)
+{
+    if (s->broken) return false;
+    struct stat st;
+    const char *what = NULL;
+    if (stat(s->path, &st) < 0) {
+        if (errno == ENOENT || errno == ENOTDIR) what = "was deleted";
+    } else if (st.st_dev != s->dev || st.st_ino != s->ino) {
+        what = "was replaced by another file";
+    }
+    if (!what) return true;
+    s->broken = xasprintf("the state database %s %s while berthd had it open; writes are "
+                          "refused until berthd is restarted", s->path, what);
+    log_error("%s", s->broken);
+    return false;
+}
+
+bool store_healthy(struct store *s, const char **why)
+{
+    bool ok = s && store_check(s);
+    if (why) *why = ok ? NULL : s ? s->broken : "the state database is not open";
+    return ok;
+}
+
+static void on_watch(uv_timer_t *t)
+{
+    struct store *s = container_of(t, struct store, watch);
+    if (!store_check(s)) uv_timer_stop(t);
+}
+
+void store_watch(struct store *s, uv_loop_t *loop, uint64_t every_ms)
+{
+    uv_timer_init(loop, &s->watch);
+    uv_unref((uv_handle_t *)&s->watch);     /* the watch alone does not keep berthd up */
+    uv_timer_start(&s->watch, on_watch, every_ms, every_ms);
+    s->watching = true;
+}
+
+static void watch_closed(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, struct store, watch));
+}
+
 int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
     sqlite3 *db;
@@ -60,9 +126,10 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
         return BERTH_EIO;
     }
     sqlite3_busy_timeout(db, 2000);
+    sqlite3_extended_result_codes(db, 1);
     char *msg = NULL;
-    /* WAL + NORMAL: a committed transaction survives a crash of berthd (not of the kernel) and
-     * a commit costs no fsync. */
+    /* WAL + NORMAL: a commit costs no fsync and survives a crash of berthd, not of the kernel.
+     * Plugin transactions (store_tx) commit with FULL: see docs/architecture.md. */
     if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
              &msg) < 0)
         goto fail;
@@ -81,12 +148,22 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
             goto fail;
         }
     }
+    struct stat st;
+    if (stat(path, &st) < 0) {
+        msg = xasprintf("stat: %s", strerror(errno));
+        goto fail;
+    }
     struct store *s = xcalloc(1, sizeof *s);
     s->db = db;
+    s->path = xstrdup(path);
+    s->dev = st.st_dev;
+    s->ino = st.st_ino;
+    store_arm_authorizer(s);
     if (sqlite3_prepare_v3(db, "INSERT INTO events(seq,time_ms,type,tenant,payload) "
                            "VALUES(?,?,?,?,?)", -1, SQLITE_PREPARE_PERSISTENT,
                            &s->journal_ins, NULL) != SQLITE_OK) {
         msg = xstrdup(sqlite3_errmsg(db));
+        free(s->path);
         free(s);
         goto fail;
     }
@@ -103,10 +180,17 @@ void store_close(struct store *s)
 {
     if (!s) return;
     sqlite3_finalize(s->journal_ins);
-    /* Folds the WAL back so the file is self-contained after a clean stop. */
-    sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    /* Folds the WAL back so the file is self-contained after a clean stop (not into a file
+     * that is no longer the state database). */
+    if (store_check(s))
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
     sqlite3_close(s->db);
-    free(s);
+    free(s->path);
+    free(s->broken);
+    free(s->tx_owner);
+    if (s->watching && !uv_is_closing((uv_handle_t *)&s->watch))
+        uv_close((uv_handle_t *)&s->watch, watch_closed);
+    else free(s);
 }
 
 struct sqlite3 *store_db(struct store *s)
@@ -114,82 +198,202 @@ struct sqlite3 *store_db(struct store *s)
     return s->db;
 }
 
+/* ---- the core's batches (the event journal, tenant activity) ---- */
+
 int store_begin(struct store *s)
 {
-    return exec(s->db, "BEGIN", NULL);
+    /* A plugin transaction never shares a commit with the core's batch, either way. */
+    if (s->in_tx) {
+        log_error("store: a batch of the core was attempted inside %s's transaction",
+                  s->tx_owner);
+        return BERTH_EBUSY;
+    }
+    if (!store_check(s)) return BERTH_EIO;
+    char *msg = NULL;
+    int rc = exec(s->db, "BEGIN", &msg);
+    if (rc) log_error("store: begin: %s", msg);
+    free(msg);
+    return rc;
 }
 
+/* A failed COMMIT (a full disk) may leave the transaction open: roll it back, or everything
+ * after it would silently join it. */
 int store_commit(struct store *s)
 {
-    return exec(s->db, "COMMIT", NULL);
+    char *msg = NULL;
+    int rc = exec(s->db, "COMMIT", &msg);
+    if (rc) {
+        log_error("store: commit: %s", msg);
+        if (!sqlite3_get_autocommit(s->db)) exec(s->db, "ROLLBACK", NULL);
+    }
+    free(msg);
+    return rc;
+}
+
+/* ---- statements ---- */
+
+static int bind_value(sqlite3_stmt *st, int i, const struct berth_value *v)
+{
+    switch (v->type) {
+    case BERTH_VAL_NULL: return sqlite3_bind_null(st, i);
+    case BERTH_VAL_INT: return sqlite3_bind_int64(st, i, v->i);
+    case BERTH_VAL_DOUBLE: return sqlite3_bind_double(st, i, v->d);
+    case BERTH_VAL_TEXT:
+        if (!v->p) return sqlite3_bind_null(st, i);
+        return sqlite3_bind_text64(st, i, v->p, v->len == SIZE_MAX ? strlen(v->p) : v->len,
+                                   SQLITE_TRANSIENT, SQLITE_UTF8);
+    case BERTH_VAL_BLOB:
+        /* a NULL pointer would bind SQL NULL: an empty blob is still a blob */
+        if (!v->len) return sqlite3_bind_zeroblob(st, i, 0);
+        if (!v->p) return SQLITE_MISUSE;
+        return sqlite3_bind_blob64(st, i, v->p, v->len, SQLITE_TRANSIENT);
+    }
+    return SQLITE_MISMATCH;
+}
+
+static int bind_all(sqlite3_stmt *st, const struct store_binds *b, char **errmsg)
+{
+    int np = sqlite3_bind_parameter_count(st);
+    for (int i = 0; b && i < np && (size_t)i < b->n; i++) {
+        int rc = b->vals ? bind_value(st, i + 1, &b->vals[i])
+                         : sqlite3_bind_text(st, i + 1, b->text[i], -1, SQLITE_TRANSIENT);
+        if (rc != SQLITE_OK) {
+            if (errmsg) *errmsg = xasprintf("parameter %d: %s", i + 1,
+                                            rc == SQLITE_MISUSE ? "blob without data"
+                                                                : sqlite3_errstr(rc));
+            return rc == SQLITE_NOMEM ? BERTH_ENOMEM : BERTH_EINVAL;
+        }
+    }
+    return 0;
+}
+
+static void column_value(sqlite3_stmt *st, int i, struct berth_value *v)
+{
+    *v = (struct berth_value){.type = BERTH_VAL_NULL};
+    switch (sqlite3_column_type(st, i)) {
+    case SQLITE_INTEGER: *v = BERTH_INT(sqlite3_column_int64(st, i)); break;
+    case SQLITE_FLOAT: *v = BERTH_DOUBLE(sqlite3_column_double(st, i)); break;
+    case SQLITE_TEXT:
+        v->type = BERTH_VAL_TEXT;
+        v->p = sqlite3_column_text(st, i);
+        v->len = (size_t)sqlite3_column_bytes(st, i);
+        break;
+    case SQLITE_BLOB:
+        v->type = BERTH_VAL_BLOB;
+        v->p = sqlite3_column_blob(st, i);
+        v->len = (size_t)sqlite3_column_bytes(st, i);
+        break;
+    default: break;
+    }
+}
+
+enum { MAX_COLS = 64 };
+
+/* Steps st to its end; rows go to the sink until it says stop. The sink runs as the core:
+ * what it calls is checked as whoever makes that call. */
+static int step_all(struct store *s, sqlite3_stmt *st, const struct store_sink *k)
+{
+    struct store_auth *who = s->auth;
+    int cols = sqlite3_column_count(st);
+    if (cols > MAX_COLS) cols = MAX_COLS;
+    const char *names[MAX_COLS], *texts[MAX_COLS];
+    struct berth_value vals[MAX_COLS];
+    for (int i = 0; i < cols; i++) names[i] = sqlite3_column_name(st, i);
+    bool go = k && (k->text || k->typed);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (!go) continue;
+        s->auth = NULL;
+        if (k->typed) {
+            for (int i = 0; i < cols; i++) column_value(st, i, &vals[i]);
+            go = k->typed(cols, names, vals, k->arg);
+        } else {
+            for (int i = 0; i < cols; i++) texts[i] = (const char *)sqlite3_column_text(st, i);
+            go = k->text(cols, names, texts, k->arg);
+        }
+        s->auth = who;
+    }
+    return rc;
+}
+
+/* A statement that failed after the authorizer refused part of it failed for that reason,
+ * whatever code SQLite chose (a refusal inside a table-valued pragma is an SQLITE_ERROR). */
+static int fail(struct store *s, struct store_auth *a, int rc, char **errmsg)
+{
+    if (a && a->denied[0]) {
+        if (errmsg && !*errmsg) *errmsg = xstrdup(a->denied);
+        return BERTH_EPERM;
+    }
+    int ext = sqlite3_extended_errcode(s->db);
+    if (errmsg && !*errmsg) *errmsg = xstrdup(sqlite3_errmsg(s->db));
+    return store_map_err(ext ? ext : rc);
+}
+
+static bool more_sql(const char *tail)
+{
+    for (; tail && *tail; tail++)
+        if (*tail != ' ' && *tail != '\t' && *tail != '\n' && *tail != '\r' && *tail != ';')
+            return true;
+    return false;
+}
+
+/* One prepared statement: the plugin call's savepoint if more statements follow, the health
+ * check for a write, binds, steps. */
+static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, const char *tail,
+                   const struct store_binds *b, const struct store_sink *k, char **errmsg)
+{
+    int ret;
+    if (a && a->group && !a->grouped && more_sql(tail)) {
+        s->auth = NULL;
+        ret = exec(s->db, "SAVEPOINT plugin_call", errmsg);
+        s->auth = a;
+        if (ret) return ret;
+        a->grouped = true;
+    }
+    if (a && !store_auth_statement(a, st)) {
+        if (errmsg) *errmsg = xstrdup(a->denied);
+        return BERTH_EPERM;
+    }
+    if (!sqlite3_stmt_readonly(st) && !store_check(s)) {
+        if (errmsg) *errmsg = xstrdup(s->broken);
+        return BERTH_EIO;
+    }
+    if ((ret = bind_all(st, b, errmsg)) != 0) return ret;
+    int rc = step_all(s, st, k);
+    return rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+}
+
+int store_run(struct store *s, struct store_auth *a, const char *sql,
+              const struct store_binds *b, const struct store_sink *k, char **errmsg)
+{
+    const char *tail = sql;
+    int ret = 0;
+    struct store_auth *prev = s->auth;
+    s->auth = a;
+    while (!ret && tail && *tail) {
+        sqlite3_stmt *st = NULL;
+        if (a) a->ddl = a->create_table = false;
+        int rc = sqlite3_prepare_v2(s->db, tail, -1, &st, &tail);
+        if (rc != SQLITE_OK) {
+            ret = fail(s, a, rc, errmsg);
+            /* a statement SQLite cannot parse is the caller's mistake */
+            if (ret == BERTH_EIO && (rc & 0xff) == SQLITE_ERROR) ret = BERTH_EINVAL;
+            break;
+        }
+        if (!st) break;     /* trailing whitespace or comment */
+        ret = run_one(s, a, st, tail, b, k, errmsg);
+        sqlite3_finalize(st);
+    }
+    s->auth = prev;
+    return ret;
 }
 
 int store_exec_params(struct store *s, const char *sql, const char *const *p, size_t n,
                       berth_row_cb cb, void *arg, char **errmsg)
 {
-    sqlite3_stmt *st;
-    const char *tail = sql;
-    int rc = 0;
-    while (tail && *tail) {
-        if (sqlite3_prepare_v2(s->db, tail, -1, &st, &tail) != SQLITE_OK) {
-            if (errmsg) *errmsg = xstrdup(sqlite3_errmsg(s->db));
-            return BERTH_EINVAL;
-        }
-        if (!st) break;     /* trailing whitespace or comment */
-        int np = sqlite3_bind_parameter_count(st);
-        for (int i = 0; i < np && (size_t)i < n; i++)
-            sqlite3_bind_text(st, i + 1, p[i], -1, SQLITE_TRANSIENT);
-        int cols = sqlite3_column_count(st);
-        const char *names[64], *vals[64];
-        if (cols > 64) cols = 64;
-        for (int i = 0; i < cols; i++) names[i] = sqlite3_column_name(st, i);
-        bool go = true;
-        while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-            if (!cb || !go) continue;
-            for (int i = 0; i < cols; i++) vals[i] = (const char *)sqlite3_column_text(st, i);
-            go = cb(cols, names, vals, arg);
-        }
-        if (rc != SQLITE_DONE) {
-            if (errmsg) *errmsg = xstrdup(sqlite3_errmsg(s->db));
-            sqlite3_finalize(st);
-            return BERTH_EIO;
-        }
-        sqlite3_finalize(st);
-        rc = 0;
-    }
-    return rc;
-}
-
-static bool read_version(int n, const char *const *names, const char *const *vals, void *arg)
-{
-    (void)n; (void)names;
-    *(int *)arg = vals[0] ? atoi(vals[0]) : 0;
-    return false;
-}
-
-int store_migrate_owner(struct store *s, const char *owner, const char *const *steps, size_t n,
-                        char **errmsg)
-{
-    int v = 0;
-    const char *p[] = {owner};
-    if (store_exec_params(s, "SELECT version FROM plugin_schema WHERE owner=?1", p, 1,
-                          read_version, &v, errmsg) < 0)
-        return BERTH_EIO;
-    for (; (size_t)v < n; v++) {
-        if (exec(s->db, "BEGIN", errmsg) < 0) return BERTH_EIO;
-        char ver[24];
-        snprintf(ver, sizeof ver, "%d", v + 1);
-        const char *q[] = {owner, ver};
-        if (store_exec_params(s, steps[v], NULL, 0, NULL, NULL, errmsg) < 0 ||
-            store_exec_params(s, "INSERT INTO plugin_schema(owner,version) VALUES(?1,?2) "
-                              "ON CONFLICT(owner) DO UPDATE SET version=?2", q, 2, NULL,
-                              NULL, errmsg) < 0) {
-            exec(s->db, "ROLLBACK", NULL);
-            return BERTH_EIO;
-        }
-        if (exec(s->db, "COMMIT", errmsg) < 0) return BERTH_EIO;
-    }
-    return 0;
+    struct store_binds b = {.text = p, .n = n};
+    struct store_sink k = {.text = cb, .arg = arg};
+    return store_run(s, NULL, sql, &b, &k, errmsg);
 }
 
 uint64_t store_max_seq(struct store *s)
@@ -219,7 +423,7 @@ int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
     sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) {
         log_error("event journal: %s", sqlite3_errmsg(s->db));
-        return BERTH_EIO;
+        return store_map_err(sqlite3_extended_errcode(s->db));
     }
     return 0;
 }
@@ -227,6 +431,7 @@ int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
 int store_journal_trim(struct store *s, uint64_t keep_from)
 {
     sqlite3_stmt *st;
+    if (!store_check(s)) return BERTH_EIO;
     if (sqlite3_prepare_v2(s->db, "DELETE FROM events WHERE seq < ?", -1, &st, NULL) !=
         SQLITE_OK)
         return BERTH_EIO;

@@ -1,0 +1,67 @@
+/* Private to store.c and store_plugin.c: the store's state and the statement runner both use.
+ * Nothing else includes this file. */
+#ifndef BERTH_STORE_IMPL_H
+#define BERTH_STORE_IMPL_H
+
+#include "core.h"
+
+#include <sqlite3.h>
+#include <sys/types.h>
+
+/* Who runs a statement: NULL for the core; a plugin's module name arms the authorizer. */
+struct store_auth {
+    const char *module;
+    size_t mlen;
+    char denied[200];           /* the first refusal, for the error message */
+    bool ddl;                   /* the statement being prepared creates/drops/alters its own */
+    bool create_table;          /* ... and it is a CREATE TABLE */
+    bool group;                 /* SQL of several statements: take a savepoint first */
+    bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
+};
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *journal_ins;
+    char *path;
+    dev_t dev;                  /* the file opened, to notice it deleted or replaced */
+    ino_t ino;
+    char *broken;               /* why writes are refused; NULL while healthy */
+    uv_timer_t watch;
+    bool watching;
+    /* whose statement runs now (the authorizer's view); NULL: the core's */
+    struct store_auth *auth;
+    int depth;                  /* plugin calls running (a row callback may make another) */
+    /* a plugin transaction (store_tx) is open; tx_err: its first failed statement */
+    bool in_tx;
+    int tx_err;
+    char *tx_owner;
+};
+
+/* Binds: text (the 1.0 store_exec) or typed values; rows are handed out the same way. */
+struct store_binds {
+    const char *const *text;
+    const struct berth_value *vals;
+    size_t n;
+};
+struct store_sink {
+    berth_row_cb text;
+    berth_value_row_cb typed;
+    void *arg;
+};
+
+/* Runs every statement of sql in turn, each bound from b. With an authorizer the statements are
+ * checked while prepared and stepped. Stops at the first failure. */
+int store_run(struct store *s, struct store_auth *a, const char *sql,
+              const struct store_binds *b, const struct store_sink *k, char **errmsg);
+/* an SQLite result code as a BERTH_E* */
+int store_map_err(int sqlite_rc);
+/* false (with s->broken set and said once) when the file at s->path is not the one open */
+bool store_check(struct store *s);
+/* false (a->denied says why) for a plugin's statement the authorizer is never asked about */
+bool store_auth_statement(struct store_auth *a, sqlite3_stmt *st);
+/* installs the authorizer (once, at open); it checks s->auth */
+void store_arm_authorizer(struct store *s);
+/* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */
+int store_exec_raw(struct store *s, const char *sql, char **errmsg);
+
+#endif
