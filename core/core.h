@@ -205,6 +205,8 @@ void plugins_stop_all(struct gen *g, void (*done)(void));
 cJSON *plugins_json(void);
 size_t plugins_count(void);
 const char *inst_name(const berth_instance *i);
+/* 0 if fd holds a complete shared object for this machine, else BERTH_EINVAL and why */
+int elf_check_fd(int fd, char *err, size_t len);
 void inst_pending(berth_instance *i, int delta);
 cJSON *loop_handles_json(void);
 void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e);

@@ -98,12 +98,14 @@ static int dump_schema(struct gen *g)
     struct errs e = {0};
     plugins_schema_json(g->core.plugin_dir, pl, &e);
     print_errs(&e);
+    /* the schemas that could be read are printed; a file that could not is still a failure */
+    int code = e.n ? 1 : 0;
     errs_free(&e);
     char *s = cJSON_Print(o);
     printf("%s\n", s);
     cJSON_free(s);
     cJSON_Delete(o);
-    return 0;
+    return code;
 }
 
 static int start(void)

@@ -144,6 +144,37 @@ static int copy_fd(int from, int to)
     return n < 0 ? -1 : 0;
 }
 
+/* The copy is what dlopen maps, so the copy is what gets checked; a file rewritten while it
+ * was read may be a mix of two versions, and is refused rather than trusted. The copy is
+ * sealed so nothing can change it between the check and dlopen. */
+static int copy_checked(int fd, const struct stat *st, const char *path, struct errs *e,
+                        const struct cnode *at)
+{
+    int mfd = memfd_create("berth-plugin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0 || copy_fd(fd, mfd) < 0) {
+        errs_add(e, at, "cannot copy plugin %s: %s", path, strerror(errno));
+        if (mfd >= 0) close(mfd);
+        return -1;
+    }
+    struct stat after;
+    char why[256];
+    if (fstat(fd, &after) < 0 || after.st_size != st->st_size ||
+        after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != st->st_mtim.tv_nsec) {
+        errs_add(e, at, "refusing to load %s: it changed while it was being read; reload "
+                 "again once it is completely written", path);
+        close(mfd);
+        return -1;
+    }
+    if (elf_check_fd(mfd, why, sizeof why)) {
+        errs_add(e, at, "refusing to load %s: %s", path, why);
+        close(mfd);
+        return -1;
+    }
+    fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    return mfd;
+}
+
 static struct module *module_load(const char *path, struct errs *e, const struct cnode *at)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -165,14 +196,9 @@ static struct module *module_load(const char *path, struct errs *e, const struct
             return m;
         }
     }
-    int mfd = memfd_create("berth-plugin", MFD_CLOEXEC);
-    if (mfd < 0 || copy_fd(fd, mfd) < 0) {
-        errs_add(e, at, "cannot copy plugin %s: %s", path, strerror(errno));
-        close(fd);
-        if (mfd >= 0) close(mfd);
-        return NULL;
-    }
+    int mfd = copy_checked(fd, &st, path, e, at);
     close(fd);
+    if (mfd < 0) return NULL;
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", mfd);
     void *dl = dlopen(proc, RTLD_NOW | RTLD_LOCAL);
