@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -91,9 +92,46 @@ static bool match(const struct route *r, char **segs, size_t n, berth_req *req)
     return true;
 }
 
+static bool json_body(berth_req *req, const struct route *r)
+{
+    if (!r->owner) return true;     /* the core's bodies are all JSON */
+    const char *ct = req_header(req, "content-type");
+    return ct && !strncasecmp(ct, "application/json", 16);
+}
+
+/* Everything from outside is checked whole before a handler sees it: cJSON stops a string at
+ * \u0000 and passes invalid UTF-8 through, so `ab\u0000cd` would otherwise be `ab`. */
+static bool target_ok(berth_req *req)
+{
+    const char *path = req_path(req), *q = req_query_raw(req);
+    if (!utf8_valid(path, strlen(path))) {
+        req_respond_error(req, 400, "invalid_request", "the path is not valid UTF-8");
+        return false;
+    }
+    if (q && !pct_text_valid(q, strlen(q))) {
+        req_respond_error(req, 400, "invalid_request", "the query string decodes to a NUL "
+                          "byte or invalid UTF-8");
+        return false;
+    }
+    return true;
+}
+
+static bool body_ok(berth_req *req, const struct route *r)
+{
+    size_t n;
+    const char *body = req_body(req, &n);
+    char err[160];
+    if (n && json_body(req, r) && json_text_check(body, n, err, sizeof err)) {
+        req_respond_error(req, 400, "invalid_json", "%s", err);
+        return false;
+    }
+    return true;
+}
+
 void api_dispatch(berth_req *req, void *arg)
 {
     (void)arg;
+    if (!target_ok(req)) return;
     char **segs;
     size_t n = split(req_path(req), &segs);
     bool path_known = false;
@@ -107,6 +145,7 @@ void api_dispatch(berth_req *req, void *arg)
         if (strcmp(r->method, method) && !(head && !strcmp(r->method, "GET"))) continue;
         match(r, segs, n, req);
         free_segs(segs, n);
+        if (!body_ok(req, r)) return;
         http_req_set_owner(req, r->owner);
         r->h(req, r->arg);
         return;

@@ -23,6 +23,11 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
 int64_t wall_ms(void);
 bool handle_valid(const char *h);
+bool utf8_valid(const char *s, size_t n);
+/* 0 if every string in the JSON text s is whole, valid UTF-8 (no \u0000, no raw control
+ * character, no unpaired surrogate); else BERTH_EINVAL and why. Syntax is cJSON's job. */
+int json_text_check(const char *s, size_t n, char *err, size_t len);
+bool pct_text_valid(const char *s, size_t n);
 bool ident_valid(const char *s);           /* plugin instance / template names */
 int parse_duration(const char *s, int64_t *ms);
 int parse_size(const char *s, uint64_t *bytes);
@@ -35,6 +40,8 @@ void buf_add(struct buf *b, const void *data, size_t n);
 void buf_adds(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) BERTH_PRINTF(2, 3);
 void buf_free(struct buf *b);
+/* appends s as JSON string content; invalid UTF-8 becomes U+FFFD */
+void buf_json_escape(struct buf *b, const char *s);
 
 /* Intrusive doubly linked list. */
 struct list { struct list *prev, *next; };
@@ -171,6 +178,7 @@ void http_req_set_owner(berth_req *r, berth_instance *owner);
 void http_abort_owner(berth_instance *owner);    /* answer what an unloaded plugin left */
 const char *req_method(berth_req *r);
 const char *req_path(berth_req *r);
+const char *req_query_raw(berth_req *r);     /* still percent-encoded; NULL if none */
 const char *req_query(berth_req *r, const char *name);
 const char *req_param(berth_req *r, const char *name);
 const char *req_header(berth_req *r, const char *name);
