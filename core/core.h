@@ -140,6 +140,8 @@ int store_events_since(struct store *s, uint64_t after, size_t limit, store_even
 int bus_init(void);
 void bus_shutdown(void);
 uint32_t bus_register(const char *name);
+uint32_t bus_register_owned(const char *name, const char *owner);
+const char *bus_owner(uint32_t type);   /* the module that registered a custom type, or NULL */
 uint32_t bus_lookup(const char *name);
 const char *bus_name(uint32_t type);
 int bus_publish(uint32_t type, const char *tenant, const void *payload);
@@ -213,6 +215,7 @@ void plugins_stop_all(struct gen *g, void (*done)(void));
 cJSON *plugins_json(void);
 size_t plugins_count(void);
 const char *inst_name(const berth_instance *i);
+const char *inst_comp(const berth_instance *i);   /* its log component, "plugin:<name>" */
 /* 0 if fd holds a complete shared object for this machine, else BERTH_EINVAL and why */
 int elf_check_fd(int fd, char *err, size_t len);
 void inst_pending(berth_instance *i, int delta);
@@ -229,7 +232,7 @@ struct res {
     int kind;
 };
 enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
-       RES_LISTEN, RES_BUSY, RES_WAIT };
+       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC };
 void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
@@ -331,8 +334,19 @@ int spec_setenv(berth_spec *s, const char *name, const char *value);
 /* ---- api.c ---- */
 int api_init(void);
 struct route;
+/* ---- metrics.c: plugin metrics, owned by their instance ---- */
+berth_metric *metric_register(berth_instance *self, const char *name,
+                              enum berth_metric_kind kind, const char *help,
+                              const char *const *labels);
+int metric_add(berth_metric *m, const char *const *values, double delta);
+int metric_set(berth_metric *m, const char *const *values, double value);
+void metric_free(berth_metric *m);
+void metrics_render(struct buf *b);     /* every plugin metric, in the text format */
+
 int route_add(berth_instance *owner, const char *method, const char *pattern,
               berth_http_handler h, void *arg, struct route **out);
+/* the pattern of a core route that method+pattern would take requests from, or NULL */
+const char *route_shadows_core(const char *method, const char *pattern);
 void route_del(struct route *r);
 void api_dispatch(berth_req *r, void *arg);
 void api_shutdown(void);

@@ -65,6 +65,7 @@ static bool reap_init;
 static void (*all_stopped)(void);
 
 const char *inst_name(const berth_instance *i) { return i->name; }
+const char *inst_comp(const berth_instance *i) { return i->comp; }
 
 void res_attach(berth_instance *owner, struct res *r, int kind)
 {
@@ -514,6 +515,7 @@ static int release_all(berth_instance *i)
         case RES_ROUTE: route_del((struct route *)r); break;
         case RES_BUSY: busy_drop(r); break;
         case RES_WAIT: waiter_drop(r); break;
+        case RES_METRIC: metric_free((berth_metric *)r); break;
         case RES_LISTEN: {
             struct plisten *p = (struct plisten *)r;
             res_detach(r);
@@ -893,16 +895,28 @@ static void h_unsubscribe(berth_sub *s)
     free(s);
 }
 
+/* Subscribers trust an event's type: the core's events come from the core, and a custom
+ * type from the module that registered it (any instance of it, before or after a reload). */
 static int h_publish(berth_instance *self, uint32_t type, const char *tenant, const void *p)
 {
-    (void)self;
+    const char *name = bus_name(type), *owner = bus_owner(type);
+    if (name && (type < BERTH_EV_CUSTOM_BASE || !owner || strcmp(owner, self->mod->d->name))) {
+        blog(BERTH_LOG_ERROR, self->comp, "may not publish %s: it belongs to %s", name,
+             owner ? owner : "the core");
+        return BERTH_EPERM;
+    }
     return bus_publish(type, tenant, p);
 }
 
 static uint32_t h_event_register(berth_instance *self, const char *name)
 {
-    (void)self;
-    return bus_register(name);
+    uint32_t t = bus_register_owned(name, self->mod->d->name);
+    if (!t && name && bus_lookup(name)) {
+        const char *owner = bus_owner(bus_lookup(name));
+        blog(BERTH_LOG_ERROR, self->comp, "may not register event %s: it belongs to %s", name,
+             owner ? owner : "the core");
+    }
+    return t;
 }
 
 static uint32_t h_event_lookup(berth_instance *self, const char *name)
@@ -945,6 +959,12 @@ static berth_call *h_http_request(berth_instance *self, const struct berth_http_
 static int h_route(berth_instance *self, const char *method, const char *pattern,
                    berth_http_handler h, void *arg)
 {
+    const char *core = method && pattern ? route_shadows_core(method, pattern) : NULL;
+    if (core) {
+        blog(BERTH_LOG_ERROR, self->comp, "may not route %s %s: it would shadow the core's "
+             "%s %s", method, pattern, method, core);
+        return BERTH_EPERM;
+    }
     return route_add(self, method, pattern, h, arg, NULL);
 }
 
@@ -1133,4 +1153,7 @@ const struct berth_host berth_host_api = {
     .tenant_report_crash = h_tenant_report_crash,
     .tenant_status_set = h_status_set,
     .tenant_wait_ready = tenant_wait_ready,
+    .metric_register = metric_register,
+    .metric_add = metric_add,
+    .metric_set = metric_set,
 };
