@@ -333,8 +333,9 @@ static berth_instance *stage_one(struct gen *g, const struct gen *old, const cha
     snprintf(what, sizeof what, "plugin '%s'", name);
     int bad = cfg_fill(schemas, outs, 2, node && node->kind == CN_MAP ? node : NULL,
                        &i->new_arena, e, what);
-    if (node && node->kind == CN_SCALAR && node->value[0]) {
-        errs_add(e, node, "plugin '%s' takes a mapping (or nothing), not a value", name);
+    if (node && (node->kind == CN_SEQ || (node->kind == CN_SCALAR && node->value[0]))) {
+        errs_add(e, node, "plugin '%s' takes a mapping (or nothing), not a %s", name,
+                 node->kind == CN_SEQ ? "list" : "value");
         bad++;
     }
     if (!bad && m->d->validate) {

@@ -60,6 +60,24 @@ class BadPluginOnReload(BerthTest):
         self.assertEqual(b.get("/v1/echo/info").status, 200)
 
 
+class BadConfigShapes(BerthTest):
+    """A list where a mapping belongs crashed a reload (found by fuzz_conf)."""
+
+    def test_lists_for_mappings_are_refused_on_reload(self):
+        b = self.b
+        for bad, msg in (("berth:\n- x\n", "'berth' must be a mapping"),
+                         ("plugins:\n  echo: [a]\n",
+                          "plugin 'echo' takes a mapping (or nothing), not a list")):
+            with self.subTest(bad=bad):
+                b.write("20-bad.yaml", bad)
+                r = b.post("/v1/reload")
+                self.assertEqual(r.status, 422, r.body)
+                self.assertIn(msg, " ".join(r.json["error"]["details"]))
+                self.assertEqual(b.get("/v1/echo/info").status, 200)
+        b.remove("20-bad.yaml")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+
+
 class BadPluginOffline(unittest.TestCase):
     def setUp(self):
         from harness import Berthd
