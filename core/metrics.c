@@ -137,6 +137,8 @@ berth_metric *metric_register(berth_instance *self, const char *name,
         if (!strcmp(full, core_families[i])) why = "its name is one of the core's metrics";
     struct berth_metric *m = why ? NULL : find(full);
     if (m && m->res.owner == self) why = "it is already registered";
+    else if (m && strcmp(inst_name(m->res.owner), inst_name(self)))
+        why = "another instance's metric has this name ('-' and '_' are one character here)";
     if (why) {
         blog(BERTH_LOG_ERROR, inst_comp(self), "metric %s refused: %s", name ? name : "(null)",
              why);

@@ -77,7 +77,8 @@ def parse_metrics(text):
 
 class Metrics(BerthTest):
     conf = {"10-test.yaml": TESTDRV.replace("  echo: {}\n", "  echo: {}\n  meter: {}\n"
-                                            "  meter-two: {module: meter}\n")}
+                                            "  meter-two: {module: meter}\n"
+                                            "  meter_two: {module: meter}\n")}
     plugins = ("testdrv", "echo", "meter")
 
     def op(self, metric, inst="meter", **q):
@@ -108,6 +109,10 @@ class Metrics(BerthTest):
         self.assertEqual(m["berth_meter_two_level"], 0)       # '-' in the instance name
         self.assertEqual(self.op("level", inst="meter-two", op="set", v=2), 0)
         self.assertEqual(self.metrics()[1]["berth_meter_two_level"], 2)
+        # meter_two renders to the same names: its registrations are refused, so it fails
+        plugins = {p["name"]: p for p in self.b.get("/v1/plugins").json["plugins"]}
+        self.assertEqual(plugins["meter_two"]["state"], "failed")
+        self.assertIn("metric hits_total refused: another instance's metric", self.b.log())
         self.assertIn("counter berth_meter_hits_total refused a negative delta", self.b.log())
         reg = self.b.get("/v1/meter/registered").json
         self.assertEqual(set(reg.values()), {False}, reg)
@@ -123,7 +128,8 @@ class Metrics(BerthTest):
         b.write("10-test.yaml", TESTDRV)
         self.assertEqual(b.post("/v1/reload").status, 200)
         wait_until(lambda: "berth_meter" not in b.get("/metrics").body, what="metrics gone")
-        self.assertEqual(len(b.get("/v1/plugins").json["plugins"]), 2)
+        self.assertEqual({p["name"] for p in b.get("/v1/plugins").json["plugins"]},
+                         {"testdrv", "echo"})
 
 
 if __name__ == "__main__":
