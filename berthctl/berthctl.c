@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "sse.h"
+
 #define DEFAULT_SOCKET "/var/lib/berth/berth.sock"
 
 static const char *sock_path, *base_url;
@@ -198,25 +200,6 @@ static int tenant_cmd(const char *method, const char *path, const char *body, bo
 }
 
 /* ---- events ---- */
-
-/* Splits an SSE stream into lines and hands each "data:" payload to fn; fn returns false to
- * end the stream. */
-struct sse { char line[65536]; size_t len; bool (*fn)(const char *data, void *arg); void *arg; };
-
-static size_t sse_feed(char *p, size_t sz, size_t n, void *arg)
-{
-    struct sse *s = arg;
-    for (size_t i = 0; i < sz * n; i++) {
-        if (p[i] != '\n') {
-            if (s->len < sizeof s->line - 1) s->line[s->len++] = p[i];
-            continue;
-        }
-        s->line[s->len] = 0;
-        s->len = 0;
-        if (!strncmp(s->line, "data: ", 6) && !s->fn(s->line + 6, s->arg)) return 0;
-    }
-    return sz * n;
-}
 
 static bool print_event(const char *data, void *arg)
 {

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -10,7 +11,7 @@
 struct route {
     struct res res;             /* first: the owner's resource list points here */
     struct list link;
-    char *method;
+    char *method, *pattern;
     char **segs; size_t nsegs;
     bool rest;                  /* the pattern ends in '*' */
     berth_http_handler h;
@@ -49,6 +50,7 @@ int route_add(berth_instance *owner, const char *method, const char *pattern,
     if (!method || !pattern || pattern[0] != '/' || !h) return BERTH_EINVAL;
     struct route *r = xcalloc(1, sizeof *r);
     r->method = xstrdup(method);
+    r->pattern = xstrdup(pattern);
     r->nsegs = split(pattern, &r->segs);
     if (r->nsegs && !strcmp(r->segs[r->nsegs - 1], "*")) {
         r->rest = true;
@@ -63,12 +65,70 @@ int route_add(berth_instance *owner, const char *method, const char *pattern,
     return 0;
 }
 
+/* A core route whose parameter answers only some values: a plugin may use the others. */
+static const struct { const char *pattern, *seg, *values; } closed_params[] = {
+    {"/v1/tenants/{handle}/{action}", "{action}", " wake sleep restart touch "},
+};
+
+static bool seg_may_be(const struct route *core, size_t i, const char *lit)
+{
+    const char *seg = core->segs[i];
+    if (seg[0] != '{') return !strcmp(seg, lit);
+    for (size_t k = 0; k < ARRAY_LEN(closed_params); k++) {
+        if (strcmp(closed_params[k].pattern, core->pattern) || strcmp(closed_params[k].seg, seg))
+            continue;
+        char word[80];
+        snprintf(word, sizeof word, " %s ", lit);
+        return strstr(closed_params[k].values, word) != NULL;
+    }
+    return true;
+}
+
+/* Whether some path matches both: the plugin's route (newer) would answer it instead. */
+static bool overlaps(const struct route *p, const struct route *core)
+{
+    if (strcmp(p->method, core->method) &&
+        !(!strcmp(p->method, "HEAD") && !strcmp(core->method, "GET")))
+        return false;
+    size_t a = p->nsegs, b = core->nsegs;
+    if ((!p->rest && !core->rest && a != b) || (p->rest && !core->rest && b < a) ||
+        (!p->rest && core->rest && a < b))
+        return false;
+    for (size_t i = 0; i < a && i < b; i++) {
+        const char *ps = p->segs[i];
+        if (ps[0] != '{' && !seg_may_be(core, i, ps)) return false;
+    }
+    return true;
+}
+
+const char *route_shadows_core(const char *method, const char *pattern)
+{
+    struct route probe = {.method = (char *)method, .pattern = (char *)pattern};
+    if (pattern[0] != '/') return NULL;
+    probe.nsegs = split(pattern, &probe.segs);
+    if (probe.nsegs && !strcmp(probe.segs[probe.nsegs - 1], "*")) {
+        probe.rest = true;
+        free(probe.segs[--probe.nsegs]);
+    }
+    const char *hit = NULL;
+    list_each(it, &routes) {
+        struct route *r = container_of(it, struct route, link);
+        if (!r->owner && overlaps(&probe, r)) {
+            hit = r->pattern;
+            break;
+        }
+    }
+    free_segs(probe.segs, probe.nsegs);
+    return hit;
+}
+
 void route_del(struct route *r)
 {
     list_del(&r->link);
     if (r->owner) res_detach(&r->res);
     free_segs(r->segs, r->nsegs);
     free(r->method);
+    free(r->pattern);
     free(r);
 }
 
@@ -91,9 +151,46 @@ static bool match(const struct route *r, char **segs, size_t n, berth_req *req)
     return true;
 }
 
+static bool json_body(berth_req *req, const struct route *r)
+{
+    if (!r->owner) return true;     /* the core's bodies are all JSON */
+    const char *ct = req_header(req, "content-type");
+    return ct && !strncasecmp(ct, "application/json", 16);
+}
+
+/* Everything from outside is checked whole before a handler sees it: cJSON stops a string at
+ * \u0000 and passes invalid UTF-8 through, so `ab\u0000cd` would otherwise be `ab`. */
+static bool target_ok(berth_req *req)
+{
+    const char *path = req_path(req), *q = req_query_raw(req);
+    if (!utf8_valid(path, strlen(path))) {
+        req_respond_error(req, 400, "invalid_request", "the path is not valid UTF-8");
+        return false;
+    }
+    if (q && !pct_text_valid(q, strlen(q))) {
+        req_respond_error(req, 400, "invalid_request", "the query string decodes to a NUL "
+                          "byte or invalid UTF-8");
+        return false;
+    }
+    return true;
+}
+
+static bool body_ok(berth_req *req, const struct route *r)
+{
+    size_t n;
+    const char *body = req_body(req, &n);
+    char err[160];
+    if (n && json_body(req, r) && json_text_check(body, n, err, sizeof err)) {
+        req_respond_error(req, 400, "invalid_json", "%s", err);
+        return false;
+    }
+    return true;
+}
+
 void api_dispatch(berth_req *req, void *arg)
 {
     (void)arg;
+    if (!target_ok(req)) return;
     char **segs;
     size_t n = split(req_path(req), &segs);
     bool path_known = false;
@@ -115,6 +212,7 @@ void api_dispatch(berth_req *req, void *arg)
         if (strcmp(r->method, method) && !(head && !strcmp(r->method, "GET"))) continue;
         match(r, segs, n, req);
         free_segs(segs, n);
+        if (!body_ok(req, r)) return;
         http_req_set_owner(req, r->owner);
         r->h(req, r->arg);
         return;
@@ -227,6 +325,7 @@ static void get_metrics(berth_req *r, void *arg)
     buf_printf(&b, "# HELP berth_config_last_reload_ok Whether the last reload succeeded.\n"
                "# TYPE berth_config_last_reload_ok gauge\nberth_config_last_reload_ok %d\n",
                C.reload.ok ? 1 : 0);
+    metrics_render(&b);
     req_respond(r, 200, "text/plain; version=0.0.4", b.p, b.len);
     buf_free(&b);
 }

@@ -105,7 +105,7 @@ struct qev {
 static struct {
     uv_idle_t idle;
     struct list subs, queue;
-    char **custom; size_t ncustom;
+    char **custom, **owner; size_t ncustom;     /* owner: the registering module */
     uint64_t seq, published, unjournaled, since_trim;
     uint64_t retention;
     int depth;
@@ -147,15 +147,34 @@ static bool event_name_valid(const char *n)
     return true;
 }
 
-/* Registering an existing name returns its type, so a reloaded plugin keeps its numbers. */
-uint32_t bus_register(const char *name)
+/* Registering an existing name returns its type, so a reloaded plugin keeps its numbers;
+ * a name registered by another owner is refused (0). owner NULL is the core. */
+uint32_t bus_register_owned(const char *name, const char *owner)
 {
     if (!name || !event_name_valid(name)) return 0;
     uint32_t t = bus_lookup(name);
-    if (t) return t >= BERTH_EV_CUSTOM_BASE ? t : 0;
+    if (t) {
+        const char *o = bus_owner(t);
+        bool same = t >= BERTH_EV_CUSTOM_BASE && (o && owner ? !strcmp(o, owner) : o == owner);
+        return same ? t : 0;
+    }
     B.custom = xrealloc(B.custom, (B.ncustom + 1) * sizeof *B.custom);
+    B.owner = xrealloc(B.owner, (B.ncustom + 1) * sizeof *B.owner);
     B.custom[B.ncustom] = xstrdup(name);
+    B.owner[B.ncustom] = xstrdup(owner);
     return (uint32_t)(BERTH_EV_CUSTOM_BASE + B.ncustom++);
+}
+
+uint32_t bus_register(const char *name)
+{
+    return bus_register_owned(name, NULL);
+}
+
+const char *bus_owner(uint32_t type)
+{
+    if (type >= BERTH_EV_CUSTOM_BASE && type - BERTH_EV_CUSTOM_BASE < B.ncustom)
+        return B.owner[type - BERTH_EV_CUSTOM_BASE];
+    return NULL;
 }
 
 char *bus_payload_json(uint32_t type, const void *payload)
@@ -372,8 +391,9 @@ void bus_shutdown(void)
     B.inited = false;
     list_each(it, &B.subs) free(container_of(it, struct bus_sub, link));
     list_init(&B.subs);
-    for (size_t i = 0; i < B.ncustom; i++) free(B.custom[i]);
+    for (size_t i = 0; i < B.ncustom; i++) free(B.custom[i]), free(B.owner[i]);
     free(B.custom);
-    B.custom = NULL;
+    free(B.owner);
+    B.custom = B.owner = NULL;
     B.ncustom = 0;
 }

@@ -801,6 +801,12 @@ int cfg_fill(const struct berth_cfg_item *const *schemas, void *const *outs, siz
 bool cfg_reloadable_change(const struct berth_cfg_item *schema, const struct cnode *a,
                            const struct cnode *b, const char **key)
 {
+    /* a list or a value where a mapping belongs has no keys to compare (found by fuzz_conf:
+     * a reload with `berth: [x]` read the keys of a list) */
+    if ((a && a->kind != CN_MAP) || (b && b->kind != CN_MAP)) {
+        *key = "";
+        return cnode_equal(a, b);
+    }
     for (int pass = 0; pass < 2; pass++) {
         const struct cnode *x = pass ? b : a, *y = pass ? a : b;
         for (size_t i = 0; x && i < x->n; i++) {

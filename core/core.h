@@ -23,6 +23,11 @@ char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
 int64_t wall_ms(void);
 bool handle_valid(const char *h);
+bool utf8_valid(const char *s, size_t n);
+/* 0 if every string in the JSON text s is whole, valid UTF-8 (no \u0000, no raw control
+ * character, no unpaired surrogate); else BERTH_EINVAL and why. Syntax is cJSON's job. */
+int json_text_check(const char *s, size_t n, char *err, size_t len);
+bool pct_text_valid(const char *s, size_t n);
 bool ident_valid(const char *s);           /* plugin instance / template names */
 int parse_duration(const char *s, int64_t *ms);
 int parse_size(const char *s, uint64_t *bytes);
@@ -35,6 +40,8 @@ void buf_add(struct buf *b, const void *data, size_t n);
 void buf_adds(struct buf *b, const char *s);
 void buf_printf(struct buf *b, const char *fmt, ...) BERTH_PRINTF(2, 3);
 void buf_free(struct buf *b);
+/* appends s as JSON string content; invalid UTF-8 becomes U+FFFD */
+void buf_json_escape(struct buf *b, const char *s);
 
 /* Intrusive doubly linked list. */
 struct list { struct list *prev, *next; };
@@ -157,6 +164,8 @@ int store_events_since(struct store *s, uint64_t after, size_t limit, store_even
 int bus_init(void);
 void bus_shutdown(void);
 uint32_t bus_register(const char *name);
+uint32_t bus_register_owned(const char *name, const char *owner);
+const char *bus_owner(uint32_t type);   /* the module that registered a custom type, or NULL */
 uint32_t bus_lookup(const char *name);
 const char *bus_name(uint32_t type);
 int bus_publish(uint32_t type, const char *tenant, const void *payload);
@@ -195,6 +204,7 @@ void http_req_set_owner(berth_req *r, berth_instance *owner);
 void http_abort_owner(berth_instance *owner);    /* answer what an unloaded plugin left */
 const char *req_method(berth_req *r);
 const char *req_path(berth_req *r);
+const char *req_query_raw(berth_req *r);     /* still percent-encoded; NULL if none */
 const char *req_query(berth_req *r, const char *name);
 const char *req_param(berth_req *r, const char *name);
 const char *req_header(berth_req *r, const char *name);
@@ -229,6 +239,9 @@ void plugins_stop_all(struct gen *g, void (*done)(void));
 cJSON *plugins_json(void);
 size_t plugins_count(void);
 const char *inst_name(const berth_instance *i);
+const char *inst_comp(const berth_instance *i);   /* its log component, "plugin:<name>" */
+/* 0 if fd holds a complete shared object for this machine, else BERTH_EINVAL and why */
+int elf_check_fd(int fd, char *err, size_t len);
 void inst_pending(berth_instance *i, int delta);
 cJSON *loop_handles_json(void);
 void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e);
@@ -243,7 +256,7 @@ struct res {
     int kind;
 };
 enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
-       RES_LISTEN, RES_BUSY, RES_WAIT };
+       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC };
 void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
@@ -362,8 +375,19 @@ int spec_setenv(berth_spec *s, const char *name, const char *value);
 /* ---- api.c ---- */
 int api_init(void);
 struct route;
+/* ---- metrics.c: plugin metrics, owned by their instance ---- */
+berth_metric *metric_register(berth_instance *self, const char *name,
+                              enum berth_metric_kind kind, const char *help,
+                              const char *const *labels);
+int metric_add(berth_metric *m, const char *const *values, double delta);
+int metric_set(berth_metric *m, const char *const *values, double value);
+void metric_free(berth_metric *m);
+void metrics_render(struct buf *b);     /* every plugin metric, in the text format */
+
 int route_add(berth_instance *owner, const char *method, const char *pattern,
               berth_http_handler h, void *arg, struct route **out);
+/* the pattern of a core route that method+pattern would take requests from, or NULL */
+const char *route_shadows_core(const char *method, const char *pattern);
 void route_del(struct route *r);
 void api_dispatch(berth_req *r, void *arg);
 void api_shutdown(void);

@@ -568,16 +568,6 @@ void req_respond(berth_req *r, int status, const char *ct, const char *body, siz
     finish(r);
 }
 
-static void json_escape(struct buf *b, const char *s)
-{
-    for (; *s; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') buf_printf(b, "\\%c", ch);
-        else if (ch < 0x20) buf_printf(b, "\\u%04x", ch);
-        else buf_add(b, s, 1);
-    }
-}
-
 void req_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
 {
     char msg[1024];
@@ -587,9 +577,9 @@ void req_respond_error(berth_req *r, int status, const char *code, const char *f
     va_end(ap);
     struct buf b = {0};
     buf_adds(&b, "{\"error\":{\"code\":\"");
-    json_escape(&b, code);
+    buf_json_escape(&b, code);
     buf_adds(&b, "\",\"message\":\"");
-    json_escape(&b, msg);
+    buf_json_escape(&b, msg);
     buf_adds(&b, "\"}}\n");
     req_respond(r, status, "application/json", b.p, b.len);
     buf_free(&b);
@@ -673,6 +663,7 @@ void req_on_drain(berth_req *r, berth_req_cb cb, void *arg)
 
 const char *req_method(berth_req *r) { return r->method; }
 const char *req_path(berth_req *r) { return r->path; }
+const char *req_query_raw(berth_req *r) { return r->query_raw; }
 berth_instance *http_req_owner(berth_req *r) { return r->owner; }
 
 void http_req_set_owner(berth_req *r, berth_instance *owner)

@@ -136,12 +136,14 @@ static int dump_schema(struct gen *g)
     plugins_schema_json(g->core.plugin_dir, pl, &e);
     dump_blocks(g, tmpl, pl);
     print_errs(&e);
+    /* the schemas that could be read are printed; a file that could not is still a failure */
+    int code = e.n ? 1 : 0;
     errs_free(&e);
     char *s = cJSON_Print(o);
     printf("%s\n", s);
     cJSON_free(s);
     cJSON_Delete(o);
-    return 0;
+    return code;
 }
 
 static int start(void)

@@ -65,6 +65,7 @@ static bool reap_init;
 static void (*all_stopped)(void);
 
 const char *inst_name(const berth_instance *i) { return i->name; }
+const char *inst_comp(const berth_instance *i) { return i->comp; }
 
 void res_attach(berth_instance *owner, struct res *r, int kind)
 {
@@ -144,6 +145,37 @@ static int copy_fd(int from, int to)
     return n < 0 ? -1 : 0;
 }
 
+/* The copy is what dlopen maps, so the copy is what gets checked; a file rewritten while it
+ * was read may be a mix of two versions, and is refused rather than trusted. The copy is
+ * sealed so nothing can change it between the check and dlopen. */
+static int copy_checked(int fd, const struct stat *st, const char *path, struct errs *e,
+                        const struct cnode *at)
+{
+    int mfd = memfd_create("berth-plugin", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (mfd < 0 || copy_fd(fd, mfd) < 0) {
+        errs_add(e, at, "cannot copy plugin %s: %s", path, strerror(errno));
+        if (mfd >= 0) close(mfd);
+        return -1;
+    }
+    struct stat after;
+    char why[256];
+    if (fstat(fd, &after) < 0 || after.st_size != st->st_size ||
+        after.st_mtim.tv_sec != st->st_mtim.tv_sec ||
+        after.st_mtim.tv_nsec != st->st_mtim.tv_nsec) {
+        errs_add(e, at, "refusing to load %s: it changed while it was being read; reload "
+                 "again once it is completely written", path);
+        close(mfd);
+        return -1;
+    }
+    if (elf_check_fd(mfd, why, sizeof why)) {
+        errs_add(e, at, "refusing to load %s: %s", path, why);
+        close(mfd);
+        return -1;
+    }
+    fcntl(mfd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL);
+    return mfd;
+}
+
 static struct module *module_load(const char *path, struct errs *e, const struct cnode *at)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -165,14 +197,9 @@ static struct module *module_load(const char *path, struct errs *e, const struct
             return m;
         }
     }
-    int mfd = memfd_create("berth-plugin", MFD_CLOEXEC);
-    if (mfd < 0 || copy_fd(fd, mfd) < 0) {
-        errs_add(e, at, "cannot copy plugin %s: %s", path, strerror(errno));
-        close(fd);
-        if (mfd >= 0) close(mfd);
-        return NULL;
-    }
+    int mfd = copy_checked(fd, &st, path, e, at);
     close(fd);
+    if (mfd < 0) return NULL;
     char proc[64];
     snprintf(proc, sizeof proc, "/proc/self/fd/%d", mfd);
     void *dl = dlopen(proc, RTLD_NOW | RTLD_LOCAL);
@@ -306,8 +333,9 @@ static berth_instance *stage_one(struct gen *g, const struct gen *old, const cha
     snprintf(what, sizeof what, "plugin '%s'", name);
     int bad = cfg_fill(schemas, outs, 2, node && node->kind == CN_MAP ? node : NULL,
                        &i->new_arena, e, what);
-    if (node && node->kind == CN_SCALAR && node->value[0]) {
-        errs_add(e, node, "plugin '%s' takes a mapping (or nothing), not a value", name);
+    if (node && (node->kind == CN_SEQ || (node->kind == CN_SCALAR && node->value[0]))) {
+        errs_add(e, node, "plugin '%s' takes a mapping (or nothing), not a %s", name,
+                 node->kind == CN_SEQ ? "list" : "value");
         bad++;
     }
     if (!bad && m->d->validate) {
@@ -491,6 +519,7 @@ static int release_all(berth_instance *i)
         case RES_ROUTE: route_del((struct route *)r); break;
         case RES_BUSY: busy_drop(r); break;
         case RES_WAIT: waiter_drop(r); break;
+        case RES_METRIC: metric_free((berth_metric *)r); break;
         case RES_LISTEN: {
             struct plisten *p = (struct plisten *)r;
             res_detach(r);
@@ -870,16 +899,28 @@ static void h_unsubscribe(berth_sub *s)
     free(s);
 }
 
+/* Subscribers trust an event's type: the core's events come from the core, and a custom
+ * type from the module that registered it (any instance of it, before or after a reload). */
 static int h_publish(berth_instance *self, uint32_t type, const char *tenant, const void *p)
 {
-    (void)self;
+    const char *name = bus_name(type), *owner = bus_owner(type);
+    if (name && (type < BERTH_EV_CUSTOM_BASE || !owner || strcmp(owner, self->mod->d->name))) {
+        blog(BERTH_LOG_ERROR, self->comp, "may not publish %s: it belongs to %s", name,
+             owner ? owner : "the core");
+        return BERTH_EPERM;
+    }
     return bus_publish(type, tenant, p);
 }
 
 static uint32_t h_event_register(berth_instance *self, const char *name)
 {
-    (void)self;
-    return bus_register(name);
+    uint32_t t = bus_register_owned(name, self->mod->d->name);
+    if (!t && name && bus_lookup(name)) {
+        const char *owner = bus_owner(bus_lookup(name));
+        blog(BERTH_LOG_ERROR, self->comp, "may not register event %s: it belongs to %s", name,
+             owner ? owner : "the core");
+    }
+    return t;
 }
 
 static uint32_t h_event_lookup(berth_instance *self, const char *name)
@@ -944,6 +985,12 @@ static berth_call *h_http_request(berth_instance *self, const struct berth_http_
 static int h_route(berth_instance *self, const char *method, const char *pattern,
                    berth_http_handler h, void *arg)
 {
+    const char *core = method && pattern ? route_shadows_core(method, pattern) : NULL;
+    if (core) {
+        blog(BERTH_LOG_ERROR, self->comp, "may not route %s %s: it would shadow the core's "
+             "%s %s", method, pattern, method, core);
+        return BERTH_EPERM;
+    }
     return route_add(self, method, pattern, h, arg, NULL);
 }
 
@@ -1142,4 +1189,7 @@ const struct berth_host berth_host_api = {
     .tenant_status_set = h_status_set,
     .tenant_wait_ready = tenant_wait_ready,
     .template_config = h_template_config,
+    .metric_register = metric_register,
+    .metric_add = metric_add,
+    .metric_set = metric_set,
 };

@@ -52,9 +52,13 @@ char *xstrndup(const char *s, size_t n)
 char *xasprintf(const char *fmt, ...)
 {
     va_list ap;
+    /* gcc's -Wformat-truncation, with UBSan's checks inlined at -O2, sees a path where fmt
+     * is NULL and fails the build under -Werror: give that path an answer of its own */
+    if (!fmt) return xstrdup("");
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
+    if (n < 0) return xstrdup("");
     char *p = xmalloc((size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(p, (size_t)n + 1, fmt, ap);
@@ -225,4 +229,141 @@ void buf_free(struct buf *b)
     free(b->p);
     b->p = NULL;
     b->len = b->cap = 0;
+}
+
+/* Length of the well-formed UTF-8 sequence at s (RFC 3629: no overlong forms, no surrogates,
+ * nothing above U+10FFFF), or 0 if there is none. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80) return 1;
+    size_t len = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
+    if (!len || s[0] > 0xf4 || len > n) return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((s[i] & 0xc0) != 0x80) return 0;
+    if (s[0] == 0xe0 && s[1] < 0xa0) return 0;      /* overlong */
+    if (s[0] == 0xed && s[1] >= 0xa0) return 0;     /* surrogate */
+    if (s[0] == 0xf0 && s[1] < 0x90) return 0;      /* overlong */
+    if (s[0] == 0xf4 && s[1] >= 0x90) return 0;     /* above U+10FFFF */
+    return len;
+}
+
+bool utf8_valid(const char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq((const unsigned char *)s + i, n - i);
+        if (!l) return false;
+        i += l;
+    }
+    return true;
+}
+
+/* Invalid bytes become U+FFFD, so an answer that echoes client input is still JSON. */
+void buf_json_escape(struct buf *b, const char *s)
+{
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char ch = (unsigned char)s[i];
+        size_t l = utf8_seq((const unsigned char *)s + i, n - i);
+        if (!l) {
+            buf_adds(b, "\xef\xbf\xbd");
+            i++;
+        } else if (ch == '"' || ch == '\\') {
+            buf_printf(b, "\\%c", ch);
+            i++;
+        } else if (ch < 0x20 || ch == 0x7f) {
+            buf_printf(b, "\\u%04x", ch);
+            i++;
+        } else {
+            buf_add(b, s + i, l);
+            i += l;
+        }
+    }
+}
+
+static int hex4(const char *s, size_t n)
+{
+    if (n < 4) return -1;
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+              : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0) return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+/* One escape after a backslash at s[0]; returns its length, or 0 if it would not decode to
+ * a whole string: cJSON stops a string at an escaped NUL and keeps a lone surrogate. */
+static size_t escape_ok(const char *s, size_t n, const char **why)
+{
+    if (n < 2) return 0;
+    if (s[1] != 'u') return 2;
+    int v = hex4(s + 2, n - 2);
+    if (v < 0) return 2;                /* a syntax error: cJSON reports it */
+    if (v == 0) {
+        *why = "a string contains \\u0000";
+        return 0;
+    }
+    if (v >= 0xdc00 && v <= 0xdfff) {
+        *why = "a string contains an unpaired surrogate";
+        return 0;
+    }
+    if (v < 0xd800 || v > 0xdbff) return 6;
+    int lo = n >= 8 && s[6] == '\\' && s[7] == 'u' ? hex4(s + 8, n - 8) : -1;
+    if (lo < 0xdc00 || lo > 0xdfff) {
+        *why = "a string contains an unpaired surrogate";
+        return 0;
+    }
+    return 12;
+}
+
+int json_text_check(const char *s, size_t n, char *err, size_t len)
+{
+    const char *why = NULL;
+    if (!utf8_valid(s, n)) why = "the body is not valid UTF-8";
+    bool in_str = false;
+    for (size_t i = 0; !why && i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (!in_str) {
+            in_str = ch == '"';
+            if (!ch) why = "the body contains a NUL byte";
+        } else if (ch == '"') {
+            in_str = false;
+        } else if (ch < 0x20) {
+            why = "a string contains a raw control character";
+        } else if (ch == '\\') {
+            size_t l = escape_ok(s + i, n - i, &why);
+            if (l) i += l - 1;
+        }
+    }
+    if (!why) return 0;
+    snprintf(err, len, "%s; every string must be whole, valid UTF-8", why);
+    return BERTH_EINVAL;
+}
+
+/* A percent-encoded URL part decodes to text without NUL or invalid UTF-8. */
+bool pct_text_valid(const char *s, size_t n)
+{
+    char *d = xmalloc(n + 1);
+    size_t o = 0;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        int h = -1;
+        if (s[i] == '%' && i + 2 < n) {
+            char hx[5] = {'0', '0', s[i + 1], s[i + 2], 0};
+            h = hex4(hx, 4);
+        }
+        if (s[i] == '%' && h >= 0) {
+            ok = h != 0;
+            d[o++] = (char)h;
+            i += 2;
+        } else {
+            d[o++] = s[i];
+        }
+    }
+    ok = ok && utf8_valid(d, o);
+    free(d);
+    return ok;
 }

@@ -7,6 +7,7 @@
  * back, to catch what it missed. */
 #include <berth/berth.h>
 #include <cJSON.h>
+#include "docker_events.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -106,7 +107,7 @@ struct dk {
     berth_call *events;
     berth_timer *reconnect;
     int64_t backoff;
-    char *evbuf; size_t evlen;
+    struct dk_lines ev;     /* the event stream's partial line */
     struct expect *expected;    /* stops and removals berth asked for itself */
     char *oom[64]; int noom;
     struct netop *netops;
@@ -872,18 +873,11 @@ static const struct berth_driver driver = {
 
 static void follow(struct dk *d);
 
-static void on_event(struct dk *d, cJSON *m)
+static void on_event(struct dk *d, const cJSON *m)
 {
-    const char *type = cJSON_GetStringValue(cJSON_GetObjectItem(m, "Type"));
-    const char *action = cJSON_GetStringValue(cJSON_GetObjectItem(m, "Action"));
-    cJSON *actor = cJSON_GetObjectItem(m, "Actor");
-    cJSON *attrs = cJSON_GetObjectItem(actor, "Attributes");
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(actor, "ID"));
-    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "berth.tenant"));
-    const char *inst = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "berth.instance"));
-    if (!type || strcmp(type, "container") || !action || !h || !id || !inst ||
-        strcmp(inst, H->name(d->self)))
-        return;
+    struct dk_event ev;
+    if (!dk_event_parse(m, &ev) || strcmp(ev.instance, H->name(d->self))) return;
+    const char *action = ev.action, *id = ev.id, *h = ev.tenant;
     if (!strcmp(action, "oom")) {
         oom_add(d, id);
         return;
@@ -892,7 +886,7 @@ static void on_event(struct dk *d, cJSON *m)
     if (!die && !destroy) return;
     bool oom = oom_take(d, id);
     if (expect_take(d, h)) return;       /* berth stopped or removed it */
-    const char *code = cJSON_GetStringValue(cJSON_GetObjectItem(attrs, "exitCode"));
+    const char *code = ev.exit_code;
     char msg[128];
     struct berth_observed o = {sizeof o, die ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT, id, NULL,
                                code ? atoi(code) : -1, oom, msg};
@@ -903,25 +897,22 @@ static void on_event(struct dk *d, cJSON *m)
     H->driver_report(d->self, h, &o);
 }
 
+static void event_line(const char *line, size_t len, void *arg)
+{
+    struct dk *d = arg;
+    cJSON *m = cJSON_ParseWithLength(line, len);
+    if (m) on_event(d, m);
+    cJSON_Delete(m);
+}
+
 static bool event_data(const char *data, size_t len, void *arg)
 {
     struct dk *d = arg;
-    char *b = realloc(d->evbuf, d->evlen + len + 1);
-    if (!b) return false;
-    d->evbuf = b;
-    memcpy(b + d->evlen, data, len);
-    d->evlen += len;
-    b[d->evlen] = 0;
-    char *line = b, *nl;
-    while ((nl = strchr(line, '\n'))) {
-        *nl = 0;
-        cJSON *m = cJSON_Parse(line);
-        if (m) on_event(d, m);
-        cJSON_Delete(m);
-        line = nl + 1;
+    if (!dk_lines_feed(&d->ev, data, len, event_line, d)) {
+        H->log(d->self, BERTH_LOG_WARN, "dockerd sent an event line over %u bytes; "
+               "reconnecting", DK_LINE_MAX);
+        return false;
     }
-    d->evlen = strlen(line);
-    memmove(b, line, d->evlen + 1);
     d->backoff = 0;
     return true;
 }
@@ -938,7 +929,7 @@ static void events_ended(const struct berth_http_result *r, void *arg)
 {
     struct dk *d = arg;
     d->events = NULL;
-    d->evlen = 0;
+    dk_lines_reset(&d->ev);
     d->backoff = d->backoff ? d->backoff * 2 : 500;
     if (d->backoff > d->cfg.reconnect_max) d->backoff = d->cfg.reconnect_max;
     H->log(d->self, BERTH_LOG_WARN, "dockerd event stream ended (%s); reconnecting in %lldms",
@@ -1056,7 +1047,7 @@ static void destroy(void *state)
         }
         free(n);
     }
-    free(d->evbuf);
+    dk_lines_reset(&d->ev);
     free(d);
 }
 

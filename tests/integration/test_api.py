@@ -164,6 +164,84 @@ class ControlAPI(BerthTest):
         self.assertEqual(got, want)
 
 
+BAD_STRINGS = {
+    "escaped NUL": b"ab\\u0000cd",
+    "raw control": b"ab\x01cd",
+    "invalid byte": b"ab\xffcd",
+    "cut sequence": b"ab\xc3",
+    "overlong slash": b"ab\xc0\xafcd",
+    "UTF-8 surrogate": b"ab\xed\xa0\x80cd",
+    "escaped lone surrogate": b"ab\\ud800cd",
+}
+
+
+class UntrustedStrings(BerthTest):
+    """Every string from outside is checked whole; every answer is JSON."""
+
+    def answer(self, method, path, body=None, headers=None):
+        c = UnixHTTPConnection(self.b.sock, timeout=10 * SLOW)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            status, data = r.status, r.read()
+        finally:
+            c.close()
+        doc = json.loads(data.decode("utf-8"))      # strict: raises on invalid UTF-8
+        return status, doc
+
+    def assert_nothing_created(self):
+        self.assertEqual(self.b.get("/v1/tenants").json["tenants"], [])
+
+    def test_bad_strings_in_every_body_field(self):
+        fields = {"handle": b"good", "kind": b"human", "template": b"default",
+                  "desired": b"running"}
+        for field in fields:
+            for what, bad in BAD_STRINGS.items():
+                with self.subTest(field=field, bad=what):
+                    body = b"{" + b",".join(
+                        b'"%s":"%s"' % (k.encode(), bad if k == field else v)
+                        for k, v in fields.items()) + b"}"
+                    status, doc = self.answer("POST", "/v1/tenants", body,
+                                              {"Content-Type": "application/json"})
+                    self.assertEqual(status, 400, doc)
+                    self.assertEqual(doc["error"]["code"], "invalid_json")
+                    self.assertIn("valid UTF-8", doc["error"]["message"])
+                    self.assert_nothing_created()
+        # a bad key is a bad string too
+        status, doc = self.answer("POST", "/v1/tenants", b'{"handle":"ok","x\\u0000":1}')
+        self.assertEqual(status, 400, doc)
+        # and the same body without the bad byte is accepted
+        status, doc = self.answer("POST", "/v1/tenants", b'{"handle":"abcd"}')
+        self.assertEqual(status, 201, doc)
+        self.assertEqual(self.b.get("/v1/tenants/ab").status, 404)
+
+    def test_bad_strings_in_action_and_plugin_bodies(self):
+        self.assertEqual(self.b.post("/v1/tenants", {"handle": "abcd"}).status, 201)
+        for what, bad in BAD_STRINGS.items():
+            with self.subTest(bad=what):
+                status, doc = self.answer("POST", "/v1/tenants/abcd/sleep",
+                                          b'{"reason":"' + bad + b'"}')
+                self.assertEqual(status, 400, doc)
+                status, doc = self.answer("POST", "/v1/echo/ping", b'{"x":"' + bad + b'"}',
+                                          {"Content-Type": "application/json"})
+                self.assertEqual(status, 400, doc)
+        self.assertEqual(self.b.tenant("abcd")["desired"], "running")
+        self.assertEqual(self.b.events(type="echo.pinged"), [])
+
+    def test_bad_bytes_in_paths_and_queries(self):
+        cases = [("GET", "/v1/tenants/ab%00cd"), ("GET", "/v1/tenants/ab%ffcd"),
+                 ("DELETE", "/v1/tenants/%c3"), ("POST", "/v1/tenants/ab%ff/wake"),
+                 ("GET", "/nosuch/%ff%fe"), ("GET", "/v1/events?type=%ff&follow=0"),
+                 ("GET", "/v1/events?type=a%00b&follow=0"), ("GET", "/v1/tenants?x=%ed%a0%80"),
+                 ("POST", "/v1/tenants/abcd/wake?wait=%ff")]
+        for method, path in cases:
+            with self.subTest(path=path):
+                status, doc = self.answer(method, path, b"{}" if method == "POST" else None)
+                self.assertEqual(status, 400, doc)
+                self.assertIn("error", doc)
+        self.assert_nothing_created()
+
+
 class Retention(BerthTest):
     conf = {"10-test.yaml": TESTDRV, "20-ev.yaml": "berth:\n  events: {retention: 100}\n"}
 

@@ -59,11 +59,45 @@ static void secrets(void)
     CHECK(levenshtein("memmory", "memory") == 1);
 }
 
+static void utf8(void)
+{
+    CHECK(utf8_valid("h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 16));
+    CHECK(!utf8_valid("\xff", 1));
+    CHECK(!utf8_valid("\xc3", 1));                  /* cut short */
+    CHECK(!utf8_valid("\xc0\xaf", 2));              /* overlong '/' */
+    CHECK(!utf8_valid("\xe0\x80\xaf", 3));          /* overlong */
+    CHECK(!utf8_valid("\xed\xa0\x80", 3));          /* a surrogate */
+    CHECK(!utf8_valid("\xf4\x90\x80\x80", 4));      /* above U+10FFFF */
+    CHECK(utf8_valid("\xf4\x8f\xbf\xbf", 4));
+    struct buf b = {0};
+    buf_json_escape(&b, "a\"\\\x01\xff\xc3\xa9\x7f");
+    buf_add(&b, "", 1);
+    CHECK(!strcmp(b.p, "a\\\"\\\\\\u0001\xef\xbf\xbd\xc3\xa9\\u007f"));
+    buf_free(&b);
+    char err[128];
+    const char *good = "{\"a\":\"\\u00e9\\ud83d\\ude00\\n\",\"b\":[\"x\\\"y\"]}";
+    CHECK(json_text_check(good, strlen(good), err, sizeof err) == 0);
+    CHECK(json_text_check("{\"a\":\"x\\u0000\"}", 14, err, sizeof err) == BERTH_EINVAL);
+    CHECK(strstr(err, "\\u0000") != NULL);
+    CHECK(json_text_check("{\"a\":\"\\ud800\"}", 14, err, sizeof err) == BERTH_EINVAL);
+    CHECK(json_text_check("{\"a\":\"\\udc00\\ud800\"}", 20, err, sizeof err) == BERTH_EINVAL);
+    CHECK(json_text_check("{\"a\":\"\x01\"}", 9, err, sizeof err) == BERTH_EINVAL);
+    CHECK(json_text_check("{\"a\":\"\xff\"}", 9, err, sizeof err) == BERTH_EINVAL);
+    CHECK(json_text_check("{\"a\":1}\0", 8, err, sizeof err) == BERTH_EINVAL);
+    CHECK(json_text_check("{\"a\\\\\":\"\\\\u0000\"}", 17, err, sizeof err) == 0);
+    CHECK(pct_text_valid("a=%C3%A9&b=c", 12));
+    CHECK(!pct_text_valid("a=%00", 5));
+    CHECK(!pct_text_valid("a=%ff", 5));
+    CHECK(!pct_text_valid("a=\xff", 3));
+    CHECK(pct_text_valid("a=%", 3));                /* a bad escape is the parser's to drop */
+}
+
 int main(void)
 {
     durations();
     sizes();
     handles();
     secrets();
+    utf8();
     return unit_report("util");
 }

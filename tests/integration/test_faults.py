@@ -1,0 +1,121 @@
+"""Bad files: a plugin .so that is truncated or not ELF at all is refused with a clear error by
+reload (the running instance is kept), --check and --dump-schema; berthd never dies of it."""
+import json
+import os
+import signal
+import subprocess
+import unittest
+
+from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, wait_until
+
+SIGBUS_EXIT = 128 + signal.SIGBUS
+
+
+def truncated(src, n=12000):
+    with open(src, "rb") as f:
+        return f.read(n)
+
+
+def write_in_place(path, data):
+    """Overwrite the file without a rename, as a plain `cp` or `head >` does."""
+    with open(path, "r+b") as f:
+        f.truncate(0)
+        f.write(data)
+
+
+BAD_FILES = {
+    "truncated": lambda: truncated(os.path.join(BUILD, "plugins", "lifecycle.so")),
+    "truncated_echo": lambda: truncated(os.path.join(ABI, "echo.so"), 20000),
+    "not_elf": lambda: b"#!/bin/sh\necho this is not a shared object\n" * 50,
+    "empty": lambda: b"",
+    "header_only": lambda: truncated(os.path.join(ABI, "echo.so"), 64),
+}
+
+
+class BadPluginOnReload(BerthTest):
+    def test_reload_refuses_and_keeps_the_running_instance(self):
+        b = self.b
+        echo = os.path.join(b.plugin_dir, "echo.so")
+        with open(echo, "rb") as f:
+            good = f.read()
+        for what, make in BAD_FILES.items():
+            with self.subTest(what):
+                write_in_place(echo, make())
+                r = b.post("/v1/reload")
+                self.assertEqual(r.status, 422, r.body)
+                details = " ".join(r.json["error"]["details"])
+                self.assertIn(f"refusing to load {echo}:", details)
+                self.assertEqual(b.get("/v1/echo/info").status, 200)
+                plugins = {p["name"]: p for p in b.get("/v1/plugins").json["plugins"]}
+                self.assertEqual(plugins["echo"]["state"], "running")
+        # SIGHUP takes the same path
+        write_in_place(echo, BAD_FILES["truncated_echo"]())
+        before = b.log().count("reload failed")
+        b.signal(signal.SIGHUP)
+        wait_until(lambda: b.log().count("reload failed") > before, what="SIGHUP reload")
+        self.assertIn("truncated", b.log())
+        self.assertEqual(b.get("/health").status, 200)
+        write_in_place(echo, good)
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class BadConfigShapes(BerthTest):
+    """A list where a mapping belongs crashed a reload (found by fuzz_conf)."""
+
+    def test_lists_for_mappings_are_refused_on_reload(self):
+        b = self.b
+        for bad, msg in (("berth:\n- x\n", "'berth' must be a mapping"),
+                         ("plugins:\n  echo: [a]\n",
+                          "plugin 'echo' takes a mapping (or nothing), not a list")):
+            with self.subTest(bad=bad):
+                b.write("20-bad.yaml", bad)
+                r = b.post("/v1/reload")
+                self.assertEqual(r.status, 422, r.body)
+                self.assertIn(msg, " ".join(r.json["error"]["details"]))
+                self.assertEqual(b.get("/v1/echo/info").status, 200)
+        b.remove("20-bad.yaml")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+
+
+class BadPluginOffline(unittest.TestCase):
+    def setUp(self):
+        from harness import Berthd
+        self.b = Berthd({"10-test.yaml": TESTDRV})
+
+    def tearDown(self):
+        self.b.cleanup()
+
+    def run_berthd(self, flag):
+        p = subprocess.run([BERTHD, "--config", self.b.conf, flag], capture_output=True,
+                           text=True, timeout=60)
+        return p.returncode, p.stderr
+
+    def test_check_and_dump_schema_refuse_bad_files(self):
+        echo = os.path.join(self.b.plugin_dir, "echo.so")
+        for what, make in BAD_FILES.items():
+            with self.subTest(what):
+                write_in_place(echo, make())
+                for flag in ("--check", "--dump-schema"):
+                    rc, err = self.run_berthd(flag)
+                    self.assertNotEqual(rc, SIGBUS_EXIT, err)
+                    self.assertEqual(rc, 1, err)
+                    self.assertIn(f"refusing to load {echo}:", err)
+
+    def test_dump_schema_reports_a_bad_file_beside_good_ones(self):
+        for what, make in BAD_FILES.items():
+            with self.subTest(what):
+                x = os.path.join(self.b.plugin_dir, "x.so")
+                with open(x, "wb") as f:
+                    f.write(make())
+                os.chmod(x, 0o755)
+                p = subprocess.run([BERTHD, "--config", self.b.conf, "--dump-schema"],
+                                   capture_output=True, text=True, timeout=60)
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertIn(f"refusing to load {x}:", p.stderr)
+                mods = {m["module"] for m in json.loads(p.stdout)["plugins"]}
+                self.assertEqual(mods, {"echo", "testdrv"})
+
+
+if __name__ == "__main__":
+    unittest.main()
