@@ -124,7 +124,9 @@ class Check(unittest.TestCase):
         self.b.write("40-v.yaml", "plugins:\n  echo: {greeting: forbidden}\n")
         rc, out, err = check(self.b)
         self.assertEqual(rc, 1)
-        self.assertIn("plugin 'echo': greeting must not be 'forbidden'", err)
+        # echo's block opens in 10-test.yaml: the bad value is 40-v.yaml's, and blamed there
+        self.assertIn(f"{self.path('40-v.yaml')}:2:20: plugin 'echo': greeting must not be "
+                      "'forbidden'", err)
 
     def test_template_driver_must_exist(self):
         self.b.write("40-t.yaml", "templates:\n  other: {driver: nosuch}\n  e: {driver: echo}\n")
