@@ -257,6 +257,18 @@ class Check(unittest.TestCase):
             rc, out, err = check(self.b)
             self.assertEqual(rc, 0, err)
 
+    def test_exec_bind_address_is_checked(self):
+        self.b.install_plugin_from_build("exec")
+        self.b.write("40-exec.yaml", "plugins:\n  exec: {ports: 20000-20001}\n")
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 1.2.3.4.5}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{self.path('50-exec.yaml')}:2:16: plugin 'exec': bind must be an IPv4 "
+                      "address, not '1.2.3.4.5'", err)
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 127.0.0.2}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 0, err)
+
     def test_schema_dump_without_a_conf_d_and_with_template_blocks(self):
         p = subprocess.run([os.path.abspath(BERTHD), "--dump-schema"], capture_output=True,
                            text=True, cwd=self.b.dir)
