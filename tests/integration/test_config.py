@@ -3,9 +3,10 @@ import json
 import os
 import socket
 import subprocess
+import time
 import unittest
 
-from harness import BERTHD, Berthd, TESTDRV
+from harness import BERTHD, Berthd, TESTDRV, wait_until
 
 
 def check(b, env=None):
@@ -304,6 +305,48 @@ class Check(unittest.TestCase):
         self.assertEqual(greeting["default"], "hello")
         self.assertEqual(greeting["type"], "string")
         self.assertIn("template", mods["testdrv"])
+
+
+class BlocksAtRunTime(unittest.TestCase):
+    """lifecycle reads each tenant's template block through host->template_config; a reload
+    swaps the blocks it reads."""
+
+    BLOCKS = ("templates:\n"
+              "  nap: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  awake: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  plain: {driver: testdrv}\n")
+
+    def test_each_template_block_applies_and_a_reload_swaps_them(self):
+        b = Berthd({"10-test.yaml": TESTDRV.replace("echo: {}", "lifecycle: {check_interval: 1h}"),
+                    "20-blocks.yaml": self.BLOCKS % ("100ms", "0")}, plugins=("testdrv",))
+        b.install_plugin_from_build("lifecycle")
+        try:
+            b.start()
+            # interleaved, so a sweep meets the templates in turn
+            tenants = {"a1": "awake", "n1": "nap", "a2": "awake", "n2": "nap", "p1": "plain"}
+            for h, t in tenants.items():
+                b.post("/v1/tenants", {"handle": h, "template": t})
+            for h in tenants:
+                b.wait_tenant(h, "ready")
+
+            def sweep_until_asleep(want):
+                def done():
+                    b.post("/v1/lifecycle/sweep")
+                    return {h for h in tenants if b.tenant(h)["desired"] == "asleep"} == want
+                wait_until(done, 5, 0.05, what=f"{sorted(want)} asleep")
+                time.sleep(0.3)     # past every short idle_timeout: nothing else may sleep
+                b.post("/v1/lifecycle/sweep")
+                self.assertEqual({h for h in tenants if b.tenant(h)["desired"] == "asleep"},
+                                 want)
+            sweep_until_asleep({"n1", "n2"})
+            b.write("20-blocks.yaml", self.BLOCKS % ("0", "100ms"))
+            self.assertEqual(b.post("/v1/reload").status, 200)
+            for h in ("n1", "n2"):
+                b.post(f"/v1/tenants/{h}/wake")
+            sweep_until_asleep({"a1", "a2"})
+        finally:
+            self.assertEqual(b.stop(), 0)
+            b.cleanup()
 
 
 if __name__ == "__main__":
