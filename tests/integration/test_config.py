@@ -3,9 +3,10 @@ import json
 import os
 import socket
 import subprocess
+import time
 import unittest
 
-from harness import BERTHD, Berthd, TESTDRV
+from harness import BERTHD, Berthd, TESTDRV, wait_until
 
 
 def check(b, env=None):
@@ -124,7 +125,9 @@ class Check(unittest.TestCase):
         self.b.write("40-v.yaml", "plugins:\n  echo: {greeting: forbidden}\n")
         rc, out, err = check(self.b)
         self.assertEqual(rc, 1)
-        self.assertIn("plugin 'echo': greeting must not be 'forbidden'", err)
+        # echo's block opens in 10-test.yaml: the bad value is 40-v.yaml's, and blamed there
+        self.assertIn(f"{self.path('40-v.yaml')}:2:20: plugin 'echo': greeting must not be "
+                      "'forbidden'", err)
 
     def test_template_driver_must_exist(self):
         self.b.write("40-t.yaml", "templates:\n  other: {driver: nosuch}\n  e: {driver: echo}\n")
@@ -255,6 +258,18 @@ class Check(unittest.TestCase):
             rc, out, err = check(self.b)
             self.assertEqual(rc, 0, err)
 
+    def test_exec_bind_address_is_checked(self):
+        self.b.install_plugin_from_build("exec")
+        self.b.write("40-exec.yaml", "plugins:\n  exec: {ports: 20000-20001}\n")
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 1.2.3.4.5}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{self.path('50-exec.yaml')}:2:16: plugin 'exec': bind must be an IPv4 "
+                      "address, not '1.2.3.4.5'", err)
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 127.0.0.2}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 0, err)
+
     def test_schema_dump_without_a_conf_d_and_with_template_blocks(self):
         p = subprocess.run([os.path.abspath(BERTHD), "--dump-schema"], capture_output=True,
                            text=True, cwd=self.b.dir)
@@ -290,6 +305,48 @@ class Check(unittest.TestCase):
         self.assertEqual(greeting["default"], "hello")
         self.assertEqual(greeting["type"], "string")
         self.assertIn("template", mods["testdrv"])
+
+
+class BlocksAtRunTime(unittest.TestCase):
+    """lifecycle reads each tenant's template block through host->template_config; a reload
+    swaps the blocks it reads."""
+
+    BLOCKS = ("templates:\n"
+              "  nap: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  awake: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  plain: {driver: testdrv}\n")
+
+    def test_each_template_block_applies_and_a_reload_swaps_them(self):
+        b = Berthd({"10-test.yaml": TESTDRV.replace("echo: {}", "lifecycle: {check_interval: 1h}"),
+                    "20-blocks.yaml": self.BLOCKS % ("100ms", "0")}, plugins=("testdrv",))
+        b.install_plugin_from_build("lifecycle")
+        try:
+            b.start()
+            # interleaved, so a sweep meets the templates in turn
+            tenants = {"a1": "awake", "n1": "nap", "a2": "awake", "n2": "nap", "p1": "plain"}
+            for h, t in tenants.items():
+                b.post("/v1/tenants", {"handle": h, "template": t})
+            for h in tenants:
+                b.wait_tenant(h, "ready")
+
+            def sweep_until_asleep(want):
+                def done():
+                    b.post("/v1/lifecycle/sweep")
+                    return {h for h in tenants if b.tenant(h)["desired"] == "asleep"} == want
+                wait_until(done, 5, 0.05, what=f"{sorted(want)} asleep")
+                time.sleep(0.3)     # past every short idle_timeout: nothing else may sleep
+                b.post("/v1/lifecycle/sweep")
+                self.assertEqual({h for h in tenants if b.tenant(h)["desired"] == "asleep"},
+                                 want)
+            sweep_until_asleep({"n1", "n2"})
+            b.write("20-blocks.yaml", self.BLOCKS % ("0", "100ms"))
+            self.assertEqual(b.post("/v1/reload").status, 200)
+            for h in ("n1", "n2"):
+                b.post(f"/v1/tenants/{h}/wake")
+            sweep_until_asleep({"a1", "a2"})
+        finally:
+            self.assertEqual(b.stop(), 0)
+            b.cleanup()
 
 
 if __name__ == "__main__":

@@ -240,6 +240,23 @@ static void struct_lists_and_maps(void)
     cJSON_Delete(j);
 }
 
+/* The driver's struct is its top-level keys (node: the template); others' are their blocks. */
+static void template_blocks(void)
+{
+    int drv = 1, quota = 2;
+    struct cnode tnode = {.kind = CN_MAP}, qnode = {.kind = CN_MAP};
+    struct tmpl_blk blk = {.inst = "quota", .cfg = &quota, .node = &qnode};
+    struct tmpl tm = {.name = "t", .core = {.driver = "docker"}, .driver_cfg = &drv,
+                      .node = &tnode, .blocks = &blk, .nblocks = 1};
+    CHECK(tmpl_block(&tm, "docker") == &drv && tmpl_block_node(&tm, "docker") == &tnode);
+    CHECK(tmpl_block(&tm, "quota") == &quota && tmpl_block_node(&tm, "quota") == &qnode);
+    CHECK(!tmpl_block(&tm, "lifecycle") && !tmpl_block_node(&tm, "lifecycle"));
+    CHECK(!tmpl_block(NULL, "quota") && !tmpl_block(&tm, NULL) && !tmpl_block_node(NULL, "x"));
+    CHECK(!tmpl_gates_ready(&tm) && !tmpl_gates_ready(NULL));
+    tm.gates_ready = true;
+    CHECK(tmpl_gates_ready(&tm));
+}
+
 int main(void)
 {
     defaults_and_values();
@@ -247,5 +264,6 @@ int main(void)
     merge_rule();
     hash_content();
     struct_lists_and_maps();
+    template_blocks();
     return unit_report("conf");
 }
