@@ -780,6 +780,11 @@ cJSON *loop_handles_json(void)
 void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e)
 {
     DIR *d = opendir(plugin_dir);
+    if (!d && errno == ENOENT) {
+        /* nothing installed there: the core's schema is still worth printing */
+        log_warn("plugin_dir %s does not exist: no plugin schemas", plugin_dir);
+        return;
+    }
     if (!d) {
         errs_addf(e, "%s: %s", plugin_dir, strerror(errno));
         return;
