@@ -69,6 +69,9 @@ int cg_signal(const struct cg_sys *s, const char *inst, const char *handle, int 
  * the cgroup is empty). Returns the number of processes found. */
 int cg_kill(const struct cg_sys *s, const char *inst, const char *handle);
 
+/* Thaws the tenant's cgroup: one left frozen by a berthd that died inside cg_kill. */
+void cg_thaw(const struct cg_sys *s, const char *inst, const char *handle);
+
 /* Removes the tenant's (empty) cgroup from every hierarchy: 0 or -errno of the first error. */
 int cg_remove(const struct cg_sys *s, const char *inst, const char *handle);
 

@@ -40,7 +40,7 @@ static const struct berth_cfg_item schema[] = {
      "the address tenants are reached at", 0, NULL, NULL},
     {"cgroups", BERTH_CFG_STR, "auto", 0, 0, offsetof(struct cfg, cgroups),
      "auto: a cgroup per tenant where the machine has usable cgroups; required: refuse to "
-     "start without; off: track trees by session only", 0, NULL, NULL},
+     "start without; off: a subreaper supervisor per tenant holds its tree", 0, NULL, NULL},
     {0},
 };
 
@@ -444,10 +444,12 @@ static void restore_row(const char *handle, void *arg)
                "record (%s, pid %d)", handle, r.state, (int)r.pid);
 }
 
-/* A cgroup with processes and neither row nor record: nobody can say what it runs. */
+/* Every tenant cgroup not being supervised is thawed (berthd may have died between freeze and
+ * thaw). One with processes and neither row nor record: nobody can say what it runs. */
 static void orphan_cgroup(const char *handle, void *arg)
 {
     struct drv *d = arg;
+    if (!proc_find(d, handle)) cg_thaw(&d->cg, H->name(d->self), handle);
     if (get_row(d, handle).found || proc_find(d, handle)) return;
     if (proc_drain(d, handle, NULL, NULL)) return;
     cg_remove(&d->cg, H->name(d->self), handle);
@@ -570,9 +572,8 @@ static void cgroups_start(struct drv *d)
         cg_detect(&d->cg, root);
     }
     if (d->cg.mode == CG_NONE) {
-        H->log(d->self, BERTH_LOG_WARN, "no cgroups (%s): a tenant's tree is its session, "
-               "which a setsid child leaves; cpus, memory and pids limits are refused",
-               d->cg.why);
+        H->log(d->self, BERTH_LOG_WARN, "no cgroups (%s): a supervisor process per tenant "
+               "holds its tree; cpus, memory and pids limits are refused", d->cg.why);
         return;
     }
     H->log(d->self, BERTH_LOG_INFO, "cgroup %s under %s:%s%s%s%s", d->cg.mode == CG_V1 ? "v1"

@@ -5,6 +5,7 @@
  * spawn.c     building argv/env and forking a tenant into its cgroup
  * record.c    the record kept next to the processes (<dir>/<handle>.run)
  * cgroup.c    per-tenant control groups
+ * supervisor.c  without cgroups: a subreaper process per tenant that holds its tree
  */
 #ifndef EXEC_EXEC_H
 #define EXEC_EXEC_H
@@ -34,7 +35,7 @@ struct drv {
     struct cfg cfg;
     char dir[512];
     int port_lo, port_hi;
-    struct cg_sys cg;           /* mode CG_NONE: trees are tracked by session only */
+    struct cg_sys cg;           /* mode CG_NONE: a supervisor holds each tree */
     struct proc *procs;
     struct rmjob *rmjobs;
 };
@@ -91,6 +92,17 @@ void proc_release_all(struct drv *d);
  * call returns once the child has exec'd or failed; a failure before execve is reported
  * with its stage in err. */
 int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, size_t n);
+
+/* What failed before the workload's execve, sent back on spawn's pipe as {stage, errno}. */
+enum spawn_stage { ST_CGROUP = 1, ST_CHDIR, ST_USER, ST_EXEC, ST_SUPERVISOR };
+
+/* ---- supervisor.c ---- */
+
+/* Runs in a process berthd has just forked: becomes the subreaper of a tree whose leader is
+ * forked to run workload(arg), and exits when all of it is gone (see supervisor.c). errfd is
+ * spawn's pipe: a failure to start is written there, and it is closed once the leader runs. */
+_Noreturn void supervise(void (*workload)(const void *), const void *arg, int errfd,
+                         int64_t stop_timeout_ms);
 
 /* ---- record.c ---- */
 

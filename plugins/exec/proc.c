@@ -4,8 +4,8 @@
  * the tenant's cgroup is empty: a child that ignores SIGTERM, or one that left the session
  * with setsid, is still in it. When the leader ends (on its own or after a stop), the rest of
  * the tree is swept: SIGKILL through the cgroup, every SWEEP_MS, until nothing is left, and
- * only then is the stop or removal finished. Without cgroups the tree is the leader's
- * session's process group, which a setsid child leaves (see the README).
+ * only then is the stop or removal finished. Without cgroups the leader is the tenant's
+ * supervisor (supervisor.c), which does the same for its tree and exits when it is gone.
  *
  * Ownership: the driver's list owns every struct proc; exec_tree_gone() is called once the
  * tree is gone, after the proc is freed. */
@@ -31,6 +31,11 @@ struct proc *proc_find(struct drv *d, const char *handle)
     for (struct proc *p = d->procs; p; p = p->next)
         if (!strcmp(p->handle, handle)) return p;
     return NULL;
+}
+
+bool proc_alive(const struct proc *p)
+{
+    return p->pidfd >= 0;
 }
 
 static void unwatch(struct proc *p)
@@ -59,11 +64,18 @@ int tree_count(struct drv *d, const char *handle)
     return k < 0 ? 0 : k;
 }
 
-/* SIGKILL to everything of the tenant that can be reached */
+/* Through the pidfd: never a process that took a reaped leader's pid. */
+static void signal_leader(struct proc *p, int sig)
+{
+    if (proc_alive(p)) syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
+}
+
+/* SIGKILL to the whole tree: through its cgroup, or by its supervisor (which exits when
+ * all of it is gone). Returns how many processes are left to wait for. */
 static int kill_tree(struct proc *p)
 {
     if (p->d->cg.mode != CG_NONE) return cg_kill(&p->d->cg, H->name(p->d->self), p->handle);
-    if (p->pid) kill(-p->pid, SIGKILL);
+    signal_leader(p, SIGUSR1);
     return 0;
 }
 
@@ -177,10 +189,6 @@ bool proc_drain(struct drv *d, const char *handle, berth_op *stop_op, berth_op *
     return true;
 }
 
-bool proc_alive(const struct proc *p)
-{
-    return p->pidfd >= 0;
-}
 
 static void escalate(berth_timer *t, void *arg)
 {
@@ -199,7 +207,7 @@ void proc_stop(struct proc *p, int64_t timeout_ms, berth_op *op)
     p->stopping = true;
     p->stop_op = op;
     if (p->d->cg.mode != CG_NONE) cg_signal(&p->d->cg, H->name(p->d->self), p->handle, SIGTERM);
-    if (p->pid) kill(-p->pid, SIGTERM);     /* the whole session, also without cgroups */
+    else signal_leader(p, SIGTERM);     /* the supervisor passes it to the whole tree */
     if (!p->kill_timer && !p->killing)
         p->kill_timer = H->timer_start(p->d->self, (uint64_t)timeout_ms, 0, escalate, p);
 }

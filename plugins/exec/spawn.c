@@ -76,16 +76,17 @@ struct plan {
     char **argv, **envp;
     int logfd, errfd;
     int cgfds[CG_MAX_HIER], ncg;
+    bool supervised;            /* no cgroups: a subreaper holds the tree (supervisor.c) */
     bool as_user;
     uid_t uid;
     gid_t gid;
 };
 
-enum stage { ST_CGROUP = 1, ST_CHDIR, ST_USER, ST_EXEC };
 static const char *const stage_names[] = {"", "joining its cgroup", "entering its directory",
-                                          "switching user", "execve"};
+                                          "switching user", "execve",
+                                          "starting its supervisor"};
 
-static _Noreturn void child_fail(const struct plan *pl, enum stage st)
+static _Noreturn void child_fail(const struct plan *pl, enum spawn_stage st)
 {
     int msg[2] = {(int)st, errno};
     if (write(pl->errfd, msg, sizeof msg) < 0) _exit(127);
@@ -127,6 +128,11 @@ static _Noreturn void child(const struct plan *pl)
     child_fail(pl, ST_EXEC);
 }
 
+static _Noreturn void workload(const void *arg)
+{
+    child(arg);
+}
+
 /* execvpe would search berthd's own PATH: the tenant's PATH decides which program runs. */
 static bool resolve(const char *name, const char *path, char *out, size_t n)
 {
@@ -156,7 +162,8 @@ static int fork_exec(struct plan *pl, pid_t *out, char *err, size_t n)
     }
     pl->errfd = pfd[1];
     pid_t pid = fork();
-    if (pid == 0) child(pl);
+    if (pid == 0 && !pl->supervised) child(pl);
+    if (pid == 0) supervise(workload, pl, pl->errfd, pl->t->stop_timeout);
     int e = errno;
     close(pfd[1]);
     if (pid < 0) {
@@ -170,7 +177,7 @@ static int fork_exec(struct plan *pl, pid_t *out, char *err, size_t n)
     close(pfd[0]);
     if (k == (ssize_t)sizeof msg) {
         waitpid(pid, NULL, 0);      /* it has _exit'ed or is about to */
-        int st = msg[0] >= ST_CGROUP && msg[0] <= ST_EXEC ? msg[0] : ST_EXEC;
+        int st = msg[0] >= ST_CGROUP && msg[0] <= ST_SUPERVISOR ? msg[0] : ST_EXEC;
         snprintf(err, n, "the tenant's process failed %s: %s", stage_names[st],
                  strerror(msg[1]));
         return st == ST_CGROUP ? BERTH_EIO : BERTH_EINVAL;
@@ -224,7 +231,8 @@ int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, s
     char wd[600], logpath[600], prog[1024];
     snprintf(wd, sizeof wd, "%s/%s", d->dir, handle);
     snprintf(logpath, sizeof logpath, "%s/%s.log", d->dir, handle);
-    struct plan pl = {.t = t, .wd = wd, .prog = prog, .logfd = -1, .as_user = t->user != NULL};
+    struct plan pl = {.t = t, .wd = wd, .prog = prog, .logfd = -1, .as_user = t->user != NULL,
+                      .supervised = d->cg.mode == CG_NONE};
     struct cg_limits lim = {t->cpus, t->memory, t->pids};
     if (pl.as_user && !parse_user(t->user, &pl.uid, &pl.gid)) {
         snprintf(err, n, "user '%s' is not uid[:gid]", t->user);
