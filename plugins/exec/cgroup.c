@@ -93,7 +93,8 @@ static bool add_hier(struct cg_sys *s, const char *mnt, const char *mroot, const
     }
     h->ctls = ctls;
     s->ctls |= ctls;
-    if ((ctls & CG_FREEZER) || s->n == 0) s->track = s->n;
+    /* the processes are listed (and frozen) where a tenant always is: not a cpu-only one */
+    if ((ctls & CG_FREEZER) || s->n == 0 || s->h[s->track].ctls == CG_CPU) s->track = s->n;
     s->n++;
     return true;
 }
@@ -232,6 +233,10 @@ int cg_prepare(const struct cg_sys *s, const char *inst, const char *handle,
     for (int i = 0; i < s->n && !rc; i++) {
         const struct cg_hier *h = &s->h[i];
         char idir[600], tdir[600], procs[700];
+        /* a cgroup of its own in the cpu hierarchy makes the tenant one CFS group among the
+         * machine's tasks: under load it would get a task's share for its whole tree, not
+         * one per process. Only a cpu limit is worth that. */
+        if (h->ctls == CG_CPU && l->cpus <= 0 && i != s->track) continue;
         if ((rc = tenant_dir(h, inst, NULL, NULL, idir, sizeof idir)) ||
             (rc = tenant_dir(h, inst, handle, NULL, tdir, sizeof tdir))) {
             snprintf(err, n, "cgroup path too long under %s", h->dir);

@@ -48,7 +48,8 @@ void cg_detect(struct cg_sys *s, const char *root);
 /* A message for a limit this machine cannot enforce, or 0 when every limit can be. */
 int cg_check(const struct cg_sys *s, const struct cg_limits *l, char *err, size_t n);
 
-/* Creates the tenant's cgroup in every hierarchy, writes its limits (clearing absent ones)
+/* Creates the tenant's cgroup in every hierarchy (a cpu-only v1 hierarchy only with a cpu
+ * limit: see cgroup.c), writes its limits (clearing absent ones)
  * and opens each cgroup.procs for writing (O_CLOEXEC) into fds[CG_MAX_HIER]; *nfds is set.
  * The caller closes the fds. */
 int cg_prepare(const struct cg_sys *s, const char *inst, const char *handle,

@@ -66,8 +66,9 @@ def marked(marker, cmd=None):
                 if needle not in f.read():
                     continue
             with open(f"/proc/{name}/cmdline", "rb") as f:
-                if cmd and not f.read().replace(b"\0", b" ").decode(errors="replace").startswith(cmd):
-                    continue
+                line = f.read().replace(b"\0", b" ").decode(errors="replace")
+            if cmd and not line.startswith(cmd):
+                continue
             with open(f"/proc/{name}/stat") as f:
                 if f.read().rsplit(")", 1)[1].split()[0] == "Z":
                     continue

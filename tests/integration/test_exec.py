@@ -96,7 +96,12 @@ class Exec(unittest.TestCase):
         self.assertEqual(env["BERTH_HANDLE"], "alice")
         self.assertEqual(env["TZ"], "UTC")
         self.assertEqual(env["HOME"], wd)
-        self.assertEqual(os.getsid(pid), pid)       # its own session, so its tree stops with it
+        self.assertEqual(os.getsid(pid), pid)       # its own session
+        if has_controller("pids"):
+            self.assertTrue(controller_dir(pid, "pids").endswith("/exec/alice"))
+        if has_controller("cpu"):
+            # without a cpu limit it is not made a CFS group of its own (cgroup.c says why)
+            self.assertEqual(controller_dir(pid, "cpu"), controller_dir(b.proc.pid, "cpu"))
         # stdout and stderr go to the tenant's log file
         log = os.path.join(b.state, "exec", "alice.log")
         wait_until(lambda: "GET /hello.txt" in read(log), what="the request in the log")
