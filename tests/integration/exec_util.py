@@ -82,3 +82,42 @@ def cpu_ticks(pid):
     """utime + stime of pid in clock ticks."""
     fields = read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()
     return int(fields[11]) + int(fields[12])
+
+
+def cgroup_roots(exec_dir):
+    """Where a berthd started by this test keeps its tenants' cgroups, in every hierarchy:
+    <mount><our cgroup>/berth-<FNV-1a of the exec directory's real path> (see exec.c)."""
+    h = 2166136261
+    for c in os.path.realpath(exec_dir).encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    name = "berth-%08x" % h
+    with open("/proc/self/cgroup") as f:
+        own = [ln.rstrip("\n").split(":", 2) for ln in f]
+    roots = []
+    for root, point, fstype, opts in _mounts():
+        for _id, ctls, path in own:
+            if (fstype == "cgroup" and ctls and set(ctls.split(",")) & set(opts)) or \
+                    (fstype == "cgroup2" and not ctls):
+                d = os.path.join(point + path[len(root.rstrip("/")):], name)
+                if os.path.isdir(d):
+                    roots.append(d)
+    return roots
+
+
+def remove_cgroups(exec_dir, timeout=5.0):
+    """Kills what is left in a test berthd's tenant cgroups and removes them: a test leaves
+    nothing behind on the machine."""
+    import signal
+    import time
+    deadline = time.time() + timeout
+    for top in cgroup_roots(exec_dir):
+        while os.path.isdir(top) and time.time() < deadline:
+            for d, _dirs, _files in os.walk(top, topdown=False):
+                try:
+                    for pid in read(os.path.join(d, "cgroup.procs")).split():
+                        os.kill(int(pid), signal.SIGKILL)
+                    os.rmdir(d)
+                except OSError:
+                    pass
+            if os.path.isdir(top):
+                time.sleep(0.02)

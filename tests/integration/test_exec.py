@@ -5,7 +5,7 @@ import sqlite3
 import time
 import unittest
 
-from exec_util import controller_dir, has_controller
+from exec_util import controller_dir, has_controller, remove_cgroups
 from harness import Berthd, http_get, wait_until
 
 EXEC = """plugins:
@@ -54,13 +54,14 @@ class Exec(unittest.TestCase):
         self.b.start()
 
     def tearDown(self):
+        rc = self.b.stop()      # first: a stopped berthd restarts nothing we kill
+        log = self.b.log()
         for pid in self.pids():
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-        rc = self.b.stop()
-        log = self.b.log()
+        remove_cgroups(os.path.join(self.b.state, "exec"))
         self.b.cleanup()
         self.assertEqual(rc, 0, log[-3000:])
 

@@ -8,7 +8,8 @@ import time
 import unittest
 import uuid
 
-from exec_util import controller_dir, cpu_ticks, has_controller, marked, read
+from exec_util import (controller_dir, cpu_ticks, has_controller, marked, read,
+                       remove_cgroups)
 from harness import SLOW, Berthd, wait_until
 
 # A leader with a child that ignores SIGTERM and one that leaves the session with setsid;
@@ -83,13 +84,14 @@ class ExecFaults(unittest.TestCase):
         self.b.start()
 
     def tearDown(self):
+        rc = self.b.stop()      # first: a stopped berthd restarts nothing we kill
+        log = self.b.log()
         for pid in marked(self.mark):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
                 pass
-        rc = self.b.stop()
-        log = self.b.log()
+        remove_cgroups(os.path.join(self.b.state, "exec"))
         self.b.cleanup()
         self.assertEqual(rc, 0, log[-3000:])
 
@@ -125,8 +127,9 @@ class ExecFaults(unittest.TestCase):
     def test_stop_and_delete_leave_no_survivor(self):
         b = self.b
         pids = self.start_tree("tt")
-        escaped = [p for p in pids if os.getsid(p) != os.getsid(self.pid("tt"))]
-        self.assertTrue(escaped, "the setsid child should be in a session of its own")
+        leader_sid = os.getsid(self.pid("tt"))
+        wait_until(lambda: [p for p in pids if os.getsid(p) != leader_sid],
+                   what="the setsid child to be in a session of its own")
         for cycle in range(3):
             b.post("/v1/tenants/tt/sleep")
             b.wait_tenant("tt", "stopped")
@@ -202,7 +205,9 @@ class ExecFaults(unittest.TestCase):
         time.sleep(2)       # the measurement window, not a synchronisation
         share = (cpu_ticks(pid) - c0) / hz / (time.monotonic() - t0)
         print(f"busy loop under cpus 0.5: {share:.2f} CPU")
-        self.assertGreater(share, 0.2)
+        # the upper bound is the limit; the lower one only says it ran (a loaded machine may
+        # give it much less than its quota)
+        self.assertGreater(share, 0.05)
         self.assertLess(share, 0.65)
 
     def test_pids_limit_refuses_a_fork_bombs_extra_forks(self):
