@@ -98,6 +98,8 @@ enum spawn_stage { ST_CGROUP = 1, ST_CHDIR, ST_USER, ST_EXEC, ST_SUPERVISOR };
 
 /* ---- supervisor.c ---- */
 
+#define SUPERVISOR_NAME "berth-supervise"     /* its comm, as /proc shows it */
+
 /* Runs in a process berthd has just forked: becomes the subreaper of a tree whose leader is
  * forked to run workload(arg), and exits when all of it is gone (see supervisor.c). errfd is
  * spawn's pipe: a failure to start is written there, and it is closed once the leader runs. */

@@ -12,6 +12,7 @@
 #include "exec.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,11 +71,36 @@ static void signal_leader(struct proc *p, int sig)
     if (proc_alive(p)) syscall(SYS_pidfd_send_signal, p->pidfd, sig, NULL, 0);
 }
 
+static bool is_supervisor(pid_t pid)
+{
+    char path[48], comm[32] = "";
+    snprintf(path, sizeof path, "/proc/%d/comm", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    ssize_t k = fd < 0 ? -1 : read(fd, comm, sizeof comm - 1);
+    if (fd >= 0) close(fd);
+    return k > 0 && !strncmp(comm, SUPERVISOR_NAME "\n", strlen(SUPERVISOR_NAME) + 1);
+}
+
+/* A leader outside its cgroup was started without cgroups (by a supervisor, or a driver of
+ * before them) and adopted since: it is stopped as it was started. A supervisor is never
+ * SIGKILLed (its tree would escape): SIGUSR1 has it kill the tree. */
+static void signal_outsider(struct proc *p, int sig)
+{
+    if (!proc_alive(p)) return;
+    if (is_supervisor(p->pid)) signal_leader(p, sig == SIGKILL ? SIGUSR1 : sig);
+    else if (getpgid(p->pid) == p->pid) kill(-p->pid, sig);
+    else signal_leader(p, sig);
+}
+
 /* SIGKILL to the whole tree: through its cgroup, or by its supervisor (which exits when
  * all of it is gone). Returns how many processes are left to wait for. */
 static int kill_tree(struct proc *p)
 {
-    if (p->d->cg.mode != CG_NONE) return cg_kill(&p->d->cg, H->name(p->d->self), p->handle);
+    if (p->d->cg.mode != CG_NONE) {
+        int k = cg_kill(&p->d->cg, H->name(p->d->self), p->handle);
+        if (k <= 0) signal_outsider(p, SIGKILL);
+        return k;
+    }
     signal_leader(p, SIGUSR1);
     return 0;
 }
@@ -206,8 +232,10 @@ void proc_stop(struct proc *p, int64_t timeout_ms, berth_op *op)
 {
     p->stopping = true;
     p->stop_op = op;
-    if (p->d->cg.mode != CG_NONE) cg_signal(&p->d->cg, H->name(p->d->self), p->handle, SIGTERM);
-    else signal_leader(p, SIGTERM);     /* the supervisor passes it to the whole tree */
+    if (p->d->cg.mode == CG_NONE)
+        signal_leader(p, SIGTERM);      /* the supervisor passes it to the whole tree */
+    else if (cg_signal(&p->d->cg, H->name(p->d->self), p->handle, SIGTERM) <= 0)
+        signal_outsider(p, SIGTERM);
     if (!p->kill_timer && !p->killing)
         p->kill_timer = H->timer_start(p->d->self, (uint64_t)timeout_ms, 0, escalate, p);
 }

@@ -189,7 +189,7 @@ _Noreturn void supervise(void (*workload)(const void *), const void *arg, int er
     sigaddset(&set, SIGINT);
     sigprocmask(SIG_BLOCK, &set, NULL);     /* taken with sigwaitinfo, not handlers */
     setsid();
-    prctl(PR_SET_NAME, "berth-supervise");
+    prctl(PR_SET_NAME, SUPERVISOR_NAME);
     if (prctl(PR_SET_CHILD_SUBREAPER, 1) < 0) {
         int msg[2] = {ST_SUPERVISOR, errno};
         if (write(errfd, msg, sizeof msg) < 0) _exit(127);

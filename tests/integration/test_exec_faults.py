@@ -189,6 +189,28 @@ class ExecFaults(unittest.TestCase):
             self.assertRegex(b.log(), "processes without their leader; killing them|"
                              "leader exited .*; killing what it left")
 
+    def test_a_tree_started_without_cgroups_is_stopped_after_they_are_turned_on(self):
+        self.need_cgroups()
+        b = self.b
+        conf = os.path.join(b.conf, "10-exec.yaml")
+        auto = read(conf)
+        b.write("10-exec.yaml", auto.replace("cgroups: auto", "cgroups: off"))
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        pids = self.start_tree("up")
+        self.assertEqual(read(f"/proc/{self.pid('up')}/comm").strip(), "berth-supervise")
+        b.write("10-exec.yaml", auto)
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        b.wait_tenant("up", "ready")
+        self.assertEqual(sorted(marked(self.mark)), sorted(pids))     # adopted as it runs
+        b.post("/v1/tenants/up/sleep")
+        b.wait_tenant("up", "stopped")
+        self.assertEqual(marked(self.mark), [])
+        b.post("/v1/tenants/up/wake")
+        b.wait_tenant("up", "ready")
+        self.assertTrue(controller_dir(self.pid("up"), "pids").endswith("/exec/up"))
+
     def test_cpu_limit_holds_a_busy_loop_to_half_a_cpu(self):
         self.need_cgroups("cpu")
         b = self.b
@@ -255,6 +277,7 @@ class ExecFaultsSupervised(ExecFaults):
     cgroups = "off"
     test_cpu_limit_holds_a_busy_loop_to_half_a_cpu = None
     test_pids_limit_refuses_a_fork_bombs_extra_forks = None
+    test_a_tree_started_without_cgroups_is_stopped_after_they_are_turned_on = None
 
     def test_the_supervisor_is_in_use(self):
         self.assertIn("no cgroups (exec.cgroups is off)", self.b.log())
