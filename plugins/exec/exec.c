@@ -1,26 +1,25 @@
 /* exec: a driver that runs each tenant as a supervised process tree on this machine.
  *
- * A tenant's process is forked by the driver itself so that rlimits (address space, processes,
- * open files), the user, the session and the stdio redirection are applied in the child before
- * execve: no window in which the workload runs unlimited. The parent watches the child through
- * a pidfd on the loop (host->watch_fd), which also works for processes adopted after a berthd
- * restart: processes are not killed when berthd stops, like containers outlive dockerd's
- * clients. The driver's table records pid and start time, so a recycled pid is never mistaken
- * for a tenant. Each tenant gets a working directory <dir>/<handle>, a log file
- * <dir>/<handle>.log, and, when its template has a port, a host port from `ports` passed as
- * PORT and {port}. */
-#include <berth/berth.h>
+ * A tenant's process is forked by the driver itself (spawn.c) so that its cgroup, limits,
+ * user, session and stdio are in place before execve: no window in which the workload runs
+ * unconfined. Its tree is supervised (proc.c) until all of it is gone. Processes are not
+ * killed when berthd stops, like containers outlive dockerd's clients: the driver's table
+ * records pid and start time, so a recycled pid is never mistaken for a tenant, and a record
+ * file beside each working directory (record.c) and the cgroup's name keep what adoption
+ * needs if the database is lost. Each tenant gets a working directory <dir>/<handle>, a log
+ * file <dir>/<handle>.log, and, when its template has a port, a host port from `ports`
+ * passed as PORT and {port}. */
+#include "exec.h"
 
-#include <errno.h>
-#include <grp.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -31,14 +30,6 @@
 #define P_PIDFD 3
 #endif
 
-struct cfg { const char *dir, *ports, *bind; };
-struct tcfg {
-    struct berth_strlist command;
-    uint64_t memory;
-    int64_t pids, nofile, stop_timeout;
-    const char *user;
-};
-
 static const struct berth_cfg_item schema[] = {
     {"dir", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct cfg, dir),
      "where tenants' working directories and logs live (default <state_dir>/exec)", 0, NULL,
@@ -47,6 +38,9 @@ static const struct berth_cfg_item schema[] = {
      "host ports handed to tenants whose template has a port", 0, NULL, NULL},
     {"bind", BERTH_CFG_STR, "127.0.0.1", 0, 0, offsetof(struct cfg, bind),
      "the address tenants are reached at", 0, NULL, NULL},
+    {"cgroups", BERTH_CFG_STR, "auto", 0, 0, offsetof(struct cfg, cgroups),
+     "auto: a cgroup per tenant where the machine has usable cgroups; required: refuse to "
+     "start without; off: a subreaper supervisor per tenant holds its tree", 0, NULL, NULL},
     {0},
 };
 
@@ -54,10 +48,14 @@ static const struct berth_cfg_item tschema[] = {
     {"command", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct tcfg, command),
      "argv of the tenant's process; {handle}, {port} and {dir} are expanded",
      BERTH_CFG_REQUIRED, NULL, NULL},
+    {"cpus", BERTH_CFG_DOUBLE, "0", 0, 1024, offsetof(struct tcfg, cpus),
+     "CPU limit of the whole tree in CPUs, e.g. 0.5 (cgroup cpu controller); 0: none", 0,
+     NULL, NULL},
     {"memory", BERTH_CFG_SIZE, "0", 0, 0, offsetof(struct tcfg, memory),
-     "address-space limit (RLIMIT_AS); 0: none", 0, NULL, NULL},
-    {"pids", BERTH_CFG_INT, "0", 0, 1000000, offsetof(struct tcfg, pids),
-     "process limit (RLIMIT_NPROC, per user: use with `user`); 0: none", 0, NULL, NULL},
+     "memory limit of the whole tree (cgroup memory controller); 0: none", 0, NULL, NULL},
+    {"pids", BERTH_CFG_INT, "0", 0, 4194304, offsetof(struct tcfg, pids),
+     "process and thread limit of the whole tree (cgroup pids controller); 0: none", 0, NULL,
+     NULL},
     {"nofile", BERTH_CFG_INT, "1024", 16, 1048576, offsetof(struct tcfg, nofile),
      "open-file limit (RLIMIT_NOFILE)", 0, NULL, NULL},
     {"stop_timeout", BERTH_CFG_DURATION, "10s", 0, 600000, offsetof(struct tcfg, stop_timeout),
@@ -73,37 +71,21 @@ static const char *const steps[] = {
     " PRIMARY KEY (instance, handle))",
 };
 
-static const struct berth_host *H;
+const struct berth_host *H;
 
-struct proc;
-
-struct drv {
-    berth_instance *self;
-    struct cfg cfg;
-    char dir[512];
-    int port_lo, port_hi;
-    struct proc *procs;
-    struct rmjob *rmjobs;
-};
-
-/* a process being watched */
-struct proc {
-    struct proc *next;
+/* Deleting a tenant's tree may take long: `rm -rf` runs as a child, watched like a tenant. */
+struct rmjob {
+    struct rmjob *next;
     struct drv *d;
-    char handle[40];
-    pid_t pid;
+    berth_op *op;
     int pidfd;
-    bool child;                 /* ours to reap; an adopted one is not */
-    bool stopping;
-    berth_watch *watch;
-    berth_timer *kill_timer;
-    berth_op *stop_op;          /* finished when the process is gone */
-    berth_op *remove_op;        /* removal goes on when the process is gone */
+    pid_t pid;
+    berth_watch *w;
 };
 
 static void remove_files(struct drv *d, const char *handle, berth_op *op);
 
-/* ---- the table ---- */
+/* ---- the table, mirrored in the record files ---- */
 
 struct row { bool found; int port; pid_t pid; char start[32], state[16], tmpl[64]; };
 
@@ -129,6 +111,25 @@ static struct row get_row(struct drv *d, const char *handle)
     return r;
 }
 
+static int insert_row(struct drv *d, const char *handle, const struct record *r)
+{
+    char sp[16], spid[16];
+    snprintf(sp, sizeof sp, "%d", r->port);
+    snprintf(spid, sizeof spid, "%d", (int)r->pid);
+    const char *q[] = {H->name(d->self), handle, r->tmpl[0] ? r->tmpl : NULL, sp,
+                       r->pid ? spid : NULL, r->start[0] ? r->start : NULL, r->state};
+    return H->store_exec(d->self, "INSERT INTO exec_procs(instance,handle,template,port,pid,"
+                         "start_time,state) VALUES(?1,?2,?3,?4,?5,?6,?7)", q, 7, NULL, NULL);
+}
+
+static void save_record(struct drv *d, const char *handle, const struct record *r)
+{
+    int rc = record_write(d, handle, r);
+    if (rc)
+        H->log(d->self, BERTH_LOG_ERROR, "tenant %s: cannot write its record in %s: %s "
+               "(a lost database would lose it)", handle, d->dir, strerror(-rc));
+}
+
 static void set_state(struct drv *d, const char *handle, const char *state, pid_t pid,
                       const char *start)
 {
@@ -137,6 +138,18 @@ static void set_state(struct drv *d, const char *handle, const char *state, pid_
     const char *p[] = {H->name(d->self), handle, state, pid ? spid : NULL, start};
     H->store_exec(d->self, "UPDATE exec_procs SET state=?3, pid=?4, start_time=?5 "
                   "WHERE instance=?1 AND handle=?2", p, 5, NULL, NULL);
+    struct record r;
+    if (record_read(d, handle, &r)) {
+        struct row w = get_row(d, handle);
+        if (!w.found) return;
+        memset(&r, 0, sizeof r);
+        snprintf(r.tmpl, sizeof r.tmpl, "%s", w.tmpl);
+        r.port = w.port;
+    }
+    snprintf(r.state, sizeof r.state, "%s", state);
+    snprintf(r.start, sizeof r.start, "%s", start ? start : "");
+    r.pid = pid;
+    save_record(d, handle, &r);
 }
 
 /* ---- processes ---- */
@@ -170,259 +183,26 @@ static void addr_of(struct drv *d, int port, char *out, size_t n)
     snprintf(out, n, "%s:%d", d->cfg.bind, port);
 }
 
-static struct proc *proc_find(struct drv *d, const char *handle)
+void exec_tree_gone(struct drv *d, const struct tree_end *e)
 {
-    for (struct proc *p = d->procs; p; p = p->next)
-        if (!strcmp(p->handle, handle)) return p;
-    return NULL;
-}
-
-static void proc_forget(struct proc *p)
-{
-    struct proc **pp = &p->d->procs;
-    while (*pp != p) pp = &(*pp)->next;
-    *pp = p->next;
-    if (p->watch) H->watch_stop(p->watch);
-    if (p->kill_timer) H->timer_stop(p->kill_timer);
-    close(p->pidfd);
-    free(p);
-}
-
-static void describe_exit(int code, int sig, char *msg, size_t n, int *exit_code)
-{
-    if (sig) {
-        snprintf(msg, n, "killed by signal %d (%s)", sig, strsignal(sig));
-        *exit_code = 128 + sig;
-    } else {
-        snprintf(msg, n, "exited with status %d", code);
-        *exit_code = code;
-    }
-}
-
-static void on_exit_fd(berth_watch *w, int events, void *arg)
-{
-    (void)w; (void)events;
-    struct proc *p = arg;
-    struct drv *d = p->d;
-    int code = -1;
-    char msg[128] = "exited (status unknown: adopted process)";
-    if (p->child) {
-        siginfo_t si;
-        memset(&si, 0, sizeof si);
-        if (waitid((idtype_t)P_PIDFD, (id_t)p->pidfd, &si, WEXITED) == 0)
-            describe_exit(si.si_code == CLD_EXITED ? si.si_status : 0,
-                          si.si_code == CLD_EXITED ? 0 : si.si_status, msg, sizeof msg, &code);
-    }
-    char handle[40];
-    snprintf(handle, sizeof handle, "%s", p->handle);
-    berth_op *op = p->stop_op, *rm = p->remove_op;
-    bool expected = p->stopping;
-    proc_forget(p);
-    if (rm) {
-        remove_files(d, handle, rm);
+    if (e->remove_op) {
+        remove_files(d, e->handle, e->remove_op);
         return;
     }
-    set_state(d, handle, "stopped", 0, NULL);
-    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, code, false, msg};
-    if (op) {
-        H->op_done(op, 0, &o, NULL);
-    } else if (!expected) {
-        H->log(d->self, BERTH_LOG_WARN, "tenant %s: process %s", handle, msg);
-        H->driver_report(d->self, handle, &o);
+    set_state(d, e->handle, "stopped", 0, NULL);
+    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, e->exit_code, false,
+                               e->msg};
+    if (e->stop_op) {
+        H->op_done(e->stop_op, 0, &o, NULL);
+    } else if (!e->expected) {
+        H->log(d->self, BERTH_LOG_WARN, "tenant %s: process %s", e->handle, e->msg);
+        H->driver_report(d->self, e->handle, &o);
     }
 }
 
 static int pidfd_open_(pid_t pid)
 {
     return (int)syscall(SYS_pidfd_open, pid, 0);
-}
-
-static struct proc *watch(struct drv *d, const char *handle, pid_t pid, bool child)
-{
-    int fd = pidfd_open_(pid);
-    if (fd < 0) return NULL;
-    struct proc *p = calloc(1, sizeof *p);
-    if (!p) {
-        close(fd);
-        return NULL;
-    }
-    p->d = d;
-    snprintf(p->handle, sizeof p->handle, "%s", handle);
-    p->pid = pid;
-    p->pidfd = fd;
-    p->child = child;
-    p->watch = H->watch_fd(d->self, fd, BERTH_WATCH_READABLE, on_exit_fd, p);
-    p->next = d->procs;
-    d->procs = p;
-    return p;
-}
-
-/* Replaces {handle}, {port} and {dir} in one argument. */
-static char *expand(const char *s, const char *handle, int port, const char *dir)
-{
-    char out[4096], num[16];
-    size_t o = 0;
-    snprintf(num, sizeof num, "%d", port);
-    while (*s && o < sizeof out - 1) {
-        const char *rep = NULL;
-        size_t skip = 0;
-        if (!strncmp(s, "{handle}", 8)) rep = handle, skip = 8;
-        else if (!strncmp(s, "{port}", 6)) rep = num, skip = 6;
-        else if (!strncmp(s, "{dir}", 5)) rep = dir, skip = 5;
-        if (rep) {
-            size_t l = strlen(rep);
-            if (o + l >= sizeof out) break;
-            memcpy(out + o, rep, l);
-            o += l;
-            s += skip;
-        } else {
-            out[o++] = *s++;
-        }
-    }
-    out[o] = 0;
-    return strdup(out);
-}
-
-static void free_vec(char **v)
-{
-    for (char **p = v; p && *p; p++) free(*p);
-    free(v);
-}
-
-static bool parse_user(const char *u, uid_t *uid, gid_t *gid)
-{
-    char *end;
-    unsigned long a = strtoul(u, &end, 10);
-    if (end == u) return false;
-    unsigned long b = a;
-    if (*end == ':') {
-        const char *g = end + 1;
-        b = strtoul(g, &end, 10);
-        if (end == g) return false;
-    }
-    if (*end) return false;
-    *uid = (uid_t)a;
-    *gid = (gid_t)b;
-    return true;
-}
-
-/* Between fork and execve only async-signal-safe calls: everything was prepared before. */
-static void child(const struct tcfg *t, const char *wd, int logfd, const char *prog,
-                  char **argv, char **envp, bool as_user, uid_t uid, gid_t gid)
-{
-    setsid();
-    int nul = open("/dev/null", O_RDONLY);
-    if (nul >= 0) dup2(nul, 0);
-    dup2(logfd, 1);
-    dup2(logfd, 2);
-    /* nothing of berthd's leaks into a tenant: not a socket, not the database */
-    if (syscall(SYS_close_range, 3, ~0u, 0) < 0)
-        for (int fd = 3; fd < 4096; fd++) close(fd);
-    struct rlimit r;
-    if (t->memory) {
-        r.rlim_cur = r.rlim_max = (rlim_t)t->memory;
-        setrlimit(RLIMIT_AS, &r);
-    }
-    if (t->pids) {
-        r.rlim_cur = r.rlim_max = (rlim_t)t->pids;
-        setrlimit(RLIMIT_NPROC, &r);
-    }
-    r.rlim_cur = r.rlim_max = (rlim_t)t->nofile;
-    setrlimit(RLIMIT_NOFILE, &r);
-    if (chdir(wd) < 0) _exit(126);
-    if (as_user && (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)) _exit(126);
-    sigset_t all;
-    sigemptyset(&all);
-    sigprocmask(SIG_SETMASK, &all, NULL);
-    signal(SIGPIPE, SIG_DFL);
-    execve(prog, argv, envp);
-    _exit(127);
-}
-
-/* execvpe would search berthd's own PATH: the tenant's PATH decides which program runs. */
-static bool resolve(const char *name, const char *path, char *out, size_t n)
-{
-    if (strchr(name, '/')) {
-        snprintf(out, n, "%s", name);
-        return access(out, X_OK) == 0;
-    }
-    for (const char *p = path; p && *p;) {
-        const char *colon = strchr(p, ':');
-        size_t len = colon ? (size_t)(colon - p) : strlen(p);
-        snprintf(out, n, "%.*s/%s", (int)len, len ? p : ".", name);
-        struct stat st;
-        if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0) return true;
-        p = colon ? colon + 1 : NULL;
-    }
-    return false;
-}
-
-static int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, size_t n)
-{
-    const struct tcfg *t = H->spec_config(s);
-    const char *handle = H->spec_handle(s);
-    char wd[600], logpath[600];
-    snprintf(wd, sizeof wd, "%s/%s", d->dir, handle);
-    snprintf(logpath, sizeof logpath, "%s/%s.log", d->dir, handle);
-    uid_t uid = 0;
-    gid_t gid = 0;
-    bool as_user = t->user != NULL;
-    if (as_user && !parse_user(t->user, &uid, &gid)) {
-        snprintf(err, n, "user '%s' is not uid[:gid]", t->user);
-        return BERTH_EINVAL;
-    }
-    char **argv = calloc(t->command.n + 1, sizeof *argv);
-    size_t nenv = H->spec_env_count(s);
-    char **envp = calloc(nenv + 4, sizeof *envp);
-    if (!argv || !envp) {
-        free(argv);
-        free(envp);
-        return BERTH_ENOMEM;
-    }
-    bool oom = false;
-    for (size_t i = 0; i < t->command.n; i++)
-        oom |= !(argv[i] = expand(t->command.v[i], handle, port, wd));
-    if (oom) {      /* a hole would cut argv short, and free_vec stops at it */
-        for (size_t i = 0; i < t->command.n; i++) free(argv[i]);
-        free(argv);
-        free(envp);
-        return BERTH_ENOMEM;
-    }
-    size_t e = 0;
-    const char *path = NULL;
-    for (size_t i = 0; i < nenv; i++) {
-        const char *v;
-        const char *k = H->spec_env(s, i, &v);
-        if (!strcmp(k, "PATH")) path = v;
-        if (asprintf(&envp[e], "%s=%s", k, v) > 0) e++;
-    }
-    if (!path) {
-        path = "/usr/local/bin:/usr/bin:/bin";
-        if (asprintf(&envp[e], "PATH=%s", path) > 0) e++;
-    }
-    if (asprintf(&envp[e], "HOME=%s", wd) > 0) e++;
-    if (port && asprintf(&envp[e], "PORT=%d", port) > 0) e++;
-    char prog[1024];
-    int logfd = -1, rc = 0;
-    if (!t->command.n || !resolve(argv[0], path, prog, sizeof prog)) {
-        snprintf(err, n, "command '%s' not found in PATH %s", argv[0] ? argv[0] : "", path);
-        rc = BERTH_EINVAL;
-    } else if ((logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640)) < 0) {
-        snprintf(err, n, "cannot open %s: %s", logpath, strerror(errno));
-        rc = BERTH_EIO;
-    } else {
-        pid_t pid = fork();
-        if (pid == 0) child(t, wd, logfd, prog, argv, envp, as_user, uid, gid);
-        if (pid < 0) {
-            snprintf(err, n, "fork: %s", strerror(errno));
-            rc = BERTH_EAGAIN;
-        }
-        *out = pid;
-        close(logfd);
-    }
-    free_vec(argv);
-    free_vec(envp);
-    return rc;
 }
 
 /* ---- operations ---- */
@@ -497,14 +277,13 @@ static void op_create(void *st, const berth_spec *s, berth_op *op)
         H->op_done(op, BERTH_EAGAIN, NULL, "no free port left in exec.ports");
         return;
     }
-    char sp[16];
-    snprintf(sp, sizeof sp, "%d", port);
-    const char *q[] = {H->name(d->self), handle, H->spec_template(s), sp};
-    if (H->store_exec(d->self, "INSERT INTO exec_procs(instance,handle,template,port,state) "
-                      "VALUES(?1,?2,?3,?4,'created')", q, 4, NULL, NULL) < 0) {
+    struct record rec = {.port = port, .state = "created"};
+    snprintf(rec.tmpl, sizeof rec.tmpl, "%s", H->spec_template(s));
+    if (insert_row(d, handle, &rec) < 0) {
         H->op_done(op, BERTH_EIO, NULL, "cannot record the process");
         return;
     }
+    save_record(d, handle, &rec);
     addr_of(d, port, addr, sizeof addr);
     o.address = port ? addr : NULL;
     H->op_done(op, 0, &o, NULL);
@@ -523,8 +302,14 @@ static void op_start(void *st, const berth_spec *s, berth_op *op)
         H->op_done(op, BERTH_ENOENT, NULL, "no such process record; it will be recreated");
         return;
     }
-    if (proc_find(d, handle)) {          /* already running */
+    struct proc *p = proc_find(d, handle);
+    if (p && proc_alive(p)) {          /* already running */
         H->op_done(op, 0, &o, NULL);
+        return;
+    }
+    /* never two runs of one tenant: what is left of the last one goes first */
+    if (p || proc_drain(d, handle, NULL, NULL)) {
+        H->op_done(op, BERTH_EAGAIN, NULL, "processes of the previous run are being killed");
         return;
     }
     pid_t pid;
@@ -535,7 +320,7 @@ static void op_start(void *st, const berth_spec *s, berth_op *op)
     }
     char st_[32] = "";
     start_time(pid, st_, sizeof st_);
-    if (!watch(d, handle, pid, true)) {
+    if (!proc_watch(d, handle, pid, true)) {
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
         H->op_done(op, BERTH_EIO, NULL, "cannot watch the process (pidfd_open)");
@@ -546,42 +331,20 @@ static void op_start(void *st, const berth_spec *s, berth_op *op)
     H->op_done(op, 0, &o, NULL);
 }
 
-static void escalate(berth_timer *t, void *arg)
-{
-    struct proc *p = arg;
-    H->timer_stop(t);
-    p->kill_timer = NULL;
-    H->log(p->d->self, BERTH_LOG_WARN, "tenant %s: still running after SIGTERM; SIGKILL",
-           p->handle);
-    kill(-p->pid, SIGKILL);
-}
-
 static void op_stop(void *st, const berth_spec *s, berth_op *op)
 {
     struct drv *d = st;
     const struct tcfg *t = H->spec_config(s);
-    struct proc *p = proc_find(d, H->spec_handle(s));
-    if (!p) {
-        struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, -1, false, NULL};
-        H->op_done(op, 0, &o, NULL);
+    const char *handle = H->spec_handle(s);
+    struct proc *p = proc_find(d, handle);
+    if (p) {
+        proc_stop(p, t->stop_timeout, op);
         return;
     }
-    p->stopping = true;
-    p->stop_op = op;
-    kill(-p->pid, SIGTERM);      /* the whole session: the tenant's children too */
-    if (!p->kill_timer)
-        p->kill_timer = H->timer_start(d->self, (uint64_t)t->stop_timeout, 0, escalate, p);
+    if (proc_drain(d, handle, op, NULL)) return;
+    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, -1, false, NULL};
+    H->op_done(op, 0, &o, NULL);
 }
-
-/* Deleting a tenant's tree may take long: `rm -rf` runs as a child, watched like a tenant. */
-struct rmjob {
-    struct rmjob *next;
-    struct drv *d;
-    berth_op *op;
-    int pidfd;
-    pid_t pid;
-    berth_watch *w;
-};
 
 static void rmjob_unlink(struct rmjob *j)
 {
@@ -610,9 +373,17 @@ static void rm_done(berth_watch *w, int events, void *arg)
 
 static void remove_files(struct drv *d, const char *handle, berth_op *op)
 {
+    int rc = d->cg.mode != CG_NONE ? cg_remove(&d->cg, H->name(d->self), handle) : 0;
+    if (rc) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "cannot remove the tenant's cgroup: %s", strerror(-rc));
+        H->op_done(op, BERTH_EAGAIN, NULL, msg);
+        return;
+    }
     const char *q[] = {H->name(d->self), handle};
     H->store_exec(d->self, "DELETE FROM exec_procs WHERE instance=?1 AND handle=?2", q, 2,
                   NULL, NULL);
+    record_remove(d, handle);
     char wd[600], logpath[600];
     snprintf(wd, sizeof wd, "%s/%s", d->dir, handle);
     snprintf(logpath, sizeof logpath, "%s/%s.log", d->dir, handle);
@@ -642,15 +413,60 @@ static void op_remove(void *st, const berth_spec *s, berth_op *op)
     const char *handle = H->spec_handle(s);
     struct proc *p = proc_find(d, handle);
     if (p) {         /* remove implies stop, without the grace period */
-        p->stopping = true;
-        p->remove_op = op;
-        kill(-p->pid, SIGKILL);
+        proc_remove(p, op);
         return;
     }
+    if (proc_drain(d, handle, NULL, op)) return;
     remove_files(d, handle, op);
 }
 
+/* ---- listing and adoption ---- */
+
+static bool handle_ok(const char *h)
+{
+    size_t n = strlen(h);
+    return n && n < 40 && strspn(h, "abcdefghijklmnopqrstuvwxyz0123456789-") == n;
+}
+
+/* A record without a row: the database was lost (or replaced by an older copy). */
+static void restore_row(const char *handle, void *arg)
+{
+    struct drv *d = arg;
+    struct record r;
+    if (!handle_ok(handle) || get_row(d, handle).found) return;
+    if (record_read(d, handle, &r)) {
+        H->log(d->self, BERTH_LOG_WARN, "tenant %s: unreadable record %s/%s.run; ignored",
+               handle, d->dir, handle);
+        return;
+    }
+    if (insert_row(d, handle, &r) == 0)
+        H->log(d->self, BERTH_LOG_WARN, "tenant %s: not in the database; restored from its "
+               "record (%s, pid %d)", handle, r.state, (int)r.pid);
+}
+
+/* Every tenant cgroup not being supervised is thawed (berthd may have died between freeze and
+ * thaw). One with processes and neither row nor record: nobody can say what it runs. */
+static void orphan_cgroup(const char *handle, void *arg)
+{
+    struct drv *d = arg;
+    if (!proc_find(d, handle)) cg_thaw(&d->cg, H->name(d->self), handle);
+    if (get_row(d, handle).found || proc_find(d, handle)) return;
+    if (proc_drain(d, handle, NULL, NULL)) return;
+    cg_remove(&d->cg, H->name(d->self), handle);
+}
+
 struct listing { struct drv *d; berth_op *op; };
+
+static bool adopt(struct drv *d, const char *handle, const char *const *v)
+{
+    pid_t pid = v[3] ? (pid_t)atoi(v[3]) : 0;
+    char now[32];
+    if (!pid || strcmp(v[5], "running") || !start_time(pid, now, sizeof now) || !v[4] ||
+        strcmp(now, v[4]) || !proc_watch(d, handle, pid, false))
+        return false;
+    H->log(d->self, BERTH_LOG_INFO, "tenant %s: adopted running pid %d", handle, (int)pid);
+    return true;
+}
 
 static bool list_row(int n, const char *const *names, const char *const *v, void *arg)
 {
@@ -659,23 +475,13 @@ static bool list_row(int n, const char *const *names, const char *const *v, void
     struct drv *d = l->d;
     const char *handle = v[0];
     int port = v[2] ? atoi(v[2]) : 0;
-    pid_t pid = v[3] ? (pid_t)atoi(v[3]) : 0;
-    char addr[80], now[32];
+    char addr[80];
     addr_of(d, port, addr, sizeof addr);
     struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, handle, port ? addr : NULL, -1,
                                false, NULL};
     struct proc *p = proc_find(d, handle);
-    if (p) {
-        o.state = BERTH_OBS_RUNNING;
-    } else if (pid && !strcmp(v[5], "running") && start_time(pid, now, sizeof now) && v[4] &&
-               !strcmp(now, v[4])) {
-        /* still the same process: adopt it */
-        if (watch(d, handle, pid, false)) {
-            o.state = BERTH_OBS_RUNNING;
-            H->log(d->self, BERTH_LOG_INFO, "tenant %s: adopted running pid %d", handle,
-                   (int)pid);
-        }
-    }
+    if (p ? proc_alive(p) : adopt(d, handle, v)) o.state = BERTH_OBS_RUNNING;
+    else if (!p) proc_drain(d, handle, NULL, NULL);     /* the leader died while we were away */
     H->op_list_add(l->op, handle, v[1], &o);
     return true;
 }
@@ -685,6 +491,8 @@ static void op_list(void *st, berth_op *op)
     struct drv *d = st;
     struct listing l = {d, op};
     const char *q[] = {H->name(d->self)};
+    record_each(d, restore_row, d);
+    cg_each(&d->cg, H->name(d->self), orphan_cgroup, d);
     H->store_exec(d->self, "SELECT handle,template,port,pid,start_time,state FROM exec_procs "
                   "WHERE instance=?1", q, 1, list_row, &l);
     H->op_done(op, 0, NULL, NULL);
@@ -726,6 +534,11 @@ static int validate(const void *cfg, char *err, size_t n)
         snprintf(err, n, "bind must be an IPv4 address, not '%s'", c->bind);
         return BERTH_EINVAL;
     }
+    if (strcmp(c->cgroups, "auto") && strcmp(c->cgroups, "required") &&
+        strcmp(c->cgroups, "off")) {
+        snprintf(err, n, "cgroups must be auto, required or off, not '%s'", c->cgroups);
+        return BERTH_EINVAL;
+    }
     return 0;
 }
 
@@ -748,12 +561,43 @@ static int configure(void *state, const void *cfg)
     return parse_ports(d->cfg.ports, &d->port_lo, &d->port_hi) < 0 ? BERTH_EINVAL : 0;
 }
 
+/* The cgroups' root is named after the installation (its exec directory), so berthds that
+ * share a machine, or a parent cgroup, never share a tenant's cgroup. */
+static void cgroups_start(struct drv *d)
+{
+    char real[PATH_MAX], root[32];
+    const char *p = realpath(d->dir, real) ? real : d->dir;
+    uint32_t h = 2166136261u;
+    for (; *p; p++) h = (h ^ (uint8_t)*p) * 16777619u;
+    snprintf(root, sizeof root, "berth-%08x", h);
+    if (!strcmp(d->cfg.cgroups, "off")) {
+        memset(&d->cg, 0, sizeof d->cg);
+        snprintf(d->cg.why, sizeof d->cg.why, "exec.cgroups is off");
+    } else {
+        cg_detect(&d->cg, root);
+    }
+    if (d->cg.mode == CG_NONE) {
+        H->log(d->self, BERTH_LOG_WARN, "no cgroups (%s): a supervisor process per tenant "
+               "holds its tree; cpus, memory and pids limits are refused", d->cg.why);
+        return;
+    }
+    H->log(d->self, BERTH_LOG_INFO, "cgroup %s under %s:%s%s%s%s", d->cg.mode == CG_V1 ? "v1"
+           : "v2", d->cg.h[d->cg.track].dir, d->cg.ctls & CG_CPU ? " cpu" : "",
+           d->cg.ctls & CG_MEMORY ? " memory" : "", d->cg.ctls & CG_PIDS ? " pids" : "",
+           d->cg.ctls & CG_FREEZER ? " freezer" : "");
+}
+
 static int start(void *state)
 {
     struct drv *d = state;
     if (mkdir_p(d->dir, 0750) < 0) {
         H->log(d->self, BERTH_LOG_ERROR, "cannot create %s: %s", d->dir, strerror(errno));
         return BERTH_EIO;
+    }
+    cgroups_start(d);
+    if (d->cg.mode == CG_NONE && !strcmp(d->cfg.cgroups, "required")) {
+        H->log(d->self, BERTH_LOG_ERROR, "exec.cgroups is required, but: %s", d->cg.why);
+        return BERTH_EINVAL;
     }
     int rc = H->store_migrate(d->self, steps, sizeof steps / sizeof *steps);
     return rc ? rc : H->driver_register(d->self, &driver, d);
@@ -763,11 +607,7 @@ static int start(void *state)
 static void destroy(void *state)
 {
     struct drv *d = state;
-    while (d->procs) {
-        struct proc *p = d->procs;
-        if (p->stop_op || p->remove_op) kill(-p->pid, SIGKILL);    /* honour a stop */
-        proc_forget(p);
-    }
+    proc_release_all(d);
     while (d->rmjobs) {     /* rm goes on; its op is completed as canceled by the host */
         struct rmjob *j = d->rmjobs;
         d->rmjobs = j->next;
@@ -775,10 +615,11 @@ static void destroy(void *state)
         close(j->pidfd);
         free(j);
     }
+    if (d->cg.mode != CG_NONE) cg_release(&d->cg, H->name(d->self));
     free(d);
 }
 
-BERTH_PLUGIN(.name = "exec", .version = "0.1.0",
+BERTH_PLUGIN(.name = "exec", .version = "0.2.0",
              .description = "runs tenants as supervised local process trees",
              .config = schema, .config_size = sizeof(struct cfg),
              .template_config = tschema, .template_config_size = sizeof(struct tcfg),

@@ -5,6 +5,7 @@ import sqlite3
 import time
 import unittest
 
+from exec_util import controller_dir, has_controller, remove_cgroups
 from harness import Berthd, http_get, wait_until
 
 EXEC = """plugins:
@@ -15,10 +16,14 @@ templates:
     command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
     port: 8080
     env: {TZ: UTC, GREETING: "hi {handle}"}
-    memory: 768m
     nofile: 256
-    pids: 4000
     stop_timeout: 2s
+  limited:
+    driver: exec
+    command: [sleep, "600"]
+    cpus: 0.5
+    memory: 96m
+    pids: 40
   stubborn:
     driver: exec
     command: [sh, -c, "trap '' TERM; echo started; while :; do sleep 0.1; done"]
@@ -43,18 +48,20 @@ def alive(pid):
 class Exec(unittest.TestCase):
     def setUp(self):
         base = 21000 + (os.getpid() % 200) * 20
-        self.b = Berthd({"10-exec.yaml": EXEC % (base, base + 19)}, plugins=())
+        self.ports = (base, base + 19)
+        self.b = Berthd({"10-exec.yaml": EXEC % self.ports}, plugins=())
         self.b.install_plugin_from_build("exec")
         self.b.start()
 
     def tearDown(self):
+        rc = self.b.stop()      # first: a stopped berthd restarts nothing we kill
+        log = self.b.log()
         for pid in self.pids():
             try:
                 os.killpg(pid, signal.SIGKILL)
             except OSError:
                 pass
-        rc = self.b.stop()
-        log = self.b.log()
+        remove_cgroups(os.path.join(self.b.state, "exec"))
         self.b.cleanup()
         self.assertEqual(rc, 0, log[-3000:])
 
@@ -83,17 +90,19 @@ class Exec(unittest.TestCase):
         with open(os.path.join(wd, "hello.txt"), "w") as f:
             f.write("alice's data\n")
         self.assertEqual(http_get(t["address"], "/hello.txt"), "alice's data\n")
-        limits = read(f"/proc/{pid}/limits")
-        self.assertRegex(limits, r"Max address space\s+%d\s+%d" % (768 << 20, 768 << 20))
-        self.assertRegex(limits, r"Max open files\s+256\s+256")
-        self.assertRegex(limits, r"Max processes\s+4000\s+4000")
+        self.assertRegex(read(f"/proc/{pid}/limits"), r"Max open files\s+256\s+256")
         env = dict(kv.split("=", 1) for kv in
                    read(f"/proc/{pid}/environ").split("\0") if "=" in kv)
         self.assertEqual(env["PORT"], t["address"].split(":")[1])
         self.assertEqual(env["BERTH_HANDLE"], "alice")
         self.assertEqual(env["TZ"], "UTC")
         self.assertEqual(env["HOME"], wd)
-        self.assertEqual(os.getsid(pid), pid)       # its own session, so its tree stops with it
+        self.assertEqual(os.getsid(pid), pid)       # its own session
+        if has_controller("pids"):
+            self.assertTrue(controller_dir(pid, "pids").endswith("/exec/alice"))
+        if has_controller("cpu"):
+            # without a cpu limit it is not made a CFS group of its own (cgroup.c says why)
+            self.assertEqual(controller_dir(pid, "cpu"), controller_dir(b.proc.pid, "cpu"))
         # stdout and stderr go to the tenant's log file
         log = os.path.join(b.state, "exec", "alice.log")
         wait_until(lambda: "GET /hello.txt" in read(log), what="the request in the log")
@@ -110,6 +119,45 @@ class Exec(unittest.TestCase):
         wait_until(lambda: b.get("/v1/tenants/alice").status == 404, what="deletion")
         self.assertFalse(os.path.exists(wd))
         self.assertFalse(os.path.exists(log))
+
+    def test_limits_are_written_to_the_tenants_cgroup(self):
+        for ctl in ("cpu", "memory", "pids"):
+            if not has_controller(ctl):
+                self.skipTest(f"this machine has no {ctl} cgroup controller")
+        b = self.b
+        b.post("/v1/tenants", {"handle": "lim", "template": "limited"})
+        b.wait_tenant("lim", "ready")
+        pid = self.pid("lim")
+        cpu, mem, pids = (controller_dir(pid, c) for c in ("cpu", "memory", "pids"))
+        for d in (cpu, mem, pids):
+            self.assertTrue(d.endswith("/exec/lim"), d)     # <root>/<instance>/<handle>
+        if os.path.exists(os.path.join(cpu, "cpu.max")):   # v2
+            self.assertEqual(read(os.path.join(cpu, "cpu.max")).split(), ["50000", "100000"])
+            self.assertEqual(int(read(os.path.join(mem, "memory.max"))), 96 << 20)
+        else:
+            self.assertEqual(int(read(os.path.join(cpu, "cpu.cfs_quota_us"))), 50000)
+            self.assertEqual(int(read(os.path.join(cpu, "cpu.cfs_period_us"))), 100000)
+            self.assertEqual(int(read(os.path.join(mem, "memory.limit_in_bytes"))), 96 << 20)
+        self.assertEqual(read(os.path.join(pids, "pids.max")).strip(), "40")
+        b.req("DELETE", "/v1/tenants/lim")
+        wait_until(lambda: b.get("/v1/tenants/lim").status == 404, what="deletion")
+        for d in (cpu, mem, pids):
+            self.assertFalse(os.path.exists(d), d)          # delete removes the cgroup
+
+    def test_a_limit_the_machine_cannot_enforce_is_refused(self):
+        b = self.b
+        b.write("10-exec.yaml", EXEC.replace("{ports: %d-%d}", "{ports: %d-%d, cgroups: off}")
+                % self.ports)
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        self.assertIn("no cgroups (exec.cgroups is off)", b.log())
+        b.post("/v1/tenants", {"handle": "lim", "template": "limited"})
+        t = wait_until(lambda: "cannot enforce" in ((b.tenant("lim") or {}).get("reason") or "")
+                       and b.tenant("lim"), what="the refusal on the tenant")
+        self.assertIn("cpus (cgroup cpu controller)", t["reason"])
+        self.assertIsNone(self.pid("lim"))
+        self.assertEqual(b.post("/v1/tenants", {"handle": "ok"}).status, 201)
+        b.wait_tenant("ok", "ready")        # a template without limits still runs
 
     def test_unexpected_exit_is_reported_and_repaired(self):
         b = self.b

@@ -1,0 +1,264 @@
+/* spawn: a tenant's process, forked into its cgroup with its limits, user, session and
+ * stdio set before execve, so there is no moment in which the workload runs unconfined.
+ *
+ * Between fork and execve the child makes only async-signal-safe calls: everything it needs
+ * (argv, env, the resolved program, the cgroup.procs descriptors) is prepared before. A
+ * close-on-exec pipe carries a failure of the child back (which step, errno), so a start that
+ * cannot be confined fails with its reason instead of running a process that exits 127. */
+#include "exec.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Replaces {handle}, {port} and {dir} in one argument. */
+static char *expand(const char *s, const char *handle, int port, const char *dir)
+{
+    char out[4096], num[16];
+    size_t o = 0;
+    snprintf(num, sizeof num, "%d", port);
+    while (*s && o < sizeof out - 1) {
+        const char *rep = NULL;
+        size_t skip = 0;
+        if (!strncmp(s, "{handle}", 8)) rep = handle, skip = 8;
+        else if (!strncmp(s, "{port}", 6)) rep = num, skip = 6;
+        else if (!strncmp(s, "{dir}", 5)) rep = dir, skip = 5;
+        if (rep) {
+            size_t l = strlen(rep);
+            if (o + l >= sizeof out) break;
+            memcpy(out + o, rep, l);
+            o += l;
+            s += skip;
+        } else {
+            out[o++] = *s++;
+        }
+    }
+    out[o] = 0;
+    return strdup(out);
+}
+
+static void free_vec(char **v)
+{
+    for (char **p = v; p && *p; p++) free(*p);
+    free(v);
+}
+
+static bool parse_user(const char *u, uid_t *uid, gid_t *gid)
+{
+    char *end;
+    unsigned long a = strtoul(u, &end, 10);
+    if (end == u) return false;
+    unsigned long b = a;
+    if (*end == ':') {
+        const char *g = end + 1;
+        b = strtoul(g, &end, 10);
+        if (end == g) return false;
+    }
+    if (*end) return false;
+    *uid = (uid_t)a;
+    *gid = (gid_t)b;
+    return true;
+}
+
+/* What the child needs, prepared by the parent. */
+struct plan {
+    const struct tcfg *t;
+    const char *wd, *prog;
+    char **argv, **envp;
+    int logfd, errfd;
+    int cgfds[CG_MAX_HIER], ncg;
+    bool supervised;            /* no cgroups: a subreaper holds the tree (supervisor.c) */
+    bool as_user;
+    uid_t uid;
+    gid_t gid;
+};
+
+static const char *const stage_names[] = {"", "joining its cgroup", "entering its directory",
+                                          "switching user", "execve",
+                                          "starting its supervisor"};
+
+static _Noreturn void child_fail(const struct plan *pl, enum spawn_stage st)
+{
+    int msg[2] = {(int)st, errno};
+    if (write(pl->errfd, msg, sizeof msg) < 0) _exit(127);
+    _exit(127);
+}
+
+/* Between fork and execve only async-signal-safe calls. The cgroup comes first: from then on
+ * everything the child becomes, and everything it starts, is inside it. */
+static _Noreturn void child(const struct plan *pl)
+{
+    int e = cg_join(pl->cgfds, pl->ncg);
+    if (e) {
+        errno = -e;
+        child_fail(pl, ST_CGROUP);
+    }
+    setsid();
+    int nul = open("/dev/null", O_RDONLY);
+    if (nul >= 0) dup2(nul, 0);
+    dup2(pl->logfd, 1);
+    dup2(pl->logfd, 2);
+    /* nothing of berthd's leaks into a tenant: not a socket, not the database; the error
+     * pipe is close-on-exec and stays until execve */
+    if (syscall(SYS_close_range, 3, pl->errfd - 1, 0) < 0 ||
+        syscall(SYS_close_range, pl->errfd + 1, ~0u, 0) < 0)
+        for (int fd = 3; fd < 4096; fd++)
+            if (fd != pl->errfd) close(fd);
+    struct rlimit r;
+    r.rlim_cur = r.rlim_max = (rlim_t)pl->t->nofile;
+    setrlimit(RLIMIT_NOFILE, &r);
+    if (chdir(pl->wd) < 0) child_fail(pl, ST_CHDIR);
+    if (pl->as_user &&
+        (setgroups(0, NULL) < 0 || setgid(pl->gid) < 0 || setuid(pl->uid) < 0))
+        child_fail(pl, ST_USER);
+    sigset_t all;
+    sigemptyset(&all);
+    sigprocmask(SIG_SETMASK, &all, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    execve(pl->prog, pl->argv, pl->envp);
+    child_fail(pl, ST_EXEC);
+}
+
+static _Noreturn void workload(const void *arg)
+{
+    child(arg);
+}
+
+/* execvpe would search berthd's own PATH: the tenant's PATH decides which program runs. */
+static bool resolve(const char *name, const char *path, char *out, size_t n)
+{
+    if (strchr(name, '/')) {
+        snprintf(out, n, "%s", name);
+        return access(out, X_OK) == 0;
+    }
+    for (const char *p = path; p && *p;) {
+        const char *colon = strchr(p, ':');
+        size_t len = colon ? (size_t)(colon - p) : strlen(p);
+        snprintf(out, n, "%.*s/%s", (int)len, len ? p : ".", name);
+        struct stat st;
+        if (stat(out, &st) == 0 && S_ISREG(st.st_mode) && access(out, X_OK) == 0) return true;
+        p = colon ? colon + 1 : NULL;
+    }
+    return false;
+}
+
+/* Forks and waits for the child's verdict: EOF on the pipe means execve succeeded. The wait
+ * is the child's few system calls before execve, not the workload's start-up. */
+static int fork_exec(struct plan *pl, pid_t *out, char *err, size_t n)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) < 0) {
+        snprintf(err, n, "pipe: %s", strerror(errno));
+        return BERTH_EAGAIN;
+    }
+    pl->errfd = pfd[1];
+    pid_t pid = fork();
+    if (pid == 0 && !pl->supervised) child(pl);
+    if (pid == 0) supervise(workload, pl, pl->errfd, pl->t->stop_timeout);
+    int e = errno;
+    close(pfd[1]);
+    if (pid < 0) {
+        close(pfd[0]);
+        snprintf(err, n, "fork: %s", strerror(e));
+        return BERTH_EAGAIN;
+    }
+    int msg[2];
+    ssize_t k;
+    while ((k = read(pfd[0], msg, sizeof msg)) < 0 && errno == EINTR) {}
+    close(pfd[0]);
+    if (k == (ssize_t)sizeof msg) {
+        waitpid(pid, NULL, 0);      /* it has _exit'ed or is about to */
+        int st = msg[0] >= ST_CGROUP && msg[0] <= ST_SUPERVISOR ? msg[0] : ST_EXEC;
+        snprintf(err, n, "the tenant's process failed %s: %s", stage_names[st],
+                 strerror(msg[1]));
+        return st == ST_CGROUP ? BERTH_EIO : BERTH_EINVAL;
+    }
+    *out = pid;
+    return 0;
+}
+
+/* argv with {handle}, {port} and {dir} expanded, and the environment; NULL when out of
+ * memory. *path is the tenant's PATH. */
+static int build(const berth_spec *s, int port, const char *wd, char ***argvp, char ***envpp,
+                 const char **path)
+{
+    const struct tcfg *t = H->spec_config(s);
+    const char *handle = H->spec_handle(s);
+    size_t nenv = H->spec_env_count(s);
+    char **argv = calloc(t->command.n + 1, sizeof *argv);
+    char **envp = calloc(nenv + 4, sizeof *envp);
+    bool oom = !argv || !envp;
+    for (size_t i = 0; !oom && i < t->command.n; i++)
+        oom |= !(argv[i] = expand(t->command.v[i], handle, port, wd));
+    if (oom) {      /* a hole would cut argv short, and free_vec stops at it */
+        for (size_t i = 0; argv && i < t->command.n; i++) free(argv[i]);
+        free(argv);
+        free(envp);
+        return BERTH_ENOMEM;
+    }
+    size_t e = 0;
+    *path = NULL;
+    for (size_t i = 0; i < nenv; i++) {
+        const char *v;
+        const char *k = H->spec_env(s, i, &v);
+        if (!strcmp(k, "PATH")) *path = v;
+        if (asprintf(&envp[e], "%s=%s", k, v) > 0) e++;
+    }
+    if (!*path) {
+        *path = "/usr/local/bin:/usr/bin:/bin";
+        if (asprintf(&envp[e], "PATH=%s", *path) > 0) e++;
+    }
+    if (asprintf(&envp[e], "HOME=%s", wd) > 0) e++;
+    if (port && asprintf(&envp[e], "PORT=%d", port) > 0) e++;
+    *argvp = argv;
+    *envpp = envp;
+    return 0;
+}
+
+int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, size_t n)
+{
+    const struct tcfg *t = H->spec_config(s);
+    const char *handle = H->spec_handle(s);
+    char wd[600], logpath[600], prog[1024];
+    snprintf(wd, sizeof wd, "%s/%s", d->dir, handle);
+    snprintf(logpath, sizeof logpath, "%s/%s.log", d->dir, handle);
+    struct plan pl = {.t = t, .wd = wd, .prog = prog, .logfd = -1, .as_user = t->user != NULL,
+                      .supervised = d->cg.mode == CG_NONE};
+    struct cg_limits lim = {t->cpus, t->memory, t->pids};
+    if (pl.as_user && !parse_user(t->user, &pl.uid, &pl.gid)) {
+        snprintf(err, n, "user '%s' is not uid[:gid]", t->user);
+        return BERTH_EINVAL;
+    }
+    if (cg_check(&d->cg, &lim, err, n)) return BERTH_EINVAL;
+    const char *path;
+    int rc = build(s, port, wd, &pl.argv, &pl.envp, &path);
+    if (rc) return rc;
+    if (!t->command.n || !resolve(pl.argv[0], path, prog, sizeof prog)) {
+        snprintf(err, n, "command '%s' not found in PATH %s", pl.argv[0] ? pl.argv[0] : "",
+                 path);
+        rc = BERTH_EINVAL;
+    } else if ((pl.logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
+                                0640)) < 0) {
+        snprintf(err, n, "cannot open %s: %s", logpath, strerror(errno));
+        rc = BERTH_EIO;
+    } else if (d->cg.mode != CG_NONE &&
+               cg_prepare(&d->cg, H->name(d->self), handle, &lim, pl.cgfds, &pl.ncg, err, n)) {
+        rc = BERTH_EIO;
+    } else {
+        rc = fork_exec(&pl, out, err, n);
+    }
+    while (pl.ncg) close(pl.cgfds[--pl.ncg]);
+    if (pl.logfd >= 0) close(pl.logfd);
+    free_vec(pl.argv);
+    free_vec(pl.envp);
+    return rc;
+}
