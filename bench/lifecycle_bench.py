@@ -51,7 +51,7 @@ templates:
     command: [/bin/httpd, -f, -p, "8080", -h, /www]
     port: 8080
     stop_timeout: 1s
-    health: {{http: /, interval: 100ms, timeout: 1s, retries: 3}}
+    lifecycle: {{health: {{http: /, interval: 100ms, timeout: 1s, retries: 3}}}}
 """}, plugins=())
         b.install_plugin_from_build("docker")
         b.install_plugin_from_build("lifecycle")
@@ -87,7 +87,7 @@ templates:
 
 def sweep_cost():
     b = Berthd({"10.yaml": TESTDRV.replace("echo: {}", "lifecycle: {check_interval: 1h}")
-                .replace("memory: 128m", "memory: 128m\n    idle_timeout: 1h")
+                .replace("memory: 128m", "memory: 128m\n    lifecycle: {idle_timeout: 1h}")
                 + "berth: {log: {level: warn}}\n"}, plugins=("testdrv",))
     b.install_plugin_from_build("lifecycle")
     try:

@@ -105,6 +105,42 @@ bool cnode_equal(const struct cnode *a, const struct cnode *b)
     return true;
 }
 
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static uint64_t mix64(uint64_t x)      /* splitmix64's finalizer: spreads sums of hashes */
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Maps are compared by key like cnode_equal, so their pairs are summed (order-free); a
+ * sequence's items are chained in order. Scalars hash their text only: quoting does not
+ * matter, as in cnode_equal. */
+uint64_t cnode_hash(const struct cnode *n)
+{
+    if (!n) return 0;
+    uint64_t h = fnv(0xcbf29ce484222325ull, &n->kind, sizeof n->kind);
+    h = fnv(h, &n->n, sizeof n->n);
+    if (n->kind == CN_SCALAR) return mix64(fnv(h, n->value, strlen(n->value) + 1));
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n->n; i++) {
+        uint64_t c = cnode_hash(n->vals[i]);
+        if (n->kind == CN_MAP) {
+            const char *k = n->keys[i]->value;
+            sum += mix64(fnv(fnv(0xcbf29ce484222325ull, k, strlen(k) + 1), &c, sizeof c));
+        } else {
+            h = mix64(fnv(h, &c, sizeof c));
+        }
+    }
+    return mix64(fnv(h, &sum, sizeof sum));
+}
+
 /* ---- parsing ---- */
 
 struct parse { yaml_parser_t p; const char *file; struct errs *e; bool failed; };

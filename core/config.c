@@ -86,22 +86,6 @@ const struct berth_cfg_item core_schema[] = {
     {0},
 };
 
-#define HT(f) offsetof(struct tmpl_health, f)
-static const struct berth_cfg_item health_schema[] = {
-    {"http", BERTH_CFG_STR, NULL, 0, 0, HT(http), "path probed with GET; 2xx/3xx is healthy",
-     0, NULL, NULL},
-    {"tcp", BERTH_CFG_BOOL, "false", 0, 0, HT(tcp), "healthy when the port accepts", 0, NULL,
-     NULL},
-    {"interval", BERTH_CFG_DURATION, "10s", 100, 3600000, HT(interval), "probe period", 0,
-     NULL, NULL},
-    {"timeout", BERTH_CFG_DURATION, "2s", 10, 600000, HT(timeout), "one probe's limit", 0,
-     NULL, NULL},
-    {"retries", BERTH_CFG_INT, "3", 1, 100, HT(retries), "failures before unhealthy", 0, NULL,
-     NULL},
-    {"start_period", BERTH_CFG_DURATION, "0", 0, 3600000, HT(start_period),
-     "failures do not count this long after a start", 0, NULL, NULL},
-    {0},
-};
 #define T(f) offsetof(struct tmpl_core, f)
 const struct berth_cfg_item tmpl_core_schema[] = {
     {"driver", BERTH_CFG_STR, NULL, 0, 0, T(driver), "plugin instance that runs the tenants",
@@ -110,10 +94,6 @@ const struct berth_cfg_item tmpl_core_schema[] = {
      NULL},
     {"env", BERTH_CFG_MAP, NULL, 0, 0, T(env), "environment of the tenant's workload", 0, NULL,
      NULL},
-    {"idle_timeout", BERTH_CFG_DURATION, "30m", 0, 0, T(idle_timeout),
-     "idle tenants are put to sleep after this (0: never)", 0, NULL, NULL},
-    {"health", BERTH_CFG_STRUCT, NULL, 0, 0, T(health), "health check", 0, NULL,
-     health_schema},
     {0},
 };
 
@@ -156,6 +136,163 @@ static berth_instance *gen_instance(const struct gen *g, const char *name)
     return NULL;
 }
 
+static bool has_key(const struct berth_cfg_item *s, const char *k)
+{
+    for (; s && s->key; s++)
+        if (!strcmp(s->key, k)) return true;
+    return false;
+}
+
+static bool desc_has_gate(const struct berth_plugin *d)
+{
+    return d->struct_size >= offsetof(struct berth_plugin, template_gates_ready) +
+                                 sizeof d->template_gates_ready &&
+           d->template_gates_ready;
+}
+
+/* The closest name a mistyped template key may have meant: a core or driver key, or a loaded
+ * instance that reads template keys. */
+static const char *tmpl_suggest(const struct gen *g, const struct berth_plugin *d,
+                                const char *k)
+{
+    const char *best = NULL;
+    int bd = 3;
+    for (int pass = 0; pass < 2; pass++)
+        for (const struct berth_cfg_item *it = pass ? (d ? d->template_config : NULL)
+                                                     : tmpl_core_schema; it && it->key; it++)
+            if (levenshtein(k, it->key) < bd) bd = levenshtein(k, it->key), best = it->key;
+    for (size_t i = 0; i < g->ninst; i++)
+        if (plugin_desc(g->inst[i])->template_config &&
+            levenshtein(k, inst_name(g->inst[i])) < bd)
+            bd = levenshtein(k, inst_name(g->inst[i])), best = inst_name(g->inst[i]);
+    return best;
+}
+
+/* Fills templates.<t>.<instance> from the instance's template_config. An empty value
+ * (`quota:`) is an empty block: every key takes its default. */
+static void fill_block(struct gen *g, struct tmpl *t, berth_instance *inst,
+                       const struct cnode *node, struct errs *e)
+{
+    const struct berth_plugin *d = plugin_desc(inst);
+    struct tmpl_blk *b = &t->blocks[t->nblocks];
+    b->inst = inst_name(inst);
+    b->node = node;
+    b->cfg = arena_alloc(&g->arena, d->template_config_size + 1);
+    struct cnode empty = {.kind = CN_MAP, .file = node->file, .line = node->line,
+                          .col = node->col};
+    if (node->kind == CN_SCALAR && node->plain && !node->value[0]) node = &empty;
+    char what[160];
+    snprintf(what, sizeof what, "templates.%s.%s", t->name, b->inst);
+    const struct berth_cfg_item *schema = d->template_config;
+    void *out = b->cfg;
+    if (cfg_fill(&schema, &out, 1, node, &g->arena, e, what)) return;
+    if (desc_has_gate(d) && d->template_gates_ready(b->cfg)) t->gates_ready = true;
+    t->nblocks++;
+}
+
+/* Keys that lived at a template's top level before SDK 1.1 and are now the lifecycle
+ * plugin's: say where they go rather than "unknown key". */
+static bool moved_key(const struct gen *g, const struct tmpl *t, const struct cnode *key,
+                      struct errs *e)
+{
+    static const char *const moved[] = {"idle_timeout", "health"};
+    for (size_t i = 0; i < ARRAY_LEN(moved); i++) {
+        if (strcmp(key->value, moved[i])) continue;
+        const char *lc = "lifecycle";   /* the instance that reads it, if one is loaded */
+        for (size_t k = 0; k < g->ninst; k++)
+            if (!strcmp(plugin_desc(g->inst[k])->name, "lifecycle")) lc = inst_name(g->inst[k]);
+        errs_add(e, key, "%s moved: write it as templates.%s.%s.%s", moved[i], t->name, lc,
+                 moved[i]);
+        return true;
+    }
+    return false;
+}
+
+/* Sorts a template's keys: the core's and the driver's go to `top` (filled by the caller),
+ * an instance's block is filled here, anything else is an error. driver_lost: the driver
+ * instance failed validation, so its keys cannot be told from mistakes. */
+static void split_template(struct gen *g, struct tmpl *t, const struct cnode *node,
+                           const struct berth_plugin *d, bool driver_lost, struct cnode *top,
+                           struct errs *e)
+{
+    const struct cnode *plugins = cnode_get(g->conf.root, "plugins");
+    t->blocks = arena_alloc(&g->arena, (node->n + 1) * sizeof *t->blocks);
+    for (size_t k = 0; k < node->n; k++) {
+        const struct cnode *key = node->keys[k];
+        const char *name = key->value;
+        if (has_key(tmpl_core_schema, name) || (d && has_key(d->template_config, name))) {
+            top->keys[top->n] = node->keys[k];
+            top->vals[top->n++] = node->vals[k];
+            continue;
+        }
+        if (moved_key(g, t, key, e)) continue;
+        berth_instance *inst = gen_instance(g, name);
+        if (inst && t->core.driver && !strcmp(name, t->core.driver)) {
+            errs_add(e, key, "'%s' is the driver of template '%s': write its keys at the "
+                     "template's top level", name, t->name);
+        } else if (inst && plugin_desc(inst)->template_config) {
+            fill_block(g, t, inst, node->vals[k], e);
+        } else if (inst) {
+            errs_add(e, key, "template '%s': plugin instance '%s' (module %s) reads no "
+                     "template keys", t->name, name, plugin_desc(inst)->name);
+        } else if (cnode_get(plugins, name) || driver_lost) {
+            continue;   /* that instance failed validation and said why */
+        } else {
+            const char *best = tmpl_suggest(g, d, name);
+            if (best) errs_add(e, key, "unknown key '%s' in template '%s'; did you mean "
+                               "'%s'?", name, t->name, best);
+            else errs_add(e, key, "unknown key '%s' in template '%s': neither a template key "
+                          "nor a plugin instance that reads template keys", name, t->name);
+        }
+    }
+}
+
+static void build_template(struct gen *g, const struct cnode *kn, const struct cnode *node,
+                           struct errs *e)
+{
+    const char *name = kn->value;
+    if (!ident_valid(name)) {
+        errs_add(e, kn, "template name '%s' must be lower case letters, digits, '-' or '_'",
+                 name);
+        return;
+    }
+    if (node->kind != CN_MAP) {
+        errs_add(e, node, "template '%s' must be a mapping", name);
+        return;
+    }
+    const struct cnode *dn = cnode_get(node, "driver");
+    const char *driver = dn && dn->kind == CN_SCALAR ? dn->value : NULL;
+    berth_instance *inst = driver ? gen_instance(g, driver) : NULL;
+    const struct berth_plugin *d = inst ? plugin_desc(inst) : NULL;
+    bool lost = driver && !inst && cnode_get(cnode_get(g->conf.root, "plugins"), driver);
+    struct tmpl *t = &g->tmpls[g->ntmpls];
+    *t = (struct tmpl){.name = name, .node = node};
+    t->core.driver = driver;
+    size_t before = e->n;
+    if (driver && !inst && !lost)
+        errs_add(e, dn, "template '%s': driver '%s' is not a configured plugin instance",
+                 name, driver);
+    if (d && !d->template_config) {
+        errs_add(e, dn, "template '%s': plugin '%s' is not a driver", name, driver);
+        d = NULL;
+    }
+    struct cnode top = *node;
+    top.n = 0;
+    top.keys = xcalloc(node->n + 1, sizeof *top.keys);
+    top.vals = xcalloc(node->n + 1, sizeof *top.vals);
+    split_template(g, t, node, d, lost || (driver && !inst), &top, e);
+    t->driver_cfg = d ? arena_alloc(&g->arena, d->template_config_size + 1) : NULL;
+    const struct berth_cfg_item *schemas[] = {tmpl_core_schema, d ? d->template_config : NULL};
+    void *outs[] = {&t->core, t->driver_cfg};
+    char what[96];
+    snprintf(what, sizeof what, "template '%s'", name);
+    cfg_fill(schemas, outs, d ? 2 : 1, &top, &g->arena, e, what);
+    free(top.keys);
+    free(top.vals);
+    if (d && desc_has_gate(d) && d->template_gates_ready(t->driver_cfg)) t->gates_ready = true;
+    if (e->n == before && !lost) g->ntmpls++;
+}
+
 static void build_templates(struct gen *g, struct errs *e)
 {
     const struct cnode *ts = cnode_get(g->conf.root, "templates");
@@ -165,44 +302,7 @@ static void build_templates(struct gen *g, struct errs *e)
         return;
     }
     g->tmpls = arena_alloc(&g->arena, (ts->n + 1) * sizeof *g->tmpls);
-    for (size_t k = 0; k < ts->n; k++) {
-        const char *name = ts->keys[k]->value;
-        const struct cnode *node = ts->vals[k];
-        if (!ident_valid(name)) {
-            errs_add(e, ts->keys[k], "template name '%s' must be lower case letters, digits, "
-                     "'-' or '_'", name);
-            continue;
-        }
-        if (node->kind != CN_MAP) {
-            errs_add(e, node, "template '%s' must be a mapping", name);
-            continue;
-        }
-        const struct cnode *dn = cnode_get(node, "driver");
-        const char *driver = dn && dn->kind == CN_SCALAR ? dn->value : NULL;
-        berth_instance *inst = driver ? gen_instance(g, driver) : NULL;
-        const struct berth_plugin *d = inst ? plugin_desc(inst) : NULL;
-        struct tmpl *t = &g->tmpls[g->ntmpls];
-        t->name = name;
-        t->node = node;
-        char what[96];
-        snprintf(what, sizeof what, "template '%s'", name);
-        if (driver && !inst && cnode_get(cnode_get(g->conf.root, "plugins"), driver))
-            continue;   /* the instance itself failed validation and said why */
-        if (driver && !inst) {
-            errs_add(e, dn, "template '%s': driver '%s' is not a configured plugin instance",
-                     name, driver);
-            continue;
-        }
-        if (d && !d->template_config) {
-            errs_add(e, dn, "template '%s': plugin '%s' is not a driver", name, driver);
-            continue;
-        }
-        t->driver_cfg = d ? arena_alloc(&g->arena, d->template_config_size + 1) : NULL;
-        const struct berth_cfg_item *schemas[] = {tmpl_core_schema,
-                                                  d ? d->template_config : NULL};
-        void *outs[] = {&t->core, t->driver_cfg};
-        if (!cfg_fill(schemas, outs, d ? 2 : 1, node, &g->arena, e, what)) g->ntmpls++;
-    }
+    for (size_t k = 0; k < ts->n; k++) build_template(g, ts->keys[k], ts->vals[k], e);
 }
 
 static void check_immutable(const struct gen *g, const struct gen *old, struct errs *e)
@@ -313,4 +413,27 @@ const struct tmpl *tmpl_find(const char *name)
     for (size_t i = 0; C.gen && i < C.gen->ntmpls; i++)
         if (!strcmp(C.gen->tmpls[i].name, name)) return &C.gen->tmpls[i];
     return NULL;
+}
+
+const void *tmpl_block(const struct tmpl *tm, const char *instance)
+{
+    if (!tm || !instance) return NULL;
+    if (tm->core.driver && !strcmp(tm->core.driver, instance)) return tm->driver_cfg;
+    for (size_t i = 0; i < tm->nblocks; i++)
+        if (!strcmp(tm->blocks[i].inst, instance)) return tm->blocks[i].cfg;
+    return NULL;
+}
+
+const struct cnode *tmpl_block_node(const struct tmpl *tm, const char *instance)
+{
+    if (!tm || !instance) return NULL;
+    if (tm->core.driver && !strcmp(tm->core.driver, instance)) return tm->node;
+    for (size_t i = 0; i < tm->nblocks; i++)
+        if (!strcmp(tm->blocks[i].inst, instance)) return tm->blocks[i].node;
+    return NULL;
+}
+
+bool tmpl_gates_ready(const struct tmpl *tm)
+{
+    return tm && tm->gates_ready;
 }

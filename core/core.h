@@ -92,6 +92,9 @@ int conf_load_string(const char *name, const char *text, struct conf *out, struc
 void conf_free(struct conf *c);
 const struct cnode *cnode_get(const struct cnode *map, const char *key);
 bool cnode_equal(const struct cnode *a, const struct cnode *b);
+/* A digest of a subtree's content: equal trees (cnode_equal) hash equal whatever their file,
+ * line or map key order. A change detector, not a cryptographic hash. NULL hashes to 0. */
+uint64_t cnode_hash(const struct cnode *n);
 
 /* An arena owns everything cfg_fill allocates for one config generation. */
 struct arena { struct arena_blk *head; };
@@ -224,22 +227,26 @@ void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
 /* ---- config.c: the generation ---- */
-struct tmpl_health {
-    const char *http; bool tcp;
-    int64_t interval, timeout, retries, start_period;
-};
+/* what the core itself reads of a template; idle and health live in lifecycle's block */
 struct tmpl_core {
     const char *driver;
     int64_t port;
     struct berth_strmap env;
-    int64_t idle_timeout;
-    struct tmpl_health health;
+};
+/* One plugin instance's block of a template: `templates.<t>.<instance>`, filled from the
+ * instance's template_config schema. Everything lives in the generation's arena. */
+struct tmpl_blk {
+    const char *inst;           /* instance name */
+    void *cfg;                  /* the filled template_config struct */
+    const struct cnode *node;   /* the block's node in the generation's conf tree */
 };
 struct tmpl {
     const char *name;
     struct tmpl_core core;
     void *driver_cfg;           /* the driver module's template_config struct */
     const struct cnode *node;
+    struct tmpl_blk *blocks; size_t nblocks;    /* the non-driver instances' blocks */
+    bool gates_ready;           /* some instance's template_gates_ready(block) said true */
 };
 struct core_cfg {
     const char *state_dir, *socket, *plugin_dir;
@@ -272,6 +279,15 @@ void gen_free(struct gen *g);
 struct gen *gen_ref(struct gen *g);
 void gen_unref(struct gen *g);
 const struct tmpl *tmpl_find(const char *name);
+/* The instance's template struct: for the template's driver its top-level keys (driver_cfg),
+ * for any other instance its block; NULL when the template has no block for it. Borrowed from
+ * the template's generation. */
+const void *tmpl_block(const struct tmpl *tm, const char *instance);
+/* The node that instance's struct was filled from: the block, or for the driver the template
+ * itself (its top level holds the driver's keys). NULL if absent. */
+const struct cnode *tmpl_block_node(const struct tmpl *tm, const char *instance);
+/* true when a tenant of this template becomes ready only on a health report */
+bool tmpl_gates_ready(const struct tmpl *tm);
 
 /* ---- tenant.c ---- */
 struct tenant;

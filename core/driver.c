@@ -129,7 +129,7 @@ static void adopt(berth_op *op)
         if (t->op) continue;
         if (!t->driver) str_set(&t->driver, dname);
         const struct tmpl *tm = tmpl_find(t->tmpl);
-        if (l->st == BERTH_OBS_RUNNING && tm && !tm->core.health.http && !tm->core.health.tcp)
+        if (l->st == BERTH_OBS_RUNNING && tm && !tmpl_gates_ready(tm))
             l->st = BERTH_OBS_READY;    /* nothing to probe: running is ready */
         str_set(&t->id, l->id);
         if (l->address) str_set(&t->address, l->address);

@@ -970,6 +970,13 @@ static int h_spec_contributor(berth_instance *self, berth_spec_fn fn, void *arg)
     return spec_contrib_add(self, fn, arg);
 }
 
+/* The running generation's block: a plugin reads it when it needs it (and again after
+ * config.reloaded), so it never holds a struct of a generation that is gone. */
+static const void *h_template_config(berth_instance *self, const char *template_name)
+{
+    return template_name ? tmpl_block(tmpl_find(template_name), self->name) : NULL;
+}
+
 static int h_tenant_get(berth_instance *self, const char *handle, struct berth_tenant_info *out)
 {
     (void)self;
@@ -1107,4 +1114,5 @@ const struct berth_host berth_host_api = {
     .tenant_report_crash = h_tenant_report_crash,
     .tenant_status_set = h_status_set,
     .tenant_wait_ready = tenant_wait_ready,
+    .template_config = h_template_config,
 };

@@ -112,7 +112,7 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
     enum berth_observed_state st = obs && obs->state ? obs->state
         : k == OP_CREATE ? BERTH_OBS_STOPPED : k == OP_START ? BERTH_OBS_RUNNING
         : k == OP_STOP ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT;
-    bool no_health = !tm || (!tm->core.health.http && !tm->core.health.tcp);
+    bool no_health = !tmpl_gates_ready(tm);
     if (st == BERTH_OBS_RUNNING && no_health) st = BERTH_OBS_READY;
     if (k == OP_REMOVE) {
         st = BERTH_OBS_ABSENT;

@@ -528,16 +528,6 @@ void tenant_fill_info(const struct tenant *t, struct berth_tenant_info *out)
     out->created_ms = t->created_ms;
     out->last_activity_ms = t->last_activity_ms;
     if (size < sizeof *out) return;     /* an older plugin's shorter struct */
-    const struct tmpl *tm = tmpl_find(t->tmpl);
-    if (tm) {
-        out->idle_timeout_ms = tm->core.idle_timeout;
-        out->health_http = tm->core.health.http;
-        out->health_tcp = tm->core.health.tcp;
-        out->health_interval_ms = tm->core.health.interval;
-        out->health_timeout_ms = tm->core.health.timeout;
-        out->health_retries = tm->core.health.retries;
-        out->health_start_period_ms = tm->core.health.start_period;
-    }
     out->busy = t->busy;
     out->started_ms = t->started_ms;
 }
@@ -585,11 +575,7 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNumberToObject(o, "attempts", (double)t->attempts);
     cJSON_AddNumberToObject(o, "crashes", (double)t->crashes);
     cJSON_AddNumberToObject(o, "busy", (double)t->busy);
-    const struct tmpl *tm = tmpl_find(t->tmpl);
-    if (tm && tm->core.idle_timeout && t->desired == BERTH_DESIRED_RUNNING)
-        cJSON_AddNumberToObject(o, "idle_deadline_ms",
-                                (double)(t->last_activity_ms + tm->core.idle_timeout));
-    else cJSON_AddNullToObject(o, "idle_deadline_ms");
+    cJSON_AddNullToObject(o, "idle_deadline_ms");  /* idle settings are lifecycle's since 1.1 */
     static const char *const hn[] = {"unknown", "healthy", "unhealthy"};
     cJSON_AddStringToObject(o, "health", hn[t->health]);
     cJSON_AddItemToObject(o, "plugins", t->plugins ? cJSON_Duplicate(t->plugins, 1)

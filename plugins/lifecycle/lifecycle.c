@@ -5,6 +5,9 @@
  * idle_timeout and that nobody holds busy gets desired state asleep. Activity itself is the
  * core's (tenant.activity events, touch, wake), persisted across restarts.
  *
+ * Both read the template's `lifecycle` block (host->template_config, SDK 1.1): a template
+ * without one behaves as with an empty one (idle_timeout 30m, no health check).
+ *
  * Health: a probe per running tenant whose template has `health`, on a host timer (libuv's
  * timer heap): HTTP GET of `http` (2xx/3xx is healthy) or a TCP connect. The first success
  * reports the tenant healthy, which makes it ready (tenant.ready, wake?wait answers).
@@ -34,6 +37,45 @@ static const struct berth_cfg_item schema[] = {
     {0},
 };
 
+/* a template's block: templates.<t>.<this instance>.{idle_timeout, health} */
+struct health {
+    const char *http; bool tcp;
+    int64_t interval, timeout, retries, start_period;
+};
+struct tcfg {
+    int64_t idle_timeout;
+    struct health health;
+};
+
+#define HT(f) offsetof(struct health, f)
+static const struct berth_cfg_item health_schema[] = {
+    {"http", BERTH_CFG_STR, NULL, 0, 0, HT(http), "path probed with GET; 2xx/3xx is healthy",
+     0, NULL, NULL},
+    {"tcp", BERTH_CFG_BOOL, "false", 0, 0, HT(tcp), "healthy when the port accepts", 0, NULL,
+     NULL},
+    {"interval", BERTH_CFG_DURATION, "10s", 100, 3600000, HT(interval), "probe period", 0,
+     NULL, NULL},
+    {"timeout", BERTH_CFG_DURATION, "2s", 10, 600000, HT(timeout), "one probe's limit", 0,
+     NULL, NULL},
+    {"retries", BERTH_CFG_INT, "3", 1, 100, HT(retries), "failures before unhealthy", 0, NULL,
+     NULL},
+    {"start_period", BERTH_CFG_DURATION, "0", 0, 3600000, HT(start_period),
+     "failures do not count this long after a start", 0, NULL, NULL},
+    {0},
+};
+static const struct berth_cfg_item tmpl_schema[] = {
+    {"idle_timeout", BERTH_CFG_DURATION, "30m", 0, 0, offsetof(struct tcfg, idle_timeout),
+     "idle tenants are put to sleep after this (0: never)", 0, NULL, NULL},
+    {"health", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct tcfg, health),
+     "health check: the tenant is ready once a probe passes", 0, NULL, health_schema},
+    {0},
+};
+/* what a template without a block gets: the schema's defaults */
+static const struct tcfg tcfg_default = {
+    .idle_timeout = 30 * 60 * 1000,
+    .health = {.interval = 10000, .timeout = 2000, .retries = 3},
+};
+
 static const struct berth_host *H;
 
 enum { P_STARTING, P_HEALTHY, P_UNHEALTHY };
@@ -61,6 +103,19 @@ struct lc {
     int64_t last_sweep_us, checked, slept_total, sweeps;
 };
 
+static bool gates_ready(const void *block)
+{
+    const struct tcfg *c = block;
+    return c->health.http || c->health.tcp;
+}
+
+/* Read afresh on each use: the block belongs to the running config generation. */
+static const struct tcfg *tcfg_of(const struct lc *lc, const char *template_name)
+{
+    const struct tcfg *c = template_name ? H->template_config(lc->self, template_name) : NULL;
+    return c ? c : &tcfg_default;
+}
+
 static int64_t mono_us(void)
 {
     struct timespec ts;
@@ -76,9 +131,10 @@ static bool check_idle(const struct berth_tenant_info *t, void *arg)
 {
     struct sweep *s = arg;
     s->lc->checked++;
-    if (t->desired != BERTH_DESIRED_RUNNING || t->idle_timeout_ms <= 0 || t->busy > 0) return true;
+    if (t->desired != BERTH_DESIRED_RUNNING || t->busy > 0) return true;
     if (t->observed != BERTH_OBS_RUNNING && t->observed != BERTH_OBS_READY) return true;
-    if (s->now - t->last_activity_ms < t->idle_timeout_ms) return true;
+    int64_t idle = tcfg_of(s->lc, t->template_name)->idle_timeout;
+    if (idle <= 0 || s->now - t->last_activity_ms < idle) return true;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
         char (*v)[40] = realloc(s->sleepy, cap * sizeof *v);
@@ -281,15 +337,16 @@ static void probe_now(berth_timer *t, void *arg)
 
 /* The template's probe settings, read again on every reload: a new interval, timeout or
  * path applies to a running probe at once, and its failure count carries on. */
-static void probe_settings(struct probe *p, const struct berth_tenant_info *t)
+static void probe_settings(struct probe *p, const struct tcfg *c)
 {
     int64_t old = p->interval;
-    snprintf(p->path, sizeof p->path, "%s", t->health_http ? t->health_http : "/");
-    p->tcp = !t->health_http;
-    p->interval = t->health_interval_ms;
-    p->timeout = t->health_timeout_ms;
-    p->retries = t->health_retries;
-    p->start_period = t->health_start_period_ms;
+    const struct health *h = &c->health;
+    snprintf(p->path, sizeof p->path, "%s", h->http ? h->http : "/");
+    p->tcp = !h->http;
+    p->interval = h->interval;
+    p->timeout = h->timeout;
+    p->retries = h->retries;
+    p->start_period = h->start_period;
     if (p->state == P_HEALTHY && p->interval != old) {
         H->timer_stop(p->tick);
         p->tick = H->timer_start(p->lc->self, (uint64_t)p->interval, (uint64_t)p->interval,
@@ -297,21 +354,21 @@ static void probe_settings(struct probe *p, const struct berth_tenant_info *t)
     }
 }
 
-static bool has_probe(const struct berth_tenant_info *t)
+static bool has_probe(const struct lc *lc, const struct berth_tenant_info *t)
 {
-    return (t->health_http || t->health_tcp) && t->address;
+    return gates_ready(tcfg_of(lc, t->template_name)) && t->address;
 }
 
 static void probe_start(struct lc *lc, const struct berth_tenant_info *t)
 {
-    if (!has_probe(t) || probe_find(lc, t->handle)) return;
+    if (!has_probe(lc, t) || probe_find(lc, t->handle)) return;
     struct probe *p = calloc(1, sizeof *p);
     if (!p) return;
     p->lc = lc;
     p->fd = -1;
     snprintf(p->handle, sizeof p->handle, "%s", t->handle);
     snprintf(p->addr, sizeof p->addr, "%s", t->address);
-    probe_settings(p, t);
+    probe_settings(p, tcfg_of(lc, t->template_name));
     p->started_ms = t->started_ms ? t->started_ms : H->now_ms(lc->self);
     p->state = P_STARTING;
     snprintf(p->last, sizeof p->last, "not probed yet");
@@ -352,8 +409,8 @@ static void on_reloaded(const struct berth_event *ev, void *arg)
     for (struct probe *p = lc->probes, *next; p; p = next) {
         next = p->next;
         struct berth_tenant_info t = {.size = sizeof t};
-        if (H->tenant_get(lc->self, p->handle, &t) == 0 && has_probe(&t)) {
-            probe_settings(p, &t);
+        if (H->tenant_get(lc->self, p->handle, &t) == 0 && has_probe(lc, &t)) {
+            probe_settings(p, tcfg_of(lc, t.template_name));
             publish_status(p);
             continue;
         }
@@ -407,7 +464,7 @@ static void sweep_now(berth_req *r, void *arg)
 static int init(const struct berth_host *host, berth_instance *self, void **state)
 {
     H = host;
-    if (!BERTH_HOST_HAS(host, tenant_wait_ready)) return BERTH_ENOTSUP;
+    if (!BERTH_HOST_HAS(host, template_config)) return BERTH_ENOTSUP;
     struct lc *lc = calloc(1, sizeof *lc);
     if (!lc) return BERTH_ENOMEM;
     lc->self = self;
@@ -457,5 +514,7 @@ static void destroy(void *state)
 
 BERTH_PLUGIN(.name = "lifecycle", .version = "0.1.0",
              .description = "idle sleep, health checks, readiness",
-             .config = schema, .config_size = sizeof(struct cfg), .init = init,
+             .config = schema, .config_size = sizeof(struct cfg),
+             .template_config = tmpl_schema, .template_config_size = sizeof(struct tcfg),
+             .template_gates_ready = gates_ready, .init = init,
              .configure = configure, .start = start, .stop = stop, .destroy = destroy);

@@ -1,6 +1,7 @@
 """conf.d loading and validation: berthd --check, error positions, merge order, secrets."""
 import json
 import os
+import socket
 import subprocess
 import unittest
 
@@ -130,6 +131,89 @@ class Check(unittest.TestCase):
         rc, out, err = check(self.b)
         self.assertIn("driver 'nosuch' is not a configured plugin instance", err)
         self.assertIn("plugin 'echo' is not a driver", err)
+
+    def test_plugin_template_blocks_are_validated(self):
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.write("20-lc.yaml", "plugins:\n  lifecycle: {}\n"
+                     "templates:\n"
+                     "  default:\n"
+                     "    lifecycle:\n"
+                     "      idle_timeout: soon\n"
+                     "      helth: {http: /}\n"
+                     "      health: {retries: 0}\n"
+                     "    echo: {x: 1}\n"
+                     "    lifecycl: {}\n"
+                     "  other:\n"
+                     "    driver: testdrv\n"
+                     "    lifecycle: [a]\n"
+                     "    testdrv: {memory: 1g}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        f = self.path("20-lc.yaml")
+        for line in (f"{f}:6:21: 'idle_timeout' must be a duration like 500ms, 10s, 5m, 2h, "
+                     "not 'soon'",
+                     f"{f}:7:7: unknown key 'helth' in templates.default.lifecycle; did you "
+                     "mean 'health'?",
+                     f"{f}:8:25: 'retries' must be between 1 and 100, not 0",
+                     f"{f}:9:5: template 'default': plugin instance 'echo' (module echo) reads "
+                     "no template keys",
+                     f"{f}:10:5: unknown key 'lifecycl' in template 'default'; did you mean "
+                     "'lifecycle'?",
+                     f"{f}:13:16: 'templates.other.lifecycle' must be a mapping",
+                     f"{f}:14:5: 'testdrv' is the driver of template 'other': write its keys "
+                     "at the template's top level"):
+            self.assertIn(line, err)
+        self.assertIn("berthd: " + self.b.conf + ": 7 error(s)", err)
+
+    def test_old_lifecycle_spelling_says_where_it_moved(self):
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.write("20-lc.yaml", "plugins:\n  lc: {module: lifecycle}\n"
+                     "templates:\n  default:\n    idle_timeout: 5m\n"
+                     "    health: {http: /}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        f = self.path("20-lc.yaml")
+        self.assertIn(f"{f}:5:5: idle_timeout moved: write it as "
+                      "templates.default.lc.idle_timeout", err)
+        self.assertIn(f"{f}:6:5: health moved: write it as templates.default.lc.health", err)
+
+    def test_empty_and_absent_blocks_are_valid(self):
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.write("20-lc.yaml", "plugins:\n  lifecycle: {}\n"
+                     "templates:\n  default: {lifecycle: {}}\n"
+                     "  bare:\n    driver: testdrv\n    lifecycle:\n"
+                     "  none: {driver: testdrv}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 0, err)
+        self.assertIn("configuration OK (3 plugin instance(s), 3 template(s))", out)
+
+    def test_a_blocks_health_check_gates_readiness(self):
+        """lifecycle's block with a health check makes the core wait for its report; the
+        port testdrv gives a handle is closed until the test listens on it."""
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.write("20-lc.yaml", "plugins:\n  lifecycle: {}\n"
+                     "templates:\n  gated:\n    driver: testdrv\n    lifecycle:\n"
+                     "      health: {tcp: true, interval: 1h, retries: 100}\n"
+                     "  open: {driver: testdrv, lifecycle: {}}\n")
+        self.b.start()
+        lsock = socket.socket()
+        try:
+            self.b.post("/v1/tenants", {"handle": "open1", "template": "open"})
+            self.b.post("/v1/tenants", {"handle": "gated", "template": "gated"})
+            self.b.wait_tenant("open1", "ready")
+            t = self.b.wait_tenant("gated", "running")
+            self.assertEqual(t["plugins"]["lifecycle"]["probe"], "tcp")
+            self.assertEqual(t["plugins"]["lifecycle"]["health"], "starting")
+            lsock.bind(("127.0.0.1", 40000 + len("gated") * 7))
+            lsock.listen()
+            self.b.wait_tenant("gated", "ready")
+            self.assertEqual(self.b.tenant("gated")["plugins"]["lifecycle"]["health"],
+                             "healthy")
+        finally:
+            lsock.close()
+            for h in ("open1", "gated"):
+                self.b.req("DELETE", f"/v1/tenants/{h}")
+            self.assertEqual(self.b.stop(), 0)
 
     def test_version_and_schema_dump(self):
         p = subprocess.run([BERTHD, "--version"], capture_output=True, text=True)

@@ -276,8 +276,9 @@ templates:
     command: [/bin/httpd, -f, -p, "8080", -h, /www]
     port: 8080
     volumes: ["{vol}/{{handle}}:/www"]
-    idle_timeout: 2s
-    health: {{http: /, interval: 200ms, timeout: 1s, retries: 3}}
+    lifecycle:
+      idle_timeout: 2s
+      health: {{http: /, interval: 200ms, timeout: 1s, retries: 3}}
     stop_timeout: 1s
 """}, plugins=())
         b.install_plugin_from_build("docker")

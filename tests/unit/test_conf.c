@@ -107,10 +107,38 @@ static void merge_rule(void)
     conf_free(&cf);
 }
 
+/* Equal content hashes equal wherever it was written; any change of a key, a value, an
+ * item or the order of a list changes the hash. */
+static void hash_content(void)
+{
+    struct errs e = {0};
+    struct conf a = {0}, b = {0}, c = {0};
+    conf_load_string("a.yaml", "t: {x: 1, y: [a, b], z: {q: \"s\"}}\n", &a, &e);
+    conf_load_string("b.yaml", "\n\nt:\n  z: {q: s}\n  y: [a, b]\n  x: 1\n", &b, &e);
+    CHECK(e.n == 0);
+    const struct cnode *ta = cnode_get(a.root, "t"), *tb = cnode_get(b.root, "t");
+    CHECK(cnode_equal(ta, tb) && cnode_hash(ta) == cnode_hash(tb));
+    CHECK(cnode_hash(NULL) == 0 && cnode_hash(ta) != 0);
+    static const char *const changed[] = {
+        "t: {x: 2, y: [a, b], z: {q: s}}\n", "t: {x: 1, y: [b, a], z: {q: s}}\n",
+        "t: {x: 1, y: [a, b], z: {r: s}}\n", "t: {x: 1, y: [a, b]}\n",
+        "t: {x: 1, y: [a, b, c], z: {q: s}}\n", "t: {x: 1, y: [a, b], z: [q, s]}\n",
+        "t: {x: 1, y: [ab], z: {q: s}}\n", "t: {x: 1, y: {a: b}, z: {q: s}}\n",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(changed); i++) {
+        conf_load_string("c.yaml", changed[i], &c, &e);
+        CHECK(e.n == 0 && cnode_hash(cnode_get(c.root, "t")) != cnode_hash(ta));
+        conf_free(&c);
+    }
+    conf_free(&a);
+    conf_free(&b);
+}
+
 int main(void)
 {
     defaults_and_values();
     errors_with_positions();
     merge_rule();
+    hash_content();
     return unit_report("conf");
 }
