@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const op_names[] = {"create", "start", "stop", "remove", "inspect", "list"};
+const char *const op_names[OP_DEPROVISION + 1] = {"create", "start", "stop", "remove", "inspect", "list",
+                                "provision", "deprovision"};
 
 static struct { struct list drivers, ops; } D = {
     {&D.drivers, &D.drivers}, {&D.ops, &D.ops}};
@@ -40,12 +41,13 @@ int driver_add(berth_instance *owner, const struct berth_driver *d, void *state)
     return 0;
 }
 
-void drivers_drop_owner(berth_instance *owner)
+void tenants_drop_owner(berth_instance *owner)
 {
     list_each(it, &D.ops) {
         berth_op *op = container_of(it, berth_op, link);
-        if (op->drv->res.owner == owner)
-            op_finish(op, BERTH_ECANCELED, NULL, "the driver was unloaded");
+        if (op->res.owner == owner)
+            op_finish(op, BERTH_ECANCELED, NULL, op->drv ? "the driver was unloaded"
+                                                         : "the provisioner was unloaded");
     }
     list_each(it, &D.drivers) {
         struct driver *d = container_of(it, struct driver, link);
@@ -56,29 +58,40 @@ void drivers_drop_owner(berth_instance *owner)
         if (d->relist) uv_close((uv_handle_t *)d->relist, uv_free_handle);
         free(d);
     }
+    provisioners_drop_owner(owner);
     spec_drop_owner(owner);
+    tenants_drop_status(owner);
     /* tenants served by another instance of this name continue there */
     tenants_reconcile_all();
 }
 
-static berth_op *op_new(struct driver *d, enum op_kind k, const char *handle)
+berth_op *op_alloc(berth_instance *owner, enum op_kind k, const char *handle)
 {
     berth_op *op = xcalloc(1, sizeof *op);
-    op->drv = d;
     op->kind = k;
     if (handle) snprintf(op->handle, sizeof op->handle, "%s", handle);
-    res_attach(d->res.owner, &op->res, RES_OP);
-    inst_pending(d->res.owner, 1);
+    res_attach(owner, &op->res, RES_OP);
+    inst_pending(owner, 1);
     list_add_tail(&D.ops, &op->link);
     return op;
 }
 
-static void op_free(berth_op *op)
+static berth_op *op_new(struct driver *d, enum op_kind k, const char *handle)
+{
+    berth_op *op = op_alloc(d->res.owner, k, handle);
+    op->drv = d;
+    return op;
+}
+
+void op_free(berth_op *op)
 {
     list_del(&op->link);
     res_detach(&op->res);
     inst_pending(op->res.owner, -1);
     spec_free(op->spec);
+    free(op->pname);
+    kv_free(&op->env);
+    kv_free(&op->labels);
     for (size_t i = 0; i < op->nitems; i++) {
         free(op->items[i].handle);
         free(op->items[i].tmpl);
@@ -194,6 +207,11 @@ static void op_finish(berth_op *op, int status, const struct berth_observed *obs
         }
         op_free(op);
         tenants_reconcile_all();
+        return;
+    }
+    if (op->kind == OP_PROVISION || op->kind == OP_DEPROVISION) {
+        provision_op_finished(op, status, msg);
+        op_free(op);
         return;
     }
     struct tenant *t = tenant_find(op->handle);

@@ -124,6 +124,7 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
     }
     switch (k) {
     case OP_CREATE: {
+        provision_applied(t, tm);   /* the workload has what the provisioners returned */
         struct berth_ev_container_created ev = {sizeof ev, t->id};
         bus_publish(BERTH_EV_CONTAINER_CREATED, t->handle, &ev);
         break;
@@ -201,6 +202,8 @@ static void reconcile_delete(struct tenant *t, const struct tmpl *tm, struct dri
         tenant_set_observed(t, BERTH_OBS_ABSENT);
         tenant_save(t);
     }
+    /* the workload is gone: its provisioners undo their work, in reverse order */
+    if (!deprovision_step(t, tm)) return;
     if (t->nfin) wait_reason(t, "deleting: waiting for finalizer %s", t->fin[0]);
     else finish_delete(t);
 }
@@ -219,6 +222,9 @@ static void reconcile(struct tenant *t)
         wait_reason(t, "template '%s' is not defined", t->tmpl);
         return;
     }
+    /* provisioners run before the workload exists, and again when their block changes or
+     * someone asks; a driver that is not loaded (yet) does not hold them up */
+    bool provisioned = provision_step(t, tm);
     if (!d) {
         wait_reason(t, "driver '%s' is not loaded", dname);
         return;
@@ -230,6 +236,15 @@ static void reconcile(struct tenant *t)
     }
     if (!t->driver) str_set(&t->driver, dname);
     enum berth_observed_state o = t->observed;
+    const char *who;
+    if (provisioned && t->id && o != BERTH_OBS_ABSENT && provision_stale(t, tm, &who)) {
+        /* a container's environment is fixed at its creation: what a provisioner returned
+         * anew reaches the workload only by creating it again */
+        wait_reason(t, "re-creating the workload: provisioner '%s' returned new environment "
+                    "or labels", who);
+        issue(t, d, OP_REMOVE, tm);
+        return;
+    }
     bool up = o == BERTH_OBS_RUNNING || o == BERTH_OBS_READY || o == BERTH_OBS_STARTING;
     enum op_kind next = OP_INSPECT;     /* none */
     if (t->desired == BERTH_DESIRED_RUNNING) {
@@ -242,9 +257,10 @@ static void reconcile(struct tenant *t)
     }
     /* a backoff delays bringing the workload up, never taking it down */
     if ((next == OP_CREATE || next == OP_START) && t->retry_at > wall_ms()) return;
+    if (next == OP_CREATE && !provisioned) return;
     if (next != OP_INSPECT) {
         issue(t, d, next, tm);
-    } else if (t->reason && !t->attempts && o != BERTH_OBS_FAILED) {
+    } else if (provisioned && t->reason && !t->attempts && o != BERTH_OBS_FAILED) {
         if (crash_looping(t)) return;
         t->crashes = 0;     /* converged: the last complaint no longer holds */
         str_set(&t->reason, NULL);

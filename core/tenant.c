@@ -16,6 +16,9 @@ struct waiter {
     char handle[40];
 };
 
+/* a status object a plugin instance set for a tenant; goes when the instance unloads */
+struct pstatus { struct list link; berth_instance *owner; char *name; cJSON *v; };
+
 /* one busy hold taken by a plugin instance */
 struct busy { struct res res; struct list link; char handle[40]; };
 
@@ -162,6 +165,25 @@ void uv_free_handle(uv_handle_t *h)
     free(h);
 }
 
+static void status_free(struct pstatus *st)
+{
+    list_del(&st->link);
+    free(st->name);
+    cJSON_Delete(st->v);
+    free(st);
+}
+
+static struct tenant *tenant_new(const char *handle)
+{
+    struct tenant *t = xcalloc(1, sizeof *t);
+    snprintf(t->handle, sizeof t->handle, "%s", handle);
+    list_init(&t->dirty_link);
+    list_init(&t->waiters);
+    list_init(&t->status);
+    list_init(&t->provs);
+    return t;
+}
+
 static void free_tenant(struct tenant *t)
 {
     free(t->kind);
@@ -172,7 +194,8 @@ static void free_tenant(struct tenant *t)
     free(t->reason);
     for (size_t i = 0; i < t->nfin; i++) free(t->fin[i]);
     free(t->fin);
-    cJSON_Delete(t->plugins);
+    list_each(it, &t->status) status_free(container_of(it, struct pstatus, link));
+    provision_free_tenant(t);
     list_each(it, &t->waiters) waiter_finish(container_of(it, struct waiter, link),
                                              BERTH_ECANCELED, "berthd is stopping");
     if (t->retry) uv_close((uv_handle_t *)t->retry, uv_free_handle);
@@ -182,8 +205,7 @@ static void free_tenant(struct tenant *t)
 static bool load_row(int n, const char *const *names, const char *const *v, void *arg)
 {
     (void)n; (void)names; (void)arg;
-    struct tenant *t = xcalloc(1, sizeof *t);
-    snprintf(t->handle, sizeof t->handle, "%s", v[0]);
+    struct tenant *t = tenant_new(v[0]);
     t->kind = xstrdup(v[1]);
     t->tmpl = xstrdup(v[2]);
     t->driver = xstrdup(v[3]);
@@ -204,8 +226,6 @@ static bool load_row(int n, const char *const *names, const char *const *v, void
     t->updated_ms = v[11] ? atoll(v[11]) : 0;
     t->last_activity_ms = v[12] ? atoll(v[12]) : 0;
     t->restarts = v[13] ? atoll(v[13]) : 0;
-    list_init(&t->dirty_link);
-    list_init(&t->waiters);
     if (!handle_valid(t->handle) || !t->desired) {
         log_error("tenant row '%s' is corrupt; skipping it", v[0]);
         free_tenant(t);
@@ -222,6 +242,7 @@ void tenant_forget(struct tenant *t)
     snprintf(handle, sizeof handle, "%s", t->handle);
     const char *p[] = {handle};
     store_exec_params(C.store, "DELETE FROM tenants WHERE handle=?1", p, 1, NULL, NULL, NULL);
+    provision_forget(t);
     tenant_notify(t, BERTH_ENOENT, "the tenant was deleted");
     index_del(t);
     free_tenant(t);
@@ -333,15 +354,12 @@ int tenant_create(const char *handle, const char *kind, const char *tmpl, char *
         snprintf(err, n, "tenant '%s' already exists", handle);
         return BERTH_EEXIST;
     }
-    struct tenant *t = xcalloc(1, sizeof *t);
-    snprintf(t->handle, sizeof t->handle, "%s", handle);
+    struct tenant *t = tenant_new(handle);
     t->kind = xstrdup(kind);
     t->tmpl = xstrdup(tmpl);
     t->desired = BERTH_DESIRED_RUNNING;
     t->observed = BERTH_OBS_ABSENT;
     t->created_ms = t->last_activity_ms = wall_ms();
-    list_init(&t->dirty_link);
-    list_init(&t->waiters);
     index_add(t);
     tenant_save(t);
     struct berth_ev_tenant_created ev = {sizeof ev, kind, tmpl};
@@ -379,6 +397,14 @@ int tenant_desire(const char *handle, enum berth_desired d, const char *source)
     }
     tenant_mark(t);
     return 0;
+}
+
+int tenant_delete(const char *handle, bool force)
+{
+    int rc = tenant_desire(handle, BERTH_DESIRED_DELETED, "api");
+    struct tenant *t = rc ? NULL : tenant_find(handle);
+    if (t && force) provision_abandon(t);
+    return rc;
 }
 
 int tenant_restart(const char *handle)
@@ -497,20 +523,40 @@ int tenant_health(const char *handle, bool healthy, const char *msg)
     return 0;
 }
 
-int tenant_status_set(const char *who, const char *handle, const char *json)
+int tenant_status_set(berth_instance *owner, const char *handle, const char *json)
 {
     struct tenant *t = handle ? tenant_find(handle) : NULL;
     if (!t) return BERTH_ENOENT;
-    if (!t->plugins) t->plugins = cJSON_CreateObject();
-    cJSON_DeleteItemFromObjectCaseSensitive(t->plugins, who);
-    if (!json) return 0;
-    cJSON *v = cJSON_Parse(json);
-    if (!cJSON_IsObject(v)) {
+    cJSON *v = json ? cJSON_Parse(json) : NULL;
+    if (json && !cJSON_IsObject(v)) {
         cJSON_Delete(v);
         return BERTH_EINVAL;
     }
-    cJSON_AddItemToObject(t->plugins, who, v);
+    const char *name = inst_name(owner);
+    list_each(it, &t->status) {
+        struct pstatus *st = container_of(it, struct pstatus, link);
+        if (!strcmp(st->name, name)) status_free(st);
+    }
+    if (!v) return 0;
+    struct pstatus *st = xcalloc(1, sizeof *st);
+    st->owner = owner;
+    st->name = xstrdup(name);
+    st->v = v;
+    list_add_tail(&t->status, &st->link);
     return 0;
+}
+
+/* what an unloading instance said about tenants no longer holds (another instance of the
+ * same name that set its own entry since keeps it) */
+void tenants_drop_status(berth_instance *owner)
+{
+    list_each(it, &tenant_all) {
+        struct tenant *t = container_of(it, struct tenant, link);
+        list_each(s_it, &t->status) {
+            struct pstatus *st = container_of(s_it, struct pstatus, link);
+            if (st->owner == owner) status_free(st);
+        }
+    }
 }
 
 void tenant_fill_info(const struct tenant *t, struct berth_tenant_info *out)
@@ -578,11 +624,16 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNullToObject(o, "idle_deadline_ms");  /* idle settings are lifecycle's since 1.1 */
     static const char *const hn[] = {"unknown", "healthy", "unhealthy"};
     cJSON_AddStringToObject(o, "health", hn[t->health]);
-    cJSON_AddItemToObject(o, "plugins", t->plugins ? cJSON_Duplicate(t->plugins, 1)
-                                                   : cJSON_CreateObject());
+    cJSON *pl = cJSON_AddObjectToObject(o, "plugins");
+    list_each(it, &t->status) {
+        struct pstatus *st = container_of(it, struct pstatus, link);
+        cJSON_AddItemToObject(pl, st->name, cJSON_Duplicate(st->v, 1));
+    }
+    provision_json(t, o);
     int64_t retry = t->retry_at ? t->retry_at - wall_ms() : 0;
     cJSON_AddNumberToObject(o, "retry_in_ms", (double)(retry > 0 ? retry : 0));
-    add_str(o, "operation", t->op ? op_names[t->op->kind] : NULL);
+    add_str(o, "operation", t->op ? op_names[t->op->kind] : t->pop ? op_names[t->pop->kind]
+                                                                   : NULL);
     return o;
 }
 
@@ -607,6 +658,7 @@ int tenants_init(void)
         free(err);
         return BERTH_EIO;
     }
+    if (provision_load() < 0) return BERTH_EIO;
     uv_timer_init(C.loop, &T.flush);
     uv_timer_start(&T.flush, flush_activity, 5000, 5000);
     T.activity = bus_subscribe(BERTH_EV_TENANT_ACTIVITY, on_activity, NULL);

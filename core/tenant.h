@@ -3,16 +3,19 @@
  *   driver.c     the driver registry, driver operations, listing and adoption, reports
  *   spec.c       building a spec for an operation, its accessors, spec contributors
  *   crash.c      crash-loop accounting
- *   reconcile.c  the reconciler: compares desired and observed state, issues one operation
- *                per tenant at a time
+ *   provision.c  the provisioner registry, per-tenant provisioning results and their
+ *                persistence, provision and deprovision operations
+ *   reconcile.c  the reconciler: compares desired and observed state, runs the tenant's
+ *                provisioners and issues driver operations, one of each kind at a time
  * Everything here runs on the loop thread. */
 #ifndef BERTH_TENANT_H
 #define BERTH_TENANT_H
 
 #include "core.h"
 
-enum op_kind { OP_CREATE, OP_START, OP_STOP, OP_REMOVE, OP_INSPECT, OP_LIST };
-extern const char *const op_names[];
+enum op_kind { OP_CREATE, OP_START, OP_STOP, OP_REMOVE, OP_INSPECT, OP_LIST, OP_PROVISION,
+               OP_DEPROVISION };
+extern const char *const op_names[OP_DEPROVISION + 1];
 
 struct driver {
     struct res res;             /* first: the owner's resource list points here */
@@ -28,12 +31,17 @@ struct driver {
 
 struct listed { char *handle, *tmpl, *id, *address; enum berth_observed_state st; };
 
+/* name=value pairs in insertion order; owns its strings */
+struct kv { char **k, **v; size_t n; };
+
 struct berth_op {
-    struct res res;
-    struct list link;           /* ops of all drivers, for cancellation */
-    struct driver *drv;
+    struct res res;             /* owned by the driver's or the provisioner's instance */
+    struct list link;           /* every op in flight, for cancellation */
+    struct driver *drv;         /* driver ops */
     enum op_kind kind;
     char handle[40];
+    char *pname;                /* provisioner ops: the provisioner (instance) name */
+    struct kv env, labels;      /* provision: what op_setenv / op_label gave, until op_done */
     berth_spec *spec;           /* owned */
     struct listed *items; size_t nitems;
 };
@@ -43,7 +51,7 @@ struct berth_spec {
     struct gen *gen;            /* one reference, held while the spec lives */
     const void *cfg;
     int port;
-    char **names, **vals; size_t nenv;
+    struct kv env, labels;
 };
 
 struct tenant {
@@ -59,13 +67,16 @@ struct tenant {
     /* runtime only */
     bool dirty, restart_pending, activity_dirty;
     struct list dirty_link;
-    berth_op *op;
+    berth_op *op;                   /* the driver operation in flight */
+    berth_op *pop;                  /* the provisioner operation in flight */
+    struct list provs;              /* struct pstate: provisioners that ran for it, by order */
+    uv_timer_t *pretry;             /* the next provisioning retry */
     int64_t attempts, retry_at;
     int64_t started_ms, crashes;    /* crash-loop backoff */
     uv_timer_t *retry;
     int64_t busy;
     int health;                     /* 0 unknown, 1 healthy, 2 unhealthy */
-    cJSON *plugins;                 /* status objects set by plugins, by instance name */
+    struct list status;             /* struct pstatus: status objects set by plugins */
     struct list waiters;            /* tenant_wait_ready() callers */
 };
 
@@ -79,6 +90,8 @@ void tenant_forget(struct tenant *t);  /* drops the record from memory and store
 void str_set(char **dst, const char *v);
 void uv_free_handle(uv_handle_t *h);   /* close callback of a malloc'd handle */
 
+void tenants_drop_status(berth_instance *owner);
+
 /* ---- reconcile.c ---- */
 void reconcile_start(void);
 void reconcile_stop(void);
@@ -89,7 +102,28 @@ void tenant_retry_in(struct tenant *t, int64_t delay);
 void reconcile_op_finished(struct tenant *t, berth_op *op, int status,
                            const struct berth_observed *obs, const char *msg);
 
+/* ---- provision.c ---- */
+int provision_load(void);                       /* after the tenants are loaded */
+void provision_free_tenant(struct tenant *t);   /* memory only */
+void provision_forget(struct tenant *t);        /* deletes its rows too */
+/* true when every provisioner the template enables is done with its current block; else
+ * issues the next provision op or says in t->reason what it waits for */
+bool provision_step(struct tenant *t, const struct tmpl *tm);
+/* true when a provisioner returned something the existing workload does not have yet */
+bool provision_stale(const struct tenant *t, const struct tmpl *tm, const char **who);
+void provision_applied(struct tenant *t, const struct tmpl *tm);  /* a create succeeded */
+/* true when every provisioner that ran is deprovisioned; else as provision_step */
+bool deprovision_step(struct tenant *t, const struct tmpl *tm);
+void provision_fill_spec(const struct tenant *t, const struct tmpl *tm, struct kv *env,
+                         struct kv *labels);
+void provision_op_finished(berth_op *op, int status, const char *msg);
+void provision_json(const struct tenant *t, cJSON *o);
+void provision_abandon(struct tenant *t);       /* a forced delete */
+void provisioners_drop_owner(berth_instance *owner);
+
 /* ---- driver.c ---- */
+berth_op *op_alloc(berth_instance *owner, enum op_kind k, const char *handle);
+void op_free(berth_op *op);
 struct driver *driver_find(const char *name);
 /* starts op kind k for t with spec (consumed) and records it as t->op */
 void driver_issue(struct tenant *t, struct driver *d, enum op_kind k, berth_spec *spec);
@@ -98,7 +132,14 @@ void drivers_list_all(void);
 /* ---- spec.c ---- */
 /* contribute: run spec contributors (for a create) */
 berth_spec *spec_build(const struct tenant *t, const struct tmpl *tm, bool contribute);
+berth_spec *spec_build_prov(const struct tenant *t, const struct tmpl *tm, const void *block);
 void spec_free(berth_spec *s);
+int kv_set(struct kv *kv, const char *name, const char *value);
+void kv_free(struct kv *kv);
+bool kv_equal(const struct kv *a, const struct kv *b);
+char *kv_json(const struct kv *kv);                    /* a JSON object, malloc'd */
+void kv_parse(struct kv *kv, const char *json);         /* adds a JSON object's strings */
+bool env_name_valid(const char *name);
 void spec_drop_owner(berth_instance *owner);   /* its spec contributors */
 
 /* ---- crash.c ---- */
