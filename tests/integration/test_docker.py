@@ -311,7 +311,7 @@ templates:
 class DockerdRestart(unittest.TestCase):
     def test_reconnects_and_converges(self):
         vol = os.path.join(D.dir, "vol-restart")
-        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=("echo",))
+        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=("echo", "testprov"))
         b.install_plugin_from_build("docker")
         try:
             b.start()
