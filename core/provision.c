@@ -319,7 +319,9 @@ static void issue(struct tenant *t, const struct tmpl *tm, struct provisioner *p
 static void provisioned(struct tenant *t, struct pstate *ps, berth_op *op)
 {
     if (!kv_equal(&ps->env, &op->env) || !kv_equal(&ps->labels, &op->labels)) {
-        ps->applied = false;    /* the workload, if there is one, has the old values */
+        /* a workload that exists has the old values; with none, the next create has these
+         * (and no write is needed when it succeeds) */
+        ps->applied = !t->id;
         kv_free(&ps->env);
         kv_free(&ps->labels);
         ps->env = op->env;
