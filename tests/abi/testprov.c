@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct cfg { int64_t order, delay; bool hold, fail_start; };
+struct cfg { int64_t order, delay; bool hold, fail_start, count; };
 struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain; };
 
 static const struct berth_cfg_item schema[] = {
@@ -24,6 +24,9 @@ static const struct berth_cfg_item schema[] = {
      NULL},
     {"fail_start", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, fail_start),
      "refuse to start (a provisioner that did not load)", 0, NULL, NULL},
+    {"count", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct cfg, count),
+     "count calls and set status; false: a no-op that only returns its env (for benches)",
+     0, NULL, NULL},
     {0},
 };
 static const struct berth_cfg_item tschema[] = {
@@ -101,14 +104,14 @@ static void finish(struct job *j)
     struct prov *p = j->p;
     unlink_job(j);
     const char *kind = j->de ? "deprovision" : "provision";
-    long calls = count(p, j->handle, kind);
+    long calls = p->cfg.count ? count(p, j->handle, kind) : 1;
     int64_t fails = j->de ? j->b.deprov_fail : j->b.fail;
     if (calls <= fails) {
         char msg[96];
         snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused", kind, calls, (long)fails);
         H->op_done(j->op, j->b.eagain ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
     } else if (j->de) {
-        count(p, j->handle, "deprovisioned");
+        if (p->cfg.count) count(p, j->handle, "deprovisioned");
         H->op_done(j->op, 0, NULL, NULL);
     } else {
         char val[256];
@@ -119,10 +122,12 @@ static void finish(struct job *j)
             snprintf(name, sizeof name, "testprov.%s", H->name(p->self));
             H->op_label(j->op, name, j->b.label);
         }
-        count(p, j->handle, "provisioned");
-        char st[300];
-        snprintf(st, sizeof st, "{\"value\":\"%s\"}", val);
-        H->tenant_status_set(p->self, j->handle, st);
+        if (p->cfg.count) {
+            count(p, j->handle, "provisioned");
+            char st[300];
+            snprintf(st, sizeof st, "{\"value\":\"%s\"}", val);
+            H->tenant_status_set(p->self, j->handle, st);
+        }
         H->op_done(j->op, 0, NULL, NULL);
     }
     free(j);
@@ -151,7 +156,7 @@ static void later(struct prov *p, const berth_spec *s, berth_op *op, bool de)
     j->op = op;
     j->de = de;
     snprintf(j->handle, sizeof j->handle, "%s", H->spec_handle(s));
-    count(p, j->handle, de ? "deprovision_started" : "provision_started");
+    if (p->cfg.count) count(p, j->handle, de ? "deprovision_started" : "provision_started");
     j->next = p->jobs;
     p->jobs = j;
     j->timer = H->timer_start(p->self, (uint64_t)p->cfg.delay, 0, fire, j);
