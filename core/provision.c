@@ -399,8 +399,9 @@ bool provision_step(struct tenant *t, const struct tmpl *tm)
     const char *missing = NULL;
     int n = enabled_list(tm, en, &missing);
     if (n < 0) {
-        set_reason(t, xasprintf("provisioner '%s' is not loaded (template '%s' has a block "
-                                "for it)", missing, t->tmpl));
+        /* "provision..." all the same: a success takes the complaint back */
+        set_reason(t, xasprintf("provisioning waits: plugin instance '%s' did not load and "
+                                "template '%s' has a block for it", missing, t->tmpl));
         free(en);
         return false;
     }

@@ -157,9 +157,9 @@ class Provisioners(BerthTest):
         self.assertEqual(b.post("/v1/reload").status, 200)
         wait_until(lambda: "keys" not in b.tenant("erin")["plugins"], what="status cleared")
         b.post("/v1/tenants", {"handle": "fred"})
-        t = wait_until(lambda: (lambda t: "not loaded" in (t["reason"] or "") and t)(
+        t = wait_until(lambda: (lambda t: "did not load" in (t["reason"] or "") and t)(
             b.tenant("fred")), what="the blocked create")
-        self.assertIn("provisioner 'keys' is not loaded", t["reason"])
+        self.assertIn("plugin instance 'keys' did not load", t["reason"])
         self.assertIsNone(self.env("fred"))
         self.assertNotIn("routes", t["provisioners"])    # nothing runs past a missing one
 
