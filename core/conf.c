@@ -38,6 +38,52 @@ void errs_addf(struct errs *e, const char *fmt, ...)
     errs_push(e, xstrdup(msg));
 }
 
+/* "file:line:col: msg" -> where; false for a message without a position */
+struct errkey { const char *msg; size_t flen, idx; long line, col; bool pos; };
+
+static void err_key(struct errkey *k)
+{
+    const char *s = k->msg;
+    for (const char *p = strchr(s, ':'); p; p = strchr(p + 1, ':')) {
+        char *end, *end2;
+        if (p[1] < '0' || p[1] > '9') continue;
+        long line = strtol(p + 1, &end, 10);
+        if (end[0] != ':' || end[1] < '0' || end[1] > '9') continue;
+        long col = strtol(end + 1, &end2, 10);
+        if (end2[0] != ':' || end2[1] != ' ') continue;
+        *k = (struct errkey){s, (size_t)(p - s), k->idx, line, col, true};
+        return;
+    }
+}
+
+static int errkey_cmp(const void *pa, const void *pb)
+{
+    const struct errkey *a = pa, *b = pb;
+    if (a->pos != b->pos) return a->pos ? 1 : -1;
+    if (a->pos) {
+        size_t l = a->flen < b->flen ? a->flen : b->flen;
+        int c = strncmp(a->msg, b->msg, l);
+        if (c) return c;
+        if (a->flen != b->flen) return a->flen < b->flen ? -1 : 1;
+        if (a->line != b->line) return a->line < b->line ? -1 : 1;
+        if (a->col != b->col) return a->col < b->col ? -1 : 1;
+    }
+    return a->idx < b->idx ? -1 : a->idx > b->idx;
+}
+
+void errs_sort(struct errs *e, size_t from)
+{
+    if (e->n - from < 2) return;
+    struct errkey *k = xcalloc(e->n - from, sizeof *k);
+    for (size_t i = from; i < e->n; i++) {
+        k[i - from] = (struct errkey){.msg = e->v[i], .idx = i};
+        err_key(&k[i - from]);
+    }
+    qsort(k, e->n - from, sizeof *k, errkey_cmp);
+    for (size_t i = from; i < e->n; i++) e->v[i] = (char *)k[i - from].msg;
+    free(k);
+}
+
 void errs_free(struct errs *e)
 {
     for (size_t i = 0; i < e->n; i++) free(e->v[i]);
@@ -428,8 +474,8 @@ static const char *type_name(enum berth_cfg_type t)
 {
     static const char *const names[] = {"end", "string", "integer", "boolean", "number",
                                         "duration", "size", "secret", "list", "map",
-                                        "mapping"};
-    return t <= BERTH_CFG_STRUCT ? names[t] : "?";
+                                        "mapping", "list_of_mappings", "map_of_mappings"};
+    return t <= BERTH_CFG_STRUCT_MAP ? names[t] : "?";
 }
 
 static bool in_range(const struct berth_cfg_item *it, double v)
@@ -536,11 +582,62 @@ static void fill_default(const struct berth_cfg_item *it, char *out, struct aren
     fill_one(it, &d, out, a, e);
 }
 
+/* The element size of a STRUCT_LIST or STRUCT_MAP: the offset of sub's terminating item
+ * (BERTH_CFG_ELEM_END); 0 when the plugin's schema lacks it. */
+static size_t elem_size(const struct berth_cfg_item *sub)
+{
+    while (sub && sub->key) sub++;
+    return sub ? sub->offset : 0;
+}
+
+/* Each element is filled like a block of its own, so its errors point at the element's own
+ * file:line:column and name it (`routes[2]`, `backends.eu`). */
+static void fill_elems(const struct berth_cfg_item *it, const struct cnode *v, void *dst,
+                       struct arena *a, struct errs *e)
+{
+    bool is_map = it->type == BERTH_CFG_STRUCT_MAP;
+    size_t size = elem_size(it->sub);
+    if (v->kind != (is_map ? CN_MAP : CN_SEQ)) {
+        errs_add(e, v, is_map ? "'%s' must be a mapping of names to mappings"
+                              : "'%s' must be a list of mappings", it->key);
+        return;
+    }
+    if (!size) {
+        errs_add(e, v, "'%s': the plugin's schema does not end with BERTH_CFG_ELEM_END",
+                 it->key);
+        return;
+    }
+    char *elems = arena_alloc(a, v->n * size + 1);
+    const char **keys = is_map ? arena_alloc(a, (v->n + 1) * sizeof *keys) : NULL;
+    for (size_t i = 0; i < v->n; i++) {
+        char what[160];
+        if (is_map) {
+            keys[i] = arena_strdup(a, v->keys[i]->value);
+            snprintf(what, sizeof what, "%s.%s", it->key, keys[i]);
+        } else {
+            snprintf(what, sizeof what, "%s[%zu]", it->key, i);
+        }
+        if (v->vals[i]->kind != CN_MAP) {
+            errs_add(e, v->vals[i], "'%s' must be a mapping", what);
+            continue;
+        }
+        const struct berth_cfg_item *sub = it->sub;
+        void *o = elems + i * size;
+        cfg_fill(&sub, &o, 1, v->vals[i], a, e, what);
+    }
+    if (is_map) *(struct berth_structmap *)dst = (struct berth_structmap){v->n, keys, elems};
+    else *(struct berth_structlist *)dst = (struct berth_structlist){v->n, elems};
+}
+
 static void fill_one(const struct berth_cfg_item *it, const struct cnode *v, char *out,
                      struct arena *a, struct errs *e)
 {
     void *dst = out + it->offset;
     const char *key = it->key;
+    if (it->type == BERTH_CFG_STRUCT_LIST || it->type == BERTH_CFG_STRUCT_MAP) {
+        fill_elems(it, v, dst, a, e);
+        return;
+    }
     if (it->type == BERTH_CFG_SECRET) {
         const char *s = secret_value(v, a, e, key);
         if (s) *(const char **)dst = s;
@@ -735,7 +832,9 @@ cJSON *cfg_schema_json(const struct berth_cfg_item *schema)
         cJSON_AddStringToObject(o, "description", it->desc ? it->desc : "");
         cJSON_AddBoolToObject(o, "reloadable", (it->flags & BERTH_CFG_RELOAD) != 0);
         cJSON_AddBoolToObject(o, "required", (it->flags & BERTH_CFG_REQUIRED) != 0);
-        if (it->type == BERTH_CFG_STRUCT) cJSON_AddItemToObject(o, "keys", cfg_schema_json(it->sub));
+        if (it->type == BERTH_CFG_STRUCT || it->type == BERTH_CFG_STRUCT_LIST ||
+            it->type == BERTH_CFG_STRUCT_MAP)
+            cJSON_AddItemToObject(o, "keys", cfg_schema_json(it->sub));
         cJSON_AddItemToArray(arr, o);
     }
     return arr;

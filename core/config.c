@@ -2,6 +2,7 @@
  * instances. A reload builds generation N+1 beside N; any error keeps N. */
 #include "core.h"
 
+#include <arpa/inet.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -129,10 +130,16 @@ static void check_top(const struct cnode *root, struct errs *e)
     }
 }
 
-static berth_instance *gen_instance(const struct gen *g, const char *name)
+/* A loaded instance by name; *failed says its own config was invalid (it only lends its
+ * module's schemas to the checks of templates). */
+static berth_instance *gen_instance(const struct gen *g, const char *name, bool *failed)
 {
+    *failed = false;
     for (size_t i = 0; i < g->ninst; i++)
         if (!strcmp(inst_name(g->inst[i]), name)) return g->inst[i];
+    *failed = true;
+    for (size_t i = 0; i < g->nfailed; i++)
+        if (!strcmp(inst_name(g->failed[i]), name)) return g->failed[i];
     return NULL;
 }
 
@@ -226,7 +233,8 @@ static void split_template(struct gen *g, struct tmpl *t, const struct cnode *no
             continue;
         }
         if (moved_key(g, t, key, e)) continue;
-        berth_instance *inst = gen_instance(g, name);
+        bool failed;
+        berth_instance *inst = gen_instance(g, name, &failed);
         if (inst && t->core.driver && !strcmp(name, t->core.driver)) {
             errs_add(e, key, "'%s' is the driver of template '%s': write its keys at the "
                      "template's top level", name, t->name);
@@ -262,9 +270,12 @@ static void build_template(struct gen *g, const struct cnode *kn, const struct c
     }
     const struct cnode *dn = cnode_get(node, "driver");
     const char *driver = dn && dn->kind == CN_SCALAR ? dn->value : NULL;
-    berth_instance *inst = driver ? gen_instance(g, driver) : NULL;
+    bool failed = false;
+    berth_instance *inst = driver ? gen_instance(g, driver, &failed) : NULL;
     const struct berth_plugin *d = inst ? plugin_desc(inst) : NULL;
-    bool lost = driver && !inst && cnode_get(cnode_get(g->conf.root, "plugins"), driver);
+    /* the driver instance is invalid (it said why): check against its schema regardless */
+    bool lost = driver && (inst ? failed
+                                : cnode_get(cnode_get(g->conf.root, "plugins"), driver) != NULL);
     struct tmpl *t = &g->tmpls[g->ntmpls];
     *t = (struct tmpl){.name = name, .node = node};
     t->core.driver = driver;
@@ -280,7 +291,7 @@ static void build_template(struct gen *g, const struct cnode *kn, const struct c
     top.n = 0;
     top.keys = xcalloc(node->n + 1, sizeof *top.keys);
     top.vals = xcalloc(node->n + 1, sizeof *top.vals);
-    split_template(g, t, node, d, lost || (driver && !inst), &top, e);
+    split_template(g, t, node, d, !d && driver && (lost || !inst), &top, e);
     t->driver_cfg = d ? arena_alloc(&g->arena, d->template_config_size + 1) : NULL;
     const struct berth_cfg_item *schemas[] = {tmpl_core_schema, d ? d->template_config : NULL};
     void *outs[] = {&t->core, t->driver_cfg};
@@ -305,6 +316,50 @@ static void build_templates(struct gen *g, struct errs *e)
     for (size_t k = 0; k < ts->n; k++) build_template(g, ts->keys[k], ts->vals[k], e);
 }
 
+/* host:port as berthd's listeners take it: an IPv4 address, [an IPv6 address] or localhost,
+ * and a port 1..65535. Caught here so --check refuses what the listener would. */
+static bool hostport_valid(const char *s, char *why, size_t n)
+{
+    const char *colon = strrchr(s, ':');
+    char host[256], *end;
+    if (!colon || colon == s || (size_t)(colon - s) >= sizeof host) {
+        snprintf(why, n, "expected host:port");
+        return false;
+    }
+    long port = colon[1] >= '0' && colon[1] <= '9' ? strtol(colon + 1, &end, 10) : -1;
+    if (port < 1 || port > 65535 || *end) {
+        snprintf(why, n, "the port must be 1..65535");
+        return false;
+    }
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = 0;
+    size_t l = strlen(host);
+    unsigned char addr[16];
+    bool ok;
+    if (host[0] == '[' && l > 2 && host[l - 1] == ']') {
+        host[l - 1] = 0;
+        ok = inet_pton(AF_INET6, host + 1, addr) == 1;
+    } else {
+        ok = !strcmp(host, "localhost") || inet_pton(AF_INET, host, addr) == 1;
+    }
+    if (!ok) snprintf(why, n, "the host must be an IPv4 address, [IPv6] or localhost");
+    return ok;
+}
+
+static void check_tcp(const struct gen *g, struct errs *e)
+{
+    const struct cnode *tcp = cnode_get(cnode_get(g->conf.root, "berth"), "tcp");
+    const struct cnode *ln = cnode_get(tcp, "listen");
+    char why[96];
+    if (!g->core.tcp.listen) return;
+    if (!hostport_valid(g->core.tcp.listen, why, sizeof why))
+        errs_add(e, ln, "berth.tcp.listen: '%s' is not a valid listen address: %s",
+                 g->core.tcp.listen, why);
+    if (!g->core.tcp.token)     /* blamed on listen: that is what needs the token */
+        errs_add(e, ln ? ln : tcp, "berth.tcp: a TCP listener requires a token ({file: PATH} "
+                 "or {env: NAME})");
+}
+
 static void check_immutable(const struct gen *g, const struct gen *old, struct errs *e)
 {
     const struct cnode *nb = cnode_get(g->conf.root, "berth");
@@ -322,7 +377,8 @@ struct gen *gen_build(const char *conf_dir, const char *state_override, const st
     struct gen *g = xcalloc(1, sizeof *g);
     g->id = next_id++;
     size_t before = e->n;
-    conf_load_dir(conf_dir, &g->conf, e);
+    if (conf_dir) conf_load_dir(conf_dir, &g->conf, e);
+    else conf_dir = ".";    /* no config: the defaults are absolute paths */
     if (e->n > before) return g;
     check_top(g->conf.root, e);
     const struct berth_cfg_item *cs = core_schema;
@@ -333,13 +389,12 @@ struct gen *gen_build(const char *conf_dir, const char *state_override, const st
     g->core.plugin_dir = abspath(&g->arena, conf_dir, g->core.plugin_dir);
     g->core.socket = g->core.socket ? abspath(&g->arena, conf_dir, g->core.socket)
                                     : arena_strdup(&g->arena, "");
-    if (g->core.tcp.listen && !g->core.tcp.token)
-        errs_add(e, cnode_get(cnode_get(g->conf.root, "berth"), "tcp"),
-                 "berth.tcp: a TCP listener requires a token ({file: PATH} or {env: NAME})");
+    check_tcp(g, e);
     if (old) check_immutable(g, old, e);
     /* go on after core errors: an operator wants every mistake in one run, as nginx -t */
     plugins_prepare(g, old, e);
     build_templates(g, e);
+    errs_sort(e, before);    /* read top to bottom, as the files are */
     return g;
 }
 
@@ -349,6 +404,7 @@ void gen_free(struct gen *g)
     conf_free(&g->conf);
     arena_free(&g->arena);
     free(g->inst);
+    free(g->failed);
     free(g);
 }
 

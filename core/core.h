@@ -80,6 +80,9 @@ struct errs { char **v; size_t n; };
 void errs_add(struct errs *e, const struct cnode *at, const char *fmt, ...) BERTH_PRINTF(3, 4);
 void errs_addf(struct errs *e, const char *fmt, ...) BERTH_PRINTF(2, 3);
 void errs_free(struct errs *e);
+/* Orders e->v[from..] by file, line and column (files sort as conf.d loads them); messages
+ * without a position first, ties in the order they were found. */
+void errs_sort(struct errs *e, size_t from);
 
 struct conf {
     struct cnode *root;         /* merged; NULL when nothing loaded */
@@ -270,10 +273,14 @@ struct gen {
     struct core_cfg core;
     struct tmpl *tmpls; size_t ntmpls;
     berth_instance **inst; size_t ninst;
+    /* instances whose config is invalid: never started, kept so that templates naming them
+     * are still checked against their module's schema; freed by plugins_discard */
+    berth_instance **failed; size_t nfailed;
 };
 extern const struct berth_cfg_item core_schema[];
 extern const struct berth_cfg_item tmpl_core_schema[];
-/* Parse + validate conf_dir into a new generation (plugins loaded, not started). */
+/* Parse + validate conf_dir into a new generation (plugins loaded, not started). A NULL
+ * conf_dir is an empty configuration (every default), for --dump-schema without a conf.d. */
 struct gen *gen_build(const char *conf_dir, const char *state_override, const struct gen *old,
                       struct errs *e);
 void gen_free(struct gen *g);

@@ -89,14 +89,52 @@ fail:
     return -1;
 }
 
+/* A template's block for one instance, as a "mapping" key of the template schema. */
+static void add_block(cJSON *tmpl, const char *inst, const char *module, cJSON *keys)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "key", inst);
+    cJSON_AddStringToObject(o, "type", "mapping");
+    char *d = xasprintf("template keys of plugin instance '%s' (module %s); in a template "
+                        "whose driver it is, they go at the template's top level", inst, module);
+    cJSON_AddStringToObject(o, "description", d);
+    free(d);
+    cJSON_AddBoolToObject(o, "reloadable", false);     /* as every template key */
+    cJSON_AddBoolToObject(o, "required", false);
+    cJSON_AddItemToObject(o, "keys", keys);
+    cJSON_AddItemToArray(tmpl, o);
+}
+
+/* Template blocks: the configured instances' or, without a config, each module's under its
+ * default instance name (the module name). */
+static void dump_blocks(struct gen *g, cJSON *tmpl, cJSON *modules)
+{
+    for (size_t i = 0; i < g->ninst; i++) {
+        const struct berth_plugin *d = plugin_desc(g->inst[i]);
+        if (d->template_config)
+            add_block(tmpl, inst_name(g->inst[i]), d->name, cfg_schema_json(d->template_config));
+    }
+    if (g->ninst) return;
+    cJSON *m;
+    cJSON_ArrayForEach(m, modules) {
+        cJSON *keys = cJSON_GetObjectItem(m, "template");
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(m, "module"));
+        if (keys && name) add_block(tmpl, name, name, cJSON_Duplicate(keys, true));
+    }
+}
+
 static int dump_schema(struct gen *g)
 {
     cJSON *o = cJSON_CreateObject();
     cJSON_AddItemToObject(o, "berth", cfg_schema_json(core_schema));
-    cJSON_AddItemToObject(o, "template", cfg_schema_json(tmpl_core_schema));
+    cJSON *tmpl = cJSON_AddArrayToObject(o, "template");
+    cJSON *core_keys = cfg_schema_json(tmpl_core_schema), *k;
+    while ((k = cJSON_DetachItemFromArray(core_keys, 0))) cJSON_AddItemToArray(tmpl, k);
+    cJSON_Delete(core_keys);
     cJSON *pl = cJSON_AddArrayToObject(o, "plugins");
     struct errs e = {0};
     plugins_schema_json(g->core.plugin_dir, pl, &e);
+    dump_blocks(g, tmpl, pl);
     print_errs(&e);
     errs_free(&e);
     char *s = cJSON_Print(o);
@@ -161,12 +199,12 @@ int main(int argc, char **argv)
         {"version", no_argument, NULL, 'V'},      {"help", no_argument, NULL, 'h'},
         {0},
     };
-    bool check = false, dump = false;
+    bool check = false, dump = false, conf_given = false;
     C.conf_dir = BERTH_CONF_DIR;
     int ch;
     while ((ch = getopt_long(argc, argv, "c:s:h", opts, NULL)) != -1) {
         switch (ch) {
-        case 'c': C.conf_dir = optarg; break;
+        case 'c': C.conf_dir = optarg; conf_given = true; break;
         case 's': C.state_override = optarg; break;
         case 'k': check = true; break;
         case 'd': dump = true; break;
@@ -184,7 +222,10 @@ int main(int argc, char **argv)
     C.loop = uv_default_loop();
     C.started_ms = wall_ms();
     struct errs e = {0};
-    struct gen *g = gen_build(C.conf_dir, C.state_override, NULL, &e);
+    /* the schema does not need a config: without a conf.d every default applies */
+    struct stat st;
+    bool no_conf = dump && !conf_given && stat(C.conf_dir, &st) < 0 && errno == ENOENT;
+    struct gen *g = gen_build(no_conf ? NULL : C.conf_dir, C.state_override, NULL, &e);
     if (check || dump || e.n) {
         int code = 0;
         if (dump && !e.n) code = dump_schema(g);

@@ -262,6 +262,32 @@ static void inst_free(berth_instance *i)
     free(i);
 }
 
+static bool ident_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_';
+}
+
+/* validate() returns a message, not a position: blame the value of the block key the message
+ * names (the longest such key), so a value from a later file is not blamed on the file that
+ * opened the block; the block itself if it names none. */
+static const struct cnode *validate_blame(const struct cnode *node, const char *msg)
+{
+    const struct cnode *best = node;
+    size_t best_len = 0;
+    for (size_t k = 0; node && node->kind == CN_MAP && k < node->n; k++) {
+        const char *key = node->keys[k]->value;
+        size_t l = strlen(key);
+        for (const char *p = strstr(msg, key); p && l > best_len; p = strstr(p + 1, key)) {
+            if ((p == msg || !ident_char(p[-1])) && !ident_char(p[l])) {
+                best = node->vals[k];
+                best_len = l;
+            }
+        }
+    }
+    return best;
+}
+
 static berth_instance *stage_one(struct gen *g, const struct gen *old, const char *name,
                                  const struct cnode *key, const struct cnode *node,
                                  struct errs *e)
@@ -314,12 +340,14 @@ static berth_instance *stage_one(struct gen *g, const struct gen *old, const cha
     if (!bad && m->d->validate) {
         char err[512] = "";
         if (m->d->validate(i->new_cfg, err, sizeof err) < 0) {
-            errs_add(e, node ? node : key, "plugin '%s': %s", name, err[0] ? err : "invalid");
+            errs_add(e, node ? validate_blame(node, err) : key, "plugin '%s': %s", name,
+                     err[0] ? err : "invalid");
             bad++;
         }
     }
-    if (bad) {
-        inst_free(i);
+    if (bad) {      /* kept aside: its template keys are still checked */
+        g->failed = xrealloc(g->failed, (g->nfailed + 1) * sizeof *g->failed);
+        g->failed[g->nfailed++] = i;
         return NULL;
     }
     i->new_node = node;
@@ -385,6 +413,8 @@ void plugins_discard(struct gen *g)
         }
     }
     g->ninst = 0;
+    for (size_t k = 0; k < g->nfailed; k++) inst_free(g->failed[k]);
+    g->nfailed = 0;
 }
 
 const struct berth_plugin *plugin_desc(const berth_instance *i)

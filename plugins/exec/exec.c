@@ -721,6 +721,11 @@ static int validate(const void *cfg, char *err, size_t n)
         snprintf(err, n, "ports must be PORT or LOW-HIGH within 1-65535, not '%s'", c->ports);
         return BERTH_EINVAL;
     }
+    struct in_addr ip;      /* tenants' addresses are bind:port; the port check binds it */
+    if (inet_pton(AF_INET, c->bind, &ip) != 1) {
+        snprintf(err, n, "bind must be an IPv4 address, not '%s'", c->bind);
+        return BERTH_EINVAL;
+    }
     return 0;
 }
 

@@ -125,7 +125,27 @@ static int64_t mono_us(void)
 
 /* ---- idle sweep ---- */
 
-struct sweep { struct lc *lc; int64_t now; char (*sleepy)[40]; size_t n, cap; };
+struct sweep {
+    struct lc *lc;
+    int64_t now;
+    char (*sleepy)[40];
+    size_t n, cap;
+    char tmpl[64];              /* the last template looked up: tenants mostly share one */
+    const struct tcfg *cfg;
+};
+
+/* Tenants mostly share a template: its block is looked up once per run of equal names. The
+ * walk is synchronous, so no reload can swap the generation under it. */
+static const struct tcfg *sweep_cfg(struct sweep *s, const char *tmpl)
+{
+    const char *name = tmpl ? tmpl : "";
+    if (s->cfg && !strcmp(s->tmpl, name)) return s->cfg;
+    const struct tcfg *c = tcfg_of(s->lc, tmpl);
+    size_t l = strlen(name);
+    s->cfg = l < sizeof s->tmpl ? c : NULL;         /* a longer name is not cached */
+    if (s->cfg) memcpy(s->tmpl, name, l + 1);
+    return c;
+}
 
 static bool check_idle(const struct berth_tenant_info *t, void *arg)
 {
@@ -133,7 +153,7 @@ static bool check_idle(const struct berth_tenant_info *t, void *arg)
     s->lc->checked++;
     if (t->desired != BERTH_DESIRED_RUNNING || t->busy > 0) return true;
     if (t->observed != BERTH_OBS_RUNNING && t->observed != BERTH_OBS_READY) return true;
-    int64_t idle = tcfg_of(s->lc, t->template_name)->idle_timeout;
+    int64_t idle = sweep_cfg(s, t->template_name)->idle_timeout;
     if (idle <= 0 || s->now - t->last_activity_ms < idle) return true;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;

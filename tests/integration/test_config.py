@@ -3,9 +3,10 @@ import json
 import os
 import socket
 import subprocess
+import time
 import unittest
 
-from harness import BERTHD, Berthd, TESTDRV
+from harness import BERTHD, Berthd, TESTDRV, wait_until
 
 
 def check(b, env=None):
@@ -124,7 +125,9 @@ class Check(unittest.TestCase):
         self.b.write("40-v.yaml", "plugins:\n  echo: {greeting: forbidden}\n")
         rc, out, err = check(self.b)
         self.assertEqual(rc, 1)
-        self.assertIn("plugin 'echo': greeting must not be 'forbidden'", err)
+        # echo's block opens in 10-test.yaml: the bad value is 40-v.yaml's, and blamed there
+        self.assertIn(f"{self.path('40-v.yaml')}:2:20: plugin 'echo': greeting must not be "
+                      "'forbidden'", err)
 
     def test_template_driver_must_exist(self):
         self.b.write("40-t.yaml", "templates:\n  other: {driver: nosuch}\n  e: {driver: echo}\n")
@@ -215,6 +218,77 @@ class Check(unittest.TestCase):
                 self.b.req("DELETE", f"/v1/tenants/{h}")
             self.assertEqual(self.b.stop(), 0)
 
+    def test_errors_in_several_files_each_against_its_own_file(self):
+        """No error hides the next, each is reported against the file that holds the value
+        (also when maps from several files merge), in file and line order."""
+        self.b.write("20-a.yaml", "plugins:\n  echo: {drain_delay: soon, bogus: 1}\n"
+                     "  testdrv: {delay: 10ms, dely: 1}\n")
+        self.b.write("30-b.yaml", "templates:\n  default:\n    port: 99999\n"
+                     "    memory: 12q\n    memmory: 1g\n")
+        self.b.write("40-c.yaml", "berth:\n  tcp:\n    listen: 1.2.3.4.5:80\n"
+                     "    token: {env: HOME}\n  log: {levl: x}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        a, b, c = (self.path(n) for n in ("20-a.yaml", "30-b.yaml", "40-c.yaml"))
+        want = [f"{a}:2:23: 'drain_delay' must be a duration",
+                f"{a}:2:29: unknown key 'bogus' in plugin 'echo'",
+                f"{a}:3:26: unknown key 'dely' in plugin 'testdrv'; did you mean 'delay'?",
+                f"{b}:3:11: 'port' must be between 0 and 65535, not 99999",
+                f"{b}:4:13: 'memory' must be a size like",
+                f"{b}:5:5: unknown key 'memmory' in template 'default'; did you mean 'memory'?",
+                f"{c}:3:13: berth.tcp.listen: '1.2.3.4.5:80' is not a valid listen address",
+                f"{c}:5:9: unknown key 'levl' in log; did you mean 'level'?"]
+        lines = err.splitlines()
+        self.assertEqual(len(lines), len(want) + 1, err)
+        for line, w in zip(lines, want):
+            self.assertTrue(line.startswith(w), f"{line!r} does not start with {w!r}")
+        self.assertEqual(lines[-1], f"berthd: {self.b.conf}: {len(want)} error(s)")
+
+    def test_tcp_listen_address_is_checked(self):
+        for bad in ("1.2.3.4.5:7700", "127.0.0.1:", "127.0.0.1:0", "[::1:80", "host:80"):
+            self.b.write("40-tcp.yaml", f"berth:\n  tcp: {{listen: '{bad}', "
+                         "token: {env: HOME}}\n")
+            rc, out, err = check(self.b)
+            self.assertEqual(rc, 1, bad)
+            self.assertIn(f"{self.path('40-tcp.yaml')}:2:17: berth.tcp.listen: '{bad}' is not "
+                          "a valid listen address", err)
+        for good in ("127.0.0.1:7700", "[::1]:7700", "localhost:7700"):
+            self.b.write("40-tcp.yaml", f"berth:\n  tcp: {{listen: '{good}', "
+                         "token: {env: HOME}}\n")
+            rc, out, err = check(self.b)
+            self.assertEqual(rc, 0, err)
+
+    def test_exec_bind_address_is_checked(self):
+        self.b.install_plugin_from_build("exec")
+        self.b.write("40-exec.yaml", "plugins:\n  exec: {ports: 20000-20001}\n")
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 1.2.3.4.5}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        self.assertIn(f"{self.path('50-exec.yaml')}:2:16: plugin 'exec': bind must be an IPv4 "
+                      "address, not '1.2.3.4.5'", err)
+        self.b.write("50-exec.yaml", "plugins:\n  exec: {bind: 127.0.0.2}\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 0, err)
+
+    def test_schema_dump_without_a_conf_d_and_with_template_blocks(self):
+        p = subprocess.run([os.path.abspath(BERTHD), "--dump-schema"], capture_output=True,
+                           text=True, cwd=self.b.dir)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        keys = [k["key"] for k in json.loads(p.stdout)["template"]]
+        self.assertEqual(keys[:3], ["driver", "port", "env"])
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.write("20-lc.yaml", "plugins:\n  lc: {module: lifecycle}\n")
+        p = subprocess.run([BERTHD, "--config", self.b.conf, "--dump-schema"],
+                           capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        blocks = {k["key"]: k for k in json.loads(p.stdout)["template"]}
+        self.assertNotIn("idle_timeout", blocks)
+        lc = {k["key"]: k for k in blocks["lc"]["keys"]}
+        self.assertEqual((lc["idle_timeout"]["type"], lc["idle_timeout"]["default"]),
+                         ("duration", "30m"))
+        self.assertIn("retries", [k["key"] for k in lc["health"]["keys"]])
+        self.assertNotIn("echo", blocks)        # echo reads no template keys
+
     def test_version_and_schema_dump(self):
         p = subprocess.run([BERTHD, "--version"], capture_output=True, text=True)
         self.assertEqual(p.returncode, 0)
@@ -231,6 +305,48 @@ class Check(unittest.TestCase):
         self.assertEqual(greeting["default"], "hello")
         self.assertEqual(greeting["type"], "string")
         self.assertIn("template", mods["testdrv"])
+
+
+class BlocksAtRunTime(unittest.TestCase):
+    """lifecycle reads each tenant's template block through host->template_config; a reload
+    swaps the blocks it reads."""
+
+    BLOCKS = ("templates:\n"
+              "  nap: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  awake: {driver: testdrv, lifecycle: {idle_timeout: %s}}\n"
+              "  plain: {driver: testdrv}\n")
+
+    def test_each_template_block_applies_and_a_reload_swaps_them(self):
+        b = Berthd({"10-test.yaml": TESTDRV.replace("echo: {}", "lifecycle: {check_interval: 1h}"),
+                    "20-blocks.yaml": self.BLOCKS % ("100ms", "0")}, plugins=("testdrv",))
+        b.install_plugin_from_build("lifecycle")
+        try:
+            b.start()
+            # interleaved, so a sweep meets the templates in turn
+            tenants = {"a1": "awake", "n1": "nap", "a2": "awake", "n2": "nap", "p1": "plain"}
+            for h, t in tenants.items():
+                b.post("/v1/tenants", {"handle": h, "template": t})
+            for h in tenants:
+                b.wait_tenant(h, "ready")
+
+            def sweep_until_asleep(want):
+                def done():
+                    b.post("/v1/lifecycle/sweep")
+                    return {h for h in tenants if b.tenant(h)["desired"] == "asleep"} == want
+                wait_until(done, 5, 0.05, what=f"{sorted(want)} asleep")
+                time.sleep(0.3)     # past every short idle_timeout: nothing else may sleep
+                b.post("/v1/lifecycle/sweep")
+                self.assertEqual({h for h in tenants if b.tenant(h)["desired"] == "asleep"},
+                                 want)
+            sweep_until_asleep({"n1", "n2"})
+            b.write("20-blocks.yaml", self.BLOCKS % ("0", "100ms"))
+            self.assertEqual(b.post("/v1/reload").status, 200)
+            for h in ("n1", "n2"):
+                b.post(f"/v1/tenants/{h}/wake")
+            sweep_until_asleep({"a1", "a2"})
+        finally:
+            self.assertEqual(b.stop(), 0)
+            b.cleanup()
 
 
 if __name__ == "__main__":

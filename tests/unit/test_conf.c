@@ -2,6 +2,7 @@
 #include "core.h"
 #include "unit.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 struct cfg {
@@ -134,11 +135,135 @@ static void hash_content(void)
     conf_free(&b);
 }
 
+struct route { const char *name; int64_t port; const char *token; struct { bool tls; } opt; };
+struct routes {
+    struct berth_structlist list;
+    struct berth_structmap map;
+    struct berth_structlist bad;
+};
+static const struct berth_cfg_item opt_schema[] = {
+    {"tls", BERTH_CFG_BOOL, "true", 0, 0, 0, "", 0, NULL, NULL},
+    {0},
+};
+static const struct berth_cfg_item route_schema[] = {
+    {"name", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct route, name), "", BERTH_CFG_REQUIRED,
+     NULL, NULL},
+    {"port", BERTH_CFG_INT, "80", 1, 65535, offsetof(struct route, port), "", 0, NULL, NULL},
+    {"token", BERTH_CFG_SECRET, NULL, 0, 0, offsetof(struct route, token), "", 0, NULL, NULL},
+    {"opt", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct route, opt), "", 0, NULL, opt_schema},
+    BERTH_CFG_ELEM_END(struct route),
+};
+static const struct berth_cfg_item no_end_schema[] = {
+    {"name", BERTH_CFG_STR, NULL, 0, 0, 0, "", 0, NULL, NULL},
+    {0},
+};
+static const struct berth_cfg_item routes_schema[] = {
+    {"list", BERTH_CFG_STRUCT_LIST, NULL, 0, 0, offsetof(struct routes, list), "", 0, NULL,
+     route_schema},
+    {"map", BERTH_CFG_STRUCT_MAP, NULL, 0, 0, offsetof(struct routes, map), "", 0, NULL,
+     route_schema},
+    {"bad", BERTH_CFG_STRUCT_LIST, NULL, 0, 0, offsetof(struct routes, bad), "", 0, NULL,
+     no_end_schema},
+    {0},
+};
+
+static int fill_routes(const char *yaml, struct routes *r, struct errs *e, struct arena *a,
+                       struct conf *cf)
+{
+    memset(r, 0, sizeof *r);
+    conf_load_string("r.yaml", yaml, cf, e);
+    const struct berth_cfg_item *s = routes_schema;
+    void *o = r;
+    return cfg_fill(&s, &o, 1, cnode_get(cf->root, "x"), a, e, "x");
+}
+
+/* Lists and maps of structs: every element laid out by BERTH_CFG_ELEM_END's size, defaults
+ * per element, a secret inside an element resolved like any other. */
+static void struct_lists_and_maps(void)
+{
+    struct routes r;
+    struct errs e = {0};
+    struct arena a = {0};
+    struct conf cf = {0};
+    setenv("UNIT_ROUTE_TOKEN", "tok-123", 1);
+    CHECK(fill_routes("x:\n  list:\n    - {name: a, port: 8080, token: {env: UNIT_ROUTE_TOKEN}}\n"
+                      "    - name: b\n      opt: {tls: false}\n"
+                      "  map: {eu: {name: e}, us: {name: u, port: 9}}\n", &r, &e, &a, &cf) == 0);
+    const struct route *l = r.list.v, *m = r.map.vals;
+    CHECK(r.list.n == 2 && !strcmp(l[0].name, "a") && l[0].port == 8080);
+    CHECK(l[0].token && !strcmp(l[0].token, "tok-123") && l[0].opt.tls);
+    CHECK(!strcmp(l[1].name, "b") && l[1].port == 80 && !l[1].token && !l[1].opt.tls);
+    CHECK(r.map.n == 2 && !strcmp(r.map.keys[0], "eu") && !strcmp(r.map.keys[1], "us"));
+    CHECK(!strcmp(m[0].name, "e") && m[0].port == 80 && !strcmp(m[1].name, "u") && m[1].port == 9);
+    CHECK(e.n == 0);
+    conf_free(&cf);
+    arena_free(&a);
+    unsetenv("UNIT_ROUTE_TOKEN");
+    CHECK(fill_routes("x:\n  list:\n    - {name: a}\n    - {prt: 1}\n    - [q]\n"
+                      "    - {name: c, token: {env: UNIT_ROUTE_TOKEN}}\n"
+                      "  map:\n    eu: {name: e, port: 0}\n  bad: [{name: z}]\n", &r, &e, &a,
+                      &cf) == 6);
+    static const char *const want[] = {
+        "r.yaml:4:8: unknown key 'prt' in list[1]; did you mean 'port'?",
+        "r.yaml:4:7: list[1]: required key 'name' is missing",
+        "r.yaml:5:7: 'list[2]' must be a mapping",
+        "r.yaml:6:24: 'token': environment variable UNIT_ROUTE_TOKEN is not set",
+        "r.yaml:8:25: 'port' must be between 1 and 65535, not 0",
+        "r.yaml:9:8: 'bad': the plugin's schema does not end with BERTH_CFG_ELEM_END",
+    };
+    for (size_t i = 0; i < ARRAY_LEN(want); i++) {
+        bool found = false;
+        for (size_t k = 0; k < e.n; k++) found |= !strcmp(e.v[k], want[i]);
+        if (!found) fprintf(stderr, "missing: %s\n", want[i]);
+        if (!found) for (size_t k = 0; k < e.n; k++) fprintf(stderr, "  have: %s\n", e.v[k]);
+        CHECK(found);
+    }
+    errs_free(&e);
+    conf_free(&cf);
+    arena_free(&a);
+    CHECK(fill_routes("x: {list: {a: 1}, map: [1]}\n", &r, &e, &a, &cf) == 2);
+    CHECK(e.n == 2 && !strcmp(e.v[0], "r.yaml:1:11: 'list' must be a list of mappings"));
+    CHECK(e.n == 2 && !strcmp(e.v[1], "r.yaml:1:24: 'map' must be a mapping of names to "
+                                      "mappings"));
+    errs_free(&e);
+    conf_free(&cf);
+    arena_free(&a);
+    cJSON *j = cfg_schema_json(routes_schema);
+    cJSON *keys = cJSON_GetObjectItem(cJSON_GetArrayItem(j, 0), "keys");
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(j, 0), "type")->valuestring,
+                  "list_of_mappings"));
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(j, 1), "type")->valuestring,
+                  "map_of_mappings"));
+    CHECK(cJSON_GetArraySize(keys) == 4);
+    CHECK(!strcmp(cJSON_GetObjectItem(cJSON_GetArrayItem(keys, 2), "type")->valuestring,
+                  "secret"));
+    cJSON_Delete(j);
+}
+
+/* The driver's struct is its top-level keys (node: the template); others' are their blocks. */
+static void template_blocks(void)
+{
+    int drv = 1, quota = 2;
+    struct cnode tnode = {.kind = CN_MAP}, qnode = {.kind = CN_MAP};
+    struct tmpl_blk blk = {.inst = "quota", .cfg = &quota, .node = &qnode};
+    struct tmpl tm = {.name = "t", .core = {.driver = "docker"}, .driver_cfg = &drv,
+                      .node = &tnode, .blocks = &blk, .nblocks = 1};
+    CHECK(tmpl_block(&tm, "docker") == &drv && tmpl_block_node(&tm, "docker") == &tnode);
+    CHECK(tmpl_block(&tm, "quota") == &quota && tmpl_block_node(&tm, "quota") == &qnode);
+    CHECK(!tmpl_block(&tm, "lifecycle") && !tmpl_block_node(&tm, "lifecycle"));
+    CHECK(!tmpl_block(NULL, "quota") && !tmpl_block(&tm, NULL) && !tmpl_block_node(NULL, "x"));
+    CHECK(!tmpl_gates_ready(&tm) && !tmpl_gates_ready(NULL));
+    tm.gates_ready = true;
+    CHECK(tmpl_gates_ready(&tm));
+}
+
 int main(void)
 {
     defaults_and_values();
     errors_with_positions();
     merge_rule();
     hash_content();
+    struct_lists_and_maps();
+    template_blocks();
     return unit_report("conf");
 }
