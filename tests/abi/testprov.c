@@ -53,7 +53,7 @@ struct job {
     struct prov *p;
     berth_op *op;
     berth_timer *timer;
-    bool de;
+    bool de, released;
     char handle[BERTH_HANDLE_MAX + 1];
     struct blk b;               /* a copy: the spec's block is valid only during the call */
 };
@@ -138,7 +138,7 @@ static void fire(berth_timer *t, void *arg)
     struct job *j = arg;
     H->timer_stop(t);
     j->timer = NULL;
-    if (!j->de && j->p->cfg.hold) return;  /* stays in the list until released */
+    if (!j->de && j->p->cfg.hold && !j->released) return;  /* stays until released */
     finish(j);
 }
 
@@ -165,16 +165,18 @@ static void later(struct prov *p, const berth_spec *s, berth_op *op, bool de)
 static void provision(void *st, const berth_spec *s, berth_op *op) { later(st, s, op, false); }
 static void deprovision(void *st, const berth_spec *s, berth_op *op) { later(st, s, op, true); }
 
-/* POST /v1/<instance>/release: finish every held provision now */
+/* POST /v1/<instance>/release: finish every held provision now (or, if its delay has not
+ * run out yet, when it does) */
 static void release(berth_req *r, void *arg)
 {
     struct prov *p = arg;
     int n = 0;
     for (struct job *j = p->jobs, *next; j; j = next) {
         next = j->next;
-        if (j->timer) continue;
-        finish(j);
+        if (j->de || j->released) continue;
         n++;
+        j->released = true;
+        if (!j->timer) finish(j);
     }
     char body[48];
     int len = snprintf(body, sizeof body, "{\"released\":%d}\n", n);

@@ -164,6 +164,39 @@ class Provisioners(BerthTest):
         self.assertNotIn("routes", t["provisioners"])    # nothing runs past a missing one
 
 
+class HeldProvisions(BerthTest):
+    """keys holds every provision until POST /v1/keys/release."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(hold="true")}
+
+    def started(self, handle, n):
+        wait_until(lambda: self.b.get(f"/v1/keys/calls/{handle}").json.get(
+            "provision_started") == n, what=f"provision {n} of {handle} in flight")
+
+    def test_reprovision_during_a_provision_runs_it_again_after(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hana"})
+        self.started("hana", 1)
+        self.assertEqual(b.post("/v1/tenants/hana/reprovision").status, 202)
+        self.assertEqual(b.post("/v1/keys/release").json, {"released": 1})
+        self.started("hana", 2)                 # asked during the first: a second one
+        b.post("/v1/keys/release")
+        b.wait_tenant("hana", "ready")
+        self.assertEqual(b.get("/v1/keys/calls/hana").json["provisioned"], 2)
+
+    def test_delete_during_a_provision_deprovisions_after_it(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "ines"})
+        self.started("ines", 1)
+        self.assertEqual(b.req("DELETE", "/v1/tenants/ines").status, 202)
+        self.assertEqual(b.tenant("ines")["operation"], "provision")
+        b.post("/v1/keys/release")
+        wait_until(lambda: b.get("/v1/tenants/ines").status == 404, what="deletion")
+        calls = b.get("/v1/keys/calls/ines").json
+        self.assertEqual((calls["provisioned"], calls["deprovisioned"]), (1, 1))
+        self.assertNotIn("container.created", types(b, "ines"))
+
+
 class ProvisionerRestart(BerthTest):
     plugins = ("testdrv", "echo", "testprov")
     conf = {"10-test.yaml": conf(hold="true")}
