@@ -6,8 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const op_names[OP_DEPROVISION + 1] = {"create", "start", "stop", "remove", "inspect", "list",
-                                "provision", "deprovision"};
+const char *const op_names[OP_DEPROVISION + 1] = {
+    "create", "start", "stop", "remove", "inspect", "list", "provision", "deprovision"};
 
 static struct { struct list drivers, ops; } D = {
     {&D.drivers, &D.drivers}, {&D.ops, &D.ops}};

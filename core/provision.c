@@ -446,9 +446,8 @@ bool provision_stale(const struct tenant *t, const struct tmpl *tm, const char *
     return false;
 }
 
-void provision_applied(struct tenant *t, const struct tmpl *tm)
+void provision_applied(struct tenant *t)
 {
-    (void)tm;
     list_each(it, &t->provs) {
         struct pstate *ps = container_of(it, struct pstate, link);
         if (ps->st != PS_DONE || ps->applied) continue;

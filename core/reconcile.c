@@ -124,7 +124,7 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
     }
     switch (k) {
     case OP_CREATE: {
-        provision_applied(t, tm);   /* the workload has what the provisioners returned */
+        provision_applied(t);   /* the workload has what the provisioners returned */
         struct berth_ev_container_created ev = {sizeof ev, t->id};
         bus_publish(BERTH_EV_CONTAINER_CREATED, t->handle, &ev);
         break;

@@ -516,7 +516,8 @@ int tenant_health(const char *handle, bool healthy, const char *msg)
         struct berth_ev_container_health ev = {sizeof ev, healthy, msg};
         bus_publish(BERTH_EV_CONTAINER_HEALTH, t->handle, &ev);
     }
-    if (healthy && t->observed == BERTH_OBS_RUNNING && !t->op) tenant_set_observed(t, BERTH_OBS_READY);
+    if (healthy && t->observed == BERTH_OBS_RUNNING && !t->op)
+        tenant_set_observed(t, BERTH_OBS_READY);
     else if (!healthy && t->observed == BERTH_OBS_READY) tenant_set_observed(t, BERTH_OBS_RUNNING);
     else return 0;
     tenant_save(t);

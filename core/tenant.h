@@ -111,7 +111,7 @@ void provision_forget(struct tenant *t);        /* deletes its rows too */
 bool provision_step(struct tenant *t, const struct tmpl *tm);
 /* true when a provisioner returned something the existing workload does not have yet */
 bool provision_stale(const struct tenant *t, const struct tmpl *tm, const char **who);
-void provision_applied(struct tenant *t, const struct tmpl *tm);  /* a create succeeded */
+void provision_applied(struct tenant *t);      /* a create succeeded */
 /* true when every provisioner that ran is deprovisioned; else as provision_step */
 bool deprovision_step(struct tenant *t, const struct tmpl *tm);
 void provision_fill_spec(const struct tenant *t, const struct tmpl *tm, struct kv *env,
