@@ -146,6 +146,31 @@ static int tenant_ls(void)
     return rc;
 }
 
+/* one line per provisioner: state, the env names it gave, the last failure and retry */
+static void show_provisioners(const cJSON *ps)
+{
+    const cJSON *p;
+    cJSON_ArrayForEach(p, ps) {
+        printf("provisioner:   %s %s", p->string, str(p, "state"));
+        const cJSON *env = cJSON_GetObjectItem(p, "env"), *e;
+        if (cJSON_GetArraySize(env)) {
+            printf(" env");
+            cJSON_ArrayForEach(e, env) printf(" %s", cJSON_GetStringValue(e));
+        }
+        double att = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "attempts"));
+        double next = cJSON_GetNumberValue(cJSON_GetObjectItem(p, "next_retry_ms"));
+        if (cJSON_IsString(cJSON_GetObjectItem(p, "message")))
+            printf(" (%s)", str(p, "message"));
+        if (att > 0) printf(", attempt %.0f", att);
+        if (next > 0) {
+            char when[40];
+            fmt_time(next, when, sizeof when);
+            printf(", next try %s", when);
+        }
+        printf("\n");
+    }
+}
+
 static void show_tenant(const cJSON *t)
 {
     char created[40], act[40];
@@ -178,6 +203,7 @@ static void show_tenant(const cJSON *t)
     if (att > 0)
         printf("retry:         attempt %.0f, next in %.1fs\n", att,
                cJSON_GetNumberValue(cJSON_GetObjectItem(t, "retry_in_ms")) / 1000.0);
+    show_provisioners(cJSON_GetObjectItem(t, "provisioners"));
     cJSON *fin = cJSON_GetObjectItem(t, "finalizers");
     if (cJSON_GetArraySize(fin)) {
         printf("finalizers:   ");
@@ -354,8 +380,11 @@ static void usage(FILE *f)
           "  info                           version, uptime, plugins, tenant counts\n"
           "  tenant add HANDLE [--kind human|agent] [--template NAME] [--asleep]\n"
           "             [--wait [--timeout SECONDS]]  follow pulls and start-up until ready\n"
-          "  tenant ls | show HANDLE | rm HANDLE\n"
+          "  tenant ls | show HANDLE\n"
+          "  tenant rm HANDLE [--force]       delete; --force gives up on deprovisioning\n"
+          "                                 what is left (published as tenant.abandoned)\n"
           "  tenant wake|sleep|restart|touch HANDLE\n"
+          "  tenant reprovision HANDLE        run the tenant's provisioners again\n"
           "  events [-f] [--since SEQ] [--type TYPE] [--tenant HANDLE]\n"
           "  plugins                        loaded plugin instances\n"
           "  reload                         re-read conf.d (like SIGHUP)\n"
@@ -410,10 +439,16 @@ static int tenant(int argc, char **argv)
         snprintf(path, sizeof path, "/v1/tenants/%s", eh);
         rc = tenant_cmd("GET", path, NULL, true);
     } else if (!strcmp(sub, "rm")) {
-        snprintf(path, sizeof path, "/v1/tenants/%s", eh);
+        bool force = argc > 2 && !strcmp(argv[2], "--force");
+        if (argc > 2 + force) {
+            fprintf(stderr, "berthctl: unknown option %s\n", argv[2 + force]);
+            curl_free(eh);
+            return 2;
+        }
+        snprintf(path, sizeof path, "/v1/tenants/%s%s", eh, force ? "?force=true" : "");
         rc = tenant_cmd("DELETE", path, NULL, false);
     } else if (!strcmp(sub, "wake") || !strcmp(sub, "sleep") || !strcmp(sub, "restart") ||
-               !strcmp(sub, "touch")) {
+               !strcmp(sub, "touch") || !strcmp(sub, "reprovision")) {
         snprintf(path, sizeof path, "/v1/tenants/%s/%s", eh, sub);
         rc = tenant_cmd("POST", path, "{}", false);
     } else {

@@ -418,7 +418,12 @@ static void delete_tenant(berth_req *r, void *arg)
     struct tenant *t = param_tenant(r);
     if (!t) return;
     const char *h = req_param(r, "handle");
-    tenant_desire(h, BERTH_DESIRED_DELETED, "api");
+    const char *force = req_query(r, "force");
+    if (force && strcmp(force, "true") && strcmp(force, "false")) {
+        req_respond_error(r, 400, "invalid_request", "force must be true or false");
+        return;
+    }
+    tenant_delete(h, force && !strcmp(force, "true"));
     t = tenant_find(h);
     if (t) req_respond_json(r, 202, tenant_json(t));
     else req_respond(r, 204, NULL, NULL, 0);
@@ -462,9 +467,10 @@ static void tenant_action(berth_req *r, void *arg)
     else if (!strcmp(action, "sleep")) rc = tenant_desire(h, BERTH_DESIRED_ASLEEP, "api");
     else if (!strcmp(action, "restart")) rc = tenant_restart(h);
     else if (!strcmp(action, "touch")) rc = tenant_touch(h, "api");
+    else if (!strcmp(action, "reprovision")) rc = tenant_reprovision(NULL, h);
     else {
         req_respond_error(r, 404, "not_found", "unknown action '%s' (wake, sleep, restart, "
-                          "touch)", action);
+                          "touch, reprovision)", action);
         return;
     }
     if (rc == BERTH_EBUSY)

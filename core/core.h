@@ -242,6 +242,7 @@ const char *inst_name(const berth_instance *i);
 const char *inst_comp(const berth_instance *i);   /* its log component, "plugin:<name>" */
 /* 0 if fd holds a complete shared object for this machine, else BERTH_EINVAL and why */
 int elf_check_fd(int fd, char *err, size_t len);
+bool inst_running(const berth_instance *i);     /* started and not draining */
 void inst_pending(berth_instance *i, int delta);
 cJSON *loop_handles_json(void);
 void plugins_schema_json(const char *plugin_dir, cJSON *out, struct errs *e);
@@ -256,7 +257,7 @@ struct res {
     int kind;
 };
 enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
-       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC };
+       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC, RES_PROV };
 void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
@@ -327,13 +328,16 @@ const struct cnode *tmpl_block_node(const struct tmpl *tm, const char *instance)
 /* true when a tenant of this template becomes ready only on a health report */
 bool tmpl_gates_ready(const struct tmpl *tm);
 
-/* ---- tenant.c ---- */
+/* ---- tenants: tenant.c, driver.c, provision.c, spec.c, crash.c, reconcile.c ---- */
 struct tenant;
 int tenants_init(void);
 void tenants_shutdown(void);
 struct tenant *tenant_find(const char *handle);
 int tenant_create(const char *handle, const char *kind, const char *tmpl, char *err, size_t n);
 int tenant_desire(const char *handle, enum berth_desired d, const char *source);
+/* desired = deleted; force also gives up on provisioners not yet deprovisioned, publishing
+ * tenant.abandoned for each */
+int tenant_delete(const char *handle, bool force);
 int tenant_restart(const char *handle);
 int tenant_touch(const char *handle, const char *source);
 cJSON *tenant_json(const struct tenant *t);
@@ -349,7 +353,9 @@ const char *observed_name(enum berth_observed_state s);
 /* drivers */
 struct driver;
 int driver_add(berth_instance *owner, const struct berth_driver *d, void *state);
-void drivers_drop_owner(berth_instance *owner);
+/* an instance unloads: its driver and provisioner ops finish as canceled, its registrations,
+ * spec contributors and tenant status entries go */
+void tenants_drop_owner(berth_instance *owner);
 void op_done(berth_op *op, int status, const struct berth_observed *obs, const char *msg);
 void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
@@ -362,7 +368,13 @@ int tenant_busy(berth_instance *owner, const char *handle, bool hold);
 void busy_drop(struct res *r);
 int tenant_health(const char *handle, bool healthy, const char *msg);
 int tenant_restart_crash(const char *handle, const char *reason);
-int tenant_status_set(const char *who, const char *handle, const char *json);
+int tenant_status_set(berth_instance *owner, const char *handle, const char *json);
+/* provisioners */
+int provisioner_add(berth_instance *owner, const struct berth_provisioner *p, void *state);
+int op_setenv(berth_op *op, const char *name, const char *value);
+int op_label(berth_op *op, const char *name, const char *value);
+/* runs the provision of owner's provisioner for the tenant again; owner NULL: of all */
+int tenant_reprovision(berth_instance *owner, const char *handle);
 int spec_contrib_add(berth_instance *owner, berth_spec_fn fn, void *arg);
 const char *spec_handle(const berth_spec *s);
 const char *spec_template(const berth_spec *s);
@@ -371,6 +383,8 @@ int spec_port(const berth_spec *s);
 size_t spec_env_count(const berth_spec *s);
 const char *spec_env(const berth_spec *s, size_t i, const char **value);
 int spec_setenv(berth_spec *s, const char *name, const char *value);
+size_t spec_label_count(const berth_spec *s);
+const char *spec_label(const berth_spec *s, size_t i, const char **value);
 
 /* ---- api.c ---- */
 int api_init(void);

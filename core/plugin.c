@@ -66,6 +66,7 @@ static void (*all_stopped)(void);
 
 const char *inst_name(const berth_instance *i) { return i->name; }
 const char *inst_comp(const berth_instance *i) { return i->comp; }
+bool inst_running(const berth_instance *i) { return i->st == I_RUNNING; }
 
 void res_attach(berth_instance *owner, struct res *r, int kind)
 {
@@ -562,7 +563,7 @@ static int release_all(berth_instance *i)
 
 static void inst_cleanup(berth_instance *i)
 {
-    drivers_drop_owner(i);      /* ops in flight complete as canceled; tenants retry */
+    tenants_drop_owner(i);      /* ops in flight complete as canceled; tenants retry */
     int leaks = release_all(i);
     http_abort_owner(i);
     if (leaks)
@@ -1148,7 +1149,18 @@ static int h_tenant_report_crash(berth_instance *self, const char *handle, const
 
 static int h_status_set(berth_instance *self, const char *handle, const char *json)
 {
-    return tenant_status_set(self->name, handle, json);
+    return tenant_status_set(self, handle, json);
+}
+
+static int h_provisioner_register(berth_instance *self, const struct berth_provisioner *p,
+                                  void *state)
+{
+    return provisioner_add(self, p, state);
+}
+
+static int h_tenant_reprovision(berth_instance *self, const char *handle)
+{
+    return tenant_reprovision(self, handle);
 }
 
 static int h_driver_register(berth_instance *self, const struct berth_driver *d, void *state)
@@ -1220,6 +1232,12 @@ const struct berth_host berth_host_api = {
     .tenant_report_crash = h_tenant_report_crash,
     .tenant_status_set = h_status_set,
     .tenant_wait_ready = tenant_wait_ready,
+    .provisioner_register = h_provisioner_register,
+    .op_setenv = op_setenv,
+    .op_label = op_label,
+    .tenant_reprovision = h_tenant_reprovision,
+    .spec_label_count = spec_label_count,
+    .spec_label = spec_label,
     .template_config = h_template_config,
     .metric_register = metric_register,
     .metric_add = metric_add,

@@ -22,6 +22,13 @@ static const char *const core_steps[] = {
     "  seq INTEGER PRIMARY KEY, time_ms INTEGER NOT NULL, type TEXT NOT NULL,"
     "  tenant TEXT, payload TEXT NOT NULL);"
     "CREATE TABLE plugin_schema (owner TEXT PRIMARY KEY, version INTEGER NOT NULL);",
+    /* 2: what each provisioner did for each tenant (core/provision.c) */
+    "CREATE TABLE tenant_provisioners ("
+    "  tenant TEXT NOT NULL, provisioner TEXT NOT NULL, state TEXT NOT NULL, message TEXT,"
+    "  attempts INTEGER NOT NULL DEFAULT 0, next_retry_ms INTEGER NOT NULL DEFAULT 0,"
+    "  digest TEXT NOT NULL, env TEXT NOT NULL DEFAULT '{}',"
+    "  labels TEXT NOT NULL DEFAULT '{}', applied INTEGER NOT NULL DEFAULT 0,"
+    "  updated_ms INTEGER NOT NULL, PRIMARY KEY (tenant, provisioner));",
 };
 
 int store_map_err(int rc)

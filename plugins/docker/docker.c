@@ -448,6 +448,14 @@ static char *create_body(struct job *j, char *err, size_t n)
     cJSON *labels = cJSON_AddObjectToObject(b, "Labels");
     for (size_t i = 0; i < t->labels.n; i++)
         cJSON_AddStringToObject(labels, t->labels.keys[i], t->labels.vals[i]);
+    /* the tenant's own (from provisioners) win over the template's; berth.* are ours */
+    size_t nl = BERTH_HOST_HAS(H, spec_label_count) ? H->spec_label_count(s) : 0;
+    for (size_t i = 0; i < nl; i++) {
+        const char *v, *k = H->spec_label(s, i, &v);
+        if (!k || !strncmp(k, "berth.", 6)) continue;
+        cJSON_DeleteItemFromObjectCaseSensitive(labels, k);
+        cJSON_AddStringToObject(labels, k, v);
+    }
     cJSON_AddStringToObject(labels, "berth.managed", "true");
     cJSON_AddStringToObject(labels, "berth.tenant", j->handle);
     cJSON_AddStringToObject(labels, "berth.template", H->spec_template(s));

@@ -32,6 +32,7 @@ def conf(vol):
     return f"""plugins:
   docker: {{socket: {D.sock}}}
   echo: {{greeting: from-echo}}
+  keys: {{module: testprov}}
 templates:
   default:
     driver: docker
@@ -45,6 +46,7 @@ templates:
     cpus: 0.5
     pids: 64
     labels: {{team: qa}}
+    keys: {{env: API_KEY, value: k, label: web}}
     cap_drop: [NET_RAW]
     network: berth-test-net
     stop_timeout: 1500ms        # the Engine takes seconds: rounded up to 2
@@ -66,7 +68,7 @@ berth:
 class Docker(unittest.TestCase):
     def setUp(self):
         self.vol = os.path.join(D.dir, "vol-" + self._testMethodName[-12:])
-        self.b = Berthd({"10-docker.yaml": conf(self.vol)}, plugins=("echo",))
+        self.b = Berthd({"10-docker.yaml": conf(self.vol)}, plugins=("echo", "testprov"))
         self.b.install_plugin_from_build("docker")
         self.b.start()
 
@@ -94,10 +96,11 @@ class Docker(unittest.TestCase):
         self.assertEqual(hc["RestartPolicy"]["Name"], "no")
         labels = c["Config"]["Labels"]
         self.assertEqual((labels["berth.managed"], labels["berth.tenant"],
-                          labels["berth.template"], labels["team"]),
-                         ("true", "alice", "default", "qa"))
+                          labels["berth.template"], labels["team"], labels["testprov.keys"]),
+                         ("true", "alice", "default", "qa", "web"))   # a provisioner's too
         env = c["Config"]["Env"]
         for kv in ("TZ=UTC", "BERTH_HANDLE=alice", "BERTH_KIND=human", "PORT=8080",
+                   "API_KEY=k-alice",                 # from the provisioner
                    "ECHO_GREETING=from-echo"):        # the last one: a spec contribution
             self.assertIn(kv, env)
         self.assertEqual(c["Config"]["StopTimeout"], 2)
@@ -308,7 +311,7 @@ templates:
 class DockerdRestart(unittest.TestCase):
     def test_reconnects_and_converges(self):
         vol = os.path.join(D.dir, "vol-restart")
-        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=("echo",))
+        b = Berthd({"10-docker.yaml": conf(vol)}, plugins=("echo", "testprov"))
         b.install_plugin_from_build("docker")
         try:
             b.start()

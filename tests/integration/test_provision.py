@@ -1,0 +1,229 @@
+"""Provisioners through berthd: they run before the workload is created and give it env and
+labels, retry with backoff, survive a SIGKILL, re-run on a block change or on request, and
+deprovision (in reverse order) before a tenant is gone."""
+import signal
+import unittest
+
+from harness import BerthTest, wait_until
+
+BASE = """berth:
+  reconcile: {retry_base: 50ms, retry_max: 200ms}
+plugins:
+  testdrv: {delay: 10ms}
+  echo: {}
+  keys: {module: testprov, order: 100, hold: HOLD}
+  routes: {module: testprov, order: 900}
+templates:
+  default:
+    driver: testdrv
+    env: {TZ: UTC}
+    keys: {env: API_KEY, value: k1, fail: FAIL, deprov_fail: DEPROV}
+    routes: {env: ROUTE, value: r, label: web}
+"""
+
+
+def conf(fail=0, deprov=0, hold="false", value="k1"):
+    return (BASE.replace("FAIL", str(fail)).replace("DEPROV", str(deprov))
+            .replace("HOLD", hold).replace("value: k1", f"value: {value}"))
+
+
+def types(b, handle):
+    return [e["type"] for e in b.events(tenant=handle)]
+
+
+class Provisioners(BerthTest):
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(fail=2)}
+
+    def calls(self, inst, handle):
+        return self.b.get(f"/v1/{inst}/calls/{handle}").json
+
+    def env(self, handle):
+        r = self.b.get(f"/v1/testdrv/{handle}")
+        return r.json["env"] if r.status == 200 else None
+
+    def test_fails_twice_then_succeeds_and_the_workload_gets_its_env(self):
+        b = self.b
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        # while keys fails, nothing is created and the reason names the provisioner
+        t = wait_until(lambda: (lambda t: "provisioner 'keys' failed" in (t["reason"] or "")
+                                and t)(b.tenant("alice")), what="the first failure")
+        self.assertIn("provision 1 of 2 refused", t["reason"])
+        self.assertEqual(t["provisioners"]["keys"]["state"], "failed")
+        self.assertIsNone(self.env("alice"))
+        t = b.wait_tenant("alice", "ready")
+        self.assertIsNone(t["reason"])
+        env = self.env("alice")
+        for kv in ("TZ=UTC", "BERTH_HANDLE=alice", "API_KEY=k1-alice", "ROUTE=r-alice",
+                   "ECHO_GREETING=hello"):
+            self.assertIn(kv + ";", env)
+        self.assertEqual(t["provisioners"]["keys"]["state"], "done")
+        self.assertEqual(t["provisioners"]["keys"]["env"], ["API_KEY"])
+        self.assertEqual(t["provisioners"]["routes"]["labels"], {"testprov.routes": "web"})
+        self.assertNotIn("k1-alice", str(t["provisioners"]))   # values stay inside
+        self.assertEqual(t["plugins"]["keys"], {"value": "k1-alice"})
+        ev = types(b, "alice")
+        self.assertEqual(ev.count("tenant.provision_failed"), 2)
+        # in order: keys (100) before routes (900), both before the workload
+        self.assertLess(ev.index("tenant.provisioned"), ev.index("container.created"))
+        prov = [e["payload"]["provisioner"] for e in b.events(tenant="alice")
+                if e["type"] == "tenant.provisioned"]
+        self.assertEqual(prov, ["keys", "routes"])
+        self.assertEqual(self.calls("keys", "alice"),
+                         {"provision": 3, "provision_started": 3, "provisioned": 1})
+        out = b.ctl("tenant", "show", "alice").stdout
+        self.assertIn("provisioner:   keys done env API_KEY", out)
+
+        # delete: the workload goes first, then routes, then keys
+        self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, what="deletion")
+        evs = [e for e in b.events(tenant="alice")
+               if e["type"] in ("container.removed", "tenant.deprovisioned")]
+        self.assertEqual([e["type"] for e in evs], ["container.removed",
+                                                    "tenant.deprovisioned",
+                                                    "tenant.deprovisioned"])
+        self.assertEqual([e["payload"]["provisioner"] for e in evs[1:]], ["routes", "keys"])
+
+    def test_block_change_reprovision_and_rotation(self):
+        b = self.b
+        b.write("10-test.yaml", conf())
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "bob"})
+        b.wait_tenant("bob", "ready")
+        first_id = b.tenant("bob")["id"]
+        # the same result again: the workload stays as it is
+        b.ctl("tenant", "reprovision", "bob")
+        wait_until(lambda: self.calls("keys", "bob").get("provisioned") == 2, what="reprovision")
+        wait_until(lambda: self.calls("routes", "bob").get("provisioned") == 2,
+                   what="reprovision of routes")
+        self.assertEqual(self.calls("keys", "bob")["provisioned"], 2)
+        self.assertEqual(b.post("/v1/keys/rotate/bob").status, 202)    # the host call
+        wait_until(lambda: self.calls("keys", "bob").get("provisioned") == 3, what="rotation")
+        self.assertEqual(self.calls("routes", "bob")["provisioned"], 2)   # only its own
+        b.wait_tenant("bob", "ready")
+        self.assertEqual(b.tenant("bob")["id"], first_id)
+        self.assertEqual(types(b, "bob").count("container.created"), 1)
+        # a changed block runs keys again; a new value re-creates the workload with it
+        b.write("10-test.yaml", conf(value="k2"))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        wait_until(lambda: "API_KEY=k2-bob;" in (self.env("bob") or ""), what="the new key")
+        t = b.wait_tenant("bob", "ready")
+        self.assertEqual(t["provisioners"]["keys"]["state"], "done")
+        self.assertEqual(types(b, "bob").count("container.created"), 2)
+        self.assertEqual(self.calls("routes", "bob")["provisioned"], 2)   # its block is same
+
+    def test_failing_deprovision_keeps_the_tenant_deleting(self):
+        b = self.b
+        b.write("10-test.yaml", conf(deprov=2))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "carol"})
+        b.wait_tenant("carol", "ready")
+        b.req("DELETE", "/v1/tenants/carol")
+        t = wait_until(lambda: (lambda t: t and "deprovisioner 'keys' failed"
+                                in (t["reason"] or "") and t)(b.tenant("carol")),
+                       what="a failed deprovision")
+        self.assertEqual((t["desired"], t["observed"]), ("deleted", "absent"))
+        self.assertIsNone(self.env("carol"))             # the workload went first
+        self.assertNotIn("routes", t["provisioners"])    # deprovisioned before keys
+        wait_until(lambda: b.get("/v1/tenants/carol").status == 404, what="deletion")
+        self.assertEqual(types(b, "carol").count("tenant.deprovision_failed"), 2)
+        self.assertEqual(self.calls("keys", "carol")["deprovisioned"], 1)
+
+    def test_force_rm_abandons_what_is_left(self):
+        b = self.b
+        b.write("10-test.yaml", conf(deprov=1000))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "dave"})
+        b.wait_tenant("dave", "ready")
+        b.ctl("tenant", "rm", "dave")
+        wait_until(lambda: "tenant.deprovision_failed" in types(b, "dave"), what="a failure")
+        self.assertEqual(b.tenant("dave")["desired"], "deleted")
+        b.ctl("tenant", "rm", "dave", "--force")
+        wait_until(lambda: b.get("/v1/tenants/dave").status == 404, what="the forced delete")
+        ab = [e["payload"] for e in b.events(tenant="dave") if e["type"] == "tenant.abandoned"]
+        self.assertEqual(ab, [{"provisioner": "keys", "state": "deprovision_failed"}])
+        self.assertEqual(self.calls("keys", "dave").get("deprovisioned"), None)
+        self.assertEqual(self.calls("routes", "dave")["deprovisioned"], 1)
+
+    def test_unloaded_provisioner_blocks_and_its_status_goes(self):
+        b = self.b
+        b.write("10-test.yaml", conf())
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "erin"})
+        t = b.wait_tenant("erin", "ready")
+        self.assertEqual(t["plugins"]["keys"], {"value": "k1-erin"})
+        # keys no longer loads: its status goes with it, and a new tenant is not created
+        b.write("10-test.yaml", conf().replace("order: 100,", "order: 100, fail_start: true,"))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        wait_until(lambda: "keys" not in b.tenant("erin")["plugins"], what="status cleared")
+        b.post("/v1/tenants", {"handle": "fred"})
+        t = wait_until(lambda: (lambda t: "did not load" in (t["reason"] or "") and t)(
+            b.tenant("fred")), what="the blocked create")
+        self.assertIn("plugin instance 'keys' did not load", t["reason"])
+        self.assertIsNone(self.env("fred"))
+        self.assertNotIn("routes", t["provisioners"])    # nothing runs past a missing one
+
+
+class HeldProvisions(BerthTest):
+    """keys holds every provision until POST /v1/keys/release."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(hold="true")}
+
+    def started(self, handle, n):
+        wait_until(lambda: self.b.get(f"/v1/keys/calls/{handle}").json.get(
+            "provision_started") == n, what=f"provision {n} of {handle} in flight")
+
+    def test_reprovision_during_a_provision_runs_it_again_after(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hana"})
+        self.started("hana", 1)
+        self.assertEqual(b.post("/v1/tenants/hana/reprovision").status, 202)
+        self.assertEqual(b.post("/v1/keys/release").json, {"released": 1})
+        self.started("hana", 2)                 # asked during the first: a second one
+        b.post("/v1/keys/release")
+        b.wait_tenant("hana", "ready")
+        self.assertEqual(b.get("/v1/keys/calls/hana").json["provisioned"], 2)
+
+    def test_delete_during_a_provision_deprovisions_after_it(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "ines"})
+        self.started("ines", 1)
+        self.assertEqual(b.req("DELETE", "/v1/tenants/ines").status, 202)
+        self.assertEqual(b.tenant("ines")["operation"], "provision")
+        b.post("/v1/keys/release")
+        wait_until(lambda: b.get("/v1/tenants/ines").status == 404, what="deletion")
+        calls = b.get("/v1/keys/calls/ines").json
+        self.assertEqual((calls["provisioned"], calls["deprovisioned"]), (1, 1))
+        self.assertNotIn("container.created", types(b, "ines"))
+
+
+class ProvisionerRestart(BerthTest):
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(hold="true")}
+
+    def test_sigkill_mid_provision_runs_it_again_once(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "gina"})
+        wait_until(lambda: b.get("/v1/keys/calls/gina").json.get("provision_started") == 1,
+                   what="the provision in flight")
+        t = b.tenant("gina")
+        self.assertEqual(t["provisioners"]["keys"]["state"], "pending")
+        self.assertEqual(t["operation"], "provision")
+        b.kill()
+        b.write("10-test.yaml", conf(hold="false"))
+        b.start()
+        b.wait_tenant("gina", "ready")
+        calls = b.get("/v1/keys/calls/gina").json
+        self.assertEqual((calls["provision_started"], calls["provisioned"]), (2, 1))
+        self.assertIn("API_KEY=k1-gina;", b.get("/v1/testdrv/gina").json["env"])
+        self.assertEqual(types(b, "gina").count("container.created"), 1)
+        # done survives a restart too: nothing runs again
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        b.wait_tenant("gina", "ready")
+        self.assertEqual(b.get("/v1/keys/calls/gina").json["provision_started"], 2)
+        self.assertEqual(b.tenant("gina")["provisioners"]["keys"]["state"], "done")
+
+
+if __name__ == "__main__":
+    unittest.main()
