@@ -105,7 +105,9 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
                      const struct tmpl *tm)
 {
     t->attempts = 0;
-    t->retry_at = 0;
+    /* a stop is never delayed, so it cancels no backoff: the stop of a crash-loop restart
+     * must leave the restart waiting its turn */
+    if (k != OP_STOP) t->retry_at = 0;
     if (!crash_looping(t)) str_set(&t->reason, NULL);
     if (obs && obs->id) str_set(&t->id, obs->id);
     if (obs && obs->address) str_set(&t->address, obs->address);

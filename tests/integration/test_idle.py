@@ -177,6 +177,20 @@ class Lifecycle(unittest.TestCase):
         self.assertGreaterEqual(t["restarts"], 1)
         self.assertNotEqual(t["observed"], "ready")
 
+    def test_health_restarts_wait_their_backoff(self):
+        # A restart for failed probes stops the workload first; that stop must not cancel the
+        # crash-loop delay (300ms doubling) of the start that follows.
+        b = self.b
+        b.post("/v1/tenants", {"handle": "sick", "template": "sick"})
+        starts = wait_until(lambda: len(b.events(type="container.started", tenant="sick"))
+                            >= 5 and b.events(type="container.started", tenant="sick"),
+                            20, what="five starts")
+        times = [e["time_ms"] for e in starts]
+        gaps = [b - a for a, b in zip(times, times[1:])]
+        self.assertGreaterEqual(gaps[2], 600, gaps)
+        self.assertGreaterEqual(gaps[3], 1200, gaps)
+        self.assertIn("restarting in", b.tenant("sick")["reason"])
+
     def test_reload_changes_a_running_probe(self):
         b = self.b
         b.post("/v1/tenants", {"handle": "watched", "template": "watched"})
