@@ -349,6 +349,16 @@ static const char *json_str(cJSON *o, const char *k, const char *def, bool *bad)
     return v->valuestring;
 }
 
+/* A write the store refused is never acknowledged: 507 for a full disk (the client may
+ * retry once there is room), 503 for anything else the store said. */
+static void respond_store_error(berth_req *r, int rc, const char *msg)
+{
+    if (rc == BERTH_ENOSPC)
+        req_respond_error(r, 507, "insufficient_storage", "%s (the state disk is full)", msg);
+    else
+        req_respond_error(r, 503, "store_unavailable", "%s: %s", msg, berth_strerror(rc));
+}
+
 static void post_tenants(berth_req *r, void *arg)
 {
     (void)arg;
@@ -371,7 +381,7 @@ static void post_tenants(berth_req *r, void *arg)
                           "handle, kind, template and desired must be strings; handle is "
                           "required");
     } else if (!handle_valid(handle)) {
-        tenant_create(handle, kind, tmpl, err, sizeof err);
+        tenant_create(handle, kind, tmpl, BERTH_DESIRED_RUNNING, err, sizeof err);
         req_respond_error(r, 400, "invalid_handle", "%s", err);
     } else if (strcmp(desired, "running") && strcmp(desired, "asleep")) {
         req_respond_error(r, 400, "invalid_request", "desired must be running or asleep");
@@ -379,16 +389,13 @@ static void post_tenants(berth_req *r, void *arg)
         req_respond_error(r, 422, "unknown_template", "template '%s' is not defined in the "
                           "config", tmpl);
     } else {
-        int rc = tenant_create(handle, kind, tmpl, err, sizeof err);
-        if (rc == BERTH_EEXIST) {
-            req_respond_error(r, 409, "exists", "%s", err);
-        } else if (rc) {
-            req_respond_error(r, 400, "invalid_request", "%s", err);
-        } else {
-            if (!strcmp(desired, "asleep"))
-                tenant_desire(handle, BERTH_DESIRED_ASLEEP, "api");
-            req_respond_json(r, 201, tenant_json(tenant_find(handle)));
-        }
+        enum berth_desired d = strcmp(desired, "asleep") ? BERTH_DESIRED_RUNNING
+                                                           : BERTH_DESIRED_ASLEEP;
+        int rc = tenant_create(handle, kind, tmpl, d, err, sizeof err);
+        if (rc == BERTH_EEXIST) req_respond_error(r, 409, "exists", "%s", err);
+        else if (rc == BERTH_EINVAL) req_respond_error(r, 400, "invalid_request", "%s", err);
+        else if (rc) respond_store_error(r, rc, err);
+        else req_respond_json(r, 201, tenant_json(tenant_find(handle)));
     }
     cJSON_Delete(in);
 }
@@ -423,7 +430,11 @@ static void delete_tenant(berth_req *r, void *arg)
         req_respond_error(r, 400, "invalid_request", "force must be true or false");
         return;
     }
-    tenant_delete(h, force && !strcmp(force, "true"));
+    int rc = tenant_delete(h, force && !strcmp(force, "true"));
+    if (rc && rc != BERTH_EBUSY) {
+        respond_store_error(r, rc, "the deletion could not be stored");
+        return;
+    }
     t = tenant_find(h);
     if (t) req_respond_json(r, 202, tenant_json(t));
     else req_respond(r, 204, NULL, NULL, 0);
@@ -475,6 +486,8 @@ static void tenant_action(berth_req *r, void *arg)
     }
     if (rc == BERTH_EBUSY)
         req_respond_error(r, 409, "conflict", "tenant '%s' is being deleted or not running", h);
+    else if (rc == BERTH_ENOSPC || rc == BERTH_EIO)
+        respond_store_error(r, rc, "the change could not be stored");
     else if (rc)
         req_respond_error(r, 500, "internal", "%s", berth_strerror(rc));
     else

@@ -333,7 +333,10 @@ struct tenant;
 int tenants_init(void);
 void tenants_shutdown(void);
 struct tenant *tenant_find(const char *handle);
-int tenant_create(const char *handle, const char *kind, const char *tmpl, char *err, size_t n);
+/* Stores the new tenant before it is acknowledged: a store error (BERTH_ENOSPC, BERTH_EIO)
+ * leaves nothing behind and err says why. */
+int tenant_create(const char *handle, const char *kind, const char *tmpl,
+                  enum berth_desired desired, char *err, size_t n);
 int tenant_desire(const char *handle, enum berth_desired d, const char *source);
 /* desired = deleted; force also gives up on provisioners not yet deprovisioned, publishing
  * tenant.abandoned for each */

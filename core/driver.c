@@ -128,8 +128,8 @@ static void adopt(berth_op *op)
             /* a workload labelled as ours with no record: the store was lost or restored
              * from an older copy. Adopt it rather than leave an orphan. */
             char err[256];
-            if (tenant_create(l->handle, "human", l->tmpl ? l->tmpl : "default", err,
-                              sizeof err) < 0) {
+            if (tenant_create(l->handle, "human", l->tmpl ? l->tmpl : "default",
+                              BERTH_DESIRED_RUNNING, err, sizeof err) < 0) {
                 blog(BERTH_LOG_WARN, "core", "cannot adopt %s: %s", l->handle, err);
                 continue;
             }

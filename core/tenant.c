@@ -13,14 +13,14 @@ struct waiter {
     uv_timer_t timer;
     berth_ready_cb cb;
     void *arg;
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
 };
 
 /* a status object a plugin instance set for a tenant; goes when the instance unloads */
 struct pstatus { struct list link; berth_instance *owner; char *name; cJSON *v; };
 
 /* one busy hold taken by a plugin instance */
-struct busy { struct res res; struct list link; char handle[40]; };
+struct busy { struct res res; struct list link; char handle[BERTH_HANDLE_MAX + 1]; };
 
 struct list tenant_all = {&tenant_all, &tenant_all};
 
@@ -128,7 +128,7 @@ static char *fin_json(const struct tenant *t)
     return s;
 }
 
-void tenant_save(struct tenant *t)
+int tenant_save(struct tenant *t)
 {
     t->updated_ms = wall_ms();
     char *fin = fin_json(t);
@@ -141,16 +141,23 @@ void tenant_save(struct tenant *t)
                        observed_name(t->observed), t->reason, t->id, t->address, fin,
                        created, updated, act, restarts};
     char *err = NULL;
-    if (store_exec_params(C.store,
-                          "INSERT OR REPLACE INTO tenants(handle,kind,template,driver,desired,"
-                          "observed,reason,driver_id,address,finalizers,created_ms,updated_ms,"
-                          "last_activity_ms,restarts) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,"
-                          "?11,?12,?13,?14)", p, ARRAY_LEN(p), NULL, NULL, &err) < 0) {
-        log_error("saving tenant %s: %s", t->handle, err);
-        free(err);
-    }
+    int rc = store_exec_params(C.store,
+                               "INSERT OR REPLACE INTO tenants(handle,kind,template,driver,"
+                               "desired,observed,reason,driver_id,address,finalizers,created_ms,"
+                               "updated_ms,last_activity_ms,restarts) VALUES(?1,?2,?3,?4,?5,?6,"
+                               "?7,?8,?9,?10,?11,?12,?13,?14)", p, ARRAY_LEN(p), NULL, NULL,
+                               &err);
     cJSON_free(fin);
+    if (rc < 0) {
+        if (!t->unsaved) log_error("saving tenant %s: %s", t->handle, err ? err : "");
+        free(err);
+        t->unsaved = true;
+        return rc;
+    }
+    if (t->unsaved) log_info("tenant %s is saved again", t->handle);
+    t->unsaved = false;
     t->activity_dirty = false;
+    return 0;
 }
 
 void str_set(char **dst, const char *v)
@@ -238,7 +245,7 @@ static bool load_row(int n, const char *const *names, const char *const *v, void
 /* the end of a deletion: the record goes, waiters hear it, tenant.deleted is published */
 void tenant_forget(struct tenant *t)
 {
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     snprintf(handle, sizeof handle, "%s", t->handle);
     const char *p[] = {handle};
     store_exec_params(C.store, "DELETE FROM tenants WHERE handle=?1", p, 1, NULL, NULL, NULL);
@@ -263,7 +270,7 @@ static void waiter_finish(struct waiter *w, int status, const char *msg)
     list_del(&w->link);
     if (w->res.owner) res_detach(&w->res);
     uv_timer_stop(&w->timer);
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     snprintf(handle, sizeof handle, "%s", w->handle);
     berth_ready_cb cb = w->cb;
     void *arg = w->arg;
@@ -335,7 +342,8 @@ void tenant_set_observed(struct tenant *t, enum berth_observed_state s)
 
 /* ---- the API of tenants ---- */
 
-int tenant_create(const char *handle, const char *kind, const char *tmpl, char *err, size_t n)
+int tenant_create(const char *handle, const char *kind, const char *tmpl,
+                  enum berth_desired desired, char *err, size_t n)
 {
     if (!handle_valid(handle)) {
         snprintf(err, n, "handle '%s' is not valid: 2-32 characters of a-z, 0-9 and '-', "
@@ -357,11 +365,17 @@ int tenant_create(const char *handle, const char *kind, const char *tmpl, char *
     struct tenant *t = tenant_new(handle);
     t->kind = xstrdup(kind);
     t->tmpl = xstrdup(tmpl);
-    t->desired = BERTH_DESIRED_RUNNING;
+    t->desired = desired;
     t->observed = BERTH_OBS_ABSENT;
     t->created_ms = t->last_activity_ms = wall_ms();
+    /* acknowledged only once stored: a tenant that cannot be saved never existed */
+    int rc = tenant_save(t);
+    if (rc) {
+        snprintf(err, n, "tenant '%s' could not be stored: %s", handle, berth_strerror(rc));
+        free_tenant(t);
+        return rc;
+    }
     index_add(t);
-    tenant_save(t);
     struct berth_ev_tenant_created ev = {sizeof ev, kind, tmpl};
     bus_publish(BERTH_EV_TENANT_CREATED, handle, &ev);
     tenant_mark(t);
@@ -375,10 +389,16 @@ int tenant_desire(const char *handle, enum berth_desired d, const char *source)
     if (d < BERTH_DESIRED_RUNNING || d > BERTH_DESIRED_DELETED) return BERTH_EINVAL;
     if (t->desired == BERTH_DESIRED_DELETED && d != BERTH_DESIRED_DELETED) return BERTH_EBUSY;
     if (t->desired != d) {
+        enum berth_desired was = t->desired;
         t->desired = d;
+        int rc = tenant_save(t);
+        if (rc) {
+            t->desired = was;   /* what is not stored is not promised */
+            t->unsaved = false;
+            return rc;
+        }
         t->attempts = 0;
         t->retry_at = 0;
-        tenant_save(t);
         tenant_changed(t);
         if (d == BERTH_DESIRED_DELETED) {
             struct berth_ev_tenant_deleting ev = {sizeof ev};
@@ -438,18 +458,24 @@ static void on_activity(const struct berth_event *ev, void *arg)
     t->activity_dirty = true;
 }
 
+/* Also the retry of saves that failed (a full disk): their rows catch up once it has room. */
 static void flush_activity(uv_timer_t *h)
 {
     (void)h;
-    bool any = false;
+    struct tenant **batch = NULL;
+    size_t n = 0;
     list_each(it, &tenant_all) {
         struct tenant *t = container_of(it, struct tenant, link);
-        if (!t->activity_dirty) continue;
-        if (!any) store_begin(C.store);
-        any = true;
+        if (!t->activity_dirty && !t->unsaved) continue;
+        if (!n) store_begin(C.store);
+        batch = xrealloc(batch, (n + 1) * sizeof *batch);
+        batch[n++] = t;
         tenant_save(t);
     }
-    if (any) store_commit(C.store);
+    /* a batch that does not commit stored nothing of it */
+    if (n && store_commit(C.store))
+        for (size_t i = 0; i < n; i++) batch[i]->unsaved = true;
+    free(batch);
 }
 
 int tenant_finalizer(const char *handle, const char *name, bool add)

@@ -39,7 +39,7 @@ struct berth_op {
     struct list link;           /* every op in flight, for cancellation */
     struct driver *drv;         /* driver ops */
     enum op_kind kind;
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     char *pname;                /* provisioner ops: the provisioner (instance) name */
     struct kv env, labels;      /* provision: what op_setenv / op_label gave, until op_done */
     berth_spec *spec;           /* owned */
@@ -57,7 +57,7 @@ struct berth_spec {
 struct tenant {
     struct list link;
     struct tenant *hnext;
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     char *kind, *tmpl, *driver;
     enum berth_desired desired;
     enum berth_observed_state observed;
@@ -66,6 +66,7 @@ struct tenant {
     char **fin; size_t nfin;
     /* runtime only */
     bool dirty, restart_pending, activity_dirty;
+    bool unsaved;               /* its last save failed: the activity flush retries it */
     struct list dirty_link;
     berth_op *op;                   /* the driver operation in flight */
     berth_op *pop;                  /* the provisioner operation in flight */
@@ -82,7 +83,9 @@ struct tenant {
 
 /* ---- tenant.c ---- */
 extern struct list tenant_all;      /* every tenant, in creation order */
-void tenant_save(struct tenant *t);
+/* 0, or the store's error (BERTH_ENOSPC for a full disk); a failure is logged once and
+ * retried by the activity flush, so the row catches up when the store recovers */
+int tenant_save(struct tenant *t);
 void tenant_set_observed(struct tenant *t, enum berth_observed_state s);
 void tenant_changed(struct tenant *t);                 /* publishes tenant.changed */
 void tenant_notify(struct tenant *t, int status, const char *msg);  /* answers waiters */

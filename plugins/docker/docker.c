@@ -92,7 +92,7 @@ static const struct berth_cfg_item tschema[] = {
 
 static const struct berth_host *H;
 
-struct expect { struct expect *next; char handle[40]; };
+struct expect { struct expect *next; char handle[BERTH_HANDLE_MAX + 1]; };
 
 /* a network being checked or created: one job does it, the others wait (dockerd does not
  * make "create if missing" atomic, and two creates make two networks of one name) */
@@ -122,7 +122,7 @@ struct job {
     berth_op *op;
     const berth_spec *spec;
     const struct tcfg *t;
-    char handle[40], name[64], id[80];
+    char handle[BERTH_HANDLE_MAX + 1], name[64], id[80];
     step_fn next, then;         /* the pending reply's handler; what follows /version */
     char *pull_status;          /* an error reported inside a pull's stream */
     struct job *next_waiting;   /* in a netop's queue */

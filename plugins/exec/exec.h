@@ -46,7 +46,7 @@ struct drv {
 struct proc {
     struct proc *next;
     struct drv *d;
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     pid_t pid;                  /* the leader; 0 for leftovers found without one */
     int pidfd;                  /* -1 once the leader is gone */
     bool child;                 /* ours to reap; an adopted one is not */
@@ -66,7 +66,7 @@ struct tree_end {
     berth_op *stop_op, *remove_op;
     bool expected;
     int exit_code;
-    char handle[40], msg[128];
+    char handle[BERTH_HANDLE_MAX + 1], msg[128];
 };
 void exec_tree_gone(struct drv *d, const struct tree_end *e);
 

@@ -88,7 +88,7 @@ void record_each(const struct drv *d, void (*fn)(const char *handle, void *), vo
         if (l <= strlen(SUFFIX) || l - strlen(SUFFIX) >= 40 ||
             strcmp(e->d_name + l - strlen(SUFFIX), SUFFIX))
             continue;
-        char handle[40];
+        char handle[BERTH_HANDLE_MAX + 1];
         snprintf(handle, sizeof handle, "%.*s", (int)(l - strlen(SUFFIX)), e->d_name);
         fn(handle, arg);
     }

@@ -83,7 +83,7 @@ enum { P_STARTING, P_HEALTHY, P_UNHEALTHY };
 struct probe {
     struct probe *next;
     struct lc *lc;
-    char handle[40], addr[96], path[256];
+    char handle[BERTH_HANDLE_MAX + 1], addr[96], path[256];
     bool tcp;
     int64_t interval, timeout, retries, start_period, started_ms;
     int state, failures;
@@ -128,7 +128,7 @@ static int64_t mono_us(void)
 struct sweep {
     struct lc *lc;
     int64_t now;
-    char (*sleepy)[40];
+    char (*sleepy)[BERTH_HANDLE_MAX + 1];
     size_t n, cap;
     char tmpl[64];              /* the last template looked up: tenants mostly share one */
     const struct tcfg *cfg;
@@ -157,7 +157,7 @@ static bool check_idle(const struct berth_tenant_info *t, void *arg)
     if (idle <= 0 || s->now - t->last_activity_ms < idle) return true;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 64;
-        char (*v)[40] = realloc(s->sleepy, cap * sizeof *v);
+        char (*v)[BERTH_HANDLE_MAX + 1] = realloc(s->sleepy, cap * sizeof *v);
         if (!v) return false;
         s->sleepy = v;
         s->cap = cap;
@@ -271,7 +271,7 @@ static void probe_result(struct probe *p, bool ok, const char *msg)
     p->state = P_UNHEALTHY;
     H->health_report(lc->self, p->handle, false, reason);
     publish_status(p);
-    char handle[40];
+    char handle[BERTH_HANDLE_MAX + 1];
     snprintf(handle, sizeof handle, "%s", p->handle);
     probe_free(lc, p);                  /* a new probe comes with the next start */
     H->tenant_report_crash(lc->self, handle, reason);

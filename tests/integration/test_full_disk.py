@@ -1,0 +1,73 @@
+"""A full state disk: a create the store could not keep is answered 507 and leaves nothing;
+every 201 survives a restart; reads go on while the disk is full; writes work again once
+there is room."""
+import os
+import subprocess
+import unittest
+
+from harness import Berthd, TESTDRV, wait_until
+
+
+def mount_tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                          capture_output=True).returncode == 0
+
+
+class FullDisk(unittest.TestCase):
+    def setUp(self):
+        self.b = Berthd({"10-test.yaml": TESTDRV})
+        if os.geteuid() != 0 or not mount_tmpfs(self.b.state, "2m"):
+            self.b.cleanup()
+            self.skipTest("needs root to mount a small tmpfs as the state dir")
+        self.b.start()
+
+    def tearDown(self):
+        b = self.b
+        try:
+            if b.proc and b.proc.poll() is None:
+                self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        finally:
+            subprocess.run(["umount", "-l", b.state], capture_output=True)
+            b.cleanup()
+
+    def fill(self, prefix, limit=600):
+        """Creates tenants until the store refuses; returns (acknowledged, refused)."""
+        ok, refused = [], []
+        for i in range(limit):
+            h = f"{prefix}{i}"
+            r = self.b.post("/v1/tenants", {"handle": h, "template": "default"})
+            if r.status == 201:
+                ok.append(h)
+            else:
+                self.assertEqual(r.status, 507, r.body)
+                self.assertEqual(r.json["error"]["code"], "insufficient_storage")
+                refused.append(h)
+                if len(refused) >= 5:
+                    break
+        return ok, refused
+
+    def test_only_what_is_stored_is_acknowledged(self):
+        b = self.b
+        ok, refused = self.fill("t")
+        self.assertTrue(ok and len(refused) == 5, (len(ok), len(refused)))
+        print(len(ok), "acknowledged before the disk filled")
+        # nothing half-made: a refused handle does not exist, reads still answer
+        for h in refused:
+            self.assertEqual(b.get(f"/v1/tenants/{h}").status, 404)
+        self.assertEqual(b.get("/v1/tenants").status, 200)
+        self.assertEqual(b.get("/health").status, 200)
+        # room again: the same handle is created, and everything acknowledged is still there
+        subprocess.run(["mount", "-o", "remount,size=64m", b.state], check=True)
+        wait_until(lambda: b.post("/v1/tenants", {"handle": refused[0],
+                                                  "template": "default"}).status == 201,
+                   10, what="a create once the disk has room")
+        ok.append(refused[0])
+        self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        b.start()
+        have = {t["handle"] for t in b.get("/v1/tenants").json["tenants"]}
+        self.assertEqual(have, set(ok))
+
+
+if __name__ == "__main__":
+    unittest.main()
