@@ -251,8 +251,8 @@ static void journal_pending(void)
     if (began && store_commit(C.store) < 0) ok = false;
     B.unjournaled = 0;
     if (!ok && !B.journal_down)
-        log_error("event journal: events %" PRIu64 "..%" PRIu64 " were delivered but not "
-                  "stored; the journal has a gap until the store accepts writes again",
+        log_error("event journal: events %" PRIu64 "..%" PRIu64 " were delivered but not all "
+                  "stored; the journal has gaps until the store accepts writes again",
                   first, last);
     if (ok && B.journal_down) log_info("event journal: storing events again");
     B.journal_down = !ok;

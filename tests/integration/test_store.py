@@ -230,7 +230,7 @@ class Deleted(StoreCase):
         self.assertEqual(self.b.get("/v1/tenants/alice").status, 200)   # reads still work
         # events are still delivered; the journal says it has a gap
         self.assertEqual(self.b.post("/v1/storetest/burst/5").json["rc"], 0)
-        wait_until(lambda: "delivered but not stored" in self.b.log(), 10,
+        wait_until(lambda: "delivered but not all stored" in self.b.log(), 10,
                    what="the journal's gap to be logged")
         said = f"[core] the state database {self.b.state}/berth.db {word}"
         self.assertEqual(self.b.log().count(said), 1)     # loudly, once

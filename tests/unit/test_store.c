@@ -99,7 +99,21 @@ static void atomic_calls(void)
     free(err);
 }
 
-struct txa { int fail; int ret; int nested; int begin; };
+struct txa { int fail; int ret; int nested; int begin; int sync; };
+
+static bool sync_cb(int n, const char *const *names, const char *const *v, void *arg)
+{
+    (void)n; (void)names;
+    *(int *)arg = atoi(v[0]);
+    return false;
+}
+
+static int sync_level(void)
+{
+    int v = -1;
+    store_exec_params(S, "PRAGMA synchronous", NULL, 0, sync_cb, &v, NULL);
+    return v;
+}
 
 static int body(void *arg)
 {
@@ -112,6 +126,7 @@ static int body(void *arg)
     err = NULL;
     t->nested = store_plugin_tx(S, "u", body, t, &err);
     t->begin = store_begin(S);
+    t->sync = sync_level();
     free(err);
     return t->ret;
 }
@@ -127,7 +142,7 @@ static int tx(struct txa *t)
 static void transactions(void)
 {
     char *err = NULL;
-    struct txa ok = {0, 0, 0, 0}, failing = {1, 0, 0, 0}, refused = {0, BERTH_EINVAL, 0, 0};
+    struct txa ok = {0}, failing = {.fail = 1}, refused = {.ret = BERTH_EINVAL};
     CHECK(tx(&failing) == BERTH_EEXIST);
     CHECK(count("k='t1'") == 0);
     CHECK(tx(&refused) == BERTH_EINVAL);
@@ -135,6 +150,9 @@ static void transactions(void)
     CHECK(tx(&ok) == 0);
     CHECK(count("k='t1'") == 1);
     CHECK(ok.nested == BERTH_EBUSY && ok.begin == BERTH_EBUSY);
+    /* the commit of a store_tx is synced (FULL = 2); everything else runs NORMAL (1) */
+    CHECK(ok.sync == 2);
+    CHECK(sync_level() == 1);
     /* a plugin's call never joins the core's batch */
     CHECK(store_begin(S) == 0);
     CHECK(q("SELECT 1 FROM u_t", NULL, 0, &err) == BERTH_EBUSY);
