@@ -132,6 +132,7 @@ berth_metric *metric_register(berth_instance *self, const char *name,
                               const char *const *labels)
 {
     const char *why = check_args(name, kind, labels);
+    if (!why && help && !utf8_valid(help, strlen(help))) why = "its help is not valid UTF-8";
     char *full = why ? NULL : full_name(self, name);
     for (size_t i = 0; full && i < ARRAY_LEN(core_families); i++)
         if (!strcmp(full, core_families[i])) why = "its name is one of the core's metrics";

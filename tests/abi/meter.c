@@ -42,8 +42,9 @@ static void try_register(struct meter *m, const char *what, const char *name,
                          enum berth_metric_kind kind, const char *const *labels)
 {
     size_t len = strlen(m->reg);
+    const char *help = strcmp(what, "bad_help") ? "refused" : "not \xff UTF-8";
     snprintf(m->reg + len, sizeof m->reg - len, "%s\"%s\":%s", len ? "," : "", what,
-             H->metric_register(m->self, name, kind, "refused", labels) ? "true" : "false");
+             H->metric_register(m->self, name, kind, help, labels) ? "true" : "false");
 }
 
 static int init(const struct berth_host *host, berth_instance *self, void **state)
@@ -74,6 +75,7 @@ static int start(void *state)
     try_register(m, "bad_label", "x", BERTH_METRIC_GAUGE, bad_label);
     try_register(m, "dup_label", "y", BERTH_METRIC_GAUGE, dup_label);
     try_register(m, "kind", "z", (enum berth_metric_kind)7, NULL);
+    try_register(m, "bad_help", "w", BERTH_METRIC_GAUGE, NULL);
     char path[128];
     snprintf(path, sizeof path, "/v1/%s/{metric}", H->name(m->self));
     H->route(m->self, "POST", path, change, m);

@@ -23,12 +23,23 @@ def write_in_place(path, data):
         f.write(data)
 
 
+def patched(offset, value):
+    """echo.so with bytes changed at offset: a complete file with a header for elsewhere."""
+    with open(os.path.join(ABI, "echo.so"), "rb") as f:
+        data = bytearray(f.read())
+    data[offset:offset + len(value)] = value
+    return bytes(data)
+
+
 BAD_FILES = {
     "truncated": lambda: truncated(os.path.join(BUILD, "plugins", "lifecycle.so")),
     "truncated_echo": lambda: truncated(os.path.join(ABI, "echo.so"), 20000),
     "not_elf": lambda: b"#!/bin/sh\necho this is not a shared object\n" * 50,
     "empty": lambda: b"",
     "header_only": lambda: truncated(os.path.join(ABI, "echo.so"), 64),
+    "other_word_size": lambda: patched(4, b"\x01"),          # EI_CLASS: ELFCLASS32
+    "other_machine": lambda: patched(18, b"\xb7\x00"),     # e_machine: EM_AARCH64
+    "segment_past_end": lambda: patched(32, b"\xff\xff\xff\x7f"),   # e_phoff far away
 }
 
 

@@ -116,6 +116,8 @@ class Metrics(BerthTest):
         self.assertIn("counter berth_meter_hits_total refused a negative delta", self.b.log())
         reg = self.b.get("/v1/meter/registered").json
         self.assertEqual(set(reg.values()), {False}, reg)
+        self.assertEqual(set(reg), {"upper", "dash", "digit", "again", "bad_label", "dup_label",
+                                    "kind", "bad_help"})
         self.assertIn("metric Hits refused: its name must match [a-z_][a-z0-9_]*", self.b.log())
 
     def test_reload_keeps_values_and_unload_removes_them(self):
