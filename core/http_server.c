@@ -2,12 +2,18 @@
  * Debian: callback based, zero-copy, battle-tested on hostile input, and it decodes chunked
  * request bodies). One request per connection at a time; pipelined bytes wait in the input
  * buffer. Keep-alive, chunked streaming with write-queue backpressure, and hard limits on
- * header size, body size and the time a client may take to send a request. */
+ * header size, body size and the time a client may take to send a request.
+ *
+ * What a client can make berthd hold is bounded per listener: a request is authorized when its
+ * headers are complete, before any body byte is buffered; connections beyond max_connections
+ * are closed at once; and the bytes held for requests not yet dispatched (bodies and
+ * pipelined input) are capped by max_buffered. */
 #include "core.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <http_parser.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +27,13 @@ struct http_limits http_limits = {
 };
 
 #define DRAIN_LOW 65536
+/* per-listener defaults when neither the listener nor berth.http sets one */
+#define DEFAULT_MAX_CONNECTIONS 1024
+#define DEFAULT_MAX_BUFFERED (64u << 20)
+/* freed connection buffers worth a malloc_trim(): a flood's memory goes back to the system */
+#define TRIM_AFTER (32u << 20)
+/* how long a refused client may go on sending after our answer before the connection goes */
+#define LINGER_MS 2000
 
 struct listener {
     struct list link;
@@ -30,6 +43,9 @@ struct listener {
     void *arg;
     berth_instance *owner;
     char *token;
+    bool (*authorize)(berth_req *r, void *arg);     /* with arg, at header completion */
+    uint64_t max_body, max_connections, max_buffered;
+    uint64_t nconns, buffered;  /* open connections; bytes held for undispatched requests */
     int refs;                   /* its handle + connections accepted on it */
     bool closed;
 };
@@ -50,6 +66,8 @@ struct berth_req {
     size_t header_bytes;
     bool in_value, keep_alive, http10, head, chunked;
     int reject;                 /* status chosen by a limit, sent instead of 400 */
+    const char *reject_msg;
+    char peer[64];
     berth_instance *owner;
     berth_req_cb close_cb, drain_cb;
     void *close_arg, *drain_arg;
@@ -66,13 +84,37 @@ struct conn {
     berth_req *req;
     int open_handles;
     bool closing, close_after, in_process, reading;
+    bool eof;                   /* the client shut its side: answer what came, then close */
+    bool refused;               /* answered at header time; the body is never read */
+    bool linger, lingering;     /* half-close and drop input before closing (conn_done) */
+    uv_shutdown_t shut;
+    size_t held;                /* this connection's share of l->buffered */
+    char peer[64];
     int writes;
 };
 
 static struct list listeners = {&listeners, &listeners};
 static struct list conns = {&conns, &conns};
 static uint64_t n_requests, n_open;
+static size_t trim_debt;
 static http_parser_settings settings;
+
+static uint64_t lim_body(const struct listener *l)
+{
+    return l->max_body ? l->max_body : http_limits.max_body;
+}
+
+static uint64_t lim_conns(const struct listener *l)
+{
+    if (l->max_connections) return l->max_connections;
+    return http_limits.max_connections ? http_limits.max_connections : DEFAULT_MAX_CONNECTIONS;
+}
+
+static uint64_t lim_buffered(const struct listener *l)
+{
+    if (l->max_buffered) return l->max_buffered;
+    return http_limits.max_buffered ? http_limits.max_buffered : DEFAULT_MAX_BUFFERED;
+}
 
 uint64_t http_requests_total(void) { return n_requests; }
 uint64_t http_connections_open(void) { return n_open; }
@@ -118,17 +160,31 @@ static void listener_unref(struct listener *l)
     free(l);
 }
 
+/* Memory a burst of connections took goes back to the system once it is freed: glibc keeps
+ * freed heap otherwise, and a flood would leave berthd large for good. */
+static void trim_owed(size_t bytes)
+{
+    trim_debt += bytes;
+    if (trim_debt < TRIM_AFTER) return;
+    trim_debt = 0;
+    malloc_trim(0);
+}
+
 static void conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     if (--c->open_handles) return;
+    size_t cap = c->in.cap;
     buf_free(&c->in);
+    c->l->nconns--;
     listener_unref(c->l);
     free(c);
+    trim_owed(cap + sizeof *c);
 }
 
 static void req_free(berth_req *r)
 {
+    if (r->body.cap > 65536) trim_owed(r->body.cap);
     buf_free(&r->url);
     buf_free(&r->body);
     buf_free(&r->hfield);
@@ -150,6 +206,8 @@ static void conn_close(struct conn *c)
     c->closing = true;
     n_open--;
     list_del(&c->link);
+    c->l->buffered -= c->held;
+    c->held = 0;
     berth_req *r = c->req;
     c->req = NULL;
     if (r) {
@@ -164,6 +222,37 @@ static void conn_close(struct conn *c)
     }
     uv_close(&c->u.h, conn_closed);
     uv_close((uv_handle_t *)&c->timer, conn_closed);
+}
+
+static void linger_timeout(uv_timer_t *t)
+{
+    conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status)
+{
+    struct conn *c = container_of(s, struct conn, shut);
+    if (!c->closing && status < 0) conn_close(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+
+/* Ends a connection once its answer is written. One refused with its request unread first
+ * half-closes and drops what still arrives, for a while: closing with unread bytes makes the
+ * kernel send a reset, which can destroy the answer before the client has read it. */
+static void conn_done(struct conn *c)
+{
+    if (c->closing || c->writes || c->lingering) return;
+    if (!c->linger || c->eof) {
+        conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    uv_timer_start(&c->timer, linger_timeout, LINGER_MS, 0);
+    if (!c->reading) uv_read_start(&c->u.s, on_alloc, on_read);
+    c->reading = true;
+    if (uv_shutdown(&c->shut, &c->u.s, on_shutdown) < 0) conn_close(c);
 }
 
 /* ---- writing ---- */
@@ -182,7 +271,7 @@ static void on_write(uv_write_t *w, int status)
         return;
     }
     if (c->close_after && !c->writes) {
-        conn_close(c);
+        conn_done(c);
         return;
     }
     berth_req *r = c->req;
@@ -240,8 +329,8 @@ static void send_simple(struct conn *c, int status, const char *code, const char
     conn_write(c, b.p, b.len, NULL, 0);
     buf_free(&b);
     c->close_after = true;
-    if (!c->writes) conn_close(c);
-    uv_read_stop(&c->u.s);
+    c->linger = true;           /* the rest of the request is read and dropped */
+    conn_done(c);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -253,11 +342,25 @@ static void on_timeout(uv_timer_t *t)
         conn_close(c);          /* idle keep-alive connection */
 }
 
+/* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
+ * the body of the request being read. */
+static void account(struct conn *c)
+{
+    size_t held = 0;
+    if (!c->closing) {
+        held = c->in.len - c->in_off;
+        if (c->req && c->req->state == REQ_PARSING) held += c->req->body.len;
+    }
+    c->l->buffered = c->l->buffered - c->held + held;
+    c->held = held;
+}
+
 static int on_begin(http_parser *p)
 {
     struct conn *c = p->data;
     berth_req *r = xcalloc(1, sizeof *r);
     r->conn = c;
+    memcpy(r->peer, c->peer, sizeof r->peer);
     c->req = r;
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
     return 0;
@@ -314,34 +417,6 @@ static int on_hvalue(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int on_headers_done(http_parser *p)
-{
-    berth_req *r = ((struct conn *)p->data)->req;
-    push_header(r);
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > http_limits.max_body) {
-        r->reject = 413;
-        return -1;
-    }
-    return 0;
-}
-
-static int on_body(http_parser *p, const char *at, size_t n)
-{
-    berth_req *r = ((struct conn *)p->data)->req;
-    if (r->body.len + n > http_limits.max_body) {
-        r->reject = 413;
-        return -1;
-    }
-    buf_add(&r->body, at, n);
-    return 0;
-}
-
-static int on_complete(http_parser *p)
-{
-    http_parser_pause(p, 1);    /* one request at a time: the rest waits in the buffer */
-    return 0;
-}
-
 static int hexval(int ch)
 {
     if (ch >= '0' && ch <= '9') return ch - '0';
@@ -371,13 +446,9 @@ static char *pct_decode(const char *s, size_t n, bool plus)
     return out;
 }
 
-static void dispatch(struct conn *c)
+/* Method, path and query as soon as the head is complete, so authorization can see them. */
+static bool parse_head(berth_req *r, http_parser *p)
 {
-    berth_req *r = c->req;
-    http_parser *p = &c->parser;
-    uv_timer_stop(&c->timer);
-    n_requests++;
-    r->state = REQ_DISPATCHED;
     r->method = http_method_str((enum http_method)p->method);
     r->keep_alive = http_should_keep_alive(p);
     r->http10 = p->http_major == 1 && p->http_minor == 0;
@@ -387,30 +458,125 @@ static void dispatch(struct conn *c)
     const char *url = r->url.p ? r->url.p : "";
     if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
         !(r->path = pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
-                               false))) {
-        req_respond_error(r, 400, "bad_request", "malformed request target");
-        return;
-    }
+                               false)))
+        return false;
     if (u.field_set & (1 << UF_QUERY))
         r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+    return true;
+}
+
+static bool token_ok(const struct listener *l, berth_req *r)
+{
+    const char *auth = req_header(r, "authorization");
+    return auth && !strncasecmp(auth, "Bearer ", 7) && ct_equal(auth + 7, l->token);
+}
+
+/* Runs the listener's checks with the body still unread. A refused request is answered with
+ * Connection: close and its body never buffered; returns false then (r is freed). */
+static bool authorize(struct conn *c, berth_req *r)
+{
     struct listener *l = c->l;
-    if (l->token) {
-        const char *auth = req_header(r, "authorization");
-        if (!auth || strncasecmp(auth, "Bearer ", 7) || !ct_equal(auth + 7, l->token)) {
-            req_respond_error(r, 401, "unauthorized", "a valid bearer token is required");
-            return;
-        }
+    if (!l->token && !l->authorize) return true;
+    bool keep = r->keep_alive;
+    r->keep_alive = false;      /* answered now, the unread body ends the connection */
+    r->state = REQ_DISPATCHED;  /* so the checks may answer with the usual calls */
+    c->linger = true;           /* if they do, the connection ends without reading the body */
+    bool ok = true;
+    if (l->token && !token_ok(l, r)) {
+        req_respond_error(r, 401, "unauthorized", "a valid bearer token is required");
+        ok = false;
+    } else if (l->authorize) {
+        ok = l->authorize(r, l->arg) && c->req == r;
+        if (c->req == r && !ok)
+            req_respond_error(r, 403, "forbidden", "the listener refused this request");
     }
-    r->owner = l->owner;
+    if (!ok) {
+        c->refused = true;      /* on_read drops the body from now on */
+        conn_done(c);
+        return false;
+    }
+    c->linger = false;
+    r->state = REQ_PARSING;
+    r->keep_alive = keep;
+    return true;
+}
+
+static int on_headers_done(http_parser *p)
+{
+    struct conn *c = p->data;
+    berth_req *r = c->req;
+    push_header(r);
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > lim_body(c->l)) {
+        r->reject = 413;
+        return -1;
+    }
+    if (!parse_head(r, p)) {
+        r->reject_msg = "malformed request target";
+        return -1;
+    }
+    return authorize(c, r) ? 0 : -1;
+}
+
+static int on_body(http_parser *p, const char *at, size_t n)
+{
+    struct conn *c = p->data;
+    berth_req *r = c->req;
+    if (r->body.len + n > lim_body(c->l)) {
+        r->reject = 413;
+        return -1;
+    }
+    buf_add(&r->body, at, n);
+    c->held += n;
+    c->l->buffered += n;
+    return 0;
+}
+
+static int on_complete(http_parser *p)
+{
+    http_parser_pause(p, 1);    /* one request at a time: the rest waits in the buffer */
+    return 0;
+}
+
+static void dispatch(struct conn *c)
+{
+    berth_req *r = c->req;
+    uv_timer_stop(&c->timer);
+    n_requests++;
+    r->state = REQ_DISPATCHED;
+    account(c);
+    r->owner = c->l->owner;
     if (r->owner) inst_pending(r->owner, 1);
-    l->handler(r, l->arg);
+    c->l->handler(r, c->l->arg);
+}
+
+static void send_reject(struct conn *c, enum http_errno err)
+{
+    berth_req *r = c->req;
+    int st = r && r->reject ? r->reject : 400;
+    if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
+    else if (st == 431)
+        send_simple(c, 431, "headers_too_large", "the request headers are too large");
+    else
+        send_simple(c, 400, "bad_request",
+                    r && r->reject_msg ? r->reject_msg : http_errno_description(err));
+}
+
+/* A client that shut its side gets every answer to what it sent, then the connection ends. */
+static void eof_check(struct conn *c)
+{
+    if (!c->eof || c->closing || c->close_after) return;
+    if (c->req && c->req->state != REQ_PARSING) return;     /* an answer is still to come */
+    if (c->in_off < c->in.len) return;
+    c->close_after = true;
+    conn_done(c);
 }
 
 static void process(struct conn *c)
 {
     if (c->in_process) return;
     c->in_process = true;
-    while (!c->closing && c->in_off < c->in.len && (!c->req || c->req->state == REQ_PARSING)) {
+    while (!c->closing && !c->refused && c->in_off < c->in.len &&
+           (!c->req || c->req->state == REQ_PARSING)) {
         size_t avail = c->in.len - c->in_off;
         size_t n = http_parser_execute(&c->parser, &settings, c->in.p + c->in_off, avail);
         c->in_off += n;
@@ -420,18 +586,28 @@ static void process(struct conn *c)
             dispatch(c);
             continue;
         }
+        if (c->refused) break;  /* answered at header time */
         if (err != HPE_OK) {
-            int st = c->req && c->req->reject ? c->req->reject : 400;
-            if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
-            else if (st == 431)
-                send_simple(c, 431, "headers_too_large", "the request headers are too large");
-            else send_simple(c, 400, "bad_request", http_errno_description(err));
+            send_reject(c, err);
             break;
         }
         if (n < avail) break;   /* the parser wants no more (upgrade): refuse it */
     }
-    if (c->in_off == c->in.len) c->in_off = c->in.len = 0;
+    if (c->refused || c->close_after) {
+        buf_free(&c->in);       /* what follows a refused or failed request is never read */
+        c->in_off = 0;
+    }
+    if (c->in_off == c->in.len) {
+        c->in_off = c->in.len = 0;
+        /* a large pipelined burst does not pin its buffer for the connection's life */
+        if (c->in.cap > 65536 * 2) {
+            trim_owed(c->in.cap);
+            buf_free(&c->in);
+        }
+    }
+    account(c);
     c->in_process = false;
+    eof_check(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -441,22 +617,70 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(slab, sizeof slab);
 }
 
+static void stop_reading(struct conn *c)
+{
+    uv_read_stop(&c->u.s);
+    c->reading = false;
+}
+
+/* Bytes beyond the listener's budget: a request still being read is refused with 503; input
+ * pipelined behind a request being answered waits in the kernel (reading stops). */
+static bool over_budget(struct conn *c, size_t n)
+{
+    struct listener *l = c->l;
+    if (l->buffered + n <= lim_buffered(l)) return false;
+    if (c->req && c->req->state != REQ_PARSING) {
+        stop_reading(c);
+        return false;           /* these bytes are already read: keep them */
+    }
+    send_simple(c, 503, "busy", "too many request bytes waiting on this listener");
+    return true;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
+    if (c->lingering) {
+        if (n < 0) conn_close(c);
+        return;
+    }
+    if (n == UV_EOF) {
+        c->eof = true;
+        c->reading = false;     /* libuv stops reading at EOF */
+        process(c);
+        return;
+    }
     if (n < 0) {
         conn_close(c);
         return;
     }
-    if (!n) return;
+    if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
+    if (over_budget(c, (size_t)n)) return;
     buf_add(&c->in, b->base, (size_t)n);
+    account(c);
     /* a client pipelining more than one full request's worth waits for us to catch up */
-    if (c->in.len - c->in_off > http_limits.max_header + http_limits.max_body + 65536) {
-        uv_read_stop(s);
-        c->reading = false;
-    }
+    if (c->in.len - c->in_off > http_limits.max_header + lim_body(c->l) + 65536) stop_reading(c);
     if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
     process(c);
+}
+
+static void set_peer(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "";
+    snprintf(c->peer, sizeof c->peer, "unix");
+    if (c->u.h.type != UV_TCP || uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len))
+        return;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        uv_ip4_name(a, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "%s:%u", host, ntohs(a->sin_port));
+    }
 }
 
 /* A connection of listener l, its handle initialised but not yet connected or reading. */
@@ -472,6 +696,7 @@ static struct conn *conn_new(struct listener *l)
     c->open_handles = 2;
     c->l = l;
     l->refs++;
+    l->nconns++;
     uv_timer_init(C.loop, &c->timer);
     c->timer.data = c;
     http_parser_init(&c->parser, HTTP_REQUEST);
@@ -483,6 +708,7 @@ static struct conn *conn_new(struct listener *l)
 
 static void conn_begin(struct conn *c)
 {
+    set_peer(c);
     uv_read_start(&c->u.s, on_alloc, on_read);
     c->reading = true;
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
@@ -492,10 +718,11 @@ static void on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     if (status < 0 || l->closed) return;
+    bool full = l->nconns >= lim_conns(l);
     struct conn *c = conn_new(l);
     if (!c) return;
-    if (uv_accept(server, &c->u.s) < 0) {
-        conn_close(c);
+    if (uv_accept(server, &c->u.s) < 0 || full) {
+        conn_close(c);          /* accepted only to be closed: the backlog does not pile up */
         return;
     }
     if (!l->path) uv_tcp_nodelay(&c->u.tcp, 1);
@@ -535,10 +762,10 @@ static void finish(berth_req *r)
         c->req = NULL;
         if (!r->keep_alive || c->l->closed || C.stopping) {
             c->close_after = true;
-            if (!c->writes) conn_close(c);
+            conn_done(c);
         } else {
             arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
-            if (!c->reading) {
+            if (!c->reading && !c->eof) {
                 uv_read_start(&c->u.s, on_alloc, on_read);
                 c->reading = true;
             }
@@ -556,16 +783,46 @@ static void head_common(struct buf *b, berth_req *r, int status)
     else if (r->http10) buf_adds(b, "Connection: keep-alive\r\n");
 }
 
-void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len)
+/* The framing headers are the host's: a caller's copy would contradict them (a relayed
+ * upstream's Content-Length, Transfer-Encoding, Connection). A header that could split the
+ * head (CR or LF in it) is dropped rather than sent. */
+static bool host_header(const char *name)
+{
+    static const char *const own[] = {"content-length", "transfer-encoding", "connection",
+                                      "keep-alive", "date", "server", NULL};
+    for (const char *const *o = own; *o; o++)
+        if (!strcasecmp(name, *o)) return true;
+    return false;
+}
+
+static void add_headers(struct buf *b, const struct berth_header *h)
+{
+    for (; h && h->name; h++) {
+        const char *v = h->value ? h->value : "";
+        if (!h->name[0] || strpbrk(h->name, "\r\n: ") || strpbrk(v, "\r\n") ||
+            host_header(h->name))
+            continue;
+        buf_printf(b, "%s: %s\r\n", h->name, v);
+    }
+}
+
+void req_respond_with(berth_req *r, int status, const struct berth_header *h,
+                      const char *body, size_t len)
 {
     if (r->state != REQ_DISPATCHED) return;
     struct buf b = {0};
     head_common(&b, r, status);
-    if (ct) buf_printf(&b, "Content-Type: %s\r\n", ct);
+    add_headers(&b, h);
     buf_printf(&b, "Content-Length: %zu\r\n\r\n", len);
     conn_write(r->conn, b.p, b.len, body, r->head ? 0 : len);
     buf_free(&b);
     finish(r);
+}
+
+void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len)
+{
+    struct berth_header h[] = {{"Content-Type", ct}, {NULL, NULL}};
+    req_respond_with(r, status, ct ? h : NULL, body, len);
 }
 
 static void json_escape(struct buf *b, const char *s)
@@ -614,7 +871,7 @@ int req_start(berth_req *r, int status, const struct berth_header *h)
     if (r->state != REQ_DISPATCHED) return BERTH_EINVAL;
     struct buf b = {0};
     head_common(&b, r, status);
-    for (; h && h->name; h++) buf_printf(&b, "%s: %s\r\n", h->name, h->value);
+    add_headers(&b, h);
     /* HTTP/1.0 has no chunked coding: the end of the stream is the end of the connection */
     r->chunked = !r->http10;
     if (r->chunked) buf_adds(&b, "Transfer-Encoding: chunked\r\n");
@@ -657,6 +914,16 @@ void req_end(berth_req *r)
     finish(r);
 }
 
+/* The client must not take a cut-short answer for a whole one: no terminating chunk, and the
+ * connection closes once what was written has gone out. Before the head, the connection
+ * just closes. (An HTTP/1.0 stream ends with the connection anyway: it cannot tell.) */
+void req_abort(berth_req *r)
+{
+    if (r->state != REQ_DISPATCHED && r->state != REQ_STREAMING) return;
+    r->keep_alive = false;
+    finish(r);
+}
+
 void req_on_close(berth_req *r, berth_req_cb cb, void *arg)
 {
     r->close_cb = cb;
@@ -689,6 +956,17 @@ const char *req_header(berth_req *r, const char *name)
         if (!strcasecmp(r->hdr[i].k, name)) return r->hdr[i].v;
     return NULL;
 }
+
+size_t req_header_count(berth_req *r) { return r->nhdr; }
+
+const char *req_header_at(berth_req *r, size_t i, const char **value)
+{
+    if (i >= r->nhdr) return NULL;
+    if (value) *value = r->hdr[i].v;
+    return r->hdr[i].k;
+}
+
+const char *req_peer(berth_req *r) { return r->peer; }
 
 const char *req_body(berth_req *r, size_t *len)
 {
@@ -807,6 +1085,16 @@ int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, con
     return 0;
 }
 
+/* Limits and the authorization hook of a plugin's listener; zero fields take berth.http's
+ * values. Applied again when a reloaded instance takes the listener over. */
+void http_listener_set_opts(struct listener *l, const struct berth_listen_opts *o)
+{
+    l->max_body = o ? o->max_body : 0;
+    l->max_connections = o ? o->max_connections : 0;
+    l->max_buffered = o ? o->max_buffered : 0;
+    l->authorize = o ? o->authorize : NULL;
+}
+
 void http_listener_hold(struct listener *l)
 {
     l->refs++;
@@ -853,7 +1141,7 @@ void http_abort_owner(berth_instance *owner)
         if (!r || r->owner != owner) continue;
         if (r->state == REQ_DISPATCHED)
             req_respond_error(r, 503, "unavailable", "the plugin serving this was unloaded");
-        else if (r->state == REQ_STREAMING) req_end(r);
+        else if (r->state == REQ_STREAMING) req_abort(r);    /* never a clean end */
     }
 }
 
