@@ -645,6 +645,12 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     if (n == UV_EOF) {
+        /* a stream's client that hangs up is gone now, not at the next write: its handler
+         * may hold resources (a busy tenant) until on_close */
+        if (c->req && c->req->state == REQ_STREAMING) {
+            conn_close(c);
+            return;
+        }
         c->eof = true;
         c->reading = false;     /* libuv stops reading at EOF */
         process(c);

@@ -4,7 +4,9 @@
  * client's body is forwarded without a copy, and a failed upstream cuts the client's stream
  * short (respond_abort). Its listener has its own limits and an authorize hook.
  *
- * GET /_headers answers with the request's headers (req_header_at) and peer, itself. */
+ * GET /_headers answers with the request's headers (req_header_at) and peer, itself. With
+ * "X-Relay-Pull: sized" or "chunked" the client's body goes upstream through read_body in
+ * 4000-byte pieces, every other pull answered BERTH_EAGAIN and resumed by a timer. */
 #include <berth/berth.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,10 +52,15 @@ struct stream {
     struct berth_header *hdr;   /* forwarded request headers (borrowed strings) */
     char *url;
     bool head_sent, paused, gone, in_cb;
+    const char *body;           /* the client's body (req_body), for read_body pulls */
+    size_t body_len, body_off;
+    unsigned pulls;
+    berth_timer *pull_timer;
 };
 
 static void stream_free(struct stream *s)
 {
+    if (s->pull_timer) H->timer_stop(s->pull_timer);
     if (s->pprev) *s->pprev = s->next;
     if (s->next) s->next->pprev = s->pprev;
     free(s->hdr);
@@ -64,7 +71,8 @@ static void stream_free(struct stream *s)
 static bool hop_by_hop(const char *name)
 {
     static const char *const skip[] = {"host", "content-length", "connection",
-                                       "transfer-encoding", "x-relay-token", NULL};
+                                       "transfer-encoding", "x-relay-token", "x-relay-pull",
+                                       NULL};
     for (const char *const *p = skip; *p; p++)
         if (!strcasecmp(name, *p)) return true;
     return false;
@@ -120,6 +128,29 @@ static void done(const struct berth_http_result *res, void *arg)
     stream_free(s);
 }
 
+static void pull_resume(berth_timer *t, void *arg)
+{
+    struct stream *s = arg;
+    H->timer_stop(t);
+    s->pull_timer = NULL;
+    if (s->call) H->http_resume(s->call);
+}
+
+static int64_t pull(char *buf, size_t cap, void *arg)
+{
+    struct stream *s = arg;
+    if (s->body_off < s->body_len && ++s->pulls % 2 == 0) {
+        s->pull_timer = H->timer_start(s->rl->self, 5, 0, pull_resume, s);
+        return BERTH_EAGAIN;
+    }
+    size_t n = s->body_len - s->body_off;
+    if (n > cap) n = cap;
+    if (n > 4000) n = 4000;
+    memcpy(buf, s->body + s->body_off, n);
+    s->body_off += n;
+    return (int64_t)n;
+}
+
 static void gone(berth_req *r, void *arg)
 {
     struct stream *s = arg;
@@ -170,6 +201,13 @@ static void serve(berth_req *r, void *arg)
     struct berth_http_opts o = {.size = sizeof o, .method = H->req_method(r), .url = s->url,
                                 .headers = s->hdr, .body = blen ? body : NULL,
                                 .body_len = blen, .on_data = on_data, .on_head = on_head};
+    const char *mode = H->req_header(r, "x-relay-pull");
+    if (mode) {
+        s->body = body;
+        s->body_len = blen;
+        o.read_body = pull;
+        o.body_len = strcmp(mode, "chunked") ? blen : SIZE_MAX;
+    }
     s->call = H->http_request(rl->self, &o, done, s);
     if (!s->call) {
         H->respond_error(r, 502, "bad_gateway", "cannot start the upstream call");

@@ -86,11 +86,23 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
         else:
             self.send_error(404)
 
+    def read_chunked(self):
+        body = b""
+        while True:
+            n = int(self.rfile.readline().split(b";")[0], 16)
+            body += self.rfile.read(n)
+            self.rfile.readline()
+            if not n:
+                return body
+
     def do_POST(self):
-        n = int(self.headers.get("Content-Length", "0"))
-        body = self.rfile.read(n)
-        out = json.dumps({"len": len(body), "x-a": self.headers.get("X-A"),
-                          "host": self.headers.get("Host")}).encode()
+        te = self.headers.get("Transfer-Encoding")
+        if te == "chunked":
+            body = self.read_chunked()
+        else:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        out = json.dumps({"len": len(body), "x-a": self.headers.get("X-A"), "te": te,
+                          "sum": sum(body) % 65536}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
@@ -179,6 +191,22 @@ class Relay(RelayTest):
         self.assertEqual(r.read(), b"slow down\n")
         c.close()
 
+    def open_connections(self):
+        for line in self.b.get("/metrics").body.splitlines():
+            if line.startswith("berth_http_connections "):
+                return int(line.split()[1])
+
+    def test_a_stream_client_hanging_up_is_noticed_at_once(self):
+        idle = self.open_connections()
+        c = self.conn()
+        c.request("GET", "/slow")
+        r = c.getresponse()
+        self.assertEqual(r.read(1000), b"y" * 1000)
+        self.assertEqual(self.open_connections(), idle + 1)
+        c.sock.shutdown(socket.SHUT_RDWR)   # nothing more is written to it: EOF must tell
+        c.close()
+        wait_until(lambda: self.open_connections() == idle, 5, what="the stream to be closed")
+
     def test_request_headers_peer_and_own_headers(self):
         c = self.conn()
         c.request("GET", "/_headers", headers={"X-A": "1", "X-B": "two"})
@@ -237,6 +265,20 @@ class Relay(RelayTest):
         c.request("GET", "/_headers")
         self.assertEqual(c.getresponse().status, 200)
         c.close()
+
+
+class RequestBody(RelayTest):
+    def test_streaming_request_body(self):
+        body = bytes(range(256)) * 400     # 102400 bytes: 26 pulls, 25 of them paused first
+        for mode, te in (("sized", None), ("chunked", "chunked")):
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5 * SLOW)
+            c.request("POST", "/echo", body=body, headers={"X-Relay-Pull": mode})
+            r = c.getresponse()
+            out = json.loads(r.read())
+            self.assertEqual(r.status, 200)
+            self.assertEqual((out["len"], out["te"], out["sum"]),
+                             (len(body), te, sum(body) % 65536), mode)
+            c.close()
 
 
 class Authorize(RelayTest):
