@@ -8,18 +8,14 @@
  * headers are complete, before any body byte is buffered; connections beyond max_connections
  * are closed at once; and the bytes held for requests not yet dispatched (bodies and
  * pipelined input) are capped by max_buffered. */
-#include "core.h"
+#include "http_int.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <http_parser.h>
 #include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 struct http_limits http_limits = {
     .header_timeout_ms = 10000, .idle_timeout_ms = 60000,
@@ -35,66 +31,8 @@ struct http_limits http_limits = {
 /* how long a refused client may go on sending after our answer before the connection goes */
 #define LINGER_MS 2000
 
-struct listener {
-    struct list link;
-    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
-    char *addr, *path;
-    berth_http_handler handler;
-    void *arg;
-    berth_instance *owner;
-    char *token;
-    bool (*authorize)(berth_req *r, void *arg);     /* with arg, at header completion */
-    uint64_t max_body, max_connections, max_buffered;
-    uint64_t nconns, buffered;  /* open connections; bytes held for undispatched requests */
-    int refs;                   /* its handle + connections accepted on it */
-    bool closed;
-};
-
-enum req_state { REQ_PARSING, REQ_DISPATCHED, REQ_STREAMING, REQ_DONE };
-
-struct kv { char *k, *v; };
-
-struct berth_req {
-    struct conn *conn;          /* NULL once the client is gone */
-    enum req_state state;
-    const char *method;
-    struct buf url, body, hfield, hvalue;
-    char *path, *query_raw;
-    struct kv *hdr; size_t nhdr;
-    struct kv *param; size_t nparam;
-    struct kv *query; size_t nquery; bool query_parsed;
-    size_t header_bytes;
-    bool in_value, keep_alive, http10, head, chunked;
-    int reject;                 /* status chosen by a limit, sent instead of 400 */
-    const char *reject_msg;
-    char peer[64];
-    berth_instance *owner;
-    berth_req_cb close_cb, drain_cb;
-    void *close_arg, *drain_arg;
-};
-
-struct conn {
-    struct list link;
-    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
-    uv_timer_t timer;
-    struct listener *l;
-    http_parser parser;
-    struct buf in;
-    size_t in_off;
-    berth_req *req;
-    int open_handles;
-    bool closing, close_after, in_process, reading;
-    bool eof;                   /* the client shut its side: answer what came, then close */
-    bool refused;               /* answered at header time; the body is never read */
-    bool linger, lingering;     /* half-close and drop input before closing (conn_done) */
-    uv_shutdown_t shut;
-    size_t held;                /* this connection's share of l->buffered */
-    char peer[64];
-    int writes;
-};
-
-static struct list listeners = {&listeners, &listeners};
-static struct list conns = {&conns, &conns};
+struct list http_listeners = {&http_listeners, &http_listeners};
+struct list http_conns = {&http_conns, &http_conns};
 static uint64_t n_requests, n_open;
 static size_t trim_debt;
 static http_parser_settings settings;
@@ -151,15 +89,6 @@ static const char *http_date(void)
 
 /* ---- connection teardown ---- */
 
-static void listener_unref(struct listener *l)
-{
-    if (--l->refs) return;
-    free(l->addr);
-    free(l->path);
-    free(l->token);
-    free(l);
-}
-
 /* Memory a burst of connections took goes back to the system once it is freed: glibc keeps
  * freed heap otherwise, and a flood would leave berthd large for good. */
 static void trim_owed(size_t bytes)
@@ -177,7 +106,7 @@ static void conn_closed(uv_handle_t *h)
     size_t cap = c->in.cap;
     buf_free(&c->in);
     c->l->nconns--;
-    listener_unref(c->l);
+    http_listener_unref(c->l);
     free(c);
     trim_owed(cap + sizeof *c);
 }
@@ -200,7 +129,7 @@ static void req_free(berth_req *r)
     free(r);
 }
 
-static void conn_close(struct conn *c)
+void http_conn_close(struct conn *c)
 {
     if (c->closing) return;
     c->closing = true;
@@ -226,13 +155,13 @@ static void conn_close(struct conn *c)
 
 static void linger_timeout(uv_timer_t *t)
 {
-    conn_close(t->data);
+    http_conn_close(t->data);
 }
 
 static void on_shutdown(uv_shutdown_t *s, int status)
 {
     struct conn *c = container_of(s, struct conn, shut);
-    if (!c->closing && status < 0) conn_close(c);
+    if (!c->closing && status < 0) http_conn_close(c);
 }
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
@@ -245,14 +174,14 @@ static void conn_done(struct conn *c)
 {
     if (c->closing || c->writes || c->lingering) return;
     if (!c->linger || c->eof) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     c->lingering = true;
     uv_timer_start(&c->timer, linger_timeout, LINGER_MS, 0);
     if (!c->reading) uv_read_start(&c->u.s, on_alloc, on_read);
     c->reading = true;
-    if (uv_shutdown(&c->shut, &c->u.s, on_shutdown) < 0) conn_close(c);
+    if (uv_shutdown(&c->shut, &c->u.s, on_shutdown) < 0) http_conn_close(c);
 }
 
 /* ---- writing ---- */
@@ -267,7 +196,7 @@ static void on_write(uv_write_t *w, int status)
     c->writes--;
     if (c->closing) return;
     if (status < 0) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     if (c->close_after && !c->writes) {
@@ -303,7 +232,7 @@ static void conn_write(struct conn *c, const char *a, size_t na, const char *b, 
     uv_buf_t ub = uv_buf_init(wr->data, (unsigned)(na + nb));
     if (uv_write(&wr->w, &c->u.s, &ub, 1, on_write) < 0) {
         free(wr);
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     c->writes++;
@@ -339,7 +268,7 @@ static void on_timeout(uv_timer_t *t)
     if (c->req && c->req->state == REQ_PARSING)
         send_simple(c, 408, "request_timeout", "the request took too long to arrive");
     else if (!c->req)
-        conn_close(c);          /* idle keep-alive connection */
+        http_conn_close(c);          /* idle keep-alive connection */
 }
 
 /* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
@@ -417,35 +346,6 @@ static int on_hvalue(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    ch = tolower(ch);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Decodes %XX (and '+' as space for queries); NULL on a bad escape or NUL byte. */
-static char *pct_decode(const char *s, size_t n, bool plus)
-{
-    char *out = xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            int h1 = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-            int h2 = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-            if (h1 < 0 || h2 < 0 || (h1 == 0 && h2 == 0)) {
-                free(out);
-                return NULL;
-            }
-            *o++ = (char)(h1 * 16 + h2);
-            i += 2;
-        } else {
-            *o++ = plus && s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 /* Method, path and query as soon as the head is complete, so authorization can see them. */
 static bool parse_head(berth_req *r, http_parser *p)
 {
@@ -457,7 +357,7 @@ static bool parse_head(berth_req *r, http_parser *p)
     http_parser_url_init(&u);
     const char *url = r->url.p ? r->url.p : "";
     if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
-        !(r->path = pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
+        !(r->path = http_pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
                                false)))
         return false;
     if (u.field_set & (1 << UF_QUERY))
@@ -641,14 +541,14 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
     if (c->lingering) {
-        if (n < 0) conn_close(c);
+        if (n < 0) http_conn_close(c);
         return;
     }
     if (n == UV_EOF) {
         /* a stream's client that hangs up is gone now, not at the next write: its handler
          * may hold resources (a busy tenant) until on_close */
         if (c->req && c->req->state == REQ_STREAMING) {
-            conn_close(c);
+            http_conn_close(c);
             return;
         }
         c->eof = true;
@@ -657,7 +557,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     if (n < 0) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
@@ -707,7 +607,7 @@ static struct conn *conn_new(struct listener *l)
     c->timer.data = c;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    list_add_tail(&conns, &c->link);
+    list_add_tail(&http_conns, &c->link);
     n_open++;
     return c;
 }
@@ -720,7 +620,7 @@ static void conn_begin(struct conn *c)
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+void http_on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     if (status < 0 || l->closed) return;
@@ -728,7 +628,7 @@ static void on_connection(uv_stream_t *server, int status)
     struct conn *c = conn_new(l);
     if (!c) return;
     if (uv_accept(server, &c->u.s) < 0 || full) {
-        conn_close(c);          /* accepted only to be closed: the backlog does not pile up */
+        http_conn_close(c);          /* accepted only to be closed: the backlog does not pile up */
         return;
     }
     if (!l->path) uv_tcp_nodelay(&c->u.tcp, 1);
@@ -750,7 +650,7 @@ int http_serve_fd(int fd, berth_http_handler h, void *arg)
         return BERTH_EIO;
     }
     if (uv_pipe_open(&c->u.pipe, fd) < 0) {
-        conn_close(c);
+        http_conn_close(c);
         return BERTH_EIO;
     }
     conn_begin(c);
@@ -940,225 +840,6 @@ void req_on_drain(berth_req *r, berth_req_cb cb, void *arg)
 {
     r->drain_cb = cb;
     r->drain_arg = arg;
-}
-
-/* ---- accessors ---- */
-
-const char *req_method(berth_req *r) { return r->method; }
-const char *req_path(berth_req *r) { return r->path; }
-berth_instance *http_req_owner(berth_req *r) { return r->owner; }
-
-void http_req_set_owner(berth_req *r, berth_instance *owner)
-{
-    if (r->owner == owner) return;
-    if (r->owner) inst_pending(r->owner, -1);
-    r->owner = owner;
-    if (owner) inst_pending(owner, 1);
-}
-
-const char *req_header(berth_req *r, const char *name)
-{
-    for (size_t i = 0; i < r->nhdr; i++)
-        if (!strcasecmp(r->hdr[i].k, name)) return r->hdr[i].v;
-    return NULL;
-}
-
-size_t req_header_count(berth_req *r) { return r->nhdr; }
-
-const char *req_header_at(berth_req *r, size_t i, const char **value)
-{
-    if (i >= r->nhdr) return NULL;
-    if (value) *value = r->hdr[i].v;
-    return r->hdr[i].k;
-}
-
-const char *req_peer(berth_req *r) { return r->peer; }
-
-const char *req_body(berth_req *r, size_t *len)
-{
-    if (len) *len = r->body.len;
-    return r->body.p ? r->body.p : "";
-}
-
-void http_req_set_param(berth_req *r, const char *name, const char *value)
-{
-    r->param = xrealloc(r->param, (r->nparam + 1) * sizeof *r->param);
-    r->param[r->nparam++] = (struct kv){xstrdup(name), xstrdup(value)};
-}
-
-const char *req_param(berth_req *r, const char *name)
-{
-    for (size_t i = 0; i < r->nparam; i++)
-        if (!strcmp(r->param[i].k, name)) return r->param[i].v;
-    return NULL;
-}
-
-const char *req_query(berth_req *r, const char *name)
-{
-    if (!r->query_parsed) {
-        r->query_parsed = true;
-        const char *s = r->query_raw;
-        while (s && *s) {
-            const char *amp = strchr(s, '&');
-            size_t n = amp ? (size_t)(amp - s) : strlen(s);
-            const char *eq = memchr(s, '=', n);
-            size_t kn = eq ? (size_t)(eq - s) : n;
-            char *k = pct_decode(s, kn, true);
-            char *v = eq ? pct_decode(eq + 1, n - kn - 1, true) : xstrdup("");
-            if (k && v) {
-                r->query = xrealloc(r->query, (r->nquery + 1) * sizeof *r->query);
-                r->query[r->nquery++] = (struct kv){k, v};
-            } else {
-                free(k);
-                free(v);
-            }
-            s = amp ? amp + 1 : NULL;
-        }
-    }
-    for (size_t i = 0; i < r->nquery; i++)
-        if (!strcmp(r->query[i].k, name)) return r->query[i].v;
-    return NULL;
-}
-
-/* ---- listeners ---- */
-
-static int parse_host_port(const char *addr, struct sockaddr_storage *ss)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host) return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535) return -1;
-    if (host[0] == '[') {
-        size_t l = strlen(host);
-        if (host[l - 1] != ']') return -1;
-        host[l - 1] = 0;
-        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? -1 : 0;
-    }
-    if (!strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
-    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
-}
-
-static void listener_closed(uv_handle_t *h)
-{
-    listener_unref(h->data);
-}
-
-int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, const char *token,
-                berth_instance *owner, struct listener **out, char *err, size_t errlen)
-{
-    struct listener *l = xcalloc(1, sizeof *l);
-    int rc;
-    if (!strncmp(addr, "unix:", 5)) {
-        l->path = xstrdup(addr + 5);
-        struct stat st;
-        if (!lstat(l->path, &st) && S_ISSOCK(st.st_mode)) unlink(l->path); /* stale */
-        uv_pipe_init(C.loop, &l->u.pipe, 0);
-        mode_t old = umask(0777 & ~(mode_t)mode);
-        rc = uv_pipe_bind(&l->u.pipe, l->path);
-        umask(old);
-        if (!rc) rc = chmod(l->path, (mode_t)mode) ? uv_translate_sys_error(errno) : 0;
-    } else {
-        struct sockaddr_storage ss;
-        if (parse_host_port(addr, &ss) < 0) {
-            snprintf(err, errlen, "'%s' is not host:port or unix:PATH", addr);
-            free(l);
-            return BERTH_EINVAL;
-        }
-        uv_tcp_init(C.loop, &l->u.tcp);
-        rc = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
-    }
-    l->u.h.data = l;
-    l->refs = 1;
-    if (!rc) rc = uv_listen(&l->u.s, 511, on_connection);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
-        free(l->path);
-        l->path = NULL;
-        uv_close(&l->u.h, listener_closed);
-        return BERTH_EIO;
-    }
-    l->addr = xstrdup(addr);
-    l->handler = h;
-    l->arg = arg;
-    l->owner = owner;
-    l->token = xstrdup(token);
-    list_add_tail(&listeners, &l->link);
-    *out = l;
-    return 0;
-}
-
-/* Limits and the authorization hook of a plugin's listener; zero fields take berth.http's
- * values. Applied again when a reloaded instance takes the listener over. */
-void http_listener_set_opts(struct listener *l, const struct berth_listen_opts *o)
-{
-    l->max_body = o ? o->max_body : 0;
-    l->max_connections = o ? o->max_connections : 0;
-    l->max_buffered = o ? o->max_buffered : 0;
-    l->authorize = o ? o->authorize : NULL;
-}
-
-void http_listener_hold(struct listener *l)
-{
-    l->refs++;
-}
-
-/* Closes the listener unless it was closed already, and drops the holder's reference. */
-void http_listener_release(struct listener *l)
-{
-    if (!l->closed) http_listener_close(l);
-    listener_unref(l);
-}
-
-void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
-                            berth_instance *owner)
-{
-    l->handler = h;
-    l->arg = arg;
-    l->owner = owner;
-}
-
-const char *http_listener_addr(struct listener *l) { return l->addr; }
-berth_instance *http_listener_owner(struct listener *l) { return l->owner; }
-
-void http_listener_close(struct listener *l)
-{
-    if (l->closed) return;
-    l->closed = true;
-    list_del(&l->link);
-    if (l->path) unlink(l->path);
-    /* idle keep-alive connections on it go now; busy ones close after their answer */
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        if (c->l == l && !c->req) conn_close(c);
-    }
-    uv_close(&l->u.h, listener_closed);
-}
-
-/* An unloaded plugin cannot answer any more: whatever it left open is answered for it. */
-void http_abort_owner(berth_instance *owner)
-{
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        berth_req *r = c->req;
-        if (!r || r->owner != owner) continue;
-        if (r->state == REQ_DISPATCHED)
-            req_respond_error(r, 503, "unavailable", "the plugin serving this was unloaded");
-        else if (r->state == REQ_STREAMING) req_abort(r);    /* never a clean end */
-    }
-}
-
-void http_close_all(void)
-{
-    list_each(it, &listeners) http_listener_close(container_of(it, struct listener, link));
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        if (!c->req || c->req->state == REQ_PARSING) conn_close(c);
-        else c->close_after = true;
-    }
 }
 
 __attribute__((constructor)) static void init_settings(void)
