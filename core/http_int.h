@@ -70,6 +70,7 @@ extern struct list http_listeners, http_conns;
 void http_conn_close(struct conn *c);   /* the handler of a request in flight gets on_close */
 void http_on_connection(uv_stream_t *server, int status);
 void http_listener_unref(struct listener *l);   /* frees it with the last reference */
+void http_trim_close(void);     /* at shutdown: no more deferred malloc_trim() */
 /* Decodes %XX (and '+' as space for queries); NULL on a bad escape or NUL byte. */
 char *http_pct_decode(const char *s, size_t n, bool plus);
 

@@ -149,6 +149,7 @@ void http_abort_owner(berth_instance *owner)
 
 void http_close_all(void)
 {
+    http_trim_close();
     list_each(it, &http_listeners) http_listener_close(container_of(it, struct listener, link));
     list_each(it, &http_conns) {
         struct conn *c = container_of(it, struct conn, link);

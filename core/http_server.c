@@ -35,6 +35,8 @@ struct list http_listeners = {&http_listeners, &http_listeners};
 struct list http_conns = {&http_conns, &http_conns};
 static uint64_t n_requests, n_open;
 static size_t trim_debt;
+static uv_timer_t trim_timer;
+static bool trim_ready, trim_closed;
 static http_parser_settings settings;
 
 static uint64_t lim_body(const struct listener *l)
@@ -91,12 +93,34 @@ static const char *http_date(void)
 
 /* Memory a burst of connections took goes back to the system once it is freed: glibc keeps
  * freed heap otherwise, and a flood would leave berthd large for good. */
+static void trim_now(uv_timer_t *t)
+{
+    (void)t;
+    trim_debt = 0;
+    malloc_trim(0);
+}
+
+/* Trims at once after a lot was freed, and otherwise soon after the last of a smaller burst. */
 static void trim_owed(size_t bytes)
 {
     trim_debt += bytes;
-    if (trim_debt < TRIM_AFTER) return;
-    trim_debt = 0;
-    malloc_trim(0);
+    if (trim_debt >= TRIM_AFTER) {
+        trim_now(NULL);
+        return;
+    }
+    if (trim_closed) return;
+    if (!trim_ready) {
+        uv_timer_init(C.loop, &trim_timer);
+        uv_unref((uv_handle_t *)&trim_timer);   /* it never keeps berthd running */
+        trim_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&trim_timer)) uv_timer_start(&trim_timer, trim_now, 500, 0);
+}
+
+void http_trim_close(void)
+{
+    if (trim_ready && !trim_closed) uv_close((uv_handle_t *)&trim_timer, NULL);
+    trim_closed = true;
 }
 
 static void conn_closed(uv_handle_t *h)
@@ -471,15 +495,15 @@ static void eof_check(struct conn *c)
     conn_done(c);
 }
 
-static void process(struct conn *c)
+/* Parses data until it runs out, a dispatched request is answered later, or the connection
+ * ends; returns how much was consumed. */
+static size_t parse(struct conn *c, const char *data, size_t len)
 {
-    if (c->in_process) return;
-    c->in_process = true;
-    while (!c->closing && !c->refused && c->in_off < c->in.len &&
-           (!c->req || c->req->state == REQ_PARSING)) {
-        size_t avail = c->in.len - c->in_off;
-        size_t n = http_parser_execute(&c->parser, &settings, c->in.p + c->in_off, avail);
-        c->in_off += n;
+    size_t off = 0;
+    while (!c->closing && !c->refused && off < len && (!c->req || c->req->state == REQ_PARSING)) {
+        size_t avail = len - off;
+        size_t n = http_parser_execute(&c->parser, &settings, data + off, avail);
+        off += n;
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
         if (err == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
@@ -493,6 +517,13 @@ static void process(struct conn *c)
         }
         if (n < avail) break;   /* the parser wants no more (upgrade): refuse it */
     }
+    return off;
+}
+
+/* After parsing: drops what will never be read, gives back a burst's buffer, and closes a
+ * half-closed connection with nothing left to answer. */
+static void settle(struct conn *c)
+{
     if (c->refused || c->close_after) {
         buf_free(&c->in);       /* what follows a refused or failed request is never read */
         c->in_off = 0;
@@ -508,6 +539,26 @@ static void process(struct conn *c)
     account(c);
     c->in_process = false;
     eof_check(c);
+}
+
+static void process(struct conn *c)
+{
+    if (c->in_process) return;
+    c->in_process = true;
+    if (c->in_off < c->in.len) c->in_off += parse(c, c->in.p + c->in_off, c->in.len - c->in_off);
+    settle(c);
+}
+
+/* The usual case, nothing pending: parse straight from the read buffer and keep only what a
+ * request answered later leaves over (a connection holds no 64 KiB copy per read). */
+static void process_read(struct conn *c, const char *data, size_t n)
+{
+    c->in_process = true;
+    size_t used = parse(c, data, n);
+    c->in_off = c->in.len = 0;
+    if (used < n && !c->closing && !c->refused && !c->close_after)
+        buf_add(&c->in, data + used, n - used);
+    settle(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -562,12 +613,16 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
     if (over_budget(c, (size_t)n)) return;
-    buf_add(&c->in, b->base, (size_t)n);
-    account(c);
-    /* a client pipelining more than one full request's worth waits for us to catch up */
-    if (c->in.len - c->in_off > http_limits.max_header + lim_body(c->l) + 65536) stop_reading(c);
     if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
-    process(c);
+    if (c->in_off == c->in.len && !c->in_process) {
+        process_read(c, b->base, (size_t)n);
+    } else {
+        buf_add(&c->in, b->base, (size_t)n);
+        process(c);
+    }
+    /* a client pipelining more than one full request's worth waits for us to catch up */
+    if (!c->closing && c->in.len - c->in_off > http_limits.max_header + lim_body(c->l) + 65536)
+        stop_reading(c);
 }
 
 static void set_peer(struct conn *c)
