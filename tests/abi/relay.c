@@ -14,7 +14,7 @@
 
 struct cfg {
     const char *listen, *upstream, *token, *tag;
-    uint64_t max_body, max_connections, high_water;
+    uint64_t max_body, max_connections, max_buffered, high_water;
 };
 
 static const struct berth_cfg_item schema[] = {
@@ -30,6 +30,8 @@ static const struct berth_cfg_item schema[] = {
      "the listener's body limit (0: berth.http's)", 0, NULL, NULL},
     {"max_connections", BERTH_CFG_SIZE, "0", 0, 0, offsetof(struct cfg, max_connections),
      "the listener's connection cap (0: the default)", 0, NULL, NULL},
+    {"max_buffered", BERTH_CFG_SIZE, "0", 0, 0, offsetof(struct cfg, max_buffered),
+     "bytes held for requests not yet dispatched (0: berth.http's)", 0, NULL, NULL},
     {"high_water", BERTH_CFG_SIZE, "256k", 1, 1 << 30, offsetof(struct cfg, high_water),
      "bytes queued for the client above which the upstream is paused", 0, NULL, NULL},
     {0},
@@ -263,6 +265,7 @@ static int start(void *state)
     struct berth_listen_opts o = {.size = sizeof o, .addr = rl->cfg.listen,
                                   .max_body = rl->cfg.max_body,
                                   .max_connections = rl->cfg.max_connections,
+                                  .max_buffered = rl->cfg.max_buffered,
                                   .authorize = authorize};
     int rc = H->listen_opts(rl->self, &o, serve, rl);
     if (rc) return rc;

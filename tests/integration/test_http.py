@@ -281,6 +281,35 @@ class RequestBody(RelayTest):
             c.close()
 
 
+class Budget(RelayTest):
+    relay = "    max_buffered: 64k\n"
+
+    def test_bytes_held_for_undispatched_requests_are_capped(self):
+        head = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 50000\r\n\r\n"
+        a, b = (socket.create_connection(("127.0.0.1", self.port), timeout=5 * SLOW)
+                for _ in range(2))
+        for s in (a, b):        # 40 kB each, neither complete: 80 kB held beats 64 kB
+            s.sendall(head + b"p" * 40000)
+        sel = selectors.DefaultSelector()
+        for s in (a, b):
+            sel.register(s, selectors.EVENT_READ)
+        ready = sel.select(timeout=5 * SLOW)
+        self.assertEqual(len(ready), 1, "exactly one of the two is refused")
+        refused = ready[0][0].fileobj
+        self.assertTrue(refused.recv(65536).startswith(b"HTTP/1.1 503"))
+        other = b if refused is a else a
+        other.sendall(b"p" * 10000)
+        out = b""
+        while b"\r\n0\r\n\r\n" not in out:
+            chunk = other.recv(65536)
+            self.assertTrue(chunk, out)
+            out += chunk
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
+        self.assertIn(b'"len": 50000', out)
+        a.close()
+        b.close()
+
+
 class Authorize(RelayTest):
     relay = "    token: t0k\n    max_connections: 3\n"
 
