@@ -237,6 +237,18 @@ static bool set_body(berth_call *c, const struct berth_http_opts *o)
     return true;
 }
 
+/* curl decodes gzip and friends for a buffered or streamed body. Not for a proxy: a caller
+ * that sees the head (on_head) or asks for an encoding itself gets the bytes its headers
+ * describe, or a relayed Content-Encoding would lie about the body. */
+static void set_decoding(berth_call *c, const struct berth_http_opts *o)
+{
+    bool raw = c->on_head != NULL;
+    for (const struct berth_header *h = o->headers; h && h->name; h++)
+        if (!strcasecmp(h->name, "accept-encoding")) raw = true;
+    if (raw) curl_easy_setopt(c->easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    else curl_easy_setopt(c->easy, CURLOPT_ACCEPT_ENCODING, "");
+}
+
 berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
                       berth_http_done cb, void *arg)
 {
@@ -265,7 +277,6 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000));
     if (o->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
@@ -281,6 +292,7 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
         free(line);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    set_decoding(c, o);
     if (owner) {
         res_attach(owner, &c->res, RES_CALL);
         inst_pending(owner, 1);

@@ -1,5 +1,6 @@
 """HTTP for proxies and listeners no client can exhaust, through a real berthd: the relay test
 plugin (tests/abi/relay.c) proxies its listener to a small upstream run by the test."""
+import gzip
 import http.client
 import http.server
 import json
@@ -67,6 +68,17 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
                     srv.sent += n
             except OSError:
                 pass
+        elif self.path == "/gz":
+            if "gzip" in self.headers.get("Accept-Encoding", ""):
+                body = gzip.compress(b"squeezed " * 1000)
+                self.send_response(200)
+                self.send_header("Content-Encoding", "gzip")
+            else:
+                body = b"plain"
+                self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
         elif self.path == "/429":
             self.send_response(429)
             self.send_header("Retry-After", "7")
@@ -206,6 +218,18 @@ class Relay(RelayTest):
         c.sock.shutdown(socket.SHUT_RDWR)   # nothing more is written to it: EOF must tell
         c.close()
         wait_until(lambda: self.open_connections() == idle, 5, what="the stream to be closed")
+
+    def test_an_encoded_body_is_relayed_as_encoded(self):
+        c = self.conn()
+        c.request("GET", "/gz", headers={"Accept-Encoding": "gzip"})
+        r = c.getresponse()
+        self.assertEqual(r.getheader("Content-Encoding"), "gzip")
+        self.assertEqual(gzip.decompress(r.read()), b"squeezed " * 1000)
+        c.request("GET", "/gz")     # the client asks for none: the relay adds none
+        r = c.getresponse()
+        self.assertIsNone(r.getheader("Content-Encoding"))
+        self.assertEqual(r.read(), b"plain")
+        c.close()
 
     def test_request_headers_peer_and_own_headers(self):
         c = self.conn()
