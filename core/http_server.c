@@ -381,8 +381,8 @@ static bool parse_head(berth_req *r, http_parser *p)
     http_parser_url_init(&u);
     const char *url = r->url.p ? r->url.p : "";
     if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
-        !(r->path = http_pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
-                               false)))
+        !(r->path = http_pct_decode(url + u.field_data[UF_PATH].off,
+                                    u.field_data[UF_PATH].len, false)))
         return false;
     if (u.field_set & (1 << UF_QUERY))
         r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
@@ -411,8 +411,10 @@ static bool authorize(struct conn *c, berth_req *r)
         ok = false;
     } else if (l->authorize) {
         ok = l->authorize(r, l->arg) && c->req == r;
-        if (c->req == r && !ok)
+        if (c->req == r && r->state == REQ_STREAMING) req_abort(r);    /* not an answer here */
+        else if (c->req == r && !ok)
             req_respond_error(r, 403, "forbidden", "the listener refused this request");
+        ok = ok && c->req == r;
     }
     if (!ok) {
         c->refused = true;      /* on_read drops the body from now on */
