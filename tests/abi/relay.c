@@ -15,6 +15,7 @@
 struct cfg {
     const char *listen, *upstream, *token, *tag;
     uint64_t max_body, max_connections, max_buffered, high_water;
+    int64_t unix_mode;
 };
 
 static const struct berth_cfg_item schema[] = {
@@ -32,6 +33,8 @@ static const struct berth_cfg_item schema[] = {
      "the listener's connection cap (0: the default)", 0, NULL, NULL},
     {"max_buffered", BERTH_CFG_SIZE, "0", 0, 0, offsetof(struct cfg, max_buffered),
      "bytes held for requests not yet dispatched (0: berth.http's)", 0, NULL, NULL},
+    {"unix_mode", BERTH_CFG_INT, "0", 0, 0777, offsetof(struct cfg, unix_mode),
+     "mode of a unix: listener's socket (0: 0660)", 0, NULL, NULL},
     {"high_water", BERTH_CFG_SIZE, "256k", 1, 1 << 30, offsetof(struct cfg, high_water),
      "bytes queued for the client above which the upstream is paused", 0, NULL, NULL},
     {0},
@@ -266,6 +269,7 @@ static int start(void *state)
                                   .max_body = rl->cfg.max_body,
                                   .max_connections = rl->cfg.max_connections,
                                   .max_buffered = rl->cfg.max_buffered,
+                                  .unix_mode = (int)rl->cfg.unix_mode,
                                   .authorize = authorize};
     int rc = H->listen_opts(rl->self, &o, serve, rl);
     if (rc) return rc;

@@ -87,6 +87,12 @@ class UpstreamHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
             srv.release.wait(10)        # the body only once the test has seen the head
             self.wfile.write(b"slow down\n")
+        elif self.path == "/cut":
+            self.send_response(200)
+            self.send_header("Content-Length", "1000000")
+            self.end_headers()
+            self.wfile.write(b"c" * 1000)
+            self.close_connection = True    # 999,000 bytes short
         elif self.path == "/slow":
             self.send_response(200)
             self.send_header("Content-Length", "1000000")
@@ -270,6 +276,16 @@ class Relay(RelayTest):
         s.close()
         self.assertEqual(self.b.post("/v1/relay/unlisten").status, 404)
 
+    def test_an_upstream_failing_mid_body_cuts_the_answer_short(self):
+        c = self.conn()
+        c.request("GET", "/cut")
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        with self.assertRaises(http.client.IncompleteRead) as e:
+            r.read()
+        self.assertEqual(e.exception.partial, b"c" * 1000)
+        c.close()
+
     def test_drain_timeout_cuts_an_open_stream_short(self):
         self.drain_late_ok = True
         c = self.conn()
@@ -332,6 +348,36 @@ class Budget(RelayTest):
         self.assertIn(b'"len": 50000', out)
         a.close()
         b.close()
+
+
+class UnixListener(RelayTest):
+    def conf(self, tag="a"):
+        self.path = os.path.join(self.tmp, "relay.sock")
+        return {"10-relay.yaml": f"plugins:\n  relay:\n    listen: 'unix:{self.path}'\n"
+                f"    upstream: '{self.up.url}'\n    unix_mode: {0o600}\n"}
+
+    def setUp(self):
+        import tempfile
+        self.tmp = tempfile.mkdtemp(prefix="berth-relay-")
+        super().setUp()
+
+    def tearDown(self):
+        super().tearDown()
+        import shutil
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def test_unix_mode_and_peer(self):
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o600)
+        s = socket.socket(socket.AF_UNIX)
+        s.settimeout(5 * SLOW)
+        s.connect(self.path)
+        s.sendall(b"GET /_headers HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+        s.close()
+        self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
+        self.assertIn(b"X-Peer: unix\r\n", out)
 
 
 class Authorize(RelayTest):
