@@ -46,6 +46,11 @@ static const struct berth_cfg_item http_schema[] = {
      "largest request line plus headers", R, NULL, NULL},
     {"max_body", BERTH_CFG_SIZE, "1m", 1024, 1 << 30, H(max_body), "largest request body", R,
      NULL, NULL},
+    {"max_connections", BERTH_CFG_INT, "1024", 1, 1e6, H(max_connections),
+     "open connections per listener; more are closed at once", R, NULL, NULL},
+    {"max_buffered", BERTH_CFG_SIZE, "64m", 65536, 1ull << 40, H(max_buffered),
+     "bytes per listener held for requests not yet dispatched (bodies, pipelined input); "
+     "beyond it a request is refused with 503", R, NULL, NULL},
     {0},
 };
 #define RC(f) offsetof(struct core_cfg, reconcile.f) - offsetof(struct core_cfg, reconcile)
@@ -425,7 +430,9 @@ void core_apply(const struct core_cfg *c)
     log_configure((enum berth_log_level)log_level_parse(c->log.level),
                   !strcmp(c->log.format, "json"));
     http_limits = (struct http_limits){c->http.header_timeout, c->http.idle_timeout,
-                                       c->http.max_header, c->http.max_body};
+                                       c->http.max_header, c->http.max_body,
+                                       (uint64_t)c->http.max_connections,
+                                       c->http.max_buffered};
     bus_set_retention((uint64_t)c->events.retention);
 }
 

@@ -184,6 +184,8 @@ struct listener;
 struct http_limits {
     int64_t header_timeout_ms, idle_timeout_ms;
     uint64_t max_header, max_body;
+    /* per listener; 0 = 1024 connections, 64 MiB held for requests not yet dispatched */
+    uint64_t max_connections, max_buffered;
 };
 extern struct http_limits http_limits;
 /* addr: "host:port" or "unix:PATH". token: when set, requests need "Authorization: Bearer". */
@@ -191,6 +193,8 @@ int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, con
                 berth_instance *owner, struct listener **out, char *err, size_t errlen);
 void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
                             berth_instance *owner);
+/* o's limits and authorize (called with the handler's arg); NULL: berth.http's, no hook */
+void http_listener_set_opts(struct listener *l, const struct berth_listen_opts *o);
 void http_listener_close(struct listener *l);
 void http_listener_hold(struct listener *l);
 void http_listener_release(struct listener *l);
@@ -201,7 +205,8 @@ int http_serve_fd(int fd, berth_http_handler h, void *arg);
 void http_req_set_param(berth_req *r, const char *name, const char *value);
 berth_instance *http_req_owner(berth_req *r);
 void http_req_set_owner(berth_req *r, berth_instance *owner);
-void http_abort_owner(berth_instance *owner);    /* answer what an unloaded plugin left */
+/* answers what an unloaded plugin left: 503 before the head, a cut-short stream after it */
+void http_abort_owner(berth_instance *owner);
 const char *req_method(berth_req *r);
 const char *req_path(berth_req *r);
 const char *req_query_raw(berth_req *r);     /* still percent-encoded; NULL if none */
@@ -209,6 +214,12 @@ const char *req_query(berth_req *r, const char *name);
 const char *req_param(berth_req *r, const char *name);
 const char *req_header(berth_req *r, const char *name);
 const char *req_body(berth_req *r, size_t *len);
+size_t req_header_count(berth_req *r);
+const char *req_header_at(berth_req *r, size_t i, const char **value);  /* NULL past the end */
+const char *req_peer(berth_req *r);     /* "1.2.3.4:5678", "[::1]:80" or "unix" */
+void req_respond_with(berth_req *r, int status, const struct berth_header *h,
+                      const char *body, size_t len);
+void req_abort(berth_req *r);           /* a cut-short answer: no final chunk, closes */
 void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len);
 void req_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
     BERTH_PRINTF(4, 5);
@@ -227,6 +238,8 @@ void http_client_shutdown(void);
 berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
                       berth_http_done cb, void *arg);
 void http_call_cancel(berth_call *c);
+int http_call_pause(berth_call *c);     /* both directions; safe inside the call's callbacks */
+int http_call_resume(berth_call *c);
 void http_cancel_owner(berth_instance *owner);
 
 /* ---- plugin.c ---- */
@@ -288,7 +301,12 @@ struct core_cfg {
     struct { const char *listen; const char *token; } tcp;
     struct { const char *level, *format; } log;
     struct { int64_t retention; } events;
-    struct { int64_t header_timeout, idle_timeout; uint64_t max_header, max_body; } http;
+    struct {
+        int64_t header_timeout, idle_timeout;
+        uint64_t max_header, max_body;
+        int64_t max_connections;
+        uint64_t max_buffered;
+    } http;
     struct {
         int64_t resync_interval, retry_base, retry_max;
         int64_t crash_backoff_base, crash_backoff_max, crash_reset;

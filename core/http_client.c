@@ -1,5 +1,10 @@
 /* Outgoing HTTP through libcurl's multi-socket API driven by libuv: curl tells us which
- * sockets to watch and when to wake it; the loop never blocks on the network. */
+ * sockets to watch and when to wake it; the loop never blocks on the network.
+ *
+ * For proxies: the response head is handed over before the first body byte (on_head), a
+ * streaming body can be paused both ways (curl_easy_pause; curl buffers at most what it had
+ * already read), and a request body is either the caller's memory, sent without a copy, or
+ * pulled through read_body as the connection takes it. */
 #include "core.h"
 
 #include <curl/curl.h>
@@ -11,12 +16,21 @@ struct berth_call {
     CURL *easy;
     struct curl_slist *headers;
     struct buf body;
-    char *url, *req_body, *content_type;
+    char *url, *content_type;
     berth_http_done cb;
     void *arg;
     bool (*on_data)(const char *data, size_t len, void *arg);
+    bool (*on_head)(int status, const struct berth_header *h, size_t n, void *arg);
+    int64_t (*read_body)(char *buf, size_t cap, void *arg);
+    struct berth_header *head; /* the response head being collected for on_head */
+    size_t nhead;
+    bool head_sent, paused;
     char err[CURL_ERROR_SIZE];
 };
+
+/* does the caller's struct (of o->size bytes) reach field f? */
+#define OPT_HAS(o, f) \
+    ((o)->size >= offsetof(struct berth_http_opts, f) + sizeof((o)->f))
 
 struct sock_ctx { struct list link; uv_poll_t poll; curl_socket_t fd; };
 
@@ -25,6 +39,27 @@ static struct list socks = {&socks, &socks};
 static CURLM *multi;
 static uv_timer_t timer;
 static bool up;
+
+static void head_clear(berth_call *c)
+{
+    for (size_t i = 0; i < c->nhead; i++) {
+        free((char *)c->head[i].name);
+        free((char *)c->head[i].value);
+    }
+    free(c->head);
+    c->head = NULL;
+    c->nhead = 0;
+}
+
+static void call_free(berth_call *c)
+{
+    curl_easy_cleanup(c->easy);
+    curl_slist_free_all(c->headers);
+    head_clear(c);
+    buf_free(&c->body);
+    free(c->url);
+    free(c);
+}
 
 static void check_done(void)
 {
@@ -60,12 +95,7 @@ static void check_done(void)
             inst_pending(c->res.owner, -1);
         }
         cb(&r, arg);
-        curl_easy_cleanup(c->easy);
-        curl_slist_free_all(c->headers);
-        buf_free(&c->body);
-        free(c->url);
-        free(c->req_body);
-        free(c);
+        call_free(c);
     }
 }
 
@@ -131,6 +161,53 @@ static int timer_cb(CURLM *m, long ms, void *userp)
     return 0;
 }
 
+/* One header line; the blank line that ends a final (non-1xx) head hands it to on_head. */
+static size_t on_header(char *data, size_t size, size_t n, void *arg)
+{
+    berth_call *c = arg;
+    size_t len = size * n, l = len;
+    if (!c->on_head || c->head_sent) return len;
+    while (l && (data[l - 1] == '\n' || data[l - 1] == '\r')) l--;
+    if (!l) {
+        long status = 0;
+        curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
+        if (status >= 100 && status < 200) {
+            head_clear(c);          /* 100 Continue and friends: the real head follows */
+            return len;
+        }
+        c->head_sent = true;
+        static const struct berth_header none[] = {{NULL, NULL}};
+        bool go = c->on_head((int)status, c->head ? c->head : none, c->nhead, c->arg);
+        head_clear(c);
+        return go ? len : 0;
+    }
+    if (!strncmp(data, "HTTP/", 5)) {
+        head_clear(c);
+        return len;
+    }
+    const char *colon = memchr(data, ':', l);
+    if (!colon || c->nhead >= 200) return len;  /* folded lines and floods are not kept */
+    const char *v = colon + 1;
+    while (v < data + l && (*v == ' ' || *v == '\t')) v++;
+    c->head = xrealloc(c->head, (c->nhead + 2) * sizeof *c->head);
+    c->head[c->nhead++] = (struct berth_header){xstrndup(data, (size_t)(colon - data)),
+                                                xstrndup(v, (size_t)(data + l - v))};
+    c->head[c->nhead] = (struct berth_header){NULL, NULL};  /* respond_start() takes it as is */
+    return len;
+}
+
+static size_t on_read_body(char *buf, size_t size, size_t n, void *arg)
+{
+    berth_call *c = arg;
+    int64_t got = c->read_body(buf, size * n, c->arg);
+    if (got == BERTH_EAGAIN) {
+        c->paused = true;       /* until http_resume() */
+        return CURL_READFUNC_PAUSE;
+    }
+    if (got < 0 || (size_t)got > size * n) return CURL_READFUNC_ABORT;
+    return (size_t)got;
+}
+
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
     berth_call *c = arg;
@@ -139,6 +216,37 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
     if (c->body.len + len > (64u << 20)) return 0;     /* a runaway peer */
     buf_add(&c->body, data, len);
     return len;
+}
+
+/* The request body: pulled through read_body, or o->body itself (POSTFIELDS, not
+ * COPYPOSTFIELDS: a relayed body is not copied; the caller keeps it alive until cb). */
+static bool set_body(berth_call *c, const struct berth_http_opts *o)
+{
+    CURL *e = c->easy;
+    if (c->read_body) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read_body);
+        curl_easy_setopt(e, CURLOPT_READDATA, c);
+        curl_off_t n = o->body_len == SIZE_MAX ? -1 : (curl_off_t)o->body_len; /* -1: chunked */
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, n);
+        return true;
+    }
+    if (!o->body) return false;
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, o->body);
+    return true;
+}
+
+/* curl decodes gzip and friends for a buffered or streamed body. Not for a proxy: a caller
+ * that sees the head (on_head) or asks for an encoding itself gets the bytes its headers
+ * describe, or a relayed Content-Encoding would lie about the body. */
+static void set_decoding(berth_call *c, const struct berth_http_opts *o)
+{
+    bool raw = c->on_head != NULL;
+    for (const struct berth_header *h = o->headers; h && h->name; h++)
+        if (!strcasecmp(h->name, "accept-encoding")) raw = true;
+    if (raw) curl_easy_setopt(c->easy, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    else curl_easy_setopt(c->easy, CURLOPT_ACCEPT_ENCODING, "");
 }
 
 berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
@@ -151,8 +259,10 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     c->cb = cb;
     c->arg = arg;
     c->url = xstrdup(o->url);
-    if (o->size >= offsetof(struct berth_http_opts, tls_ca)) c->on_data = o->on_data;
-    if (o->size >= sizeof *o) {
+    if (OPT_HAS(o, on_data)) c->on_data = o->on_data;
+    if (OPT_HAS(o, on_head)) c->on_head = o->on_head;
+    if (OPT_HAS(o, read_body)) c->read_body = o->read_body;
+    if (OPT_HAS(o, tls_key)) {
         if (o->tls_ca) curl_easy_setopt(c->easy, CURLOPT_CAINFO, o->tls_ca);
         if (o->tls_cert) curl_easy_setopt(c->easy, CURLOPT_SSLCERT, o->tls_cert);
         if (o->tls_key) curl_easy_setopt(c->easy, CURLOPT_SSLKEY, o->tls_key);
@@ -163,21 +273,17 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, c->err);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, c);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000));
     if (o->timeout_ms > 0) curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms);
     if (o->unix_socket) curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, o->unix_socket);
     const char *method = o->method ? o->method : "GET";
-    if (o->body) {
-        c->req_body = xmalloc(o->body_len + 1);
-        memcpy(c->req_body, o->body, o->body_len);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDS, c->req_body);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len);
-    }
-    if (strcmp(method, "GET") || o->body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    bool has_body = set_body(c, o);
+    if (strcmp(method, "GET") || has_body) curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
     if (!strcmp(method, "HEAD")) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     c->headers = curl_slist_append(NULL, "Expect:");
     for (const struct berth_header *h = o->headers; h && h->name; h++) {
@@ -186,6 +292,7 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
         free(line);
     }
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
+    set_decoding(c, o);
     if (owner) {
         res_attach(owner, &c->res, RES_CALL);
         inst_pending(owner, 1);
@@ -198,16 +305,30 @@ void http_call_cancel(berth_call *c)
 {
     if (!c) return;
     curl_multi_remove_handle(multi, c->easy);
-    curl_easy_cleanup(c->easy);
-    curl_slist_free_all(c->headers);
     if (c->res.owner) {
         res_detach(&c->res);
         inst_pending(c->res.owner, -1);
     }
-    buf_free(&c->body);
-    free(c->url);
-    free(c->req_body);
-    free(c);
+    call_free(c);
+}
+
+/* Paused, curl neither reads the response nor pulls the request body; it keeps at most what
+ * it already read. Resuming may deliver that at once, inside this call. */
+int http_call_pause(berth_call *c)
+{
+    if (!c) return BERTH_EINVAL;
+    if (curl_easy_pause(c->easy, CURLPAUSE_ALL) != CURLE_OK) return BERTH_EIO;
+    c->paused = true;
+    return 0;
+}
+
+int http_call_resume(berth_call *c)
+{
+    if (!c) return BERTH_EINVAL;
+    if (!c->paused) return 0;
+    c->paused = false;
+    /* curl arms its timer to go on at once (timer_cb), which wakes the transfer */
+    return curl_easy_pause(c->easy, CURLPAUSE_CONT) == CURLE_OK ? 0 : BERTH_EIO;
 }
 
 int http_client_init(void)

@@ -2,18 +2,20 @@
  * Debian: callback based, zero-copy, battle-tested on hostile input, and it decodes chunked
  * request bodies). One request per connection at a time; pipelined bytes wait in the input
  * buffer. Keep-alive, chunked streaming with write-queue backpressure, and hard limits on
- * header size, body size and the time a client may take to send a request. */
-#include "core.h"
+ * header size, body size and the time a client may take to send a request.
+ *
+ * What a client can make berthd hold is bounded per listener: a request is authorized when its
+ * headers are complete, before any body byte is buffered; connections beyond max_connections
+ * are closed at once; and the bytes held for requests not yet dispatched (bodies and
+ * pipelined input) are capped by max_buffered. */
+#include "http_int.h"
 
-#include <ctype.h>
-#include <errno.h>
 #include <http_parser.h>
+#include <malloc.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 struct http_limits http_limits = {
     .header_timeout_ms = 10000, .idle_timeout_ms = 60000,
@@ -21,58 +23,38 @@ struct http_limits http_limits = {
 };
 
 #define DRAIN_LOW 65536
+/* per-listener defaults when neither the listener nor berth.http sets one */
+#define DEFAULT_MAX_CONNECTIONS 1024
+#define DEFAULT_MAX_BUFFERED (64u << 20)
+/* freed connection buffers worth a malloc_trim(): a flood's memory goes back to the system */
+#define TRIM_AFTER (32u << 20)
+/* how long a refused client may go on sending after our answer before the connection goes */
+#define LINGER_MS 2000
 
-struct listener {
-    struct list link;
-    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
-    char *addr, *path;
-    berth_http_handler handler;
-    void *arg;
-    berth_instance *owner;
-    char *token;
-    int refs;                   /* its handle + connections accepted on it */
-    bool closed;
-};
-
-enum req_state { REQ_PARSING, REQ_DISPATCHED, REQ_STREAMING, REQ_DONE };
-
-struct kv { char *k, *v; };
-
-struct berth_req {
-    struct conn *conn;          /* NULL once the client is gone */
-    enum req_state state;
-    const char *method;
-    struct buf url, body, hfield, hvalue;
-    char *path, *query_raw;
-    struct kv *hdr; size_t nhdr;
-    struct kv *param; size_t nparam;
-    struct kv *query; size_t nquery; bool query_parsed;
-    size_t header_bytes;
-    bool in_value, keep_alive, http10, head, chunked;
-    int reject;                 /* status chosen by a limit, sent instead of 400 */
-    berth_instance *owner;
-    berth_req_cb close_cb, drain_cb;
-    void *close_arg, *drain_arg;
-};
-
-struct conn {
-    struct list link;
-    union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
-    uv_timer_t timer;
-    struct listener *l;
-    http_parser parser;
-    struct buf in;
-    size_t in_off;
-    berth_req *req;
-    int open_handles;
-    bool closing, close_after, in_process, reading;
-    int writes;
-};
-
-static struct list listeners = {&listeners, &listeners};
-static struct list conns = {&conns, &conns};
+struct list http_listeners = {&http_listeners, &http_listeners};
+struct list http_conns = {&http_conns, &http_conns};
 static uint64_t n_requests, n_open;
+static size_t trim_debt;
+static uv_timer_t trim_timer;
+static bool trim_ready, trim_closed;
 static http_parser_settings settings;
+
+static uint64_t lim_body(const struct listener *l)
+{
+    return l->max_body ? l->max_body : http_limits.max_body;
+}
+
+static uint64_t lim_conns(const struct listener *l)
+{
+    if (l->max_connections) return l->max_connections;
+    return http_limits.max_connections ? http_limits.max_connections : DEFAULT_MAX_CONNECTIONS;
+}
+
+static uint64_t lim_buffered(const struct listener *l)
+{
+    if (l->max_buffered) return l->max_buffered;
+    return http_limits.max_buffered ? http_limits.max_buffered : DEFAULT_MAX_BUFFERED;
+}
 
 uint64_t http_requests_total(void) { return n_requests; }
 uint64_t http_connections_open(void) { return n_open; }
@@ -109,26 +91,53 @@ static const char *http_date(void)
 
 /* ---- connection teardown ---- */
 
-static void listener_unref(struct listener *l)
+/* Memory a burst of connections took goes back to the system once it is freed: glibc keeps
+ * freed heap otherwise, and a flood would leave berthd large for good. */
+static void trim_now(uv_timer_t *t)
 {
-    if (--l->refs) return;
-    free(l->addr);
-    free(l->path);
-    free(l->token);
-    free(l);
+    (void)t;
+    trim_debt = 0;
+    malloc_trim(0);
+}
+
+/* Trims at once after a lot was freed, and otherwise soon after the last of a smaller burst. */
+static void trim_owed(size_t bytes)
+{
+    trim_debt += bytes;
+    if (trim_debt >= TRIM_AFTER) {
+        trim_now(NULL);
+        return;
+    }
+    if (trim_closed) return;
+    if (!trim_ready) {
+        uv_timer_init(C.loop, &trim_timer);
+        uv_unref((uv_handle_t *)&trim_timer);   /* it never keeps berthd running */
+        trim_ready = true;
+    }
+    if (!uv_is_active((uv_handle_t *)&trim_timer)) uv_timer_start(&trim_timer, trim_now, 500, 0);
+}
+
+void http_trim_close(void)
+{
+    if (trim_ready && !trim_closed) uv_close((uv_handle_t *)&trim_timer, NULL);
+    trim_closed = true;
 }
 
 static void conn_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     if (--c->open_handles) return;
+    size_t cap = c->in.cap;
     buf_free(&c->in);
-    listener_unref(c->l);
+    c->l->nconns--;
+    http_listener_unref(c->l);
     free(c);
+    trim_owed(cap + sizeof *c);
 }
 
 static void req_free(berth_req *r)
 {
+    if (r->body.cap > 65536) trim_owed(r->body.cap);
     buf_free(&r->url);
     buf_free(&r->body);
     buf_free(&r->hfield);
@@ -144,12 +153,14 @@ static void req_free(berth_req *r)
     free(r);
 }
 
-static void conn_close(struct conn *c)
+void http_conn_close(struct conn *c)
 {
     if (c->closing) return;
     c->closing = true;
     n_open--;
     list_del(&c->link);
+    c->l->buffered -= c->held;
+    c->held = 0;
     berth_req *r = c->req;
     c->req = NULL;
     if (r) {
@@ -166,6 +177,37 @@ static void conn_close(struct conn *c)
     uv_close((uv_handle_t *)&c->timer, conn_closed);
 }
 
+static void linger_timeout(uv_timer_t *t)
+{
+    http_conn_close(t->data);
+}
+
+static void on_shutdown(uv_shutdown_t *s, int status)
+{
+    struct conn *c = container_of(s, struct conn, shut);
+    if (!c->closing && status < 0) http_conn_close(c);
+}
+
+static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+
+/* Ends a connection once its answer is written. One refused with its request unread first
+ * half-closes and drops what still arrives, for a while: closing with unread bytes makes the
+ * kernel send a reset, which can destroy the answer before the client has read it. */
+static void conn_done(struct conn *c)
+{
+    if (c->closing || c->writes || c->lingering) return;
+    if (!c->linger || c->eof) {
+        http_conn_close(c);
+        return;
+    }
+    c->lingering = true;
+    uv_timer_start(&c->timer, linger_timeout, LINGER_MS, 0);
+    if (!c->reading) uv_read_start(&c->u.s, on_alloc, on_read);
+    c->reading = true;
+    if (uv_shutdown(&c->shut, &c->u.s, on_shutdown) < 0) http_conn_close(c);
+}
+
 /* ---- writing ---- */
 
 struct wreq { uv_write_t w; struct conn *c; char data[]; };
@@ -178,11 +220,11 @@ static void on_write(uv_write_t *w, int status)
     c->writes--;
     if (c->closing) return;
     if (status < 0) {
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     if (c->close_after && !c->writes) {
-        conn_close(c);
+        conn_done(c);
         return;
     }
     berth_req *r = c->req;
@@ -214,7 +256,7 @@ static void conn_write(struct conn *c, const char *a, size_t na, const char *b, 
     uv_buf_t ub = uv_buf_init(wr->data, (unsigned)(na + nb));
     if (uv_write(&wr->w, &c->u.s, &ub, 1, on_write) < 0) {
         free(wr);
-        conn_close(c);
+        http_conn_close(c);
         return;
     }
     c->writes++;
@@ -240,8 +282,8 @@ static void send_simple(struct conn *c, int status, const char *code, const char
     conn_write(c, b.p, b.len, NULL, 0);
     buf_free(&b);
     c->close_after = true;
-    if (!c->writes) conn_close(c);
-    uv_read_stop(&c->u.s);
+    c->linger = true;           /* the rest of the request is read and dropped */
+    conn_done(c);
 }
 
 static void on_timeout(uv_timer_t *t)
@@ -250,7 +292,20 @@ static void on_timeout(uv_timer_t *t)
     if (c->req && c->req->state == REQ_PARSING)
         send_simple(c, 408, "request_timeout", "the request took too long to arrive");
     else if (!c->req)
-        conn_close(c);          /* idle keep-alive connection */
+        http_conn_close(c);          /* idle keep-alive connection */
+}
+
+/* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
+ * the body of the request being read. */
+static void account(struct conn *c)
+{
+    size_t held = 0;
+    if (!c->closing) {
+        held = c->in.len - c->in_off;
+        if (c->req && c->req->state == REQ_PARSING) held += c->req->body.len;
+    }
+    c->l->buffered = c->l->buffered - c->held + held;
+    c->held = held;
 }
 
 static int on_begin(http_parser *p)
@@ -258,6 +313,7 @@ static int on_begin(http_parser *p)
     struct conn *c = p->data;
     berth_req *r = xcalloc(1, sizeof *r);
     r->conn = c;
+    memcpy(r->peer, c->peer, sizeof r->peer);
     c->req = r;
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
     return 0;
@@ -314,25 +370,90 @@ static int on_hvalue(http_parser *p, const char *at, size_t n)
     return 0;
 }
 
+/* Method, path and query as soon as the head is complete, so authorization can see them. */
+static bool parse_head(berth_req *r, http_parser *p)
+{
+    r->method = http_method_str((enum http_method)p->method);
+    r->keep_alive = http_should_keep_alive(p);
+    r->http10 = p->http_major == 1 && p->http_minor == 0;
+    r->head = p->method == HTTP_HEAD;
+    struct http_parser_url u;
+    http_parser_url_init(&u);
+    const char *url = r->url.p ? r->url.p : "";
+    if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
+        !(r->path = http_pct_decode(url + u.field_data[UF_PATH].off,
+                                    u.field_data[UF_PATH].len, false)))
+        return false;
+    if (u.field_set & (1 << UF_QUERY))
+        r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
+    return true;
+}
+
+static bool token_ok(const struct listener *l, berth_req *r)
+{
+    const char *auth = req_header(r, "authorization");
+    return auth && !strncasecmp(auth, "Bearer ", 7) && ct_equal(auth + 7, l->token);
+}
+
+/* Runs the listener's checks with the body still unread. A refused request is answered with
+ * Connection: close and its body never buffered; returns false then (r is freed). */
+static bool authorize(struct conn *c, berth_req *r)
+{
+    struct listener *l = c->l;
+    if (!l->token && !l->authorize) return true;
+    bool keep = r->keep_alive;
+    r->keep_alive = false;      /* answered now, the unread body ends the connection */
+    r->state = REQ_DISPATCHED;  /* so the checks may answer with the usual calls */
+    c->linger = true;           /* if they do, the connection ends without reading the body */
+    bool ok = true;
+    if (l->token && !token_ok(l, r)) {
+        req_respond_error(r, 401, "unauthorized", "a valid bearer token is required");
+        ok = false;
+    } else if (l->authorize) {
+        ok = l->authorize(r, l->arg) && c->req == r;
+        if (c->req == r && r->state == REQ_STREAMING) req_abort(r);    /* not an answer here */
+        else if (c->req == r && !ok)
+            req_respond_error(r, 403, "forbidden", "the listener refused this request");
+        ok = ok && c->req == r;
+    }
+    if (!ok) {
+        c->refused = true;      /* on_read drops the body from now on */
+        conn_done(c);
+        return false;
+    }
+    c->linger = false;
+    r->state = REQ_PARSING;
+    r->keep_alive = keep;
+    return true;
+}
+
 static int on_headers_done(http_parser *p)
 {
-    berth_req *r = ((struct conn *)p->data)->req;
+    struct conn *c = p->data;
+    berth_req *r = c->req;
     push_header(r);
-    if ((p->flags & F_CONTENTLENGTH) && p->content_length > http_limits.max_body) {
+    if ((p->flags & F_CONTENTLENGTH) && p->content_length > lim_body(c->l)) {
         r->reject = 413;
         return -1;
     }
-    return 0;
+    if (!parse_head(r, p)) {
+        r->reject_msg = "malformed request target";
+        return -1;
+    }
+    return authorize(c, r) ? 0 : -1;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
 {
-    berth_req *r = ((struct conn *)p->data)->req;
-    if (r->body.len + n > http_limits.max_body) {
+    struct conn *c = p->data;
+    berth_req *r = c->req;
+    if (r->body.len + n > lim_body(c->l)) {
         r->reject = 413;
         return -1;
     }
     buf_add(&r->body, at, n);
+    c->held += n;
+    c->l->buffered += n;
     return 0;
 }
 
@@ -342,96 +463,104 @@ static int on_complete(http_parser *p)
     return 0;
 }
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    ch = tolower(ch);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* Decodes %XX (and '+' as space for queries); NULL on a bad escape or NUL byte. */
-static char *pct_decode(const char *s, size_t n, bool plus)
-{
-    char *out = xmalloc(n + 1), *o = out;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == '%') {
-            int h1 = i + 1 < n ? hexval((unsigned char)s[i + 1]) : -1;
-            int h2 = i + 2 < n ? hexval((unsigned char)s[i + 2]) : -1;
-            if (h1 < 0 || h2 < 0 || (h1 == 0 && h2 == 0)) {
-                free(out);
-                return NULL;
-            }
-            *o++ = (char)(h1 * 16 + h2);
-            i += 2;
-        } else {
-            *o++ = plus && s[i] == '+' ? ' ' : s[i];
-        }
-    }
-    *o = 0;
-    return out;
-}
-
 static void dispatch(struct conn *c)
 {
     berth_req *r = c->req;
-    http_parser *p = &c->parser;
     uv_timer_stop(&c->timer);
     n_requests++;
     r->state = REQ_DISPATCHED;
-    r->method = http_method_str((enum http_method)p->method);
-    r->keep_alive = http_should_keep_alive(p);
-    r->http10 = p->http_major == 1 && p->http_minor == 0;
-    r->head = p->method == HTTP_HEAD;
-    struct http_parser_url u;
-    http_parser_url_init(&u);
-    const char *url = r->url.p ? r->url.p : "";
-    if (http_parser_parse_url(url, strlen(url), 0, &u) || !(u.field_set & (1 << UF_PATH)) ||
-        !(r->path = pct_decode(url + u.field_data[UF_PATH].off, u.field_data[UF_PATH].len,
-                               false))) {
-        req_respond_error(r, 400, "bad_request", "malformed request target");
-        return;
-    }
-    if (u.field_set & (1 << UF_QUERY))
-        r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
-    struct listener *l = c->l;
-    if (l->token) {
-        const char *auth = req_header(r, "authorization");
-        if (!auth || strncasecmp(auth, "Bearer ", 7) || !ct_equal(auth + 7, l->token)) {
-            req_respond_error(r, 401, "unauthorized", "a valid bearer token is required");
-            return;
-        }
-    }
-    r->owner = l->owner;
+    account(c);
+    r->owner = c->l->owner;
     if (r->owner) inst_pending(r->owner, 1);
-    l->handler(r, l->arg);
+    c->l->handler(r, c->l->arg);
 }
 
-static void process(struct conn *c)
+static void send_reject(struct conn *c, enum http_errno err)
 {
-    if (c->in_process) return;
-    c->in_process = true;
-    while (!c->closing && c->in_off < c->in.len && (!c->req || c->req->state == REQ_PARSING)) {
-        size_t avail = c->in.len - c->in_off;
-        size_t n = http_parser_execute(&c->parser, &settings, c->in.p + c->in_off, avail);
-        c->in_off += n;
+    berth_req *r = c->req;
+    int st = r && r->reject ? r->reject : 400;
+    if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
+    else if (st == 431)
+        send_simple(c, 431, "headers_too_large", "the request headers are too large");
+    else
+        send_simple(c, 400, "bad_request",
+                    r && r->reject_msg ? r->reject_msg : http_errno_description(err));
+}
+
+/* A client that shut its side gets every answer to what it sent, then the connection ends. */
+static void eof_check(struct conn *c)
+{
+    if (!c->eof || c->closing || c->close_after) return;
+    if (c->req && c->req->state != REQ_PARSING) return;     /* an answer is still to come */
+    if (c->in_off < c->in.len) return;
+    c->close_after = true;
+    conn_done(c);
+}
+
+/* Parses data until it runs out, a dispatched request is answered later, or the connection
+ * ends; returns how much was consumed. */
+static size_t parse(struct conn *c, const char *data, size_t len)
+{
+    size_t off = 0;
+    while (!c->closing && !c->refused && off < len && (!c->req || c->req->state == REQ_PARSING)) {
+        size_t avail = len - off;
+        size_t n = http_parser_execute(&c->parser, &settings, data + off, avail);
+        off += n;
         enum http_errno err = HTTP_PARSER_ERRNO(&c->parser);
         if (err == HPE_PAUSED) {
             http_parser_pause(&c->parser, 0);
             dispatch(c);
             continue;
         }
+        if (c->refused) break;  /* answered at header time */
         if (err != HPE_OK) {
-            int st = c->req && c->req->reject ? c->req->reject : 400;
-            if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
-            else if (st == 431)
-                send_simple(c, 431, "headers_too_large", "the request headers are too large");
-            else send_simple(c, 400, "bad_request", http_errno_description(err));
+            send_reject(c, err);
             break;
         }
         if (n < avail) break;   /* the parser wants no more (upgrade): refuse it */
     }
-    if (c->in_off == c->in.len) c->in_off = c->in.len = 0;
+    return off;
+}
+
+/* After parsing: drops what will never be read, gives back a burst's buffer, and closes a
+ * half-closed connection with nothing left to answer. */
+static void settle(struct conn *c)
+{
+    if (c->refused || c->close_after) {
+        buf_free(&c->in);       /* what follows a refused or failed request is never read */
+        c->in_off = 0;
+    }
+    if (c->in_off == c->in.len) {
+        c->in_off = c->in.len = 0;
+        /* a large pipelined burst does not pin its buffer for the connection's life */
+        if (c->in.cap > 65536 * 2) {
+            trim_owed(c->in.cap);
+            buf_free(&c->in);
+        }
+    }
+    account(c);
     c->in_process = false;
+    eof_check(c);
+}
+
+static void process(struct conn *c)
+{
+    if (c->in_process) return;
+    c->in_process = true;
+    if (c->in_off < c->in.len) c->in_off += parse(c, c->in.p + c->in_off, c->in.len - c->in_off);
+    settle(c);
+}
+
+/* The usual case, nothing pending: parse straight from the read buffer and keep only what a
+ * request answered later leaves over (a connection holds no 64 KiB copy per read). */
+static void process_read(struct conn *c, const char *data, size_t n)
+{
+    c->in_process = true;
+    size_t used = parse(c, data, n);
+    c->in_off = c->in.len = 0;
+    if (used < n && !c->closing && !c->refused && !c->close_after)
+        buf_add(&c->in, data + used, n - used);
+    settle(c);
 }
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -441,22 +570,80 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
     *b = uv_buf_init(slab, sizeof slab);
 }
 
+static void stop_reading(struct conn *c)
+{
+    uv_read_stop(&c->u.s);
+    c->reading = false;
+}
+
+/* Bytes beyond the listener's budget: a request still being read is refused with 503; input
+ * pipelined behind a request being answered waits in the kernel (reading stops). */
+static bool over_budget(struct conn *c, size_t n)
+{
+    struct listener *l = c->l;
+    if (l->buffered + n <= lim_buffered(l)) return false;
+    if (c->req && c->req->state != REQ_PARSING) {
+        stop_reading(c);
+        return false;           /* these bytes are already read: keep them */
+    }
+    send_simple(c, 503, "busy", "too many request bytes waiting on this listener");
+    return true;
+}
+
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
 {
     struct conn *c = s->data;
-    if (n < 0) {
-        conn_close(c);
+    if (c->lingering) {
+        if (n < 0) http_conn_close(c);
         return;
     }
-    if (!n) return;
-    buf_add(&c->in, b->base, (size_t)n);
-    /* a client pipelining more than one full request's worth waits for us to catch up */
-    if (c->in.len - c->in_off > http_limits.max_header + http_limits.max_body + 65536) {
-        uv_read_stop(s);
-        c->reading = false;
+    if (n == UV_EOF) {
+        /* a stream's client that hangs up is gone now, not at the next write: its handler
+         * may hold resources (a busy tenant) until on_close */
+        if (c->req && c->req->state == REQ_STREAMING) {
+            http_conn_close(c);
+            return;
+        }
+        c->eof = true;
+        c->reading = false;     /* libuv stops reading at EOF */
+        process(c);
+        return;
     }
+    if (n < 0) {
+        http_conn_close(c);
+        return;
+    }
+    if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
+    if (over_budget(c, (size_t)n)) return;
     if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
-    process(c);
+    if (c->in_off == c->in.len && !c->in_process) {
+        process_read(c, b->base, (size_t)n);
+    } else {
+        buf_add(&c->in, b->base, (size_t)n);
+        process(c);
+    }
+    /* a client pipelining more than one full request's worth waits for us to catch up */
+    if (!c->closing && c->in.len - c->in_off > http_limits.max_header + lim_body(c->l) + 65536)
+        stop_reading(c);
+}
+
+static void set_peer(struct conn *c)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof ss;
+    char host[INET6_ADDRSTRLEN] = "";
+    snprintf(c->peer, sizeof c->peer, "unix");
+    if (c->u.h.type != UV_TCP || uv_tcp_getpeername(&c->u.tcp, (struct sockaddr *)&ss, &len))
+        return;
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
+        uv_ip6_name(a, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "[%s]:%u", host, ntohs(a->sin6_port));
+    } else if (ss.ss_family == AF_INET) {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
+        uv_ip4_name(a, host, sizeof host);
+        snprintf(c->peer, sizeof c->peer, "%s:%u", host, ntohs(a->sin_port));
+    }
 }
 
 /* A connection of listener l, its handle initialised but not yet connected or reading. */
@@ -472,30 +659,33 @@ static struct conn *conn_new(struct listener *l)
     c->open_handles = 2;
     c->l = l;
     l->refs++;
+    l->nconns++;
     uv_timer_init(C.loop, &c->timer);
     c->timer.data = c;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
-    list_add_tail(&conns, &c->link);
+    list_add_tail(&http_conns, &c->link);
     n_open++;
     return c;
 }
 
 static void conn_begin(struct conn *c)
 {
+    set_peer(c);
     uv_read_start(&c->u.s, on_alloc, on_read);
     c->reading = true;
     arm_timer(c, http_limits.header_timeout_ms, on_timeout);
 }
 
-static void on_connection(uv_stream_t *server, int status)
+void http_on_connection(uv_stream_t *server, int status)
 {
     struct listener *l = server->data;
     if (status < 0 || l->closed) return;
+    bool full = l->nconns >= lim_conns(l);
     struct conn *c = conn_new(l);
     if (!c) return;
-    if (uv_accept(server, &c->u.s) < 0) {
-        conn_close(c);
+    if (uv_accept(server, &c->u.s) < 0 || full) {
+        http_conn_close(c);          /* accepted only to be closed: the backlog does not pile up */
         return;
     }
     if (!l->path) uv_tcp_nodelay(&c->u.tcp, 1);
@@ -517,7 +707,7 @@ int http_serve_fd(int fd, berth_http_handler h, void *arg)
         return BERTH_EIO;
     }
     if (uv_pipe_open(&c->u.pipe, fd) < 0) {
-        conn_close(c);
+        http_conn_close(c);
         return BERTH_EIO;
     }
     conn_begin(c);
@@ -535,10 +725,10 @@ static void finish(berth_req *r)
         c->req = NULL;
         if (!r->keep_alive || c->l->closed || C.stopping) {
             c->close_after = true;
-            if (!c->writes) conn_close(c);
+            conn_done(c);
         } else {
             arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
-            if (!c->reading) {
+            if (!c->reading && !c->eof) {
                 uv_read_start(&c->u.s, on_alloc, on_read);
                 c->reading = true;
             }
@@ -556,16 +746,46 @@ static void head_common(struct buf *b, berth_req *r, int status)
     else if (r->http10) buf_adds(b, "Connection: keep-alive\r\n");
 }
 
-void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len)
+/* The framing headers are the host's: a caller's copy would contradict them (a relayed
+ * upstream's Content-Length, Transfer-Encoding, Connection). A header that could split the
+ * head (CR or LF in it) is dropped rather than sent. */
+static bool host_header(const char *name)
+{
+    static const char *const own[] = {"content-length", "transfer-encoding", "connection",
+                                      "keep-alive", "date", "server", NULL};
+    for (const char *const *o = own; *o; o++)
+        if (!strcasecmp(name, *o)) return true;
+    return false;
+}
+
+static void add_headers(struct buf *b, const struct berth_header *h)
+{
+    for (; h && h->name; h++) {
+        const char *v = h->value ? h->value : "";
+        if (!h->name[0] || strpbrk(h->name, "\r\n: ") || strpbrk(v, "\r\n") ||
+            host_header(h->name))
+            continue;
+        buf_printf(b, "%s: %s\r\n", h->name, v);
+    }
+}
+
+void req_respond_with(berth_req *r, int status, const struct berth_header *h,
+                      const char *body, size_t len)
 {
     if (r->state != REQ_DISPATCHED) return;
     struct buf b = {0};
     head_common(&b, r, status);
-    if (ct) buf_printf(&b, "Content-Type: %s\r\n", ct);
+    add_headers(&b, h);
     buf_printf(&b, "Content-Length: %zu\r\n\r\n", len);
     conn_write(r->conn, b.p, b.len, body, r->head ? 0 : len);
     buf_free(&b);
     finish(r);
+}
+
+void req_respond(berth_req *r, int status, const char *ct, const char *body, size_t len)
+{
+    struct berth_header h[] = {{"Content-Type", ct}, {NULL, NULL}};
+    req_respond_with(r, status, ct ? h : NULL, body, len);
 }
 
 void req_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
@@ -604,7 +824,7 @@ int req_start(berth_req *r, int status, const struct berth_header *h)
     if (r->state != REQ_DISPATCHED) return BERTH_EINVAL;
     struct buf b = {0};
     head_common(&b, r, status);
-    for (; h && h->name; h++) buf_printf(&b, "%s: %s\r\n", h->name, h->value);
+    add_headers(&b, h);
     /* HTTP/1.0 has no chunked coding: the end of the stream is the end of the connection */
     r->chunked = !r->http10;
     if (r->chunked) buf_adds(&b, "Transfer-Encoding: chunked\r\n");
@@ -647,6 +867,16 @@ void req_end(berth_req *r)
     finish(r);
 }
 
+/* The client must not take a cut-short answer for a whole one: no terminating chunk, and the
+ * connection closes once what was written has gone out. Before the head, the connection
+ * just closes. (An HTTP/1.0 stream ends with the connection anyway: it cannot tell.) */
+void req_abort(berth_req *r)
+{
+    if (r->state != REQ_DISPATCHED && r->state != REQ_STREAMING) return;
+    r->keep_alive = false;
+    finish(r);
+}
+
 void req_on_close(berth_req *r, berth_req_cb cb, void *arg)
 {
     r->close_cb = cb;
@@ -657,205 +887,6 @@ void req_on_drain(berth_req *r, berth_req_cb cb, void *arg)
 {
     r->drain_cb = cb;
     r->drain_arg = arg;
-}
-
-/* ---- accessors ---- */
-
-const char *req_method(berth_req *r) { return r->method; }
-const char *req_path(berth_req *r) { return r->path; }
-const char *req_query_raw(berth_req *r) { return r->query_raw; }
-berth_instance *http_req_owner(berth_req *r) { return r->owner; }
-
-void http_req_set_owner(berth_req *r, berth_instance *owner)
-{
-    if (r->owner == owner) return;
-    if (r->owner) inst_pending(r->owner, -1);
-    r->owner = owner;
-    if (owner) inst_pending(owner, 1);
-}
-
-const char *req_header(berth_req *r, const char *name)
-{
-    for (size_t i = 0; i < r->nhdr; i++)
-        if (!strcasecmp(r->hdr[i].k, name)) return r->hdr[i].v;
-    return NULL;
-}
-
-const char *req_body(berth_req *r, size_t *len)
-{
-    if (len) *len = r->body.len;
-    return r->body.p ? r->body.p : "";
-}
-
-void http_req_set_param(berth_req *r, const char *name, const char *value)
-{
-    r->param = xrealloc(r->param, (r->nparam + 1) * sizeof *r->param);
-    r->param[r->nparam++] = (struct kv){xstrdup(name), xstrdup(value)};
-}
-
-const char *req_param(berth_req *r, const char *name)
-{
-    for (size_t i = 0; i < r->nparam; i++)
-        if (!strcmp(r->param[i].k, name)) return r->param[i].v;
-    return NULL;
-}
-
-const char *req_query(berth_req *r, const char *name)
-{
-    if (!r->query_parsed) {
-        r->query_parsed = true;
-        const char *s = r->query_raw;
-        while (s && *s) {
-            const char *amp = strchr(s, '&');
-            size_t n = amp ? (size_t)(amp - s) : strlen(s);
-            const char *eq = memchr(s, '=', n);
-            size_t kn = eq ? (size_t)(eq - s) : n;
-            char *k = pct_decode(s, kn, true);
-            char *v = eq ? pct_decode(eq + 1, n - kn - 1, true) : xstrdup("");
-            if (k && v) {
-                r->query = xrealloc(r->query, (r->nquery + 1) * sizeof *r->query);
-                r->query[r->nquery++] = (struct kv){k, v};
-            } else {
-                free(k);
-                free(v);
-            }
-            s = amp ? amp + 1 : NULL;
-        }
-    }
-    for (size_t i = 0; i < r->nquery; i++)
-        if (!strcmp(r->query[i].k, name)) return r->query[i].v;
-    return NULL;
-}
-
-/* ---- listeners ---- */
-
-static int parse_host_port(const char *addr, struct sockaddr_storage *ss)
-{
-    char host[256];
-    const char *colon = strrchr(addr, ':');
-    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof host) return -1;
-    memcpy(host, addr, (size_t)(colon - addr));
-    host[colon - addr] = 0;
-    char *end;
-    long port = strtol(colon + 1, &end, 10);
-    if (*end || port < 0 || port > 65535) return -1;
-    if (host[0] == '[') {
-        size_t l = strlen(host);
-        if (host[l - 1] != ']') return -1;
-        host[l - 1] = 0;
-        return uv_ip6_addr(host + 1, (int)port, (struct sockaddr_in6 *)ss) ? -1 : 0;
-    }
-    if (!strcmp(host, "localhost")) strcpy(host, "127.0.0.1");
-    return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss) ? -1 : 0;
-}
-
-static void listener_closed(uv_handle_t *h)
-{
-    listener_unref(h->data);
-}
-
-int http_listen(const char *addr, int mode, berth_http_handler h, void *arg, const char *token,
-                berth_instance *owner, struct listener **out, char *err, size_t errlen)
-{
-    struct listener *l = xcalloc(1, sizeof *l);
-    int rc;
-    if (!strncmp(addr, "unix:", 5)) {
-        l->path = xstrdup(addr + 5);
-        struct stat st;
-        if (!lstat(l->path, &st) && S_ISSOCK(st.st_mode)) unlink(l->path); /* stale */
-        uv_pipe_init(C.loop, &l->u.pipe, 0);
-        mode_t old = umask(0777 & ~(mode_t)mode);
-        rc = uv_pipe_bind(&l->u.pipe, l->path);
-        umask(old);
-        if (!rc) rc = chmod(l->path, (mode_t)mode) ? uv_translate_sys_error(errno) : 0;
-    } else {
-        struct sockaddr_storage ss;
-        if (parse_host_port(addr, &ss) < 0) {
-            snprintf(err, errlen, "'%s' is not host:port or unix:PATH", addr);
-            free(l);
-            return BERTH_EINVAL;
-        }
-        uv_tcp_init(C.loop, &l->u.tcp);
-        rc = uv_tcp_bind(&l->u.tcp, (struct sockaddr *)&ss, 0);
-    }
-    l->u.h.data = l;
-    l->refs = 1;
-    if (!rc) rc = uv_listen(&l->u.s, 511, on_connection);
-    if (rc < 0) {
-        snprintf(err, errlen, "cannot listen on %s: %s", addr, uv_strerror(rc));
-        free(l->path);
-        l->path = NULL;
-        uv_close(&l->u.h, listener_closed);
-        return BERTH_EIO;
-    }
-    l->addr = xstrdup(addr);
-    l->handler = h;
-    l->arg = arg;
-    l->owner = owner;
-    l->token = xstrdup(token);
-    list_add_tail(&listeners, &l->link);
-    *out = l;
-    return 0;
-}
-
-void http_listener_hold(struct listener *l)
-{
-    l->refs++;
-}
-
-/* Closes the listener unless it was closed already, and drops the holder's reference. */
-void http_listener_release(struct listener *l)
-{
-    if (!l->closed) http_listener_close(l);
-    listener_unref(l);
-}
-
-void http_listener_retarget(struct listener *l, berth_http_handler h, void *arg,
-                            berth_instance *owner)
-{
-    l->handler = h;
-    l->arg = arg;
-    l->owner = owner;
-}
-
-const char *http_listener_addr(struct listener *l) { return l->addr; }
-berth_instance *http_listener_owner(struct listener *l) { return l->owner; }
-
-void http_listener_close(struct listener *l)
-{
-    if (l->closed) return;
-    l->closed = true;
-    list_del(&l->link);
-    if (l->path) unlink(l->path);
-    /* idle keep-alive connections on it go now; busy ones close after their answer */
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        if (c->l == l && !c->req) conn_close(c);
-    }
-    uv_close(&l->u.h, listener_closed);
-}
-
-/* An unloaded plugin cannot answer any more: whatever it left open is answered for it. */
-void http_abort_owner(berth_instance *owner)
-{
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        berth_req *r = c->req;
-        if (!r || r->owner != owner) continue;
-        if (r->state == REQ_DISPATCHED)
-            req_respond_error(r, 503, "unavailable", "the plugin serving this was unloaded");
-        else if (r->state == REQ_STREAMING) req_end(r);
-    }
-}
-
-void http_close_all(void)
-{
-    list_each(it, &listeners) http_listener_close(container_of(it, struct listener, link));
-    list_each(it, &conns) {
-        struct conn *c = container_of(it, struct conn, link);
-        if (!c->req || c->req->state == REQ_PARSING) conn_close(c);
-        else c->close_after = true;
-    }
 }
 
 __attribute__((constructor)) static void init_settings(void)

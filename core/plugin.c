@@ -1028,9 +1028,15 @@ static int h_route(berth_instance *self, const char *method, const char *pattern
 }
 
 /* A listener passes to the new instance of the same name, so a reload refuses nothing. */
-static int h_listen(berth_instance *self, const char *addr, berth_http_handler h, void *arg)
+static int h_listen_opts(berth_instance *self, const struct berth_listen_opts *opts,
+                         berth_http_handler h, void *arg)
 {
-    if (!addr || !h) return BERTH_EINVAL;
+    struct berth_listen_opts lo = {0};
+    if (!opts || opts->size < offsetof(struct berth_listen_opts, addr) + sizeof lo.addr)
+        return BERTH_EINVAL;
+    memcpy(&lo, opts, opts->size < sizeof lo ? opts->size : sizeof lo);
+    const char *addr = lo.addr;
+    if (!addr || !h || lo.unix_mode < 0 || lo.unix_mode > 0777) return BERTH_EINVAL;
     list_each(it, &instances) {
         berth_instance *o = container_of(it, berth_instance, link);
         if (o == self || strcmp(o->name, self->name)) continue;
@@ -1042,22 +1048,49 @@ static int h_listen(berth_instance *self, const char *addr, berth_http_handler h
             res_detach(r);
             res_attach(self, r, RES_LISTEN);
             http_listener_retarget(p->l, h, arg, self);
+            http_listener_set_opts(p->l, &lo);
             blog(BERTH_LOG_INFO, self->comp, "took over listener %s", addr);
             return 0;
         }
     }
     struct listener *l;
     char err[256];
-    int rc = http_listen(addr, 0660, h, arg, NULL, self, &l, err, sizeof err);
+    int rc = http_listen(addr, lo.unix_mode ? lo.unix_mode : 0660, h, arg, NULL, self, &l, err,
+                         sizeof err);
     if (rc) {
         blog(BERTH_LOG_ERROR, self->comp, "%s", err);
         return rc;
     }
+    http_listener_set_opts(l, &lo);
     struct plisten *p = xcalloc(1, sizeof *p);
     p->l = l;
     http_listener_hold(l);      /* the record outlives a close at shutdown */
     res_attach(self, &p->res, RES_LISTEN);
     return 0;
+}
+
+static int h_listen(berth_instance *self, const char *addr, berth_http_handler h, void *arg)
+{
+    struct berth_listen_opts o = {.size = sizeof o, .addr = addr};
+    return h_listen_opts(self, &o, h, arg);
+}
+
+/* Closes the instance's listener now (the port is free when this returns); requests already
+ * dispatched on it are still answered. */
+static int h_unlisten(berth_instance *self, const char *addr)
+{
+    if (!addr) return BERTH_EINVAL;
+    list_each(it, &self->res) {
+        struct res *r = container_of(it, struct res, link);
+        if (r->kind != RES_LISTEN) continue;
+        struct plisten *p = (struct plisten *)r;
+        if (strcmp(http_listener_addr(p->l), addr)) continue;
+        res_detach(r);
+        http_listener_release(p->l);
+        free(p);
+        return 0;
+    }
+    return BERTH_ENOENT;
 }
 
 static void h_respond_error(berth_req *r, int status, const char *code, const char *fmt, ...)
@@ -1242,4 +1275,13 @@ const struct berth_host berth_host_api = {
     .metric_register = metric_register,
     .metric_add = metric_add,
     .metric_set = metric_set,
+    .http_pause = http_call_pause,
+    .http_resume = http_call_resume,
+    .req_header_count = req_header_count,
+    .req_header_at = req_header_at,
+    .req_peer = req_peer,
+    .listen_opts = h_listen_opts,
+    .unlisten = h_unlisten,
+    .respond_with = req_respond_with,
+    .respond_abort = req_abort,
 };

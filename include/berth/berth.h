@@ -168,7 +168,8 @@ struct berth_http_opts {
 
     /* ---- 1.1: for proxies ---- */
     /* The response's status and headers, once, before the first body byte (and before
-     * on_data). n headers; the array and its strings are borrowed for the call. Return false
+     * on_data). n headers, then {NULL, NULL} (it can go to respond_start() as is); the array
+     * and its strings are borrowed for the call. Return false
      * to abort the transfer (cb then reports BERTH_ECANCELED). */
     bool (*on_head)(int status, const struct berth_header *headers, size_t n, void *arg);
     /* A streaming request body, pulled as the transfer can take it: copy up to cap bytes into

@@ -125,6 +125,7 @@ struct job {
     char handle[BERTH_HANDLE_MAX + 1], name[64], id[80];
     step_fn next, then;         /* the pending reply's handler; what follows /version */
     char *pull_status;          /* an error reported inside a pull's stream */
+    char *body;                 /* the pending call's request body: sent without a copy */
     struct job *next_waiting;   /* in a netop's queue */
     int64_t wait_ms;            /* what dockerd may take beyond a normal reply (a stop) */
 };
@@ -195,6 +196,7 @@ static void docker_message(const struct berth_http_result *r, char *out, size_t 
 
 static void job_free(struct job *j)
 {
+    cJSON_free(j->body);
     free(j->pull_status);
     free(j);
 }
@@ -214,10 +216,16 @@ static void on_reply(const struct berth_http_result *r, void *arg)
     j->next(j, r);
 }
 
-static void call(struct job *j, const char *method, const char *path, const char *body,
+/* Takes body (cJSON-allocated): the host sends it without a copy, so the job keeps it until
+ * the reply. */
+static void call(struct job *j, const char *method, const char *path, char *body,
                  step_fn next, bool (*on_data)(const char *, size_t, void *))
 {
     struct dk *d = j->d;
+    if (body) {
+        cJSON_free(j->body);
+        j->body = body;
+    }
     char url[1024];
     snprintf(url, sizeof url, "%s%s%s%s", d->url, d->api[0] ? "/v" : "", d->api, path);
     static const struct berth_header json_hdr[] = {{"Content-Type", "application/json"},
@@ -546,7 +554,6 @@ static void do_create(struct job *j, const struct berth_http_result *r)
     }
     snprintf(path, sizeof path, "/containers/create?name=%s", j->name);
     call(j, "POST", path, body, created, NULL);
-    cJSON_free(body);
 }
 
 static struct netop *netop_find(struct dk *d, const char *name)
@@ -602,7 +609,6 @@ static void network_checked(struct job *j, const struct berth_http_result *r)
     char *body = cJSON_PrintUnformatted(b);
     cJSON_Delete(b);
     call(j, "POST", "/networks/create", body, network_made, NULL);
-    cJSON_free(body);
 }
 
 static void ensure_network(struct job *j, const struct berth_http_result *r)
