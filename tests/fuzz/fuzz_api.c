@@ -30,9 +30,13 @@ static char dir[] = "/tmp/berth-fuzz-api-XXXXXX";
 
 static void remove_dir(void)
 {
-    char *f = xasprintf("%s/00-berth.yaml", dir);
-    unlink(f);
-    free(f);
+    static const char *const files[] = {"00-berth.yaml", "berth.db", "berth.db-wal",
+                                        "berth.db-shm"};
+    for (size_t i = 0; i < ARRAY_LEN(files); i++) {
+        char *f = xasprintf("%s/%s", dir, files[i]);
+        unlink(f);
+        free(f);
+    }
     rmdir(dir);
 }
 
@@ -51,11 +55,14 @@ static void setup(void)
     free(f);
     struct errs e = {0};
     C.gen = gen_build(dir, dir, NULL, &e);
+    for (size_t i = 0; i < e.n; i++) fprintf(stderr, "fuzz_api: setup: %s\n", e.v[i]);
     if (e.n) abort();
     C.state_dir = dir;
     C.conf_dir = dir;
     char err[256];
-    if (store_open(":memory:", &C.store, err, sizeof err)) abort();
+    char *db = xasprintf("%s/berth.db", dir);   /* the store watches a real file */
+    if (store_open(db, &C.store, err, sizeof err)) abort();
+    free(db);
     bus_init();
     if (tenants_init() < 0 || api_init() < 0) abort();
 }
