@@ -133,6 +133,7 @@ int store_migrate_owner(struct store *s, const char *owner, const char *const *s
                         char **errmsg);
 /* The core's batch (journal, tenant activity): refused while a plugin transaction is open
  * (BERTH_EBUSY) or the store is unhealthy; a failed commit is rolled back. */
+void store_durable(struct store *s, bool on);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 /* false once the database file was deleted or replaced under berthd; *why says so (owned by

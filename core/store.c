@@ -207,6 +207,15 @@ struct sqlite3 *store_db(struct store *s)
 
 /* ---- the core's batches (the event journal, tenant activity) ---- */
 
+/* Commits while on sync the WAL to disk (synchronous=FULL): what the API acknowledges
+ * survives a power loss. Off again, commits are ordered but not synced (NORMAL). Never
+ * switched inside a transaction, where SQLite would ignore it. */
+void store_durable(struct store *s, bool on)
+{
+    if (s && sqlite3_get_autocommit(s->db))
+        exec(s->db, on ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", NULL);
+}
+
 int store_begin(struct store *s)
 {
     /* A plugin transaction never shares a commit with the core's batch, either way. */

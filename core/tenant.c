@@ -160,6 +160,15 @@ int tenant_save(struct tenant *t)
     return 0;
 }
 
+/* For what the API acknowledges: on disk (fsync) before the answer. */
+int tenant_save_durable(struct tenant *t)
+{
+    store_durable(C.store, true);
+    int rc = tenant_save(t);
+    store_durable(C.store, false);
+    return rc;
+}
+
 void str_set(char **dst, const char *v)
 {
     if (*dst == v || (*dst && v && !strcmp(*dst, v))) return;
@@ -369,7 +378,7 @@ int tenant_create(const char *handle, const char *kind, const char *tmpl,
     t->observed = BERTH_OBS_ABSENT;
     t->created_ms = t->last_activity_ms = wall_ms();
     /* acknowledged only once stored: a tenant that cannot be saved never existed */
-    int rc = tenant_save(t);
+    int rc = tenant_save_durable(t);
     if (rc) {
         snprintf(err, n, "tenant '%s' could not be stored: %s", handle, berth_strerror(rc));
         free_tenant(t);
@@ -391,7 +400,7 @@ int tenant_desire(const char *handle, enum berth_desired d, const char *source)
     if (t->desired != d) {
         enum berth_desired was = t->desired;
         t->desired = d;
-        int rc = tenant_save(t);
+        int rc = tenant_save_durable(t);
         if (rc) {
             t->desired = was;   /* what is not stored is not promised */
             t->unsaved = false;

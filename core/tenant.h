@@ -86,6 +86,7 @@ extern struct list tenant_all;      /* every tenant, in creation order */
 /* 0, or the store's error (BERTH_ENOSPC for a full disk); a failure is logged once and
  * retried by the activity flush, so the row catches up when the store recovers */
 int tenant_save(struct tenant *t);
+int tenant_save_durable(struct tenant *t);   /* synced to disk before it returns */
 void tenant_set_observed(struct tenant *t, enum berth_observed_state s);
 void tenant_changed(struct tenant *t);                 /* publishes tenant.changed */
 void tenant_notify(struct tenant *t, int status, const char *msg);  /* answers waiters */

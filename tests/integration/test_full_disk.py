@@ -2,7 +2,9 @@
 every 201 survives a restart; reads go on while the disk is full; writes work again once
 there is room."""
 import os
+import shutil
 import subprocess
+import time
 import unittest
 
 from harness import Berthd, TESTDRV, wait_until
@@ -71,3 +73,39 @@ class FullDisk(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Durable(unittest.TestCase):
+    """What the API acknowledges is synced to disk before the answer, not only ordered in the
+    WAL: a create and a desired-state change each cost an fsync of the WAL."""
+
+    def setUp(self):
+        if not shutil.which("strace"):
+            self.skipTest("needs strace")
+        self.b = Berthd({"10-test.yaml": TESTDRV}).start()
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.b.stop(), 0, self.b.log()[-3000:])
+        finally:
+            self.b.cleanup()
+
+    def syncs_during(self, fn):
+        out = os.path.join(self.b.dir, "strace.out")
+        tracer = subprocess.Popen(["strace", "-f", "-e", "trace=fsync,fdatasync", "-o", out,
+                                   "-p", str(self.b.proc.pid)], stderr=subprocess.DEVNULL)
+        time.sleep(0.5)     # strace attaches
+        fn()
+        tracer.terminate()
+        tracer.wait()
+        with open(out) as f:
+            return [line for line in f if "sync(" in line]
+
+    def test_acknowledged_writes_are_synced(self):
+        b = self.b
+        syncs = self.syncs_during(lambda: self.assertEqual(
+            b.post("/v1/tenants", {"handle": "dura", "template": "default"}).status, 201))
+        self.assertTrue(syncs, "a create was answered without an fsync")
+        syncs = self.syncs_during(lambda: self.assertEqual(
+            b.post("/v1/tenants/dura/sleep").status, 202))
+        self.assertTrue(syncs, "a sleep was answered without an fsync")
