@@ -1,6 +1,7 @@
 """A private dockerd for tests: its own socket, --data-root and --exec-root under a temp dir,
 and a tiny image imported from a busybox-static root filesystem (busybox httpd serves as a
 tenant's web server). Needs Debian's docker.io and busybox-static, as installed by .ci/run."""
+import fcntl
 import io
 import json
 import os
@@ -104,6 +105,11 @@ class Dockerd:
         self.pki = make_pki(os.path.join(self.dir, "pki"))
 
     def start(self):
+        # One private dockerd on the machine at a time: the sweep below would delete the
+        # bridges of another one that is running (test runs side by side on one machine).
+        if not getattr(self, "lock", None):
+            self.lock = open(os.path.join(tempfile.gettempdir(), "berth-test-dockerd.lock"), "w")
+            fcntl.flock(self.lock, fcntl.LOCK_EX)
         sweep_stale_bridges()
         self.logf = open(os.path.join(self.dir, "dockerd.log"), "ab")
         p = self.pki
@@ -213,3 +219,6 @@ class Dockerd:
         subprocess.run(["umount", "-R", "-l", os.path.join(self.dir, "data")],
                        capture_output=True)
         shutil.rmtree(self.dir, ignore_errors=True)
+        if getattr(self, "lock", None):
+            self.lock.close()       # releases the flock
+            self.lock = None
