@@ -108,7 +108,7 @@ static int record(struct lc *lc, const char *handle, const char *body, size_t le
     return 200;
 }
 
-static void answer(struct lc *lc, berth_req *r, const char *handle)
+void hb_answer(struct lc *lc, berth_req *r, const char *handle)
 {
     size_t len = 0;
     const char *body = H->req_body(r, &len);
@@ -135,7 +135,7 @@ static void post(berth_req *r, void *arg)
         H->respond_error(r, 404, "not_found", "no tenant '%s'", handle ? handle : "");
         return;
     }
-    answer(lc, r, handle);
+    hb_answer(lc, r, handle);
 }
 
 void hb_changed(struct lc *lc, const char *handle, bool up)

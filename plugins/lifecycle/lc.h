@@ -14,6 +14,7 @@ extern const struct berth_host *H;
 struct cfg {
     int64_t check_interval;
     int64_t test_clock_offset;  /* ms added to the schedule's clock: tests only */
+    const char *heartbeat_listen, *heartbeat_url;   /* the tenant-reachable form (hbtoken.c) */
 };
 
 struct health {
@@ -73,6 +74,11 @@ struct lc {
     int64_t wakes, skipped, missed, heartbeats, nstale;
     uint32_t ev_woke, ev_missed, ev_stale, ev_resumed;
     berth_metric *m_wakes, *m_beats, *m_stale, *m_nstale;
+    /* hbtoken.c */
+    unsigned char hb_key[32];
+    bool hb_have_key;
+    char hb_url[300];
+    struct berth_provisioner hb_prov;
 };
 
 const struct tcfg *tcfg_of(const struct lc *lc, const char *template_name);
@@ -105,5 +111,8 @@ void hb_due(struct lc *lc, struct ent *e);
 void hb_reload(struct lc *lc);
 void hb_status(struct lc *lc, const struct ent *e, const char *template_name, void *json_obj);
 void hb_deleted(struct lc *lc, const char *handle);
+void hb_answer(struct lc *lc, berth_req *r, const char *handle);  /* records, then answers */
+
+int hbtoken_start(struct lc *lc);
 
 #endif

@@ -35,6 +35,12 @@ static const struct berth_cfg_item schema[] = {
      BERTH_CFG_RELOAD, NULL, NULL},
     {"test_clock_offset", BERTH_CFG_INT, "0", 0, 0, offsetof(struct cfg, test_clock_offset),
      "for tests only: ms added to the clock schedules are computed on", 0, NULL, NULL},
+    {"heartbeat_listen", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct cfg, heartbeat_listen),
+     "host:port where tenants post heartbeats with their token (unset: control API only)", 0,
+     NULL, NULL},
+    {"heartbeat_url", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct cfg, heartbeat_url),
+     "the URL tenants are given (default http://<heartbeat_listen>/v1/heartbeat)", 0, NULL,
+     NULL},
     {0},
 };
 
@@ -602,6 +608,7 @@ static const char *const migrations[] = {
     "CREATE TABLE lifecycle_sched(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
     "CREATE TABLE lifecycle_heartbeats(handle TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, "
     "status TEXT)",
+    "CREATE TABLE lifecycle_secret(id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)",
 };
 
 static int start(void *state)
@@ -621,7 +628,8 @@ static int start(void *state)
     H->subscribe(lc->self, BERTH_EV_TENANT_CREATED, on_created, lc);
     H->subscribe(lc->self, BERTH_EV_TENANT_DELETED, on_deleted, lc);
     H->tenant_each(lc->self, scan, lc);
-    if ((rc = sched_start(lc)) < 0 || (rc = hb_start(lc)) < 0) {
+    if ((rc = sched_start(lc)) < 0 || (rc = hb_start(lc)) < 0 ||
+        (rc = hbtoken_start(lc)) < 0) {
         H->log(lc->self, BERTH_LOG_ERROR, "cannot load schedules and heartbeats: %s",
                berth_strerror(rc));
         return rc;

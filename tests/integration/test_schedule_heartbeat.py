@@ -1,11 +1,12 @@
 """plugins/lifecycle heartbeats through berthd with the exec driver: a running tenant that
 misses its heartbeat is stale (status, event, berthctl tenant ls --stale, /metrics) and the
 next heartbeat clears it; the last status is kept across a restart."""
+import http.client
 import json
 import os
 import unittest
 
-from harness import SLOW, Berthd, wait_until
+from harness import SLOW, SRC, Berthd, free_port, wait_until
 
 CONF = """plugins:
   exec: {ports: %(lo)d-%(hi)d}
@@ -122,6 +123,83 @@ class Heartbeat(unittest.TestCase):
         b.start()
         self.assertEqual(self.lc("agent")["heartbeat"]["status"], {"progress": "kept"})
         self.assertFalse(self.lc("agent")["stale"])
+
+
+TENANT_CONF = """plugins:
+  exec: {}
+  lifecycle: {heartbeat_listen: "127.0.0.1:%(port)d"}
+templates:
+  default:
+    driver: exec
+    command: [python3, "%(beat)s"]
+    lifecycle:
+      idle_timeout: 0
+      heartbeat: {expect_every: 1m}
+  quiet:
+    driver: exec
+    command: [sh, -c, "exec sleep 600"]
+    lifecycle: {idle_timeout: 0}
+"""
+
+
+class TenantForm(unittest.TestCase):
+    """the form a tenant reaches itself, with the token the plugin provisioned into its env"""
+
+    def setUp(self):
+        self.port = free_port()
+        self.b = Berthd({"10.yaml": TENANT_CONF % {
+            "port": self.port, "beat": os.path.join(SRC, "tests", "schedule", "beat.py")}},
+            plugins=())
+        self.b.install_plugin_from_build("exec")
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.start()
+
+    def tearDown(self):
+        b = self.b
+        for t in b.get("/v1/tenants").json["tenants"]:
+            b.req("DELETE", f"/v1/tenants/{t['handle']}")
+        wait_until(lambda: not b.get("/v1/tenants").json["tenants"], 20, what="cleanup")
+        rc = b.stop()
+        log = b.log()
+        b.cleanup()
+        self.assertEqual(rc, 0, log[-3000:])
+
+    def post(self, token, body=b"{}"):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+        try:
+            hdrs = {"Authorization": "Bearer " + token} if token is not None else {}
+            c.request("POST", "/v1/heartbeat", body=body, headers=hdrs)
+            r = c.getresponse()
+            return r.status, r.read().decode()
+        finally:
+            c.close()
+
+    def test_tenant_reports_with_its_provisioned_token(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "agent"})
+        b.post("/v1/tenants", {"handle": "other", "template": "quiet"})
+
+        def beating():
+            hb = b.tenant("agent")["plugins"].get("lifecycle", {}).get("heartbeat", {})
+            return hb.get("status", {}).get("progress") == "from inside"
+        try:
+            wait_until(beating, 10 * SLOW, what="the tenant's own heartbeat")
+        except AssertionError:
+            print(json.dumps(b.tenant("agent"), indent=1), b.log()[-3000:])
+            raise
+        env = b.tenant("agent")["provisioners"]["lifecycle"]["env"]
+        self.assertEqual(sorted(env), ["HEARTBEAT_TOKEN", "HEARTBEAT_URL"])
+        # a tenant without heartbeat expectations gets nothing
+        self.assertEqual(b.tenant("other")["provisioners"].get("lifecycle", {}).get("env", []),
+                         [])
+        # no token, a forged one, another tenant's name on agent's mac: refused
+        self.assertEqual(self.post(None)[0], 401)
+        self.assertEqual(self.post("agent." + "0" * 64)[0], 401)
+        self.assertEqual(self.post("garbage")[0], 401)
+        b.req("DELETE", "/v1/tenants/agent")
+        wait_until(lambda: all(t["handle"] != "agent"
+                               for t in b.get("/v1/tenants").json["tenants"]), 20 * SLOW,
+                   what="agent deleted")
 
 
 if __name__ == "__main__":
