@@ -151,6 +151,30 @@ class Schedule(unittest.TestCase):
         self.assertGreaterEqual(time.time() - t_woke, 1.3 * SLOW)
 
 
+    def test_reload_replans_and_drops_schedules(self):
+        offset, boundary_ms = offset_for(30)
+        self.configure(offset)
+        b = self.b
+        b.start()
+        b.post("/v1/tenants", {"handle": "sleeper", "desired": "asleep"})
+        sched = lambda: b.tenant("sleeper")["plugins"].get("lifecycle", {}).get("schedule")
+        self.assertEqual(sched()["next_ms"], boundary_ms)
+        conf = CONF % {"lo": self.ports[0], "hi": self.ports[1], "offset": offset,
+                       "run_for": 60000}
+        b.write("10.yaml", conf.replace('cron: "* * * * *", tz: Europe/Berlin',
+                                        'cron: "0 3 * * *", tz: Europe/Berlin'))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        nxt = sched()["next_ms"]
+        self.assertGreater(nxt, boundary_ms)
+        self.assertEqual(time.gmtime(nxt / 1000).tm_min, 0)
+        self.assertIn(time.gmtime(nxt / 1000).tm_hour, (1, 2))     # 03:00 in Berlin
+        b.write("10.yaml", conf.replace('schedule: {cron: "* * * * *", tz: Europe/Berlin, '
+                                        'catch_up: one}', 'heartbeat: {expect_every: 0}'))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertIsNone(sched())
+        self.assertEqual(b.get("/v1/lifecycle").json["due_queue"], 0)
+
+
 class Check(unittest.TestCase):
     def test_bad_cron_fails_check_at_its_line(self):
         b = Berthd({}, plugins=())
