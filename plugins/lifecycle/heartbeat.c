@@ -110,6 +110,11 @@ static int record(struct lc *lc, const char *handle, const char *body, size_t le
 
 void hb_answer(struct lc *lc, berth_req *r, const char *handle)
 {
+    struct berth_tenant_info t = {.size = sizeof t};
+    if (!handle || H->tenant_get(lc->self, handle, &t) < 0) {    /* or deleted meanwhile */
+        H->respond_error(r, 404, "not_found", "no tenant '%s'", handle ? handle : "");
+        return;
+    }
     size_t len = 0;
     const char *body = H->req_body(r, &len);
     char why[160];
@@ -128,14 +133,7 @@ void hb_answer(struct lc *lc, berth_req *r, const char *handle)
 /* POST /v1/tenants/{handle}/heartbeat (control API: operators, or an agent's supervisor) */
 static void post(berth_req *r, void *arg)
 {
-    struct lc *lc = arg;
-    const char *handle = H->req_param(r, "handle");
-    struct berth_tenant_info t = {.size = sizeof t};
-    if (!handle || H->tenant_get(lc->self, handle, &t) < 0) {
-        H->respond_error(r, 404, "not_found", "no tenant '%s'", handle ? handle : "");
-        return;
-    }
-    hb_answer(lc, r, handle);
+    hb_answer(arg, r, H->req_param(r, "handle"));
 }
 
 void hb_changed(struct lc *lc, const char *handle, bool up)
