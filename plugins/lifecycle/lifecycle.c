@@ -606,8 +606,8 @@ static int configure(void *state, const void *cfg)
 
 static const char *const migrations[] = {
     "CREATE TABLE lifecycle_sched(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
-    "CREATE TABLE lifecycle_heartbeats(handle TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, "
-    "status TEXT)",
+    ("CREATE TABLE lifecycle_heartbeats(handle TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, "
+     "status TEXT)"),
     "CREATE TABLE lifecycle_secret(id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)",
 };
 
