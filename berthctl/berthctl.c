@@ -128,10 +128,24 @@ static void fmt_time(double ms, char *out, size_t n)
     strftime(out, n, "%Y-%m-%d %H:%M:%S", &tm);
 }
 
-static int tenant_ls(void)
+/* a plugin (lifecycle) marks a tenant that missed its heartbeat "stale" in its status */
+static bool is_stale(const cJSON *t)
+{
+    const cJSON *p;
+    cJSON_ArrayForEach(p, cJSON_GetObjectItem(t, "plugins"))
+        if (cJSON_IsTrue(cJSON_GetObjectItem(p, "stale"))) return true;
+    return false;
+}
+
+static int tenant_ls(bool stale_only)
 {
     int rc;
     cJSON *j = call("GET", "/v1/tenants", NULL, &rc);
+    cJSON *all = cJSON_GetObjectItem(j, "tenants");
+    for (cJSON *t = all ? all->child : NULL, *next; stale_only && t; t = next) {
+        next = t->next;
+        if (!is_stale(t)) cJSON_Delete(cJSON_DetachItemViaPointer(all, t));
+    }
     if (!rc && json_out) print_json(j);
     else if (!rc) {
         printf("%-20s %-6s %-12s %-8s %-9s %s\n", "HANDLE", "KIND", "TEMPLATE", "DESIRED",
@@ -380,7 +394,7 @@ static void usage(FILE *f)
           "  info                           version, uptime, plugins, tenant counts\n"
           "  tenant add HANDLE [--kind human|agent] [--template NAME] [--asleep]\n"
           "             [--wait [--timeout SECONDS]]  follow pulls and start-up until ready\n"
-          "  tenant ls | show HANDLE\n"
+          "  tenant ls [--stale] | show HANDLE\n"
           "  tenant rm HANDLE [--force]       delete; --force gives up on deprovisioning\n"
           "                                 what is left (published as tenant.abandoned)\n"
           "  tenant wake|sleep|restart|touch HANDLE\n"
@@ -399,7 +413,8 @@ static int tenant(int argc, char **argv)
         return 2;
     }
     const char *sub = argv[0];
-    if (!strcmp(sub, "ls") || !strcmp(sub, "list")) return tenant_ls();
+    if (!strcmp(sub, "ls") || !strcmp(sub, "list"))
+        return tenant_ls(argc > 1 && !strcmp(argv[1], "--stale"));
     if (argc < 2) {
         fprintf(stderr, "berthctl: tenant %s needs a HANDLE\n", sub);
         return 2;

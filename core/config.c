@@ -162,6 +162,13 @@ static bool desc_has_gate(const struct berth_plugin *d)
            d->template_gates_ready;
 }
 
+static bool desc_has_validate(const struct berth_plugin *d)
+{
+    return d->struct_size >= offsetof(struct berth_plugin, template_validate) +
+                                 sizeof d->template_validate &&
+           d->template_validate;
+}
+
 /* The closest name a mistyped template key may have meant: a core or driver key, or a loaded
  * instance that reads template keys. */
 static const char *tmpl_suggest(const struct gen *g, const struct berth_plugin *d,
@@ -198,6 +205,11 @@ static void fill_block(struct gen *g, struct tmpl *t, berth_instance *inst,
     const struct berth_cfg_item *schema = d->template_config;
     void *out = b->cfg;
     if (cfg_fill(&schema, &out, 1, node, &g->arena, e, what)) return;
+    char err[512] = "";
+    if (desc_has_validate(d) && d->template_validate(b->cfg, err, sizeof err) < 0) {
+        errs_add(e, validate_blame(node, err), "%s: %s", what, err[0] ? err : "invalid");
+        return;
+    }
     if (desc_has_gate(d) && d->template_gates_ready(b->cfg)) t->gates_ready = true;
     t->nblocks++;
 }

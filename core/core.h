@@ -102,6 +102,8 @@ int conf_load_string(const char *name, const char *text, struct conf *out, struc
 void conf_free(struct conf *c);
 const struct cnode *cnode_get(const struct cnode *map, const char *key);
 bool cnode_equal(const struct cnode *a, const struct cnode *b);
+/* the value in `node` that a plugin validate() message names (plugin.c) */
+const struct cnode *validate_blame(const struct cnode *node, const char *msg);
 /* A digest of a subtree's content: equal trees (cnode_equal) hash equal whatever their file,
  * line or map key order. A change detector, not a cryptographic hash. NULL hashes to 0. */
 uint64_t cnode_hash(const struct cnode *n);

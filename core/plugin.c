@@ -297,8 +297,9 @@ static bool ident_char(char c)
 
 /* validate() returns a message, not a position: blame the value of the block key the message
  * names (the longest such key), so a value from a later file is not blamed on the file that
- * opened the block; the block itself if it names none. */
-static const struct cnode *validate_blame(const struct cnode *node, const char *msg)
+ * opened the block; the block itself if it names none. A named key whose value is a mapping
+ * is searched the same way ("schedule.cron: ..." blames the cron value). */
+const struct cnode *validate_blame(const struct cnode *node, const char *msg)
 {
     const struct cnode *best = node;
     size_t best_len = 0;
@@ -312,7 +313,7 @@ static const struct cnode *validate_blame(const struct cnode *node, const char *
             }
         }
     }
-    return best;
+    return best != node && best->kind == CN_MAP ? validate_blame(best, msg) : best;
 }
 
 static berth_instance *stage_one(struct gen *g, const struct gen *old, const char *name,

@@ -542,6 +542,11 @@ struct berth_plugin {
      * template's tenants ready itself (host->health_report). Without any such gate a tenant
      * is ready as soon as its workload runs. */
     bool (*template_gates_ready)(const void *block);
+    /* Checks one template's block beyond its schema (a cron expression), in --check and before
+     * a reload. On error write a message that starts with the dotted key at fault
+     * ("schedule.cron: ...") to err and return < 0: the host reports it at that value's
+     * file:line:column. NULL: the schema is the whole check. (1.1) */
+    int (*template_validate)(const void *block, char *err, size_t errlen);
 };
 
 #define BERTH_PLUGIN(...)                                                                    \

@@ -13,7 +13,8 @@
  * reports the tenant healthy, which makes it ready (tenant.ready, wake?wait answers).
  * `retries` failures in a row, outside `start_period`, report it unhealthy and ask for a
  * restart, which the core paces with its crash-loop backoff. */
-#include <berth/berth.h>
+#include "lc.h"
+
 #include <cJSON.h>
 
 #include <arpa/inet.h>
@@ -27,26 +28,24 @@
 #include <time.h>
 #include <unistd.h>
 
-struct cfg { int64_t check_interval; };
-
 static const struct berth_cfg_item schema[] = {
     {"check_interval", BERTH_CFG_DURATION, "30s", 10, 3600000,
      offsetof(struct cfg, check_interval),
      "how often idle tenants are looked for: a tenant sleeps at most this late",
      BERTH_CFG_RELOAD, NULL, NULL},
+    {"test_clock_offset", BERTH_CFG_INT, "0", 0, 0, offsetof(struct cfg, test_clock_offset),
+     "for tests only: ms added to the clock schedules are computed on", 0, NULL, NULL},
+    {"heartbeat_listen", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct cfg, heartbeat_listen),
+     "host:port where tenants post heartbeats with their token (unset: control API only)", 0,
+     NULL, NULL},
+    {"heartbeat_url", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct cfg, heartbeat_url),
+     "the URL tenants are given (default http://<heartbeat_listen>/v1/heartbeat)", 0, NULL,
+     NULL},
     {0},
 };
 
-/* a template's block: templates.<t>.<this instance>.{idle_timeout, health} */
-struct health {
-    const char *http; bool tcp;
-    int64_t interval, timeout, retries, start_period;
-};
-struct tcfg {
-    int64_t idle_timeout;
-    struct health health;
-};
-
+/* a template's block: templates.<t>.<this instance>.{idle_timeout, health, schedule,
+ * heartbeat} (struct tcfg, lc.h) */
 #define HT(f) offsetof(struct health, f)
 static const struct berth_cfg_item health_schema[] = {
     {"http", BERTH_CFG_STR, NULL, 0, 0, HT(http), "path probed with GET; 2xx/3xx is healthy",
@@ -63,20 +62,45 @@ static const struct berth_cfg_item health_schema[] = {
      "failures do not count this long after a start", 0, NULL, NULL},
     {0},
 };
+#define SC(f) offsetof(struct sched_cfg, f)
+static const struct berth_cfg_item schedule_schema[] = {
+    {"cron", BERTH_CFG_STR, NULL, 0, 0, SC(cron),
+     "five-field cron expression or @hourly-style alias: when a sleeping tenant is woken", 0,
+     NULL, NULL},
+    {"tz", BERTH_CFG_STR, "UTC", 0, 0, SC(tz), "time zone of the expression (TZ database name)",
+     0, NULL, NULL},
+    {"run_for", BERTH_CFG_DURATION, "0", 0, 0, SC(run_for),
+     "after a scheduled wake, sleep again this long after it if unused (0: idle_timeout rules)",
+     0, NULL, NULL},
+    {"catch_up", BERTH_CFG_STR, "none", 0, 0, SC(catch_up),
+     "a run missed while berthd was down: none skips it, one runs it once at start", 0,
+     "none|one", NULL},
+    {0},
+};
+static const struct berth_cfg_item heartbeat_schema[] = {
+    {"expect_every", BERTH_CFG_DURATION, "0", 0, 0, offsetof(struct hb_cfg, expect_every),
+     "a running tenant with no heartbeat for this long is stale (0: never)", 0, NULL, NULL},
+    {0},
+};
 static const struct berth_cfg_item tmpl_schema[] = {
     {"idle_timeout", BERTH_CFG_DURATION, "30m", 0, 0, offsetof(struct tcfg, idle_timeout),
      "idle tenants are put to sleep after this (0: never)", 0, NULL, NULL},
     {"health", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct tcfg, health),
      "health check: the tenant is ready once a probe passes", 0, NULL, health_schema},
+    {"schedule", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct tcfg, schedule),
+     "wake the tenant on a cron schedule", 0, NULL, schedule_schema},
+    {"heartbeat", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct tcfg, heartbeat),
+     "heartbeats expected from the running tenant", 0, NULL, heartbeat_schema},
     {0},
 };
 /* what a template without a block gets: the schema's defaults */
 static const struct tcfg tcfg_default = {
     .idle_timeout = 30 * 60 * 1000,
     .health = {.interval = 10000, .timeout = 2000, .retries = 3},
+    .schedule = {.tz = "UTC", .catch_up = "none"},
 };
 
-static const struct berth_host *H;
+const struct berth_host *H;
 
 enum { P_STARTING, P_HEALTHY, P_UNHEALTHY };
 
@@ -95,22 +119,30 @@ struct probe {
     berth_watch *watch;
 };
 
-struct lc {
-    berth_instance *self;
-    struct cfg cfg;
-    berth_timer *sweep;
-    struct probe *probes;
-    int64_t last_sweep_us, checked, slept_total, sweeps;
-};
-
 static bool gates_ready(const void *block)
 {
     const struct tcfg *c = block;
     return c->health.http || c->health.tcp;
 }
 
+static int template_validate(const void *block, char *err, size_t errlen)
+{
+    return sched_validate(&((const struct tcfg *)block)->schedule, err, errlen);
+}
+
+bool lc_up(enum berth_observed_state s)
+{
+    return s == BERTH_OBS_RUNNING || s == BERTH_OBS_READY;
+}
+
+void lc_publish(struct lc *lc, uint32_t type, const char *handle, const char *json)
+{
+    struct berth_ev_custom ev = {sizeof ev, json};
+    if (type) H->publish(lc->self, type, handle, &ev);
+}
+
 /* Read afresh on each use: the block belongs to the running config generation. */
-static const struct tcfg *tcfg_of(const struct lc *lc, const char *template_name)
+const struct tcfg *tcfg_of(const struct lc *lc, const char *template_name)
 {
     const struct tcfg *c = template_name ? H->template_config(lc->self, template_name) : NULL;
     return c ? c : &tcfg_default;
@@ -218,19 +250,38 @@ static void probe_free(struct lc *lc, struct probe *p)
     free(p);
 }
 
-static void publish_status(struct probe *p)
+static void probe_json(const struct probe *p, cJSON *o)
 {
     static const char *const names[] = {"starting", "healthy", "unhealthy"};
-    cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "health", names[p->state]);
     cJSON_AddNumberToObject(o, "failures", p->failures);
     cJSON_AddNumberToObject(o, "last_probe_ms", (double)p->last_ms);
     cJSON_AddStringToObject(o, "last_result", p->last);
     cJSON_AddStringToObject(o, "probe", p->tcp ? "tcp" : p->path);
-    char *s = cJSON_PrintUnformatted(o);
-    H->tenant_status_set(p->lc->self, p->handle, s);
+}
+
+/* The tenant's status under plugins.<instance>: its probe, schedule and heartbeat together
+ * (one object per instance); cleared when there is nothing to show. */
+void lc_status(struct lc *lc, const char *handle)
+{
+    cJSON *o = cJSON_CreateObject();
+    const struct probe *p = probe_find(lc, handle);
+    if (p) probe_json(p, o);
+    const struct ent *e = ent_get(lc, handle, false);
+    struct berth_tenant_info t = {.size = sizeof t};
+    if (e && H->tenant_get(lc->self, handle, &t) == 0) {
+        sched_status(lc, e, o);
+        hb_status(lc, e, t.template_name, o);
+    }
+    char *s = o->child ? cJSON_PrintUnformatted(o) : NULL;
+    H->tenant_status_set(lc->self, handle, s);
     cJSON_free(s);
     cJSON_Delete(o);
+}
+
+static void publish_status(struct probe *p)
+{
+    lc_status(p->lc, p->handle);
 }
 
 static void probe_now(berth_timer *t, void *arg);
@@ -407,6 +458,7 @@ static void on_changed(const struct berth_event *ev, void *arg)
     if (!ev->tenant || !c->observed) return;
     bool up = !strcmp(c->observed, "running") || !strcmp(c->observed, "ready");
     struct probe *p = probe_find(lc, ev->tenant);
+    hb_changed(lc, ev->tenant, up);
     if (!up) {
         if (p) probe_free(lc, p);
         return;
@@ -419,6 +471,29 @@ static bool scan(const struct berth_tenant_info *t, void *arg)
 {
     if (t->observed == BERTH_OBS_RUNNING || t->observed == BERTH_OBS_READY) probe_start(arg, t);
     return true;
+}
+
+static bool refresh(const struct berth_tenant_info *t, void *arg)
+{
+    if (ent_get(arg, t->handle, false)) lc_status(arg, t->handle);
+    return true;
+}
+
+static void on_created(const struct berth_event *ev, void *arg)
+{
+    const struct berth_ev_tenant_created *c = ev->payload;
+    if (!ev->tenant) return;
+    sched_tenant(arg, ev->tenant, c->template_name);
+    dq_arm(arg);
+    if (ent_get(arg, ev->tenant, false)) lc_status(arg, ev->tenant);
+}
+
+static void on_deleted(const struct berth_event *ev, void *arg)
+{
+    if (!ev->tenant) return;
+    hb_deleted(arg, ev->tenant);
+    ent_drop(arg, ev->tenant);
+    dq_arm(arg);
 }
 
 /* A reload may change, add or remove a template's health check: running probes follow it. */
@@ -434,10 +509,16 @@ static void on_reloaded(const struct berth_event *ev, void *arg)
             publish_status(p);
             continue;
         }
-        H->tenant_status_set(lc->self, p->handle, NULL);
+        char handle[BERTH_HANDLE_MAX + 1];
+        snprintf(handle, sizeof handle, "%s", p->handle);
         probe_free(lc, p);
+        lc_status(lc, handle);
     }
     H->tenant_each(lc->self, scan, lc);
+    sched_reload(lc);
+    hb_reload(lc);
+    dq_arm(lc);
+    H->tenant_each(lc->self, refresh, lc);
 }
 
 /* GET /v1/lifecycle: what the sweeper and the probes are doing */
@@ -446,12 +527,18 @@ static void info(berth_req *r, void *arg)
     struct lc *lc = arg;
     int n = 0;
     for (struct probe *p = lc->probes; p; p = p->next) n++;
-    char body[512];
+    char body[768];
     int len = snprintf(body, sizeof body, "{\"check_interval_ms\":%lld,\"sweeps\":%lld,"
                        "\"last_sweep_us\":%lld,\"tenants_checked\":%lld,\"slept_total\":%lld,"
-                       "\"probes\":%d}\n", (long long)lc->cfg.check_interval,
+                       "\"probes\":%d,\"due_queue\":%zu,\"next_due_ms\":%lld,"
+                       "\"scheduled_wakes\":%lld,\"scheduled_skipped\":%lld,"
+                       "\"missed_while_down\":%lld,\"heartbeats\":%lld,\"stale\":%lld}\n",
+                       (long long)lc->cfg.check_interval,
                        (long long)lc->sweeps, (long long)lc->last_sweep_us,
-                       (long long)lc->checked, (long long)lc->slept_total, n);
+                       (long long)lc->checked, (long long)lc->slept_total, n, lc->dq.n,
+                       (long long)(lc->dq.n ? lc->dq.v[0]->due : 0), (long long)lc->wakes,
+                       (long long)lc->skipped, (long long)lc->missed,
+                       (long long)lc->heartbeats, (long long)lc->nstale);
     H->respond(r, 200, "application/json", body, (size_t)len);
 }
 
@@ -484,11 +571,23 @@ static void sweep_now(berth_req *r, void *arg)
 static int init(const struct berth_host *host, berth_instance *self, void **state)
 {
     H = host;
-    if (!BERTH_HOST_HAS(host, template_config)) return BERTH_ENOTSUP;
+    if (!BERTH_HOST_HAS(host, metric_set)) return BERTH_ENOTSUP;
     struct lc *lc = calloc(1, sizeof *lc);
     if (!lc) return BERTH_ENOMEM;
     lc->self = self;
     *state = lc;
+    lc->ev_woke = H->event_register(self, "schedule.woke");
+    lc->ev_stale = H->event_register(self, "heartbeat.missed");
+    lc->ev_resumed = H->event_register(self, "heartbeat.resumed");
+    static const char *const tenant[] = {"tenant", NULL};
+    lc->m_wakes = H->metric_register(self, "scheduled_wakes_total", BERTH_METRIC_COUNTER,
+                                     "Sleeping tenants woken by their schedule.", NULL);
+    lc->m_beats = H->metric_register(self, "heartbeats_total", BERTH_METRIC_COUNTER,
+                                     "Heartbeats received.", NULL);
+    lc->m_stale = H->metric_register(self, "stale", BERTH_METRIC_GAUGE,
+                                     "1 while a tenant has missed its heartbeat.", tenant);
+    lc->m_nstale = H->metric_register(self, "stale_tenants", BERTH_METRIC_GAUGE,
+                                      "Tenants that missed their heartbeat.", NULL);
     return 0;
 }
 
@@ -505,16 +604,38 @@ static int configure(void *state, const void *cfg)
     return 0;
 }
 
+static const char *const migrations[] = {
+    "CREATE TABLE lifecycle_sched(key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    ("CREATE TABLE lifecycle_heartbeats(handle TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, "
+     "status TEXT)"),
+    "CREATE TABLE lifecycle_secret(id INTEGER PRIMARY KEY CHECK (id = 1), key BLOB NOT NULL)",
+};
+
 static int start(void *state)
 {
     struct lc *lc = state;
+    int rc = H->store_migrate(lc->self, migrations, sizeof migrations / sizeof *migrations);
+    if (rc < 0) {
+        H->log(lc->self, BERTH_LOG_ERROR, "cannot set up its tables: %s", berth_strerror(rc));
+        return rc;
+    }
     lc->sweep = H->timer_start(lc->self, (uint64_t)lc->cfg.check_interval,
                                (uint64_t)lc->cfg.check_interval, sweep, lc);
     H->subscribe(lc->self, BERTH_EV_TENANT_CHANGED, on_changed, lc);
     H->subscribe(lc->self, BERTH_EV_CONFIG_RELOADED, on_reloaded, lc);
     H->route(lc->self, "GET", "/v1/lifecycle", info, lc);
     H->route(lc->self, "POST", "/v1/lifecycle/sweep", sweep_now, lc);
+    H->subscribe(lc->self, BERTH_EV_TENANT_CREATED, on_created, lc);
+    H->subscribe(lc->self, BERTH_EV_TENANT_DELETED, on_deleted, lc);
     H->tenant_each(lc->self, scan, lc);
+    if ((rc = sched_start(lc)) < 0 || (rc = hb_start(lc)) < 0 ||
+        (rc = hbtoken_start(lc)) < 0) {
+        H->log(lc->self, BERTH_LOG_ERROR, "cannot load schedules and heartbeats: %s",
+               berth_strerror(rc));
+        return rc;
+    }
+    dq_arm(lc);
+    H->tenant_each(lc->self, refresh, lc);
     return 0;
 }
 
@@ -522,6 +643,9 @@ static void stop(void *state)
 {
     struct lc *lc = state;
     while (lc->probes) probe_free(lc, lc->probes);
+    sched_save(lc);
+    ents_free(lc);
+    dq_free(lc);
     if (lc->sweep) H->timer_stop(lc->sweep);
     lc->sweep = NULL;
     H->drained(lc->self);
@@ -533,8 +657,9 @@ static void destroy(void *state)
 }
 
 BERTH_PLUGIN(.name = "lifecycle", .version = "0.1.0",
-             .description = "idle sleep, health checks, readiness",
+             .description = "idle sleep, health checks, readiness, schedules, heartbeats",
              .config = schema, .config_size = sizeof(struct cfg),
              .template_config = tmpl_schema, .template_config_size = sizeof(struct tcfg),
-             .template_gates_ready = gates_ready, .init = init,
+             .template_gates_ready = gates_ready, .template_validate = template_validate,
+             .init = init,
              .configure = configure, .start = start, .stop = stop, .destroy = destroy);
