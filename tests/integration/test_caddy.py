@@ -1,0 +1,254 @@
+"""plugins/caddy with a real Caddy (Debian's) and exec tenants: routes by the admin API, the
+waking path, delete, Caddy restarts, batching and the on-demand TLS `ask`."""
+import http.client
+import os
+import threading
+import time
+import unittest
+
+from caddyd import Caddy
+from harness import SLOW, Berthd, free_port, wait_until
+
+CONF = """plugins:
+  exec: {ports: %(lo)d-%(hi)d}
+  lifecycle: {check_interval: 200ms}
+  caddy:
+    admin: unix:%(admin)s
+    server: srv0
+    domain: example.test
+    listen: 127.0.0.1:%(listen)d
+    batch: %(batch)s
+    check: 300ms
+    waking: {mode: %(mode)s, hold: 20s}
+    extra_hosts: [www.example.test]
+templates:
+  default:
+    driver: exec
+    command: [python3, -c, "%(server)s", "{port}"]
+    port: 8080
+    lifecycle:
+      idle_timeout: %(idle)s
+      health: {http: /, interval: 100ms, timeout: 1s, retries: 100}
+    caddy: {}
+"""
+
+# a tenant that answers with its handle after a short start, so a wake takes a while
+SERVER = ("import http.server,os,sys,time;time.sleep(0.4);"
+          "H=type('H',(http.server.BaseHTTPRequestHandler,),{'do_GET':lambda s:"
+          "(s.send_response(200),s.end_headers(),s.wfile.write(('hi from '+os.environ."
+          "get('BERTH_HANDLE','?')+' '+s.path).encode())),'log_message':lambda *a:None});"
+          "http.server.ThreadingHTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()")
+
+
+def get(port, host, path="/", follow=True, timeout=30):
+    """GET through Caddy with a Host header; follows berth's 307s like a browser."""
+    for _ in range(10):
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout * SLOW)
+        try:
+            c.request("GET", path, headers={"Host": host})
+            r = c.getresponse()
+            body = r.read().decode(errors="replace")
+        finally:
+            c.close()
+        if follow and r.status == 307:
+            path = r.getheader("Location")
+            continue
+        return r.status, body
+    raise AssertionError("redirect loop")
+
+
+class CaddyTest(unittest.TestCase):
+    mode = "hold"
+    batch = "100ms"
+    idle = "0"
+
+    def setUp(self):
+        self.caddy = Caddy().start()
+        base = 26000 + (os.getpid() % 100) * 40
+        self.listen = free_port()
+        conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
+                       "listen": self.listen, "mode": self.mode, "batch": self.batch,
+                       "idle": self.idle, "server": SERVER}
+        self.b = Berthd({"10.yaml": conf}, plugins=())
+        for m in ("exec", "lifecycle", "caddy"):
+            self.b.install_plugin_from_build(m)
+        self.b.start()
+
+    def tearDown(self):
+        b = self.b
+        try:
+            for t in b.get("/v1/tenants").json["tenants"]:
+                b.req("DELETE", f"/v1/tenants/{t['handle']}")
+            wait_until(lambda: not b.get("/v1/tenants").json["tenants"], 30, what="cleanup")
+            rc = b.stop()
+            log = b.log()
+            self.assertEqual(rc, 0, log[-3000:])
+        finally:
+            b.cleanup()
+            self.caddy.stop()
+
+    def held(self):
+        """berth's routes as Caddy holds them: {handle: first upstream dial}"""
+        st, obj = self.caddy.api("GET", "/id/berth")
+        if st != 200:
+            return None
+        out = {}
+        for r in obj["handle"][0]["routes"]:
+            ups = r["handle"][0]["upstreams"]
+            out[r["@id"][len("berth-"):]] = ups[0]["dial"] if len(ups) > 1 else "berth"
+        return out
+
+    def foreign_intact(self):
+        st, routes = self.caddy.api("GET", "/config/apps/http/servers/srv0/routes")
+        return [r for r in routes if r.get("@id") == "foreign"] and \
+            get(self.caddy.port, "x.other.test", "/foreign") == (200, "foreign")
+
+
+class Routes(CaddyTest):
+    def test_host_reaches_tenant_and_delete_removes_route(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "alice"})
+        t = b.wait_tenant("alice", "ready")
+        wait_until(lambda: (self.held() or {}).get("alice") == t["address"], 10,
+                   what="Caddy to route alice to her address")
+        self.assertEqual(get(port, "alice.example.test", "/x?y=1"), (200, "hi from alice /x?y=1"))
+        self.assertEqual(b.tenant("alice")["plugins"]["caddy"],
+                         {"host": "alice.example.test", "route": "present",
+                          "upstream": t["address"]})
+        # unknown handles get berth's 404 page, the foreign route is untouched
+        st, body = get(port, "nobody.example.test")
+        self.assertEqual(st, 404)
+        self.assertIn("No such site", body)
+        self.assertTrue(self.foreign_intact())
+        # delete: the route is gone before the tenant is
+        self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
+        wait_until(lambda: b.tenant("alice") is None, 15, what="alice to be deleted")
+        self.assertNotIn("alice", self.held())
+        self.assertEqual(get(port, "alice.example.test")[0], 404)
+        dep = b.events(type="tenant.deprovisioned", tenant="alice")
+        self.assertEqual(len(dep), 1)
+        self.assertTrue(self.foreign_intact())
+
+    def test_caddy_restart_gets_routes_back(self):
+        b, c = self.b, self.caddy
+        for h in ("ann", "ben"):
+            b.post("/v1/tenants", {"handle": h})
+        for h in ("ann", "ben"):
+            b.wait_tenant(h, "ready")
+        wait_until(lambda: set((self.held() or {})) >= {"ann", "ben"}, 10, what="routes")
+        c.kill()
+        b.post("/v1/tenants", {"handle": "cid"})          # queued while Caddy is down
+        time.sleep(0.5)
+        c.start()
+        self.assertIsNone(self.held())
+        t0 = time.time()
+        wait_until(lambda: set((self.held() or {})) >= {"ann", "ben", "cid"}, 10,
+                   what="routes back after the restart")
+        self.assertLess(time.time() - t0, 5 * SLOW)
+        b.wait_tenant("cid", "ready", timeout=20)
+        wait_until(lambda: get(c.port, "cid.example.test")[0] == 200, 10, what="cid served")
+        self.assertEqual(get(c.port, "ann.example.test"), (200, "hi from ann /"))
+        self.assertTrue(self.foreign_intact())
+
+    def test_ask_approves_tenant_hosts_only(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "alice", "desired": "asleep"})
+        wait_until(lambda: "alice" in (self.held() or {}), 10, what="alice's route")
+
+        def ask(d):
+            c = http.client.HTTPConnection("127.0.0.1", self.listen, timeout=10)
+            try:
+                c.request("GET", f"/ask?domain={d}")
+                return c.getresponse().status
+            finally:
+                c.close()
+        self.assertEqual(ask("alice.example.test"), 200)
+        self.assertEqual(ask("ALICE.example.test"), 200)
+        self.assertEqual(ask("www.example.test"), 200)
+        self.assertEqual(ask("evil.example.test"), 404)
+        self.assertEqual(ask("alice.example.test.evil.test"), 404)
+        self.assertEqual(ask(""), 404)
+
+
+class Waking(CaddyTest):
+    idle = "1500ms"
+
+    def test_sleeping_tenant_wakes_through_caddy_without_502(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "alice"})
+        b.wait_tenant("alice", "ready")
+        wait_until(lambda: get(port, "alice.example.test")[0] == 200, 10, what="alice served")
+        b.wait_tenant("alice", "stopped", timeout=10)     # idle sleep
+        wait_until(lambda: (self.held() or {}).get("alice") == "berth", 10,
+                   what="the route to point at berth")
+        statuses = []
+        stop = threading.Event()
+
+        def hammer():                   # other requests while she wakes: none may be a 502
+            while not stop.is_set():
+                statuses.append(get(port, "alice.example.test", "/h", timeout=30)[0])
+        th = threading.Thread(target=hammer)
+        t0 = time.time()
+        th.start()
+        try:
+            st, body = get(port, "alice.example.test", "/again?q=1")
+        finally:
+            stop.set()
+            th.join()
+        self.assertEqual((st, body), (200, "hi from alice /again?q=1"))
+        self.assertGreater(time.time() - t0, 0.3)         # she did start
+        self.assertNotIn(502, statuses)
+        self.assertTrue(set(statuses) <= {200}, statuses)
+        self.assertEqual(len(b.events(type="container.started", tenant="alice")), 2)
+
+
+class WakingPage(CaddyTest):
+    mode = "page"
+
+    def test_page_mode_shows_a_refreshing_page(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "bob", "desired": "asleep"})
+        wait_until(lambda: "bob" in (self.held() or {}), 10, what="bob's route")
+        st, body = get(port, "bob.example.test", follow=False)
+        self.assertEqual(st, 503)
+        self.assertIn('http-equiv="refresh"', body)
+        self.assertIn("bob", body)
+        seen = []
+
+        def served():
+            seen.append(get(port, "bob.example.test", follow=False)[0])
+            return seen[-1] == 200
+        wait_until(served, 20, interval=0.2, what="bob to answer after the page")
+        self.assertNotIn(502, seen)
+
+
+class Batching(CaddyTest):
+    batch = "300ms"
+
+    def test_200_tenants_cost_a_handful_of_config_loads(self):
+        b, c = self.b, self.caddy
+        wait_until(lambda: self.held() is not None, 10, what="berth's container")
+        before = c.loads()
+        handles = [f"t{i:03d}" for i in range(200)]
+
+        def create(hs):
+            for h in hs:
+                self.assertEqual(b.post("/v1/tenants", {"handle": h, "desired": "asleep"})
+                                 .status, 201)
+        ths = [threading.Thread(target=create, args=(handles[i::4],)) for i in range(4)]
+        for t in ths:
+            t.start()
+        for t in ths:
+            t.join()
+        wait_until(lambda: len(self.held() or {}) == 201, 20, what="200 routes")
+        loads = c.loads() - before
+        self.assertGreaterEqual(loads, 1)
+        self.assertLessEqual(loads, 10, f"{loads} config loads for 200 tenants")
+        # and every removal comes back to nothing but the catch-all
+        for h in handles:
+            b.req("DELETE", f"/v1/tenants/{h}")
+        wait_until(lambda: list(self.held() or {"x": 1}) == ["any"], 30, what="routes removed")
+
+
+if __name__ == "__main__":
+    unittest.main()
