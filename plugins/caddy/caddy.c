@@ -45,6 +45,13 @@ static const struct berth_cfg_item schema[] = {
      "limit of one call to the admin API", 0, NULL, NULL},
     {"waking", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct caddy_cfg, waking),
      "what a request for a sleeping tenant gets", 0, NULL, waking_schema},
+    {"access_log", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct caddy_cfg, access_log),
+     "IPv4 host:port where berth takes Caddy's access log (its `net` writer) as activity; "
+     "unset: no activity from Caddy", 0, NULL, NULL},
+    {"activity_interval", BERTH_CFG_DURATION, "1s", 100, 600000,
+     offsetof(struct caddy_cfg, activity_interval),
+     "tenants seen in the access log are published as activity once per interval", 0, NULL,
+     NULL},
     {"extra_hosts", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct caddy_cfg, extra_hosts),
      "hostnames besides tenants' that ask approves for on-demand TLS", 0, NULL, NULL},
     {0},
@@ -99,6 +106,7 @@ static int init(const struct berth_host *host, berth_instance *self, void **stat
     struct caddy *c = calloc(1, sizeof *c);
     if (!c) return BERTH_ENOMEM;
     c->self = self;
+    c->act_fd = -1;
     *state = c;
     return 0;
 }
@@ -137,7 +145,7 @@ static int start(void *state)
                                      BERTH_EV_TENANT_SLEEP_REQUESTED, BERTH_EV_TENANT_DELETED};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (!(c->subs[i] = H->subscribe(c->self, types[i], on_tenant, c))) return BERTH_ENOMEM;
-    if ((rc = waking_start(c))) return rc;
+    if ((rc = waking_start(c)) || (rc = activity_start(c))) return rc;
     char path[160];
     snprintf(path, sizeof path, "/v1/%s/routes", H->name(c->self));
     if ((rc = H->route(c->self, "GET", path, routes_list, c))) return rc;
@@ -152,6 +160,7 @@ static void stop(void *state)
 {
     struct caddy *c = state;
     waking_stop(c);
+    activity_stop(c);
     routes_list_stop(c);
     routes_stop(c);
     H->drained(c->self);
@@ -162,6 +171,7 @@ static void destroy(void *state)
     struct caddy *c = state;
     if (!c->stopping) {
         waking_stop(c);
+        activity_stop(c);
         routes_list_stop(c);
         routes_stop(c);
     }

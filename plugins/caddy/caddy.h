@@ -3,6 +3,7 @@
  *  caddy.c   the descriptor, configuration, events and the provisioner
  *  routes.c  the routes berth expects, and writing them to Caddy in batches
  *  waking.c  berth's own listener: the waking path, the 404 page, `ask`
+ *  activity.c  Caddy's access log: requests count as their tenant's activity
  *  list.c    GET /v1/<instance>/routes: Caddy's routes against berth's
  *
  * Ownership: struct caddy owns every route, op waiter and held request; all of it is freed in
@@ -20,8 +21,8 @@
 struct caddy_waking { const char *mode; int64_t hold; };
 
 struct caddy_cfg {
-    const char *admin, *server, *domain, *listen, *upstream, *id;
-    int64_t batch, check, timeout;
+    const char *admin, *server, *domain, *listen, *upstream, *id, *access_log;
+    int64_t batch, check, timeout, activity_interval;
     struct caddy_waking waking;
     struct berth_strlist extra_hosts;
 };
@@ -36,6 +37,7 @@ struct route {
     char host[CADDY_HOST_MAX];
     char upstream[CADDY_ADDR_MAX];      /* the tenant's address, or "" for berth's listener */
     char acked[CADDY_ADDR_MAX + 8];     /* "-" none yet; else the upstream as written */
+    bool active;                        /* in Caddy's access log since the last publish */
 };
 
 /* A provision/deprovision waiting for the write that carries its change. */
@@ -47,6 +49,7 @@ struct op_wait {
 
 struct hold;
 struct listing;
+struct act_conn;
 
 struct caddy {
     berth_instance *self;
@@ -67,12 +70,21 @@ struct caddy {
     char *call_body;
     berth_timer *flush_timer, *check_timer;
     bool lost;                          /* Caddy does not hold our routes: write them all */
+    bool log_written;                   /* Caddy holds berth's access logger */
     int64_t loads, failures;
     char last_error[256];
     char admin_url[256];
     const char *admin_sock;             /* points into cfg.admin, or NULL for TCP */
     char admin_host[128];
     berth_metric *m_loads, *m_fail;
+
+    /* the access log (activity.c) */
+    int act_fd;
+    berth_watch *act_watch;
+    berth_timer *act_timer;
+    struct act_conn *act_conns;
+    int act_nconns;
+    int64_t act_lines;
 };
 
 extern const struct berth_host *H;
@@ -93,6 +105,11 @@ char *routes_status_json(struct caddy *c, const struct route *r);
 /* list.c */
 void routes_list(berth_req *req, void *arg);
 void routes_list_stop(struct caddy *c);
+
+/* activity.c */
+int activity_start(struct caddy *c);
+struct cJSON *activity_logger(struct caddy *c);   /* the logger object berth writes */
+void activity_stop(struct caddy *c);
 
 /* waking.c */
 int waking_start(struct caddy *c);

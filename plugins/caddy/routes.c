@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK };
+enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK, CALL_LOG_GET, CALL_LOG_PUT };
 
 static const char *const steps[] = {
     "CREATE TABLE caddy_routes (inst TEXT NOT NULL, handle TEXT NOT NULL, host TEXT NOT NULL,"
@@ -32,6 +32,8 @@ static const char *const steps[] = {
 
 static void flush(struct caddy *c);
 static void schedule(struct caddy *c, int64_t delay);
+static void logger_write(struct caddy *c);
+static void logger_answer(struct caddy *c, int kind, const struct berth_http_result *res);
 
 struct route *route_find(struct caddy *c, const char *handle)
 {
@@ -351,9 +353,14 @@ static void on_call(const struct berth_http_result *res, void *arg)
         if (!rc) return;
     }
     free(body);
+    if (kind == CALL_LOG_GET || kind == CALL_LOG_PUT) {
+        logger_answer(c, kind, res);
+        return;
+    }
     if (kind == CALL_CHECK) {
         if (ok && tag_matches(c, res)) return;
         if (ok || res->status == 404) {
+            c->log_written = false;
             H->log(c->self, BERTH_LOG_WARN, "Caddy lost berth's routes (revision %llu): "
                    "writing them again", (unsigned long long)c->rev);
             c->lost = true;
@@ -365,8 +372,55 @@ static void on_call(const struct berth_http_result *res, void *arg)
     }
     if (ok) written(c);
     else failed(c, kind == CALL_INSERT ? "inserting berth's routes" : "writing routes", res);
+    if (ok && kind == CALL_INSERT) c->log_written = false;    /* a Caddy we had not seen */
+    if (ok && !c->log_written && c->cfg.access_log && *c->cfg.access_log) {
+        logger_write(c);
+        return;
+    }
     if (c->gen > c->acked || c->lost)
         schedule(c, ok ? c->cfg.batch : (c->cfg.batch > 1000 ? c->cfg.batch : 1000));
+}
+
+/* Berth's logger in Caddy (logging.logs.<id>, a `net` writer to access_log): written after
+ * our routes whenever Caddy may have lost it. Caddy 2.6 cannot create a missing parent, so
+ * the parent's state decides where it goes. */
+static void logger_write(struct caddy *c)
+{
+    admin_call(c, CALL_LOG_GET, "GET", "/config/logging", NULL);
+}
+
+static void logger_answer(struct caddy *c, int kind, const struct berth_http_result *res)
+{
+    if (res->status != 200) {
+        failed(c, "writing berth's access logger", res);
+        schedule(c, 1000);
+        return;
+    }
+    if (kind == CALL_LOG_PUT) {
+        c->log_written = true;
+        c->loads++;
+        if (c->gen > c->acked || c->lost) schedule(c, c->cfg.batch);
+        return;
+    }
+    cJSON *cur = cJSON_ParseWithLength(res->body, res->body_len);
+    cJSON *logger = activity_logger(c);
+    cJSON *body = logger;
+    char path[300];
+    if (!cJSON_IsObject(cur)) {
+        body = cJSON_CreateObject();
+        cJSON_AddItemToObject(cJSON_AddObjectToObject(body, "logs"), c->cfg.id, logger);
+        snprintf(path, sizeof path, "/config/logging");
+    } else if (!cJSON_IsObject(cJSON_GetObjectItem(cur, "logs"))) {
+        body = cJSON_CreateObject();
+        cJSON_AddItemToObject(body, c->cfg.id, logger);
+        snprintf(path, sizeof path, "/config/logging/logs");
+    } else {
+        snprintf(path, sizeof path, "/config/logging/logs/%s", c->cfg.id);
+    }
+    char *text = cJSON_PrintUnformatted(body);
+    cJSON_Delete(body);
+    cJSON_Delete(cur);
+    if (!text || admin_call(c, CALL_LOG_PUT, "POST", path, text)) schedule(c, 1000);
 }
 
 static void flush(struct caddy *c)
@@ -407,6 +461,10 @@ static void check_fire(berth_timer *t, void *arg)
     if (c->call || c->flush_timer) return;
     if (c->lost || c->gen > c->acked) {
         flush(c);
+        return;
+    }
+    if (!c->log_written && c->cfg.access_log && *c->cfg.access_log) {
+        logger_write(c);
         return;
     }
     char path[300];

@@ -24,7 +24,7 @@ class Caddy:
         self.starts = 0
 
     def config(self):
-        srv = {"listen": [f"127.0.0.1:{self.port}"],
+        srv = {"listen": [f"127.0.0.1:{self.port}"], "logs": {},
                "routes": [{"@id": "foreign", "match": [{"path": ["/foreign"]}],
                            "handle": [{"handler": "static_response", "body": "foreign"}]}]}
         apps = {"http": {"servers": {"srv0": srv}}}

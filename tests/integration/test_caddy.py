@@ -21,6 +21,7 @@ CONF = """plugins:
     check: 300ms
     waking: {mode: %(mode)s, hold: 20s}
     extra_hosts: [www.example.test]
+    %(extra)s
 templates:
   default:
     driver: exec
@@ -61,6 +62,7 @@ class CaddyTest(unittest.TestCase):
     mode = "hold"
     batch = "100ms"
     idle = "0"
+    extra = ""
 
     def setUp(self):
         self.caddy = Caddy().start()
@@ -68,7 +70,8 @@ class CaddyTest(unittest.TestCase):
         self.listen = free_port()
         conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
                        "listen": self.listen, "mode": self.mode, "batch": self.batch,
-                       "idle": self.idle, "server": SERVER}
+                       "idle": self.idle, "server": SERVER,
+                       "extra": self.extra.replace("{free}", str(free_port()))}
         self.b = Berthd({"10.yaml": conf}, plugins=())
         for m in ("exec", "lifecycle", "caddy"):
             self.b.install_plugin_from_build(m)
@@ -200,6 +203,40 @@ class Waking(CaddyTest):
         self.assertNotIn(502, statuses)
         self.assertTrue(set(statuses) <= {200}, statuses)
         self.assertEqual(len(b.events(type="container.started", tenant="alice")), 2)
+
+
+class Activity(CaddyTest):
+    idle = "1500ms"
+    extra = "access_log: 127.0.0.1:{free}\n    activity_interval: 200ms"
+
+    def test_requests_through_caddy_keep_a_tenant_awake(self):
+        b, port = self.b, self.caddy.port
+        wait_until(lambda: self.caddy.api("GET", "/config/logging/logs/berth")[0] == 200, 10,
+                   what="berth's access logger in Caddy")
+        b.post("/v1/tenants", {"handle": "busy"})
+        b.post("/v1/tenants", {"handle": "lazy"})
+        b.wait_tenant("busy", "ready")
+        b.wait_tenant("lazy", "ready")
+        wait_until(lambda: get(port, "busy.example.test")[0] == 200, 10, what="busy served")
+        t0 = time.time()
+        while time.time() - t0 < 3.5:                   # more than twice idle_timeout
+            self.assertEqual(get(port, "busy.example.test")[0], 200)
+            time.sleep(0.2)
+        self.assertEqual(b.tenant("busy")["desired"], "running")
+        self.assertEqual(b.tenant("lazy")["desired"], "asleep")
+        act = b.events(type="tenant.activity", tenant="busy")
+        self.assertTrue(act and all(e["payload"]["source"] == "caddy" for e in act), act)
+        self.assertLess(len(act), 30)                   # batched: not one per request
+        b.wait_tenant("busy", "stopped", timeout=10)    # once the requests stop
+
+    def test_caddy_restart_gets_the_logger_back(self):
+        c = self.caddy
+        wait_until(lambda: c.api("GET", "/config/logging/logs/berth")[0] == 200, 10,
+                   what="berth's access logger in Caddy")
+        c.kill()
+        c.start()
+        wait_until(lambda: c.api("GET", "/config/logging/logs/berth")[0] == 200, 10,
+                   what="the logger after a restart")
 
 
 class WakingPage(CaddyTest):
