@@ -31,6 +31,8 @@ class Caddy:
         if not self.tls:
             srv["automatic_https"] = {"disable": True}
         else:
+            # berth's routes name hosts: no certificates for them up front, no port 80
+            srv["automatic_https"] = {"disable_redirects": True, "disable_certificates": True}
             srv["tls_connection_policies"] = [{}]
             apps["tls"] = {"automation": {
                 "policies": [{"issuers": [{"module": "internal"}], "on_demand": True}],

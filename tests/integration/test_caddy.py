@@ -2,6 +2,8 @@
 waking path, delete, Caddy restarts, batching and the on-demand TLS `ask`."""
 import http.client
 import os
+import socket
+import ssl
 import threading
 import time
 import unittest
@@ -64,10 +66,12 @@ class CaddyTest(unittest.TestCase):
     idle = "0"
     extra = ""
 
+    tls = False
+
     def setUp(self):
-        self.caddy = Caddy().start()
-        base = 26000 + (os.getpid() % 100) * 40
         self.listen = free_port()
+        self.caddy = Caddy(tls=self.tls, ask=f"http://127.0.0.1:{self.listen}/ask").start()
+        base = 26000 + (os.getpid() % 100) * 40
         conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
                        "listen": self.listen, "mode": self.mode, "batch": self.batch,
                        "idle": self.idle, "server": SERVER,
@@ -247,6 +251,37 @@ class Activity(CaddyTest):
     def has_logger(self):
         st, obj = self.caddy.api("GET", "/config/logging/logs/berth")
         return st == 200 and obj and obj["writer"]["output"] == "net"
+
+
+class OnDemandTLS(CaddyTest):
+    tls = True
+
+    def handshake(self, name):
+        """The certificate Caddy presents for SNI name (its internal CA, not verified), or
+        None when the handshake fails."""
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection(("127.0.0.1", self.caddy.port), timeout=10) as s:
+                with ctx.wrap_socket(s, server_hostname=name) as t:
+                    return t.getpeercert(binary_form=True)
+        except (ssl.SSLError, OSError):
+            return None
+
+    def test_certificates_only_for_tenants(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "alice", "desired": "asleep"})
+        wait_until(lambda: "alice" in (self.held() or {}), 10, what="alice's route")
+        self.assertIsNotNone(self.handshake("alice.example.test"))
+        self.assertIsNone(self.handshake("evil.example.test"))
+        log = self.caddy.log()
+        self.assertIn("alice.example.test", log)
+        self.assertNotIn('"identifiers":["evil.example.test"]', log)
+        self.assertFalse(os.path.exists(os.path.join(
+            self.caddy.dir, "data", "certificates", "local", "evil.example.test")))
+        self.assertTrue(os.path.isdir(os.path.join(
+            self.caddy.dir, "data", "certificates", "local", "alice.example.test")))
 
 
 class WakingPage(CaddyTest):
