@@ -122,6 +122,10 @@ class Routes(CaddyTest):
         self.assertEqual(b.tenant("alice")["plugins"]["caddy"],
                          {"host": "alice.example.test", "route": "present",
                           "upstream": t["address"]})
+        self.assertIn(t["address"], b.ctl("tenant", "show", "alice").stdout)
+        out = b.ctl("routes").stdout
+        self.assertRegex(out, r"alice +alice\.example\.test +%s +%s +ok" %
+                         (t["address"], t["address"]))
         # unknown handles get berth's 404 page, the foreign route is untouched
         st, body = get(port, "nobody.example.test")
         self.assertEqual(st, 404)
@@ -152,6 +156,9 @@ class Routes(CaddyTest):
         self.assertLess(time.time() - t0, 3 * SLOW)
         # a change while Caddy is down is queued, not lost
         c.kill()
+        p = b.ctl("routes", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("Caddy unreachable", p.stdout)
         b.post("/v1/tenants", {"handle": "cid"})
         failed = wait_until(lambda: b.events(type="tenant.provision_failed", tenant="cid"), 10,
                             what="cid's route to fail while Caddy is down")
