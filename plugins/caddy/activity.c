@@ -178,7 +178,9 @@ int activity_start(struct caddy *c)
     }
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int one = 1;
+    /* SO_REUSEPORT: during a reload the new instance binds while the old one still listens */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
         bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 16)) {
         H->log(c->self, BERTH_LOG_ERROR, "cannot listen on %s for Caddy's access log: %s",
                c->cfg.access_log, strerror(errno));

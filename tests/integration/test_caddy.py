@@ -255,6 +255,27 @@ class Activity(CaddyTest):
         c.start()
         wait_until(self.has_logger, 10, what="the logger after a restart")
 
+    def test_reload_replaces_the_instance_and_keeps_routes(self):
+        b, c = self.b, self.caddy
+        b.post("/v1/tenants", {"handle": "keep"})
+        addr = b.wait_tenant("keep", "ready")["address"]
+        wait_until(lambda: (self.held() or {}).get("keep") == addr, 10, what="keep's route")
+        before = len(b.events(type="plugin.loaded"))
+        with open(os.path.join(b.conf, "10.yaml")) as f:
+            conf = f.read()
+        b.write("10.yaml", conf.replace("check: 300ms", "check: 400ms"))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        wait_until(lambda: len(b.events(type="plugin.loaded")) > before, 10,
+                   what="the new caddy instance")
+        # the new instance serves the route, the listener and the access log
+        self.assertEqual(get(c.port, "keep.example.test"), (200, "hi from keep /"))
+        self.assertEqual(self.held().get("keep"), addr)
+        since = b.events()[-1]["seq"]
+        wait_until(lambda: get(c.port, "keep.example.test")[0] == 200 and
+                   b.events(since=since, type="tenant.activity", tenant="keep"), 10,
+                   what="activity after the reload")
+        self.assertEqual(get(c.port, "nobody.example.test")[0], 404)
+
     def has_logger(self):
         st, obj = self.caddy.api("GET", "/config/logging/logs/berth")
         return st == 200 and obj and obj["writer"]["output"] == "net"
