@@ -69,6 +69,7 @@ struct caddy {
     int call_kind;
     char *call_body;
     berth_timer *flush_timer, *check_timer;
+    int64_t last_write_ms;              /* when the last write of routes started */
     bool lost;                          /* Caddy does not hold our routes: write them all */
     bool log_written;                   /* Caddy holds berth's access logger */
     int64_t loads, failures;

@@ -7,9 +7,9 @@
  * the object with our @id (PATCH /id/<id>), or inserts it first in the server's routes when
  * Caddy does not have it.
  *
- * Each write is a full config load for Caddy, so changes are coalesced: a change starts a
- * `batch` timer if none runs and no write is in flight, and one write carries everything
- * changed meanwhile. `gen` counts changes; a write carries the gen it saw, and what waits
+ * Each write is a full config load for Caddy, so changes are coalesced: writes start at most
+ * once per `batch` (a change after a quiet spell goes at once), one at a time, and each
+ * carries everything changed since the last. `gen` counts changes; a write carries the gen it saw, and what waits
  * for a change (a provision, a held request) finishes once `acked` reaches it.
  *
  * The container carries a revision tag in its `group` field; a periodic check reads it back.
@@ -32,6 +32,7 @@ static const char *const steps[] = {
 
 static void flush(struct caddy *c);
 static void schedule(struct caddy *c, int64_t delay);
+static int64_t batch_wait(struct caddy *c);
 static void logger_write(struct caddy *c);
 static void logger_answer(struct caddy *c, int kind, const struct berth_http_result *res);
 
@@ -136,7 +137,7 @@ void route_refresh(struct caddy *c, const char *handle)
 void routes_changed(struct caddy *c)
 {
     c->gen++;
-    schedule(c, c->cfg.batch);
+    schedule(c, batch_wait(c));
 }
 
 /* ---- the JSON berth writes ---------------------------------------------------------------- */
@@ -274,7 +275,7 @@ void op_wait_add(struct caddy *c, berth_op *op)
     w->next = c->ops;
     c->ops = w;
     if (!c->started) return;    /* the first write after start finishes it */
-    schedule(c, c->cfg.batch);
+    schedule(c, batch_wait(c));
 }
 
 char *routes_status_json(struct caddy *c, const struct route *r)
@@ -378,7 +379,7 @@ static void on_call(const struct berth_http_result *res, void *arg)
         return;
     }
     if (c->gen > c->acked || c->lost)
-        schedule(c, ok ? c->cfg.batch : (c->cfg.batch > 1000 ? c->cfg.batch : 1000));
+        schedule(c, ok ? batch_wait(c) : (c->cfg.batch > 1000 ? c->cfg.batch : 1000));
 }
 
 /* Berth's logger in Caddy (logging.logs.<id>, a `net` writer to access_log): written after
@@ -399,7 +400,7 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     if (kind == CALL_LOG_PUT) {
         c->log_written = true;
         c->loads++;
-        if (c->gen > c->acked || c->lost) schedule(c, c->cfg.batch);
+        if (c->gen > c->acked || c->lost) schedule(c, batch_wait(c));
         return;
     }
     cJSON *cur = cJSON_ParseWithLength(res->body, res->body_len);
@@ -423,9 +424,19 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     if (!text || admin_call(c, CALL_LOG_PUT, "POST", path, text)) schedule(c, 1000);
 }
 
+/* Writes start at most once per `batch`: a change after a quiet spell goes at once (a tenant
+ * that became ready is served without waiting a batch), the ones that follow it wait for the
+ * rest of the window and go together. */
+static int64_t batch_wait(struct caddy *c)
+{
+    int64_t left = c->last_write_ms + c->cfg.batch - H->now_ms(c->self);
+    return left > 0 ? left : 0;
+}
+
 static void flush(struct caddy *c)
 {
     if (c->call || c->stopping) return;
+    c->last_write_ms = H->now_ms(c->self);
     c->rev++;
     char *body = container_json(c);
     if (!body) {
