@@ -400,6 +400,7 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     if (kind == CALL_LOG_PUT) {
         c->log_written = true;
         c->loads++;
+        if (c->m_loads) H->metric_add(c->m_loads, NULL, 1);
         if (c->gen > c->acked || c->lost) schedule(c, batch_wait(c));
         return;
     }

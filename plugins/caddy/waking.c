@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* One held request. Freed once it is answered (or its client left) and the core has called
  * back tenant_wait_ready, which holds a pointer to it. */
