@@ -1,5 +1,9 @@
 /* Requests through Caddy count as their tenant's activity.
  *
+ * Requests in flight: every activity_interval berth asks Caddy how many requests each
+ * upstream has open (GET /reverse_proxy/upstreams); a tenant with any is active. This is
+ * what keeps a tenant with an open websocket or a long stream awake.
+ *
  * Caddy's access log reaches berth through Caddy's `net` log writer: a TCP connection
  * carrying one JSON object per line, to `access_log` (a loopback host:port berth listens on
  * with a plain socket, as the writer speaks no HTTP). A line's request.host names the route
@@ -7,8 +11,8 @@
  * (source "caddy") each per `activity_interval`, so a busy tenant costs one event per
  * interval, not one per request.
  *
- * Caddy logs a request when it ends: an open websocket or a long stream counts only once it
- * closes (see the README). Lines longer than ACT_LINE_MAX are dropped, not buffered. */
+ * Caddy logs a request when it ends, so the access log alone would count an open websocket
+ * only once it closes. Lines longer than ACT_LINE_MAX are dropped, not buffered. */
 #include "caddy.h"
 
 #include <arpa/inet.h>
@@ -137,10 +141,42 @@ static void accept_ready(berth_watch *w, int events, void *arg)
     }
 }
 
+/* Requests in flight: Caddy counts them per upstream (GET /reverse_proxy/upstreams, no
+ * config load). A tenant with any open request (a stream, a websocket) is active now, though
+ * the access log will show the request only when it ends. */
+static void upstreams_got(const struct berth_http_result *res, void *arg)
+{
+    struct caddy *c = arg;
+    c->act_call = NULL;
+    if (res->status != 200) return;     /* routes.c notices and reports a Caddy that is gone */
+    cJSON *list = cJSON_ParseWithLength(res->body, res->body_len);
+    const cJSON *u;
+    cJSON_ArrayForEach(u, list) {
+        const char *addr = cJSON_GetStringValue(cJSON_GetObjectItem(u, "address"));
+        if (!addr || cJSON_GetNumberValue(cJSON_GetObjectItem(u, "num_requests")) <= 0) continue;
+        for (struct route *r = c->routes; r; r = r->next)
+            if (*r->upstream && !strcmp(r->upstream, addr)) r->active = true;
+    }
+    cJSON_Delete(list);
+}
+
+static void poll_upstreams(struct caddy *c)
+{
+    if (c->act_call || !c->admin_url[0]) return;
+    char url[300];
+    snprintf(url, sizeof url, "%s/reverse_proxy/upstreams", c->admin_url);
+    struct berth_header hdr[] = {{"Host", c->admin_host}, {NULL, NULL}};
+    struct berth_http_opts o = {.size = sizeof o, .url = url, .unix_socket = c->admin_sock,
+                                .headers = hdr, .timeout_ms = c->cfg.timeout,
+                                .connect_timeout_ms = 2000};
+    c->act_call = H->http_request(c->self, &o, upstreams_got, c);
+}
+
 static void publish_fire(berth_timer *t, void *arg)
 {
     (void)t;
     struct caddy *c = arg;
+    poll_upstreams(c);          /* what it finds is published on the next tick */
     struct berth_ev_tenant_activity ev = {sizeof ev, "caddy"};
     for (struct route *r = c->routes; r; r = r->next) {
         if (!r->active) continue;
@@ -169,6 +205,9 @@ static int parse_addr(const char *addr, struct sockaddr_in *sa)
 int activity_start(struct caddy *c)
 {
     c->act_fd = -1;
+    c->act_timer = H->timer_start(c->self, (uint64_t)c->cfg.activity_interval,
+                                  (uint64_t)c->cfg.activity_interval, publish_fire, c);
+    if (!c->act_timer) return BERTH_ENOMEM;
     if (!c->cfg.access_log || !*c->cfg.access_log) return 0;
     struct sockaddr_in sa;
     if (parse_addr(c->cfg.access_log, &sa)) {
@@ -189,14 +228,14 @@ int activity_start(struct caddy *c)
     }
     c->act_fd = fd;
     c->act_watch = H->watch_fd(c->self, fd, BERTH_WATCH_READABLE, accept_ready, c);
-    c->act_timer = H->timer_start(c->self, (uint64_t)c->cfg.activity_interval,
-                                  (uint64_t)c->cfg.activity_interval, publish_fire, c);
-    if (!c->act_watch || !c->act_timer) return BERTH_ENOMEM;
+    if (!c->act_watch) return BERTH_ENOMEM;
     return 0;
 }
 
 void activity_stop(struct caddy *c)
 {
+    if (c->act_call) H->http_cancel(c->act_call);
+    c->act_call = NULL;
     while (c->act_conns) conn_close(c->act_conns);
     if (c->act_watch) H->watch_stop(c->act_watch);
     if (c->act_timer) H->timer_stop(c->act_timer);

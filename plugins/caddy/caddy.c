@@ -50,8 +50,8 @@ static const struct berth_cfg_item schema[] = {
      "unset: no activity from Caddy", 0, NULL, NULL},
     {"activity_interval", BERTH_CFG_DURATION, "1s", 100, 600000,
      offsetof(struct caddy_cfg, activity_interval),
-     "tenants seen in the access log are published as activity once per interval", 0, NULL,
-     NULL},
+     "how often berth polls Caddy's open requests per upstream; tenants seen there or in the "
+     "access log get one tenant.activity per interval", 0, NULL, NULL},
     {"extra_hosts", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct caddy_cfg, extra_hosts),
      "hostnames besides tenants' that ask approves for on-demand TLS", 0, NULL, NULL},
     {0},

@@ -81,6 +81,7 @@ struct caddy {
 
     /* the access log (activity.c) */
     int act_fd;
+    berth_call *act_call;               /* GET /reverse_proxy/upstreams in flight */
     berth_watch *act_watch;
     berth_timer *act_timer;
     struct act_conn *act_conns;

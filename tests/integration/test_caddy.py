@@ -27,7 +27,7 @@ CONF = """plugins:
 templates:
   default:
     driver: exec
-    command: [python3, -c, "%(server)s", "{port}"]
+    command: [python3, "%(tenant)s", "{port}"]
     port: 8080
     lifecycle:
       idle_timeout: %(idle)s
@@ -35,12 +35,7 @@ templates:
     caddy: {}
 """
 
-# a tenant that answers with its handle after a short start, so a wake takes a while
-SERVER = ("import http.server,os,sys,time;time.sleep(0.4);"
-          "H=type('H',(http.server.BaseHTTPRequestHandler,),{'do_GET':lambda s:"
-          "(s.send_response(200),s.end_headers(),s.wfile.write(('hi from '+os.environ."
-          "get('BERTH_HANDLE','?')+' '+s.path).encode())),'log_message':lambda *a:None});"
-          "http.server.ThreadingHTTPServer(('127.0.0.1',int(sys.argv[1])),H).serve_forever()")
+TENANT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "caddy", "tenant.py")
 
 
 def get(port, host, path="/", follow=True, timeout=30):
@@ -71,10 +66,10 @@ class CaddyTest(unittest.TestCase):
     def setUp(self):
         self.listen = free_port()
         self.caddy = Caddy(tls=self.tls, ask=f"http://127.0.0.1:{self.listen}/ask").start()
-        base = 26000 + (os.getpid() % 100) * 40
+        base = 28000 + (os.getpid() % 100) * 40    # above test_idle's ports
         conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
                        "listen": self.listen, "mode": self.mode, "batch": self.batch,
-                       "idle": self.idle, "server": SERVER,
+                       "idle": self.idle, "tenant": os.path.abspath(TENANT),
                        "extra": self.extra.replace("{free}", str(free_port()))}
         self.b = Berthd({"10.yaml": conf}, plugins=())
         for m in ("exec", "lifecycle", "caddy"):
@@ -249,6 +244,29 @@ class Activity(CaddyTest):
         self.assertTrue(act and all(e["payload"]["source"] == "caddy" for e in act), act)
         self.assertLess(len(act), 30)                   # batched: not one per request
         b.wait_tenant("busy", "stopped", timeout=10)    # once the requests stop
+
+    def test_an_open_websocket_keeps_a_tenant_awake(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "ws"})
+        addr = b.wait_tenant("ws", "ready")["address"]
+        wait_until(lambda: (self.held() or {}).get("ws") == addr, 10, what="ws's route")
+        s = socket.create_connection(("127.0.0.1", port), timeout=10)
+        try:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: ws.example.test\r\nConnection: Upgrade\r\n"
+                      b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                      b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+            got = b""
+            while True:             # 12 bytes over 6 s: four times idle_timeout
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                got += chunk
+        finally:
+            s.close()
+        self.assertIn(b" 101 ", got.split(b"\r\n", 1)[0])
+        self.assertEqual(got.split(b"\r\n\r\n", 1)[1], b"." * 12)   # never cut
+        self.assertEqual(b.events(type="tenant.sleep_requested", tenant="ws"), [])
+        b.wait_tenant("ws", "stopped", timeout=10)      # idle once it closed
 
     def test_caddy_restart_gets_the_logger_back(self):
         c = self.caddy
