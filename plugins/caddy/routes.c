@@ -170,7 +170,7 @@ static cJSON *proxy(struct caddy *c, const char *tenant)
         cJSON_AddStringToObject(lb, "try_interval", "50ms");
         cJSON *pas = cJSON_AddObjectToObject(cJSON_AddObjectToObject(h, "health_checks"),
                                              "passive");
-        cJSON_AddStringToObject(pas, "fail_duration", "2s");
+        cJSON_AddStringToObject(pas, "fail_duration", "1s");
         cJSON_AddNumberToObject(pas, "max_fails", 1);
     }
     cJSON *b = cJSON_CreateObject();

@@ -143,7 +143,8 @@ static void ready_cb(const char *handle, int status, const char *message, void *
 static void hold_expired(berth_timer *t, void *arg)
 {
     (void)t;
-    hold_answer(arg, 503);
+    struct hold *h = arg;
+    hold_answer(h, h->ready && route_serves(h->c, h->handle) ? 307 : 503);
 }
 
 static void hold_gone(berth_req *r, void *arg)
@@ -175,6 +176,30 @@ static void hold(struct caddy *c, berth_req *r, const char *handle)
     H->on_close(r, hold_gone, h);
 }
 
+/* The tenant is ready and Caddy holds its route, yet Caddy sent the request here: it could
+ * not reach the tenant (its passive health check then skips it for a moment) or the request
+ * raced the config switch. A redirect at once could loop; one after RETRY_MS lets the moment
+ * pass, and a tenant that stays unreachable costs the client a redirect per RETRY_MS. */
+#define RETRY_MS 500
+
+static void retry_later(struct caddy *c, berth_req *r, const char *handle)
+{
+    struct hold *h = calloc(1, sizeof *h);
+    if (!h) {
+        waking_page(r, handle);
+        return;
+    }
+    h->c = c;
+    h->req = r;
+    h->ready = true;
+    snprintf(h->handle, sizeof h->handle, "%s", handle);
+    location_of(r, h->location, sizeof h->location);
+    h->next = c->holds;
+    c->holds = h;
+    h->timer = H->timer_start(c->self, RETRY_MS, 0, hold_expired, h);
+    H->on_close(r, hold_gone, h);
+}
+
 static void tenant_request(struct caddy *c, berth_req *r, const struct route *rt)
 {
     struct berth_tenant_info t = {.size = sizeof t};
@@ -184,9 +209,7 @@ static void tenant_request(struct caddy *c, berth_req *r, const struct route *rt
     }
     bool hold_mode = !strcmp(c->cfg.waking.mode, "hold");
     if (hold_mode && route_serves(c, rt->handle)) {
-        char loc[1024];
-        location_of(r, loc, sizeof loc);
-        redirect(r, loc);
+        retry_later(c, r, rt->handle);
         return;
     }
     if (t.desired != BERTH_DESIRED_RUNNING) {

@@ -9,6 +9,7 @@ import time
 import unittest
 
 from caddyd import Caddy
+from exec_util import marked
 from harness import SLOW, Berthd, free_port, wait_until
 
 CONF = """plugins:
@@ -220,6 +221,27 @@ class Waking(CaddyTest):
         self.assertNotIn(502, statuses)
         self.assertTrue(set(statuses) <= {200}, statuses)
         self.assertEqual(len(b.events(type="container.started", tenant="alice")), 2)
+
+
+class Fallback(CaddyTest):
+    def test_a_ready_tenant_that_dies_gets_no_502(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "victim"})
+        addr = b.wait_tenant("victim", "ready")["address"]
+        wait_until(lambda: (self.held() or {}).get("victim") == addr, 10, what="the route")
+        self.assertEqual(get(port, "victim.example.test")[0], 200)
+        pids = marked("BERTH_HANDLE=victim", "python3")
+        self.assertTrue(pids)
+        for p in pids:
+            os.kill(p, 9)       # Caddy still holds the route to the dead port
+        statuses = []
+
+        def back():
+            statuses.append(get(port, "victim.example.test", "/after")[0])
+            return statuses[-1] == 200
+        wait_until(back, 20, interval=0.05, what="victim restarted and served")
+        self.assertNotIn(502, statuses)
+        self.assertGreaterEqual(len(b.events(type="container.started", tenant="victim")), 2)
 
 
 class Activity(CaddyTest):
