@@ -34,6 +34,16 @@ templates:
       idle_timeout: %(idle)s
       health: {http: /, interval: 100ms, timeout: 1s, retries: 100}
     caddy: {}
+  partners:
+    driver: exec
+    command: [python3, "%(tenant)s", "{port}"]
+    port: 8080
+    lifecycle: {idle_timeout: 0, health: {http: /, interval: 100ms, timeout: 1s, retries: 100}}
+    caddy: {domain: partners.test}
+  unrouted:
+    driver: exec
+    command: [python3, "%(tenant)s", "{port}"]
+    port: 8080
 """
 
 TENANT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "caddy", "tenant.py")
@@ -137,6 +147,17 @@ class Routes(CaddyTest):
         self.assertEqual((len(dep), len(gone)), (1, 1))
         self.assertLess(dep[0]["seq"], gone[0]["seq"])      # the route went first
         self.assertTrue(self.foreign_intact())
+
+    def test_template_domain_and_templates_without_a_block(self):
+        b, port = self.b, self.caddy.port
+        b.post("/v1/tenants", {"handle": "pat", "template": "partners"})
+        b.post("/v1/tenants", {"handle": "nor", "template": "unrouted", "desired": "asleep"})
+        addr = b.wait_tenant("pat", "ready")["address"]
+        wait_until(lambda: (self.held() or {}).get("pat") == addr, 10, what="pat's route")
+        self.assertEqual(get(port, "pat.partners.test"), (200, "hi from pat /"))
+        self.assertEqual(get(port, "pat.example.test")[0], 404)
+        self.assertNotIn("nor", self.held())
+        self.assertNotIn("caddy", b.tenant("nor").get("plugins", {}))
 
     def test_caddy_restart_gets_routes_back(self):
         b, c = self.b, self.caddy
