@@ -159,6 +159,21 @@ class Routes(CaddyTest):
         self.assertNotIn("nor", self.held())
         self.assertNotIn("caddy", b.tenant("nor").get("plugins", {}))
 
+    def test_delete_while_caddy_is_down_waits_for_the_route_to_go(self):
+        b, c = self.b, self.caddy
+        b.post("/v1/tenants", {"handle": "dora", "desired": "asleep"})
+        wait_until(lambda: "dora" in (self.held() or {}), 10, what="dora's route")
+        c.kill()
+        self.assertEqual(b.req("DELETE", "/v1/tenants/dora").status, 202)
+        failed = wait_until(lambda: b.events(type="tenant.deprovision_failed", tenant="dora"),
+                            10, what="the deprovision to fail while Caddy is down")
+        self.assertIn("caddy", failed[0]["payload"]["reason"])
+        self.assertIsNotNone(b.tenant("dora"))          # not gone while Caddy may route it
+        c.start()
+        wait_until(lambda: b.tenant("dora") is None, 20, what="dora to be deleted")
+        self.assertNotIn("dora", self.held())
+        self.assertEqual(get(c.port, "dora.example.test")[0], 404)
+
     def test_caddy_restart_gets_routes_back(self):
         b, c = self.b, self.caddy
         for h in ("ann", "ben"):
