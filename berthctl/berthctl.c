@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cmds.h"
 #include "sse.h"
 
 #define DEFAULT_SOCKET "/var/lib/berth/berth.sock"
@@ -18,7 +19,7 @@
 static const char *sock_path, *base_url;
 static char *token;                 /* bearer token for a TCP listener */
 static struct curl_slist *auth;
-static bool json_out;
+bool json_out;
 
 struct resp { char *data; size_t len; long status; };
 
@@ -56,7 +57,7 @@ static int unreachable(CURLcode cc)
 
 /* Performs a request; returns the parsed JSON body (or NULL for an empty one) and sets *rc to
  * the exit code: 0 on 2xx, 1 with the API's message printed otherwise. */
-static cJSON *call(const char *method, const char *path, const char *body, int *rc)
+cJSON *call(const char *method, const char *path, const char *body, int *rc)
 {
     CURL *c = easy(method, path);
     struct resp r = {0};
@@ -103,7 +104,7 @@ static cJSON *call(const char *method, const char *path, const char *body, int *
     return j;
 }
 
-static void print_json(const cJSON *j)
+void print_json(const cJSON *j)
 {
     char *s = cJSON_Print(j);
     puts(s);
@@ -402,6 +403,7 @@ static void usage(FILE *f)
           "  events [-f] [--since SEQ] [--type TYPE] [--tenant HANDLE]\n"
           "  plugins                        loaded plugin instances\n"
           "  reload                         re-read conf.d (like SIGHUP)\n"
+          "  routes [--instance NAME]       Caddy's routes against berth's (caddy plugin)\n"
           "The socket defaults to $BERTH_SOCKET, else " DEFAULT_SOCKET ".\n"
           "Over TCP the bearer token comes from --token-file or $BERTH_TOKEN.\n", f);
 }
@@ -540,6 +542,7 @@ int main(int argc, char **argv)
         cJSON_Delete(j);
         rc = r2;
     } else if (!strcmp(cmd, "plugins")) rc = plugins();
+    else if (!strcmp(cmd, "routes")) rc = cmd_routes(argc, argv);
     else if (!strcmp(cmd, "reload")) {
         rc = simple("POST", "/v1/reload");
         if (!rc && !json_out) puts("configuration reloaded");

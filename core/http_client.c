@@ -287,7 +287,10 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     if (!strcmp(method, "HEAD")) curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     c->headers = curl_slist_append(NULL, "Expect:");
     for (const struct berth_header *h = o->headers; h && h->name; h++) {
-        char *line = xasprintf("%s: %s", h->name, h->value);
+        /* "Name:" would make curl drop the header; "Name;" sends it empty (Caddy's admin
+         * API on a unix socket accepts only an empty Host) */
+        char *line = h->value && *h->value ? xasprintf("%s: %s", h->name, h->value)
+                               : xasprintf("%s;", h->name);
         c->headers = curl_slist_append(c->headers, line);
         free(line);
     }

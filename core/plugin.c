@@ -938,6 +938,8 @@ static void h_unsubscribe(berth_sub *s)
 static int h_publish(berth_instance *self, uint32_t type, const char *tenant, const void *p)
 {
     const char *name = bus_name(type), *owner = bus_owner(type);
+    /* tenant.activity is every plugin's to report: requests it served for a tenant */
+    if (type == BERTH_EV_TENANT_ACTIVITY && tenant) return bus_publish(type, tenant, p);
     if (name && (type < BERTH_EV_CUSTOM_BASE || !owner || strcmp(owner, self->mod->d->name))) {
         blog(BERTH_LOG_ERROR, self->comp, "may not publish %s: it belongs to %s", name,
              owner ? owner : "the core");
