@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -248,6 +250,45 @@ static uint64_t file_size(const char *dir, const char *name)
     return n;
 }
 
+static uint64_t dir_bytes_total;
+
+static int add_size(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F) dir_bytes_total += (uint64_t)st->st_blocks * 512;
+    return 0;
+}
+
+/* what the state dir holds on disk (blocks, so sparse files count as they are) */
+static uint64_t dir_bytes(const char *dir)
+{
+    dir_bytes_total = 0;
+    nftw(dir, add_size, 16, FTW_PHYS | FTW_MOUNT);
+    return dir_bytes_total;
+}
+
+/* MemTotal and MemAvailable of /proc/meminfo, and berthd's resident set */
+static void add_memory(cJSON *o)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, "memory");
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            cJSON_AddNumberToObject(m, "total_bytes", (double)kb * 1024);
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            cJSON_AddNumberToObject(m, "available_bytes", (double)kb * 1024);
+    }
+    if (f) fclose(f);
+    f = fopen("/proc/self/statm", "r");
+    unsigned long long size, rss;
+    if (f && fscanf(f, "%llu %llu", &size, &rss) == 2)
+        cJSON_AddNumberToObject(m, "berthd_rss_bytes", (double)rss * (double)getpagesize());
+    if (f) fclose(f);
+}
+
 static void get_info(berth_req *r, void *arg)
 {
     (void)arg;
@@ -274,6 +315,7 @@ static void get_info(berth_req *r, void *arg)
     uint64_t db = file_size(C.state_dir, "berth.db") + file_size(C.state_dir, "berth.db-wal") +
                   file_size(C.state_dir, "berth.db-shm");
     cJSON_AddNumberToObject(disk, "database_bytes", (double)db);
+    cJSON_AddNumberToObject(disk, "state_dir_bytes", (double)dir_bytes(C.state_dir));
     struct statvfs vfs;
     if (statvfs(C.state_dir, &vfs) == 0) {
         cJSON_AddNumberToObject(disk, "free_bytes", (double)vfs.f_bavail * (double)vfs.f_frsize);
@@ -287,6 +329,7 @@ static void get_info(berth_req *r, void *arg)
     cJSON_AddNumberToObject(lr, "at_ms", (double)C.reload.at_ms);
     cJSON_AddItemToObject(lr, "errors", C.reload.errors ? cJSON_Duplicate(C.reload.errors, 1)
                                                         : cJSON_CreateArray());
+    add_memory(o);
     cJSON *ev = cJSON_AddObjectToObject(o, "events");
     cJSON_AddNumberToObject(ev, "last_seq", (double)bus_last_seq());
     cJSON_AddItemToObject(o, "loop_handles", loop_handles_json());
@@ -639,7 +682,7 @@ static void get_events(berth_req *r, void *arg)
     (void)arg;
     const char *lei = req_header(r, "last-event-id");
     const char *since = lei ? lei : req_query(r, "since");
-    const char *follow = req_query(r, "follow");
+    const char *follow = req_query(r, "follow"), *type = req_query(r, "type");
     uint64_t last = bus_last_seq();
     uint64_t after = last > 100 ? last - 100 : 0;
     if (since) {
@@ -651,12 +694,16 @@ static void get_events(berth_req *r, void *arg)
             return;
         }
     }
+    if (type && *type && type[strlen(type) - 1] != '*' && !bus_lookup(type)) {
+        req_respond_error(r, 400, "invalid_request", "unknown event type '%s' (a registered "
+                          "type like tenant.ready, or a prefix ending in *)", type);
+        return;
+    }
     struct sse *s = xcalloc(1, sizeof *s);
     s->r = r;
     s->last = after;
     s->live = !follow || (strcmp(follow, "0") && strcmp(follow, "false"));
     s->catching_up = true;
-    const char *type = req_query(r, "type");
     if (type && *type) {
         size_t l = strlen(type);
         s->prefix = l > 1 && type[l - 1] == '*';
@@ -695,6 +742,7 @@ int api_init(void)
     static const struct { const char *m, *p; berth_http_handler h; } core_routes[] = {
         {"GET", "/health", get_health},
         {"GET", "/metrics", get_metrics},
+        {"GET", "/v1/system", get_info},
         {"GET", "/v1/system/info", get_info},
         {"GET", "/v1/tenants", get_tenants},
         {"POST", "/v1/tenants", post_tenants},
