@@ -199,6 +199,7 @@ static void free_tenant(struct tenant *t)
     free(t->id);
     free(t->address);
     free(t->reason);
+    free(t->crash_msg);
     for (size_t i = 0; i < t->nfin; i++) free(t->fin[i]);
     free(t->fin);
     list_each(it, &t->status) status_free(container_of(it, struct pstatus, link));
@@ -334,6 +335,7 @@ void tenant_set_observed(struct tenant *t, enum berth_observed_state s)
     t->observed = s;
     tenant_changed(t);
     if (s == BERTH_OBS_READY) {
+        crash_ready(t);
         struct berth_ev_tenant_ready r = {sizeof r, t->address};
         bus_publish(BERTH_EV_TENANT_READY, t->handle, &r);
         tenant_notify(t, 0, NULL);
