@@ -70,6 +70,12 @@ void blog(enum berth_log_level lvl, const char *component, const char *fmt, ...)
 #define log_error(...) blog(BERTH_LOG_ERROR, "core", __VA_ARGS__)
 int log_level_parse(const char *s);
 
+/* ---- notify.c: systemd's notify protocol over $NOTIFY_SOCKET, and its watchdog ---- */
+int notify_init(uv_loop_t *loop);       /* 0 also when there is no NOTIFY_SOCKET */
+void notify_send(const char *state);    /* "READY=1", "STOPPING=1", ... */
+void notify_reloading(void);            /* RELOADING=1 with MONOTONIC_USEC */
+void notify_shutdown(void);
+
 /* ---- conf.c: YAML tree with positions, merge, schema validation ---- */
 enum cnode_kind { CN_SCALAR, CN_MAP, CN_SEQ };
 struct cnode {
