@@ -27,7 +27,7 @@ int cmd_health(int argc, char **argv)
     if (no_args(argc, argv, "usage: berthctl health [--json]\nExit 0 when berthd answers "
                 "and is usable; otherwise exit 1 with what is wrong.\n", &rc))
         return rc;
-    cJSON *j = ctl_call("GET", "/health", NULL, &rc);
+    cJSON *j = ctl_call("GET", "/health?details=1", NULL, &rc);
     if (ctl_json && !rc) ctl_print_json(j);
     else if (!rc) printf("berthd is healthy\n");
     cJSON_Delete(j);

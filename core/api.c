@@ -227,18 +227,58 @@ void api_dispatch(berth_req *req, void *arg)
 
 /* ---- core endpoints ---- */
 
+/* plugin instances that failed to configure or start: a part of the configuration that is
+ * not running. Adds {"ok", "state", "reason"} per instance; returns the first failure. */
+static const char *plugins_health(cJSON *o, cJSON *all)
+{
+    const char *first = NULL;
+    cJSON *p;
+    cJSON_ArrayForEach(p, all) {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(p, "name"));
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(p, "state"));
+        const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(p, "error"));
+        bool failed = st && !strcmp(st, "failed");
+        cJSON *h = cJSON_AddObjectToObject(o, name ? name : "?");
+        cJSON_AddBoolToObject(h, "ok", !failed);
+        cJSON_AddStringToObject(h, "state", st ? st : "?");
+        if (err) cJSON_AddStringToObject(h, "reason", err);
+        if (failed && !first) first = name;
+    }
+    return first;
+}
+
+/* 200 only when berthd is usable: its store writable, every driver able to reach what it
+ * drives, every configured plugin running; otherwise 503 with the first reason and every
+ * check in "checks". A healthy answer stays {"status":"ok"} (probes poll it often) unless
+ * ?details=1 asks for the checks. */
 static void get_health(berth_req *r, void *arg)
 {
     (void)arg;
-    const char *why;
-    if (store_healthy(C.store, &why)) {
-        req_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
-        return;
-    }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", "failing");
-    cJSON_AddStringToObject(o, "reason", why);
-    req_respond_json(r, 503, o);
+    const char *why = NULL;
+    cJSON *o = cJSON_CreateObject(), *all = plugins_json();
+    cJSON *checks = cJSON_CreateObject();
+    cJSON *store = cJSON_AddObjectToObject(checks, "store");
+    bool store_ok = store_healthy(C.store, &why);
+    cJSON_AddBoolToObject(store, "ok", store_ok);
+    if (why) cJSON_AddStringToObject(store, "reason", why);
+    cJSON *drivers = cJSON_AddObjectToObject(checks, "drivers");
+    bool drivers_ok = drivers_health(drivers);
+    const char *failed = plugins_health(cJSON_AddObjectToObject(checks, "plugins"), all);
+    char *reason = !store_ok ? xstrdup(why ? why : "the store is failing")
+                 : failed ? xasprintf("plugin instance '%s' failed", failed) : NULL;
+    cJSON *d;
+    if (store_ok && !failed && !drivers_ok) cJSON_ArrayForEach(d, drivers)
+        if (!reason && cJSON_IsString(cJSON_GetObjectItem(d, "reason")))
+            reason = xstrdup(cJSON_GetObjectItem(d, "reason")->valuestring);
+    cJSON_AddStringToObject(o, "status", reason ? "failing" : "ok");
+    if (reason) cJSON_AddStringToObject(o, "reason", reason);
+    const char *details = req_query(r, "details");
+    if (reason || (details && strcmp(details, "0"))) cJSON_AddItemToObject(o, "checks", checks);
+    else cJSON_Delete(checks);
+    cJSON_Delete(all);
+    int status = reason ? 503 : 200;
+    free(reason);
+    req_respond_json(r, status, o);
 }
 
 static uint64_t file_size(const char *dir, const char *name)

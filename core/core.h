@@ -388,6 +388,7 @@ void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);
 void driver_relist(berth_instance *owner);
+bool drivers_health(cJSON *o);
 int tenant_wait_ready(berth_instance *owner, const char *handle, int64_t timeout_ms,
                       berth_ready_cb cb, void *arg);
 void waiter_drop(struct res *r);

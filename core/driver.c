@@ -250,6 +250,22 @@ void driver_relist(berth_instance *owner)
     }
 }
 
+/* each driver's dependency as its last list() saw it (dockerd reachable, ...): adds a
+ * {"ok", "reason"} per driver to o; false when one of them is failing */
+bool drivers_health(cJSON *o)
+{
+    bool ok = true;
+    list_each(it, &D.drivers) {
+        struct driver *d = container_of(it, struct driver, link);
+        cJSON *h = cJSON_AddObjectToObject(o, inst_name(d->res.owner));
+        cJSON_AddBoolToObject(h, "ok", !d->list_error);
+        cJSON_AddBoolToObject(h, "listed", d->listed);
+        if (d->list_error) cJSON_AddStringToObject(h, "reason", d->list_error);
+        ok = ok && !d->list_error;
+    }
+    return ok;
+}
+
 void drivers_list_all(void)
 {
     list_each(it, &D.drivers) list_driver(container_of(it, struct driver, link));

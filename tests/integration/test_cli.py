@@ -67,6 +67,29 @@ class Help(unittest.TestCase):
         self.assertEqual(ctl("version", env=env).returncode, 0)
 
 
+class Health(BerthTest):
+    conf = {"10-test.yaml": TESTDRV.replace("  echo: {}\n", "  echo: {}\n  meter: {}\n"
+                                            "  meter-two: {module: meter}\n")}
+    plugins = ("testdrv", "echo", "meter")
+
+    def test_health_is_200_only_when_usable(self):
+        b = self.b
+        j = json.loads(b.ctl("health", "--json").stdout)
+        self.assertEqual(j["status"], "ok")
+        self.assertTrue(j["checks"]["store"]["ok"])
+        self.assertEqual(j["checks"]["drivers"]["testdrv"]["ok"], True)
+        self.assertEqual(j["checks"]["plugins"]["meter"], {"ok": True, "state": "running"})
+        # meter_two renders metrics under meter-two's names: refused, it fails to start
+        b.write("20-two.yaml", "plugins:\n  meter_two: {module: meter}\n")
+        b.ctl("reload")
+        p = b.ctl("health", check=False)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn("plugin instance 'meter_two' failed (error, HTTP 503)", p.stderr)
+        r = b.get("/health")
+        self.assertEqual(r.status, 503)
+        self.assertFalse(r.json["checks"]["plugins"]["meter_two"]["ok"])
+
+
 class AgainstBerthd(BerthTest):
     conf = {"10-test.yaml": SLOW_START}
 
