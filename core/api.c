@@ -766,8 +766,15 @@ static void get_events(berth_req *r, void *arg)
     sse_catch_up(r, s);
 }
 
+static void get_backup(berth_req *r, void *arg)
+{
+    (void)arg;
+    backup_start(r, C.store, C.state_dir);
+}
+
 void api_shutdown(void)
 {
+    backup_shutdown();
     list_each(it, &sses) sse_close(container_of(it, struct sse, link));
     if (heartbeat_init) uv_close((uv_handle_t *)&heartbeat, NULL);
     heartbeat_init = false;
@@ -784,6 +791,7 @@ int api_init(void)
         {"GET", "/metrics", get_metrics},
         {"GET", "/v1/system", get_info},
         {"GET", "/v1/system/info", get_info},
+        {"GET", "/v1/system/backup", get_backup},
         {"GET", "/v1/tenants", get_tenants},
         {"POST", "/v1/tenants", post_tenants},
         {"GET", "/v1/tenants/{handle}", get_tenant},

@@ -70,6 +70,11 @@ void blog(enum berth_log_level lvl, const char *component, const char *fmt, ...)
 #define log_error(...) blog(BERTH_LOG_ERROR, "core", __VA_ARGS__)
 int log_level_parse(const char *s);
 
+/* ---- backup.c: GET /v1/system/backup, SQLite's online backup answered as the body ---- */
+struct store;
+void backup_start(berth_req *r, struct store *s, const char *dir);
+void backup_shutdown(void);
+
 /* ---- notify.c: systemd's notify protocol over $NOTIFY_SOCKET, and its watchdog ---- */
 int notify_init(uv_loop_t *loop);       /* 0 also when there is no NOTIFY_SOCKET */
 void notify_send(const char *state);    /* "READY=1", "STOPPING=1", ... */
