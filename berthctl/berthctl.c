@@ -27,6 +27,7 @@ static const struct command {
      cmd_events},
     {"plugins", "", "loaded plugin instances", cmd_plugins},
     {"reload", "", "re-read conf.d (like SIGHUP)", cmd_reload},
+    {"backup", "FILE", "a consistent copy of the state, taken while berthd runs", cmd_backup},
     {"version", "", "berthctl's version", cmd_version},
     {"help", "[COMMAND]", "this list, or a command's help", cmd_help},
 };

@@ -130,6 +130,30 @@ cJSON *ctl_call(const char *method, const char *path, const char *body, int *rc)
     return j;
 }
 
+int ctl_fetch(const char *path, char **data, size_t *len)
+{
+    struct curl_slist *h = NULL;
+    struct resp r = {0};
+    long status = 0;
+    CURL *c = easy("GET", path, &h, NULL);
+    if (!c) return 1;
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &r);
+    CURLcode cc = curl_easy_perform(c);
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_slist_free_all(h);
+    curl_easy_cleanup(c);
+    if (cc != CURLE_OK || status != 200) {
+        if (cc != CURLE_OK) unreachable(cc);
+        else print_error(r.data, status);
+        free(r.data);
+        return 1;
+    }
+    *data = r.data;
+    *len = r.len;
+    return 0;
+}
+
 /* an SSE reader that also keeps the body of a refusal, to show the server's reason */
 struct stream { struct sse s; struct resp err; CURL *c; bool refused, checked; };
 

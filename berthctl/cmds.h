@@ -25,6 +25,9 @@ cJSON *ctl_call(const char *method, const char *path, const char *body, int *rc)
 int ctl_stream(const char *path, bool (*fn)(const char *data, void *arg), void *arg,
                long timeout_ms);
 
+/* GET path into *data (malloc'd, *len bytes): 0 on 200, else 1 with the reason printed */
+int ctl_fetch(const char *path, char **data, size_t *len);
+
 void ctl_print_json(const cJSON *j);
 const char *ctl_str(const cJSON *o, const char *key);   /* the string, or "-" */
 double ctl_num(const cJSON *o, const char *key);        /* the number, or 0 */
@@ -55,6 +58,7 @@ int cmd_info(int argc, char **argv);
 int cmd_health(int argc, char **argv);
 int cmd_plugins(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
+int cmd_backup(int argc, char **argv);
 
 /* tenant wake|add --wait: follows the tenant's events from seq until it is ready (0) or
  * failed (1), up to timeout_ms */
