@@ -640,7 +640,8 @@ static void ensure_network(struct job *j, const struct berth_http_result *r)
     call(j, "GET", path, NULL, network_checked, NULL);
 }
 
-/* Pull progress arrives as JSON lines; an error can come inside a 200 stream. */
+/* Pull progress arrives as JSON lines; an error can come inside a 200 stream, and a refused
+ * pull (HTTP 4xx/5xx) says why as {"message": ...}. */
 static bool pull_data(const char *data, size_t len, void *arg)
 {
     struct job *j = arg;
@@ -654,6 +655,7 @@ static bool pull_data(const char *data, size_t len, void *arg)
         start = i + 1;
         cJSON *m = cJSON_Parse(line);
         const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "error"));
+        if (!e) e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "message"));
         const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(m, "status"));
         if (e) {
             free(j->pull_status);

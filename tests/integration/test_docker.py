@@ -227,6 +227,28 @@ templates:
         finally:
             b.cleanup()
 
+    def test_a_refused_pull_says_what_dockerd_said(self):
+        image = REG.push(D, "berth-test:latest").replace("berth-test", "nope-not-pushed")
+        b = Berthd({"10-docker.yaml": f"""plugins:
+  docker: {{socket: {D.sock}}}
+templates:
+  default:
+    driver: docker
+    image: {image}
+    pull: always
+"""}, plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            b.post("/v1/tenants", {"handle": "nopull"})
+            t = wait_until(lambda: "pulling" in ((b.tenant("nopull") or {}).get("reason") or "")
+                           and b.tenant("nopull"), 60, what="the pull's failure")
+            self.assertIn(f"pulling {image}: dockerd: ", t["reason"])
+            self.assertIn("not found", t["reason"])
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
+
     def test_tcp_with_tls_client_certificates(self):
         p = D.pki
         base = f"""plugins:
