@@ -85,6 +85,12 @@ static void print_info(const cJSON *j)
     ctl_fmt_bytes(ctl_num(mem, "berthd_rss_bytes"), c, sizeof c);
     printf("memory:    host %s available of %s; berthd %s\n", a, b, c);
     print_tenants(cJSON_GetObjectItem(j, "tenants"));
+    const cJSON *d;
+    cJSON_ArrayForEach(d, cJSON_GetObjectItem(j, "dependencies"))
+        printf("driver:    %s %s%s%s\n", d->string,
+               cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")) ? "ok" : "FAILING",
+               cJSON_IsString(cJSON_GetObjectItem(d, "reason")) ? ": " : "",
+               cJSON_IsString(cJSON_GetObjectItem(d, "reason")) ? ctl_str(d, "reason") : "");
     print_plugins(cJSON_GetObjectItem(j, "plugins"));
 }
 

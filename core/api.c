@@ -370,6 +370,7 @@ static void get_info(berth_req *r, void *arg)
     cJSON_AddItemToObject(lr, "errors", C.reload.errors ? cJSON_Duplicate(C.reload.errors, 1)
                                                         : cJSON_CreateArray());
     add_memory(o);
+    drivers_health(cJSON_AddObjectToObject(o, "dependencies"));     /* dockerd, ... */
     cJSON *ev = cJSON_AddObjectToObject(o, "events");
     cJSON_AddNumberToObject(ev, "last_seq", (double)bus_last_seq());
     cJSON_AddItemToObject(o, "loop_handles", loop_handles_json());

@@ -178,10 +178,12 @@ class AgainstBerthd(BerthTest):
         self.assertRegex(out, r"memory:\s+host [\d.]+ [KMGT]iB available of [\d.]+ [KMGT]iB")
         self.assertRegex(out, r"state:\s+\S+ uses [\d.]+ [KMG]?i?B; ")
         self.assertRegex(out, r"plugins:\n\s+testdrv\s+testdrv\s+\S+\s+running")
+        self.assertIn("driver:    testdrv ok\n", out)
         j = json.loads(b.ctl("info", "--json").stdout)
         self.assertGreater(j["memory"]["total_bytes"], j["memory"]["available_bytes"])
         self.assertGreater(j["disk"]["state_dir_bytes"], 0)
         self.assertEqual(j["tenants"]["total"], 2)
+        self.assertEqual(j["dependencies"]["testdrv"], {"ok": True, "listed": True})
         self.assertEqual(b.get("/v1/system").json["version"], j["version"])
 
 
