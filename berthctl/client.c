@@ -232,11 +232,21 @@ double ctl_num(const cJSON *o, const char *k)
 void ctl_fmt_duration(double ms, char *out, size_t n)
 {
     int64_t v = (int64_t)(ms + 0.5);
-    if (v >= 3600000 && v % 3600000 == 0) snprintf(out, n, "%" PRId64 "h", v / 3600000);
-    else if (v >= 60000 && v % 60000 == 0) snprintf(out, n, "%" PRId64 "m", v / 60000);
-    else if (v % 1000 == 0) snprintf(out, n, "%" PRId64 "s", v / 1000);
-    else if (v < 1000) snprintf(out, n, "%" PRId64 "ms", v);
-    else snprintf(out, n, "%.1fs", (double)v / 1000.0);
+    if (v < 1000) {
+        snprintf(out, n, "%" PRId64 "ms", v);
+        return;
+    }
+    if (v < 60000 && v % 1000) {
+        snprintf(out, n, "%.1fs", (double)v / 1000.0);
+        return;
+    }
+    /* whole units, largest first: 3m41s, 1h, 2h5m */
+    int64_t s = v / 1000, h = s / 3600, m = s / 60 % 60, sec = s % 60;
+    size_t k = 0;
+    out[0] = 0;
+    if (h) k += (size_t)snprintf(out + k, n - k, "%" PRId64 "h", h);
+    if (m && k < n) k += (size_t)snprintf(out + k, n - k, "%" PRId64 "m", m);
+    if ((sec || !k) && k < n) snprintf(out + k, n - k, "%" PRId64 "s", sec);
 }
 
 int ctl_parse_duration(const char *s, int64_t *ms)

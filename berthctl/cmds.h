@@ -32,7 +32,7 @@ void ctl_print_json(const cJSON *j);
 const char *ctl_str(const cJSON *o, const char *key);   /* the string, or "-" */
 double ctl_num(const cJSON *o, const char *key);        /* the number, or 0 */
 
-/* Durations as people write them: 1500 -> "1.5s", 10000 -> "10s", 300000 -> "5m". */
+/* Durations as people write them: 1500 -> "1.5s", 10000 -> "10s", 221000 -> "3m41s". */
 void ctl_fmt_duration(double ms, char *out, size_t n);
 /* "30" (seconds), "500ms", "10s", "5m", "2h": 0 and *ms set, or -1 for anything else. */
 int ctl_parse_duration(const char *s, int64_t *ms);

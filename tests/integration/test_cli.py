@@ -173,7 +173,7 @@ class AgainstBerthd(BerthTest):
         b.ctl("tenant", "add", "bob", "--asleep")
         b.wait_tenant("ann", "ready")
         out = b.ctl("info").stdout
-        self.assertRegex(out, r"^berthd \d+\.\d+\.\d+ \(plugin ABI 1\.\d+\), pid \d+, up \d+")
+        self.assertRegex(out, r"^berthd \d+\.\d+\.\d+ \(plugin ABI 1\.\d+\), pid \d+, up (\d+[hms])+\n")
         self.assertRegex(out, r"tenants:\s+2: .*1 ready")
         self.assertRegex(out, r"memory:\s+host [\d.]+ [KMGT]iB available of [\d.]+ [KMGT]iB")
         self.assertRegex(out, r"state:\s+\S+ uses [\d.]+ [KMG]?i?B; ")
