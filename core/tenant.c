@@ -651,8 +651,12 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNumberToObject(o, "crashes", (double)t->crashes);
     cJSON_AddNumberToObject(o, "busy", (double)t->busy);
     cJSON_AddNullToObject(o, "idle_deadline_ms");  /* idle settings are lifecycle's since 1.1 */
+    /* not probed yet, on a template whose check gates ready: "starting", as the probe
+     * itself (plugins.lifecycle) says; "unknown" is for workloads nothing checks */
     static const char *const hn[] = {"unknown", "healthy", "unhealthy"};
-    cJSON_AddStringToObject(o, "health", hn[t->health]);
+    bool up = t->observed == BERTH_OBS_STARTING || t->observed == BERTH_OBS_RUNNING;
+    cJSON_AddStringToObject(o, "health", !t->health && up && tmpl_gates_ready(tmpl_find(t->tmpl))
+                                         ? "starting" : hn[t->health]);
     cJSON *pl = cJSON_AddObjectToObject(o, "plugins");
     list_each(it, &t->status) {
         struct pstatus *st = container_of(it, struct pstatus, link);

@@ -2,7 +2,7 @@
 holds now, not what held a while ago."""
 import unittest
 
-from harness import BerthTest, TESTDRV
+from harness import BerthTest, TESTDRV, wait_until
 
 class Status(BerthTest):
     conf = {"10-test.yaml": TESTDRV,
@@ -35,6 +35,27 @@ class Status(BerthTest):
         self.assertEqual((t["crashes"], t["restarts"]), (1, 1))
         stopped = b.events(type="container.stopped", tenant="rmf")
         self.assertEqual(len(stopped), 1, stopped)
+
+
+class HealthAgrees(BerthTest):
+    # nothing listens on testdrv's addresses: the probe stays in its start period
+    conf = {"10-test.yaml": TESTDRV.replace("  echo: {}\n", "  echo: {}\n  lifecycle: {}\n"),
+            "20-health.yaml": "templates:\n  default:\n    lifecycle:\n      health: "
+                              "{http: /, interval: 100ms, start_period: 60s}\n"}
+
+    def setUp(self):
+        self.start = False
+        super().setUp()
+        self.b.install_plugin_from_build("lifecycle")
+        self.b.start()
+
+    def test_top_level_health_and_lifecycle_agree_while_starting(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hp"})
+        t = wait_until(lambda: (b.tenant("hp") or {}).get("plugins", {}).get("lifecycle")
+                       and b.tenant("hp"), what="the probe's status")
+        self.assertEqual(t["plugins"]["lifecycle"]["health"], "starting")
+        self.assertEqual((t["observed"], t["health"]), ("running", "starting"))
 
 
 if __name__ == "__main__":
