@@ -39,6 +39,10 @@ static int print_routes(const cJSON *j)
 
 int cmd_routes(int argc, char **argv)
 {
+    if (ctl_help(argc, argv, "usage: berthctl routes [--instance NAME] [--json]\n"
+                 "The routes Caddy holds against those berth expects (the caddy plugin\n"
+                 "instance NAME, default caddy); exit 1 when they differ or Caddy is down.\n"))
+        return 0;
     const char *inst = "caddy";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--instance") && i + 1 < argc) inst = argv[++i];
@@ -50,8 +54,8 @@ int cmd_routes(int argc, char **argv)
     char path[256];
     snprintf(path, sizeof path, "/v1/%s/routes", inst);
     int rc;
-    cJSON *j = call("GET", path, NULL, &rc);
-    if (!rc && json_out) print_json(j);
+    cJSON *j = ctl_call("GET", path, NULL, &rc);
+    if (!rc && ctl_json) ctl_print_json(j);
     else if (!rc) rc = print_routes(j);
     cJSON_Delete(j);
     return rc;

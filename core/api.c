@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <ftw.h>
+#include <stdio.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <unistd.h>
@@ -225,18 +227,58 @@ void api_dispatch(berth_req *req, void *arg)
 
 /* ---- core endpoints ---- */
 
+/* plugin instances that failed to configure or start: a part of the configuration that is
+ * not running. Adds {"ok", "state", "reason"} per instance; returns the first failure. */
+static const char *plugins_health(cJSON *o, cJSON *all)
+{
+    const char *first = NULL;
+    cJSON *p;
+    cJSON_ArrayForEach(p, all) {
+        const char *name = cJSON_GetStringValue(cJSON_GetObjectItem(p, "name"));
+        const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(p, "state"));
+        const char *err = cJSON_GetStringValue(cJSON_GetObjectItem(p, "error"));
+        bool failed = st && !strcmp(st, "failed");
+        cJSON *h = cJSON_AddObjectToObject(o, name ? name : "?");
+        cJSON_AddBoolToObject(h, "ok", !failed);
+        cJSON_AddStringToObject(h, "state", st ? st : "?");
+        if (err) cJSON_AddStringToObject(h, "reason", err);
+        if (failed && !first) first = name;
+    }
+    return first;
+}
+
+/* 200 only when berthd is usable: its store writable, every driver able to reach what it
+ * drives, every configured plugin running; otherwise 503 with the first reason and every
+ * check in "checks". A healthy answer stays {"status":"ok"} (probes poll it often) unless
+ * ?details=1 asks for the checks. */
 static void get_health(berth_req *r, void *arg)
 {
     (void)arg;
-    const char *why;
-    if (store_healthy(C.store, &why)) {
-        req_respond(r, 200, "application/json", "{\"status\":\"ok\"}\n", 16);
-        return;
-    }
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "status", "failing");
-    cJSON_AddStringToObject(o, "reason", why);
-    req_respond_json(r, 503, o);
+    const char *why = NULL;
+    cJSON *o = cJSON_CreateObject(), *all = plugins_json();
+    cJSON *checks = cJSON_CreateObject();
+    cJSON *store = cJSON_AddObjectToObject(checks, "store");
+    bool store_ok = store_healthy(C.store, &why);
+    cJSON_AddBoolToObject(store, "ok", store_ok);
+    if (why) cJSON_AddStringToObject(store, "reason", why);
+    cJSON *drivers = cJSON_AddObjectToObject(checks, "drivers");
+    bool drivers_ok = drivers_health(drivers);
+    const char *failed = plugins_health(cJSON_AddObjectToObject(checks, "plugins"), all);
+    char *reason = !store_ok ? xstrdup(why ? why : "the store is failing")
+                 : failed ? xasprintf("plugin instance '%s' failed", failed) : NULL;
+    cJSON *d;
+    if (store_ok && !failed && !drivers_ok) cJSON_ArrayForEach(d, drivers)
+        if (!reason && cJSON_IsString(cJSON_GetObjectItem(d, "reason")))
+            reason = xstrdup(cJSON_GetObjectItem(d, "reason")->valuestring);
+    cJSON_AddStringToObject(o, "status", reason ? "failing" : "ok");
+    if (reason) cJSON_AddStringToObject(o, "reason", reason);
+    const char *details = req_query(r, "details");
+    if (reason || (details && strcmp(details, "0"))) cJSON_AddItemToObject(o, "checks", checks);
+    else cJSON_Delete(checks);
+    cJSON_Delete(all);
+    int status = reason ? 503 : 200;
+    free(reason);
+    req_respond_json(r, status, o);
 }
 
 static uint64_t file_size(const char *dir, const char *name)
@@ -246,6 +288,45 @@ static uint64_t file_size(const char *dir, const char *name)
     uint64_t n = stat(p, &st) == 0 ? (uint64_t)st.st_size : 0;
     free(p);
     return n;
+}
+
+static uint64_t dir_bytes_total;
+
+static int add_size(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)path;
+    (void)ftw;
+    if (flag == FTW_F) dir_bytes_total += (uint64_t)st->st_blocks * 512;
+    return 0;
+}
+
+/* what the state dir holds on disk (blocks, so sparse files count as they are) */
+static uint64_t dir_bytes(const char *dir)
+{
+    dir_bytes_total = 0;
+    nftw(dir, add_size, 16, FTW_PHYS | FTW_MOUNT);
+    return dir_bytes_total;
+}
+
+/* MemTotal and MemAvailable of /proc/meminfo, and berthd's resident set */
+static void add_memory(cJSON *o)
+{
+    cJSON *m = cJSON_AddObjectToObject(o, "memory");
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    unsigned long long kb;
+    while (f && fgets(line, sizeof line, f)) {
+        if (sscanf(line, "MemTotal: %llu kB", &kb) == 1)
+            cJSON_AddNumberToObject(m, "total_bytes", (double)kb * 1024);
+        else if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
+            cJSON_AddNumberToObject(m, "available_bytes", (double)kb * 1024);
+    }
+    if (f) fclose(f);
+    f = fopen("/proc/self/statm", "r");
+    unsigned long long size, rss;
+    if (f && fscanf(f, "%llu %llu", &size, &rss) == 2)
+        cJSON_AddNumberToObject(m, "berthd_rss_bytes", (double)rss * (double)getpagesize());
+    if (f) fclose(f);
 }
 
 static void get_info(berth_req *r, void *arg)
@@ -274,6 +355,7 @@ static void get_info(berth_req *r, void *arg)
     uint64_t db = file_size(C.state_dir, "berth.db") + file_size(C.state_dir, "berth.db-wal") +
                   file_size(C.state_dir, "berth.db-shm");
     cJSON_AddNumberToObject(disk, "database_bytes", (double)db);
+    cJSON_AddNumberToObject(disk, "state_dir_bytes", (double)dir_bytes(C.state_dir));
     struct statvfs vfs;
     if (statvfs(C.state_dir, &vfs) == 0) {
         cJSON_AddNumberToObject(disk, "free_bytes", (double)vfs.f_bavail * (double)vfs.f_frsize);
@@ -287,6 +369,8 @@ static void get_info(berth_req *r, void *arg)
     cJSON_AddNumberToObject(lr, "at_ms", (double)C.reload.at_ms);
     cJSON_AddItemToObject(lr, "errors", C.reload.errors ? cJSON_Duplicate(C.reload.errors, 1)
                                                         : cJSON_CreateArray());
+    add_memory(o);
+    drivers_health(cJSON_AddObjectToObject(o, "dependencies"));     /* dockerd, ... */
     cJSON *ev = cJSON_AddObjectToObject(o, "events");
     cJSON_AddNumberToObject(ev, "last_seq", (double)bus_last_seq());
     cJSON_AddItemToObject(o, "loop_handles", loop_handles_json());
@@ -639,7 +723,7 @@ static void get_events(berth_req *r, void *arg)
     (void)arg;
     const char *lei = req_header(r, "last-event-id");
     const char *since = lei ? lei : req_query(r, "since");
-    const char *follow = req_query(r, "follow");
+    const char *follow = req_query(r, "follow"), *type = req_query(r, "type");
     uint64_t last = bus_last_seq();
     uint64_t after = last > 100 ? last - 100 : 0;
     if (since) {
@@ -651,12 +735,16 @@ static void get_events(berth_req *r, void *arg)
             return;
         }
     }
+    if (type && *type && type[strlen(type) - 1] != '*' && !bus_lookup(type)) {
+        req_respond_error(r, 400, "invalid_request", "unknown event type '%s' (a registered "
+                          "type like tenant.ready, or a prefix ending in *)", type);
+        return;
+    }
     struct sse *s = xcalloc(1, sizeof *s);
     s->r = r;
     s->last = after;
     s->live = !follow || (strcmp(follow, "0") && strcmp(follow, "false"));
     s->catching_up = true;
-    const char *type = req_query(r, "type");
     if (type && *type) {
         size_t l = strlen(type);
         s->prefix = l > 1 && type[l - 1] == '*';
@@ -679,8 +767,15 @@ static void get_events(berth_req *r, void *arg)
     sse_catch_up(r, s);
 }
 
+static void get_backup(berth_req *r, void *arg)
+{
+    (void)arg;
+    backup_start(r, C.store, C.state_dir);
+}
+
 void api_shutdown(void)
 {
+    backup_shutdown();
     list_each(it, &sses) sse_close(container_of(it, struct sse, link));
     if (heartbeat_init) uv_close((uv_handle_t *)&heartbeat, NULL);
     heartbeat_init = false;
@@ -695,7 +790,9 @@ int api_init(void)
     static const struct { const char *m, *p; berth_http_handler h; } core_routes[] = {
         {"GET", "/health", get_health},
         {"GET", "/metrics", get_metrics},
+        {"GET", "/v1/system", get_info},
         {"GET", "/v1/system/info", get_info},
+        {"GET", "/v1/system/backup", get_backup},
         {"GET", "/v1/tenants", get_tenants},
         {"POST", "/v1/tenants", post_tenants},
         {"GET", "/v1/tenants/{handle}", get_tenant},

@@ -70,6 +70,17 @@ void blog(enum berth_log_level lvl, const char *component, const char *fmt, ...)
 #define log_error(...) blog(BERTH_LOG_ERROR, "core", __VA_ARGS__)
 int log_level_parse(const char *s);
 
+/* ---- backup.c: GET /v1/system/backup, SQLite's online backup answered as the body ---- */
+struct store;
+void backup_start(berth_req *r, struct store *s, const char *dir);
+void backup_shutdown(void);
+
+/* ---- notify.c: systemd's notify protocol over $NOTIFY_SOCKET, and its watchdog ---- */
+int notify_init(uv_loop_t *loop);       /* 0 also when there is no NOTIFY_SOCKET */
+void notify_send(const char *state);    /* "READY=1", "STOPPING=1", ... */
+void notify_reloading(void);            /* RELOADING=1 with MONOTONIC_USEC */
+void notify_shutdown(void);
+
 /* ---- conf.c: YAML tree with positions, merge, schema validation ---- */
 enum cnode_kind { CN_SCALAR, CN_MAP, CN_SEQ };
 struct cnode {
@@ -385,6 +396,7 @@ void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);
 void driver_relist(berth_instance *owner);
+bool drivers_health(cJSON *o);
 int tenant_wait_ready(berth_instance *owner, const char *handle, int64_t timeout_ms,
                       berth_ready_cb cb, void *arg);
 void waiter_drop(struct res *r);

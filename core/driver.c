@@ -250,6 +250,22 @@ void driver_relist(berth_instance *owner)
     }
 }
 
+/* each driver's dependency as its last list() saw it (dockerd reachable, ...): adds a
+ * {"ok", "reason"} per driver to o; false when one of them is failing */
+bool drivers_health(cJSON *o)
+{
+    bool ok = true;
+    list_each(it, &D.drivers) {
+        struct driver *d = container_of(it, struct driver, link);
+        cJSON *h = cJSON_AddObjectToObject(o, inst_name(d->res.owner));
+        cJSON_AddBoolToObject(h, "ok", !d->list_error);
+        cJSON_AddBoolToObject(h, "listed", d->listed);
+        if (d->list_error) cJSON_AddStringToObject(h, "reason", d->list_error);
+        ok = ok && !d->list_error;
+    }
+    return ok;
+}
+
 void drivers_list_all(void)
 {
     list_each(it, &D.drivers) list_driver(container_of(it, struct driver, link));
@@ -260,15 +276,19 @@ void driver_report(berth_instance *owner, const char *handle, const struct berth
     struct tenant *t = handle ? tenant_find(handle) : NULL;
     if (!t || !o || t->op || !t->driver || strcmp(t->driver, inst_name(owner))) return;
     enum berth_observed_state prev = t->observed;
+    /* one stop is one crash and one event, however many reports tell of it (dockerd says
+     * die, then destroy, for `docker rm -f`) */
+    bool was_up = prev == BERTH_OBS_STARTING || prev == BERTH_OBS_RUNNING ||
+                  prev == BERTH_OBS_READY;
     if (o->id) str_set(&t->id, o->id);
     if (o->state == BERTH_OBS_STOPPED || o->state == BERTH_OBS_ABSENT ||
         o->state == BERTH_OBS_FAILED) {
-        if (o->message) str_set(&t->reason, o->message);
+        if (o->message && (was_up || !t->reason)) str_set(&t->reason, o->message);
         if (o->state == BERTH_OBS_ABSENT) str_set(&t->id, NULL);
-        if (t->desired == BERTH_DESIRED_RUNNING) crash_count(t, o->message);
+        if (t->desired == BERTH_DESIRED_RUNNING && was_up) crash_count(t, o->message);
         tenant_set_observed(t, o->state);
         tenant_save(t);
-        if (prev != o->state) {
+        if (was_up) {
             struct berth_ev_container_stopped ev = {sizeof ev, o->id, o->exit_code, o->oom,
                                                     false, o->message};
             bus_publish(BERTH_EV_CONTAINER_STOPPED, t->handle, &ev);

@@ -3,7 +3,10 @@
 #include "core.h"
 
 #include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static enum berth_log_level min_level = BERTH_LOG_INFO;
@@ -28,11 +31,30 @@ int log_level_parse(const char *s)
     return -1;
 }
 
+/* stderr is journald's stream (systemd sets JOURNAL_STREAM to its device:inode): lines then
+ * start with a syslog priority, <6>, and carry no timestamp, which the journal adds */
+static bool to_journal(void)
+{
+    static int known = -1;
+    if (known >= 0) return known;
+    const char *js = getenv("JOURNAL_STREAM");
+    unsigned long long dev, ino;
+    struct stat st;
+    known = js && sscanf(js, "%llu:%llu", &dev, &ino) == 2 && fstat(2, &st) == 0 &&
+            (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+    return known;
+}
+
 void blogv(enum berth_log_level lvl, const char *component, const char *fmt, va_list ap)
 {
     if (lvl < min_level) return;
     char msg[4096], ts[40];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (!as_json && to_journal()) {
+        static const int prio[] = {7, 6, 4, 3};
+        fprintf(stderr, "<%d>[%s] %s\n", prio[lvl], component, msg);
+        return;
+    }
     struct timespec now;
     clock_gettime(CLOCK_REALTIME, &now);
     struct tm tm;

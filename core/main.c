@@ -1,4 +1,5 @@
-/* berthd: the supervisor daemon. Runs in the foreground; logs to stderr. */
+/* berthd: the supervisor daemon. Runs in the foreground; logs to stderr (journald-style
+ * under systemd); speaks the notify protocol when systemd asks for it. */
 #include "core.h"
 
 #include <errno.h>
@@ -36,9 +37,11 @@ static void on_hup(uv_signal_t *s, int sig)
 {
     (void)s; (void)sig;
     log_info("SIGHUP: reloading %s", C.conf_dir);
+    notify_reloading();
     struct errs e = {0};
     core_reload(&e);
     errs_free(&e);
+    notify_send("READY=1");     /* a refused config leaves the running one: ready either way */
 }
 
 static void close_walk(uv_handle_t *h, void *arg)
@@ -55,6 +58,7 @@ static void all_stopped(void)
     bus_shutdown();
     http_client_shutdown();
     plugins_close();
+    notify_shutdown();
     uv_close((uv_handle_t *)&sig_hup, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
@@ -65,6 +69,7 @@ static void on_term(uv_signal_t *s, int sig)
     (void)s;
     if (C.stopping) return;
     C.stopping = true;
+    notify_send("STOPPING=1");
     log_info("%s: stopping; draining plugins in reverse load order",
              sig == SIGINT ? "SIGINT" : "SIGTERM");
     http_close_all();
@@ -192,6 +197,7 @@ static int start(void)
         log_info("control API on tcp %s (bearer token required)", c->tcp.listen);
     }
     plugins_activate(C.gen, NULL);
+    notify_send("READY=1");
     return 0;
 }
 
@@ -259,6 +265,7 @@ int main(int argc, char **argv)
     log_info("berthd %s starting: config %s, state %s", BERTH_VERSION_STR, C.conf_dir,
              g->core.state_dir);
     int code = 0;
+    notify_init(C.loop);
     if (start() < 0) {
         code = 1;
         C.stopping = true;

@@ -123,6 +123,8 @@ static void apply_ok(struct tenant *t, enum op_kind k, const struct berth_observ
     if (k == OP_START) {
         t->started_ms = wall_ms();
         t->health = 0;
+        if (t->recovering) t->restarts++;   /* brought up again after a crash or restart */
+        t->recovering = false;
     }
     switch (k) {
     case OP_CREATE: {
@@ -167,8 +169,7 @@ void reconcile_op_finished(struct tenant *t, berth_op *op, int status,
         apply_ok(t, k, obs, tmpl_find(t->tmpl));
         if (k == OP_STOP && t->restart_pending) {
             t->restart_pending = false;
-            t->restarts++;
-            tenant_save(t);
+            t->recovering = true;       /* counted in restarts once it starts again */
         }
     }
     tenant_mark(t);
@@ -254,7 +255,7 @@ static void reconcile(struct tenant *t)
         else if (o == BERTH_OBS_ABSENT || (o == BERTH_OBS_FAILED && !t->id)) next = OP_CREATE;
         else if (o == BERTH_OBS_STOPPED || o == BERTH_OBS_FAILED) next = OP_START;
     } else {
-        t->restart_pending = false;
+        t->restart_pending = t->recovering = false;
         if (up) next = OP_STOP;
     }
     /* a backoff delays bringing the workload up, never taking it down */

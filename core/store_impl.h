@@ -1,5 +1,5 @@
-/* Private to store.c and store_plugin.c: the store's state and the statement runner both use.
- * Nothing else includes this file. */
+/* Private to store.c and store_plugin.c (and backup.c, which copies the database): the
+ * store's state and the statement runner both use. Nothing else includes this file. */
 #ifndef BERTH_STORE_IMPL_H
 #define BERTH_STORE_IMPL_H
 

@@ -208,6 +208,7 @@ static void free_tenant(struct tenant *t)
     free(t->id);
     free(t->address);
     free(t->reason);
+    free(t->crash_msg);
     for (size_t i = 0; i < t->nfin; i++) free(t->fin[i]);
     free(t->fin);
     list_each(it, &t->status) status_free(container_of(it, struct pstatus, link));
@@ -343,6 +344,7 @@ void tenant_set_observed(struct tenant *t, enum berth_observed_state s)
     t->observed = s;
     tenant_changed(t);
     if (s == BERTH_OBS_READY) {
+        crash_ready(t);
         struct berth_ev_tenant_ready r = {sizeof r, t->address};
         bus_publish(BERTH_EV_TENANT_READY, t->handle, &r);
         tenant_notify(t, 0, NULL);
@@ -658,8 +660,12 @@ cJSON *tenant_json(const struct tenant *t)
     cJSON_AddNumberToObject(o, "crashes", (double)t->crashes);
     cJSON_AddNumberToObject(o, "busy", (double)t->busy);
     cJSON_AddNullToObject(o, "idle_deadline_ms");  /* idle settings are lifecycle's since 1.1 */
+    /* not probed yet, on a template whose check gates ready: "starting", as the probe
+     * itself (plugins.lifecycle) says; "unknown" is for workloads nothing checks */
     static const char *const hn[] = {"unknown", "healthy", "unhealthy"};
-    cJSON_AddStringToObject(o, "health", hn[t->health]);
+    bool up = t->observed == BERTH_OBS_STARTING || t->observed == BERTH_OBS_RUNNING;
+    cJSON_AddStringToObject(o, "health", !t->health && up && tmpl_gates_ready(tmpl_find(t->tmpl))
+                                         ? "starting" : hn[t->health]);
     cJSON *pl = cJSON_AddObjectToObject(o, "plugins");
     list_each(it, &t->status) {
         struct pstatus *st = container_of(it, struct pstatus, link);

@@ -74,6 +74,8 @@ struct tenant {
     uv_timer_t *pretry;             /* the next provisioning retry */
     int64_t attempts, retry_at;
     int64_t started_ms, crashes;    /* crash-loop backoff */
+    char *crash_msg;                /* what the last crash said (owned) */
+    bool recovering;                /* down for a crash or restart: its next start counts */
     uv_timer_t *retry;
     int64_t busy;
     int health;                     /* 0 unknown, 1 healthy, 2 unhealthy */
@@ -149,5 +151,6 @@ void spec_drop_owner(berth_instance *owner);   /* its spec contributors */
 /* ---- crash.c ---- */
 void crash_count(struct tenant *t, const char *msg);   /* an unexpected stop */
 bool crash_looping(const struct tenant *t);
+void crash_ready(struct tenant *t);     /* the workload is ready again */
 
 #endif

@@ -640,7 +640,8 @@ static void ensure_network(struct job *j, const struct berth_http_result *r)
     call(j, "GET", path, NULL, network_checked, NULL);
 }
 
-/* Pull progress arrives as JSON lines; an error can come inside a 200 stream. */
+/* Pull progress arrives as JSON lines; an error can come inside a 200 stream, and a refused
+ * pull (HTTP 4xx/5xx) says why as {"message": ...}. */
 static bool pull_data(const char *data, size_t len, void *arg)
 {
     struct job *j = arg;
@@ -654,6 +655,7 @@ static bool pull_data(const char *data, size_t len, void *arg)
         start = i + 1;
         cJSON *m = cJSON_Parse(line);
         const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "error"));
+        if (!e) e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "message"));
         const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(m, "status"));
         if (e) {
             free(j->pull_status);
@@ -900,6 +902,14 @@ static void on_event(struct dk *d, const cJSON *m)
     if (!die && !destroy) return;
     bool oom = oom_take(d, id);
     if (expect_take(d, h)) return;       /* berth stopped or removed it */
+    /* ... or the instance a reload replaced did: its expectation went with it, but the
+     * tenant still says it is being stopped or removed, or should not run. (A container
+     * destroyed under an asleep tenant is still reported: its id must go.) */
+    struct berth_tenant_info ti = {.size = sizeof ti};
+    if (H->tenant_get(d->self, h, &ti) == 0 &&
+        (ti.observed == BERTH_OBS_STOPPING || ti.desired == BERTH_DESIRED_DELETED ||
+         (die && ti.desired != BERTH_DESIRED_RUNNING)))
+        return;
     const char *code = ev.exit_code;
     char msg[128];
     struct berth_observed o = {sizeof o, die ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT, id, NULL,

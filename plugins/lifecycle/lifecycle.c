@@ -469,7 +469,11 @@ static void on_changed(const struct berth_event *ev, void *arg)
 
 static bool scan(const struct berth_tenant_info *t, void *arg)
 {
-    if (t->observed == BERTH_OBS_RUNNING || t->observed == BERTH_OBS_READY) probe_start(arg, t);
+    struct lc *lc = arg;
+    if (t->observed == BERTH_OBS_RUNNING || t->observed == BERTH_OBS_READY) probe_start(lc, t);
+    /* no probe, no status: one that failed is freed before its restart, so a reload landing
+     * in that gap found no probe to clear and left its last status on the tenant for good */
+    if (!probe_find(lc, t->handle)) H->tenant_status_set(lc->self, t->handle, NULL);
     return true;
 }
 

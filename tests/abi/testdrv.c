@@ -182,6 +182,17 @@ static void crash(berth_req *r, void *arg)
     set_state(d, h, "stopped");
     struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, row.id, NULL, 137, true, "killed"};
     H->driver_report(d->self, h, &o);
+    /* ?gone=1: removed as well, reported twice as dockerd does for `docker rm -f` (die, then
+     * destroy) */
+    const char *gone = H->req_query(r, "gone");
+    if (gone && !strcmp(gone, "1")) {
+        const char *q[] = {h};
+        H->store_exec(d->self, "DELETE FROM testdrv_containers WHERE handle=?1", q, 1, NULL,
+                      NULL);
+        struct berth_observed a = {sizeof a, BERTH_OBS_ABSENT, NULL, NULL, 137, true,
+                                   "removed"};
+        H->driver_report(d->self, h, &a);
+    }
     H->respond(r, 200, "application/json", "{\"crashed\":true}\n", 17);
 }
 

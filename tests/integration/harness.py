@@ -148,9 +148,11 @@ class Berthd:
         if self.proc.poll() is not None:
             raise AssertionError(f"berthd exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            return self.get("/health").status == 200
+            r = self.get("/health")
         except OSError:
             return False
+        # up and answering: 200, or a 503 that says which check fails (a failed plugin)
+        return r.status == 200 or (r.status == 503 and "checks" in (r.json or {}))
 
     def req(self, method, path, body=None, headers=None, timeout=10):
         c = UnixHTTPConnection(self.sock, timeout=timeout * SLOW)

@@ -159,6 +159,28 @@ class Docker(unittest.TestCase):
                    30, what="a new container")
         b.wait_tenant("bob", "ready", timeout=30)
 
+    def test_a_stop_across_a_reload_is_not_a_crash(self):
+        # sleep as PID 1 ignores SIGTERM: the stop takes its 2s, and meanwhile a reload
+        # replaces the docker instance (the same socket, written differently)
+        b = self.b
+        b.write("20-slow.yaml", "templates:\n  slowstop: {driver: docker, image: "
+                "berth-test:latest, pull: never, command: [/bin/sleep, '1000'], "
+                "stop_timeout: 2s}\n")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "ss", "template": "slowstop"})
+        b.wait_tenant("ss", "ready", timeout=30)
+        self.assertEqual(b.post("/v1/tenants/ss/sleep").status, 202)
+        b.write("10-docker.yaml", conf(self.vol).replace(
+            f"socket: {D.sock}", f"socket: {os.path.dirname(D.sock)}/./"
+                                 f"{os.path.basename(D.sock)}"))
+        r = b.post("/v1/reload")
+        self.assertEqual(r.status, 200, r.body)
+        t = b.wait_tenant("ss", "stopped", timeout=30)
+        time.sleep(0.5)         # dockerd's die event, should it be taken for a crash
+        t = b.tenant("ss")
+        self.assertEqual((t["observed"], t["crashes"]), ("stopped", 0), t)
+        self.assertNotIn("tenant ss: container died", b.log())
+
     def test_concurrent_creates_make_one_network(self):
         b = self.b
         b.write("20-race.yaml", "templates:\n  racer: {driver: docker, image: berth-test:latest,"
@@ -223,6 +245,28 @@ templates:
             self.assertTrue(any(e["payload"]["status"].startswith("Status: Downloaded")
                                 for e in pulls), pulls[-3:])
             self.assertEqual(D.api("GET", f"/images/{image}/json")[0], 200)
+            self.assertEqual(b.stop(), 0)
+        finally:
+            b.cleanup()
+
+    def test_a_refused_pull_says_what_dockerd_said(self):
+        image = REG.push(D, "berth-test:latest").replace("berth-test", "nope-not-pushed")
+        b = Berthd({"10-docker.yaml": f"""plugins:
+  docker: {{socket: {D.sock}}}
+templates:
+  default:
+    driver: docker
+    image: {image}
+    pull: always
+"""}, plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            b.post("/v1/tenants", {"handle": "nopull"})
+            t = wait_until(lambda: "pulling" in ((b.tenant("nopull") or {}).get("reason") or "")
+                           and b.tenant("nopull"), 60, what="the pull's failure")
+            self.assertIn(f"pulling {image}: dockerd: ", t["reason"])
+            self.assertIn("not found", t["reason"])
             self.assertEqual(b.stop(), 0)
         finally:
             b.cleanup()

@@ -1,0 +1,116 @@
+"""meson install into a temporary tree: the installed berthd runs with the installed conf.d
+and plugins, berthctl talks to it, the unit passes systemd-analyze verify, and berth.conf(5)
+holds every key of the schemas."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import unittest
+
+from harness import BUILD, SLOW, die_with_parent, wait_until
+
+
+def find(root, suffix):
+    for d, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(d, f)
+            if p.endswith(suffix):
+                return p
+    raise AssertionError(f"{suffix} is not installed under {root}")
+
+
+class Install(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.dest = tempfile.mkdtemp(prefix="berth-install-")
+        subprocess.run(["meson", "install", "-C", BUILD, "--destdir", cls.dest, "--no-rebuild",
+                        "--quiet"], check=True, capture_output=True, timeout=120)
+        cls.berthd = find(cls.dest, "/sbin/berthd")
+        cls.berthctl = find(cls.dest, "/bin/berthctl")
+        cls.conf = os.path.dirname(find(cls.dest, "/etc/berth/conf.d/00-berth.yaml"))
+        cls.unit = find(cls.dest, "/systemd/system/berthd.service")
+        cls.prefix = os.path.dirname(os.path.dirname(cls.berthd))[len(cls.dest):]
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.dest, ignore_errors=True)
+
+    def test_everything_is_installed(self):
+        for f in ("/include/berth/berth.h", "/include/berth/events.h", "/berth-plugin.pc",
+                  "/berth/plugins/exec.so", "/berth/plugins/docker.so",
+                  "/berth/plugins/lifecycle.so", "/man8/berthd.8", "/man1/berthctl.1",
+                  "/man5/berth.conf.5"):
+            find(self.dest, f)
+
+    def test_installed_berthd_runs_with_installed_conf(self):
+        p = subprocess.run([self.berthd, "--check", "--config", self.conf], capture_output=True,
+                           text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        state = tempfile.mkdtemp(prefix="berth-install-state-")
+        log = open(os.path.join(state, "log"), "wb")
+        d = subprocess.Popen([self.berthd, "--config", self.conf, "--state", state],
+                             stdout=log, stderr=log, preexec_fn=die_with_parent)
+        ctl = [self.berthctl, "--socket", os.path.join(state, "berth.sock")]
+        try:
+            wait_until(lambda: subprocess.run(ctl + ["health"], capture_output=True)
+                       .returncode == 0, 15, what="the installed berthd")
+            info = json.loads(subprocess.run(ctl + ["info", "--json"], capture_output=True,
+                                             text=True, check=True).stdout)
+            running = {p["name"]: p["state"] for p in info["plugins"]}
+            self.assertEqual(running, {"exec": "running", "lifecycle": "running"})
+            self.assertTrue(all(p["path"].startswith(self.dest) for p in info["plugins"]))
+            d.send_signal(signal.SIGTERM)
+            self.assertEqual(d.wait(20 * SLOW), 0)
+        finally:
+            if d.poll() is None:
+                d.kill()
+                d.wait()
+            log.close()
+            shutil.rmtree(state, ignore_errors=True)
+
+    def test_unit_passes_systemd_analyze_verify(self):
+        if not shutil.which("systemd-analyze"):
+            self.skipTest("systemd-analyze is not installed (Debian: systemd)")
+        with open(self.unit) as f:
+            text = f.read()
+        self.assertIn("Type=notify", text)
+        self.assertIn("ExecReload=/bin/kill -HUP $MAINPID", text)
+        self.assertIn(f"ExecStart={self.prefix}/sbin/berthd --config ", text)
+        # the unit names the final paths; verify checks them, so point it into the tree
+        staged = os.path.join(self.dest, "berthd.service")
+        with open(staged, "w") as f:
+            f.write(text.replace(f"={self.prefix}/", f"={self.dest}{self.prefix}/"))
+        env = dict(os.environ, MANPATH=os.path.dirname(os.path.dirname(
+            find(self.dest, "/man8/berthd.8"))))
+        p = subprocess.run(["systemd-analyze", "verify", staged], capture_output=True,
+                           text=True, env=env)
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        self.assertEqual(p.stderr.strip(), "")
+
+    def test_berth_conf_5_has_every_schema_key(self):
+        with open(find(self.dest, "/man5/berth.conf.5")) as f:
+            page = f.read().replace("\\-", "-")
+        plugin_dir = os.path.dirname(find(self.dest, "/berth/plugins/exec.so"))
+        with tempfile.TemporaryDirectory() as conf:
+            with open(os.path.join(conf, "00.yaml"), "w") as f:
+                f.write(f"berth:\n  plugin_dir: {plugin_dir}\n")
+            schema = json.loads(subprocess.run([self.berthd, "--dump-schema", "--config", conf],
+                                               capture_output=True, text=True,
+                                               check=True).stdout)
+
+        def keys(items, prefix):
+            for i in items:
+                yield prefix + i["key"]
+                yield from keys(i.get("keys", []), prefix + i["key"] + ".")
+        for k in keys(schema["berth"], "berth."):
+            self.assertIn(f"\\fB{k}\\fR", page)
+        for m in schema["plugins"]:
+            self.assertIn(f".SS {m['module']}", page)
+            for k in keys(m.get("config", []), f"plugins.{m['module']}."):
+                self.assertIn(f"\\fB{k}\\fR", page)
+
+
+if __name__ == "__main__":
+    unittest.main()
