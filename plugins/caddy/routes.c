@@ -218,6 +218,15 @@ static char *container_json(struct caddy *c)
         snprintf(any, sizeof any, "*.%s", c->cfg.domain);
         cJSON_AddItemToArray(list, one_route(c, buf, any, NULL));
     }
+    /* Caddy 2.6 gives up a reverse_proxy's retry when a config load ends the handler's
+     * config, and answers 502 with the tenant's error: a request that found a tenant dead
+     * and was waiting to retry on berth when we switched its route. Whatever our routes
+     * could not proxy goes to berth's listener instead (no retry, so nothing to give up),
+     * which waits for the tenant or redirects: berth never acts on the request itself. */
+    cJSON *err = cJSON_AddArrayToObject(cJSON_AddObjectToObject(sub, "errors"), "routes");
+    cJSON *fallback = cJSON_CreateObject();
+    cJSON_AddItemToArray(cJSON_AddArrayToObject(fallback, "handle"), proxy(c, NULL));
+    cJSON_AddItemToArray(err, fallback);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(o, "handle"), sub);
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
