@@ -20,7 +20,7 @@ templates:
     port: 8080
     lifecycle:
       idle_timeout: 2s
-      health: {http: /, interval: 200ms, timeout: 1s, retries: 2}
+      health: {http: /, interval: 200ms, timeout: 1s, retries: 2, start_period: 5s}
   slow:
     driver: exec
     command: [sh, -c, "sleep 1.2; exec python3 -m http.server --bind 127.0.0.1 {port}"]
@@ -46,7 +46,7 @@ templates:
     port: 8080
     lifecycle:
       idle_timeout: 0
-      health: {http: /, interval: 100ms, timeout: 1s, retries: 2}
+      health: {http: /, interval: 100ms, timeout: 1s, retries: 2, start_period: 5s}
 """
 
 
@@ -208,7 +208,8 @@ class Lifecycle(unittest.TestCase):
         # and a reload that removes the check stops the probe
         b.remove("20.yaml")
         b.write("10.yaml", self.conf.replace(
-            "      health: {http: /, interval: 100ms, timeout: 1s, retries: 2}\n", ""))
+            "      health: {http: /, interval: 100ms, timeout: 1s, retries: 2, start_period: 5s}\n",
+            ""))
         r = b.post("/v1/reload")
         self.assertEqual(r.status, 200, r.body)
         wait_until(lambda: "lifecycle" not in b.tenant("watched").get("plugins", {}), 5,
