@@ -379,6 +379,7 @@ int driver_add(berth_instance *owner, const struct berth_driver *d, void *state)
  * spec contributors and tenant status entries go */
 void tenants_drop_owner(berth_instance *owner);
 void op_done(berth_op *op, int status, const struct berth_observed *obs, const char *msg);
+bool op_live(const berth_op *op, const char *fn);     /* false (logged): not in flight */
 void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct cfg { int64_t order, delay; bool hold, fail_start, count; };
+struct cfg { int64_t order, delay; bool hold, fail_start, count, done_twice; };
 struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain; };
 
 static const struct berth_cfg_item schema[] = {
@@ -26,6 +26,9 @@ static const struct berth_cfg_item schema[] = {
      "refuse to start (a provisioner that did not load)", 0, NULL, NULL},
     {"count", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct cfg, count),
      "count calls and set status; false: a no-op that only returns its env (for benches)",
+     0, NULL, NULL},
+    {"done_twice", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, done_twice),
+     "misuse the SDK: finish each operation twice, then touch it (the host must refuse)",
      0, NULL, NULL},
     {0},
 };
@@ -128,6 +131,10 @@ static void finish(struct job *j)
             snprintf(st, sizeof st, "{\"value\":\"%s\"}", val);
             H->tenant_status_set(p->self, j->handle, st);
         }
+        H->op_done(j->op, 0, NULL, NULL);
+    }
+    if (p->cfg.done_twice) {
+        H->op_setenv(j->op, "LATE", "x");
         H->op_done(j->op, 0, NULL, NULL);
     }
     free(j);

@@ -225,5 +225,23 @@ class ProvisionerRestart(BerthTest):
         self.assertEqual(b.tenant("gina")["provisioners"]["keys"]["state"], "done")
 
 
+class ProvisionerDoneTwice(BerthTest):
+    """A provisioner that misuses the SDK: it finishes each op twice and touches it after."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": BASE.replace("hold: HOLD", "done_twice: true")
+            .replace("FAIL", "0").replace("DEPROV", "0")}
+
+    def test_a_second_op_done_is_refused_not_a_use_after_free(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hana"})
+        b.wait_tenant("hana", "ready")
+        self.assertIn("API_KEY=k1-hana;", b.get("/v1/testdrv/hana").json["env"])
+        self.assertEqual(b.req("DELETE", "/v1/tenants/hana").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/hana").status == 404, what="the deletion")
+        self.assertEqual(b.get("/v1/keys/calls/hana").json["deprovisioned"], 1)
+        self.assertIn("a plugin called op_done on an operation that is not in flight", b.log())
+        self.assertIn("a plugin called op_setenv on an operation that is not in flight", b.log())
+
+
 if __name__ == "__main__":
     unittest.main()
