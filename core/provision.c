@@ -499,7 +499,13 @@ static struct pstate *deprov_next(const struct tenant *t, struct provisioner **p
 
 bool deprovision_step(struct tenant *t, const struct tmpl *tm)
 {
-    if (t->pop) return false;
+    if (t->pop) {
+        /* a provision that never finishes holds the deletion: say which (rm --force won't) */
+        if (t->pop->kind == OP_PROVISION)
+            set_reason(t, xasprintf("deleting: deprovision waits for provisioner '%s' to "
+                                    "finish its provision in flight", t->pop->pname));
+        return false;
+    }
     if (list_empty(&t->provs)) return true;
     struct provisioner *p = NULL;
     const char *missing = NULL;

@@ -190,6 +190,9 @@ class HeldProvisions(BerthTest):
         self.started("ines", 1)
         self.assertEqual(b.req("DELETE", "/v1/tenants/ines").status, 202)
         self.assertEqual(b.tenant("ines")["operation"], "provision")
+        # a provision that never finishes holds the deletion: the operator is told which
+        wait_until(lambda: b.tenant("ines")["reason"] == "deleting: deprovision waits for "
+                   "provisioner 'keys' to finish its provision in flight", what="the reason")
         b.post("/v1/keys/release")
         wait_until(lambda: b.get("/v1/tenants/ines").status == 404, what="deletion")
         calls = b.get("/v1/keys/calls/ines").json
