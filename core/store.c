@@ -375,8 +375,16 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
         return BERTH_EIO;
     }
     if ((ret = bind_all(st, b, errmsg)) != 0) return ret;
+    bool ddl = a && a->ddl;     /* set by the authorizer while st was prepared */
+    if (ddl) {
+        s->auth = NULL;
+        ret = store_ddl_begin(s);
+        s->auth = a;
+        if (ret) return ret;
+    }
     int rc = step_all(s, st, k);
-    return rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+    ret = rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+    return ddl ? store_ddl_end(s, a, ret, errmsg) : ret;
 }
 
 int store_run(struct store *s, struct store_auth *a, const char *sql,
