@@ -35,7 +35,13 @@ struct store {
     bool in_tx;
     int tx_err;
     char *tx_owner;
+    /* uv_hrtime() past which the plugin statement running is interrupted (0: none) */
+    uint64_t deadline;
 };
+
+/* How long one plugin statement may run: berthd has one loop, and a query that never ends
+ * (a recursive CTE, a join without a condition) would hold every client forever. */
+#define STORE_STATEMENT_MS 2000
 
 /* Binds: text (the 1.0 store_exec) or typed values; rows are handed out the same way. */
 struct store_binds {
