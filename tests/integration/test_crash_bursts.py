@@ -5,11 +5,10 @@ counted from /proc by a marker in their environment; the seed is printed so a fa
 replayed (BERTH_BURST_SEED)."""
 import os
 import random
-import signal
 import unittest
 import uuid
 
-from exec_util import marked, remove_cgroups
+from exec_util import marked, stop_and_clean
 from harness import Berthd, wait_until
 
 CONF = """berth:
@@ -56,15 +55,7 @@ class CrashBursts(unittest.TestCase):
         self.b.start()
 
     def tearDown(self):
-        rc = self.b.stop()
-        log = self.b.log()
-        for pid in marked(self.mark):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        remove_cgroups(os.path.join(self.b.state, "exec"))
-        self.b.cleanup()
+        rc, log = stop_and_clean(self.b, self.mark)
         self.assertEqual(rc, 0, log[-3000:])
 
     def burst(self, state, n):
