@@ -24,6 +24,7 @@ char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
 int64_t wall_ms(void);
 bool handle_valid(const char *h);
 bool utf8_valid(const char *s, size_t n);
+char *utf8_repaired(const char *s);        /* a copy, invalid bytes as U+FFFD; caller frees */
 /* 0 if every string in the JSON text s is whole, valid UTF-8 (no \u0000, no raw control
  * character, no unpaired surrogate); else BERTH_EINVAL and why. Syntax is cJSON's job. */
 int json_text_check(const char *s, size_t n, char *err, size_t len);

@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct cfg { int64_t order, delay; bool hold, fail_start, count, done_twice; };
+struct cfg { int64_t order, delay; bool hold, fail_start, count, done_twice, bad_utf8; };
 struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain; };
 
 static const struct berth_cfg_item schema[] = {
@@ -30,6 +30,9 @@ static const struct berth_cfg_item schema[] = {
     {"done_twice", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, done_twice),
      "misuse the SDK: finish each operation twice, then touch it (the host must refuse)",
      0, NULL, NULL},
+    {"bad_utf8", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, bad_utf8),
+     "failure messages and the status end in bytes that are not UTF-8, as an upstream's "
+     "might", 0, NULL, NULL},
     {0},
 };
 static const struct berth_cfg_item tschema[] = {
@@ -111,7 +114,8 @@ static void finish(struct job *j)
     int64_t fails = j->de ? j->b.deprov_fail : j->b.fail;
     if (calls <= fails) {
         char msg[96];
-        snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused", kind, calls, (long)fails);
+        snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused%s", kind, calls, (long)fails,
+                 p->cfg.bad_utf8 ? " \xff\xfe" : "");
         H->op_done(j->op, j->b.eagain ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
     } else if (j->de) {
         if (p->cfg.count) count(p, j->handle, "deprovisioned");
@@ -128,7 +132,7 @@ static void finish(struct job *j)
         if (p->cfg.count) {
             count(p, j->handle, "provisioned");
             char st[300];
-            snprintf(st, sizeof st, "{\"value\":\"%s\"}", val);
+            snprintf(st, sizeof st, "{\"value\":\"%s%s\"}", val, p->cfg.bad_utf8 ? "\xff" : "");
             H->tenant_status_set(p->self, j->handle, st);
         }
         H->op_done(j->op, 0, NULL, NULL);

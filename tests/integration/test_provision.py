@@ -1,6 +1,7 @@
 """Provisioners through berthd: they run before the workload is created and give it env and
 labels, retry with backoff, survive a SIGKILL, re-run on a block change or on request, and
 deprovision (in reverse order) before a tenant is gone."""
+import json
 import signal
 import unittest
 
@@ -244,6 +245,25 @@ class ProvisionerDoneTwice(BerthTest):
         self.assertEqual(b.get("/v1/keys/calls/hana").json["deprovisioned"], 1)
         self.assertIn("a plugin called op_done on an operation that is not in flight", b.log())
         self.assertIn("a plugin called op_setenv on an operation that is not in flight", b.log())
+
+
+class ProvisionerBadBytes(BerthTest):
+    """A provisioner whose failure message and status carry bytes that are not UTF-8, as
+    text relayed from an upstream would: every answer and event is still valid JSON."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(fail=1).replace("hold: false", "bad_utf8: true")}
+
+    def test_answers_and_events_stay_json(self):
+        b = self.b      # b.req decodes strictly: invalid UTF-8 raises
+        b.post("/v1/tenants", {"handle": "ulla"})
+        t = wait_until(lambda: (lambda t: "refused" in (t["reason"] or "") and t)(
+            b.tenant("ulla")), what="the failure")
+        self.assertIn("provision 1 of 1 refused \ufffd\ufffd", t["reason"])
+        failed = [e for e in b.events(tenant="ulla") if e["type"] == "tenant.provision_failed"]
+        self.assertIn("\ufffd", failed[0]["payload"]["reason"])
+        t = b.wait_tenant("ulla", "ready")
+        self.assertNotIn("keys", t["plugins"])     # tenant_status_set refused the bytes
+        self.assertIsNotNone(json.loads(b.get("/v1/tenants").body))
 
 
 if __name__ == "__main__":
