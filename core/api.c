@@ -443,17 +443,36 @@ static void respond_store_error(berth_req *r, int rc, const char *msg)
         req_respond_error(r, 503, "store_unavailable", "%s: %s", msg, berth_strerror(rc));
 }
 
+/* The body as one JSON object in which the keys POST /v1/tenants reads appear once, or NULL
+ * (answered 400). cJSON alone stops after the first value and keeps the first of two equal
+ * keys, so a proxy that read the last `handle` (or a second object) would approve one tenant
+ * and berthd create another. */
+static cJSON *object_body(berth_req *r)
+{
+    size_t n;
+    const char *body = req_body(r, &n), *end = NULL;
+    cJSON *in = cJSON_ParseWithLengthOpts(body, n, &end, false);
+    const char *why = cJSON_IsObject(in) ? NULL : "the body must be a JSON object";
+    while (!why && end < body + n && strchr(" \t\r\n", *end)) end++;
+    if (!why && end != body + n) why = "the body must be one JSON object and nothing after it";
+    /* only the keys a handler reads: a pairwise check of every key would be quadratic */
+    static const char *const keys[] = {"handle", "kind", "template", "desired"};
+    for (size_t k = 0; !why && k < sizeof keys / sizeof *keys; k++) {
+        int seen = 0;
+        for (cJSON *a = in->child; a; a = a->next) seen += !strcmp(a->string, keys[k]);
+        if (seen > 1) why = "a key appears twice in the body";
+    }
+    if (!why) return in;
+    cJSON_Delete(in);
+    req_respond_error(r, 400, "invalid_json", "%s", why);
+    return NULL;
+}
+
 static void post_tenants(berth_req *r, void *arg)
 {
     (void)arg;
-    size_t n;
-    const char *body = req_body(r, &n);
-    cJSON *in = cJSON_ParseWithLength(body, n);
-    if (!cJSON_IsObject(in)) {
-        cJSON_Delete(in);
-        req_respond_error(r, 400, "invalid_json", "the body must be a JSON object");
-        return;
-    }
+    cJSON *in = object_body(r);
+    if (!in) return;
     bool bad = false;
     const char *handle = json_str(in, "handle", NULL, &bad);
     const char *kind = json_str(in, "kind", "human", &bad);

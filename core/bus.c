@@ -197,7 +197,7 @@ char *bus_payload_json(uint32_t type, const void *payload)
     }
     char *s = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
-    char *r = xstrdup(s);
+    char *r = utf8_repaired(s);     /* a driver's message may be an upstream's raw bytes */
     cJSON_free(s);
     return r;
 }
@@ -316,7 +316,9 @@ int bus_publish(uint32_t type, const char *tenant, const void *payload)
         copy = copy_payload(et, payload);
     } else {
         const char *json = ((const struct berth_ev_custom *)payload)->json;
-        cJSON *parsed = json ? cJSON_Parse(json) : NULL;
+        char err[160];
+        if (!json || json_text_check(json, strlen(json), err, sizeof err)) return BERTH_EINVAL;
+        cJSON *parsed = cJSON_Parse(json);
         bool ok = cJSON_IsObject(parsed);
         cJSON_Delete(parsed);
         if (!ok) return BERTH_EINVAL;

@@ -24,6 +24,7 @@ char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
 int64_t wall_ms(void);
 bool handle_valid(const char *h);
 bool utf8_valid(const char *s, size_t n);
+char *utf8_repaired(const char *s);        /* a copy, invalid bytes as U+FFFD; caller frees */
 /* 0 if every string in the JSON text s is whole, valid UTF-8 (no \u0000, no raw control
  * character, no unpaired surrogate); else BERTH_EINVAL and why. Syntax is cJSON's job. */
 int json_text_check(const char *s, size_t n, char *err, size_t len);
@@ -392,6 +393,7 @@ int driver_add(berth_instance *owner, const struct berth_driver *d, void *state)
  * spec contributors and tenant status entries go */
 void tenants_drop_owner(berth_instance *owner);
 void op_done(berth_op *op, int status, const struct berth_observed *obs, const char *msg);
+bool op_live(const berth_op *op, const char *fn);     /* false (logged): not in flight */
 void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs);
 void driver_report(berth_instance *owner, const char *handle, const struct berth_observed *o);

@@ -219,9 +219,22 @@ static void op_finish(berth_op *op, int status, const struct berth_observed *obs
     op_free(op);
 }
 
+/* An op a plugin hands back must still be in flight: one it already finished (or that the host
+ * completed as canceled) is freed, and touching it would be a use after free in berthd. A
+ * plugin bug is logged and refused. The scan is linear in the ops in flight, which the
+ * reconciler bounds to two per tenant. */
+bool op_live(const berth_op *op, const char *fn)
+{
+    if (!op) return false;
+    list_each(it, &D.ops) if (container_of(it, berth_op, link) == op) return true;
+    blog(BERTH_LOG_ERROR, "core", "a plugin called %s on an operation that is not in flight "
+         "(finished already, or canceled); ignored", fn);
+    return false;
+}
+
 void op_done(berth_op *op, int status, const struct berth_observed *obs, const char *msg)
 {
-    if (!op) return;
+    if (!op_live(op, "op_done")) return;
     if (obs && obs->size < sizeof(size_t) * 2) obs = NULL;
     op_finish(op, status, obs, msg);
 }
@@ -229,7 +242,8 @@ void op_done(berth_op *op, int status, const struct berth_observed *obs, const c
 void op_list_add(berth_op *op, const char *handle, const char *tmpl,
                  const struct berth_observed *obs)
 {
-    if (!op || op->kind != OP_LIST || !handle_valid(handle) || !obs) return;
+    if (!op_live(op, "op_list_add") || op->kind != OP_LIST || !handle_valid(handle) || !obs)
+        return;
     op->items = xrealloc(op->items, (op->nitems + 1) * sizeof *op->items);
     op->items[op->nitems++] = (struct listed){xstrdup(handle), xstrdup(tmpl), xstrdup(obs->id),
                                               xstrdup(obs->address), obs->state};

@@ -807,13 +807,12 @@ void req_respond_error(berth_req *r, int status, const char *code, const char *f
 
 void req_respond_json(berth_req *r, int status, cJSON *json)
 {
-    char *s = cJSON_PrintUnformatted(json);
-    size_t n = strlen(s);
-    s[n] = 0;
+    char *p = cJSON_PrintUnformatted(json), *s = utf8_repaired(p);
+    cJSON_free(p);
     struct buf b = {0};
-    buf_add(&b, s, n);
+    buf_adds(&b, s);
     buf_adds(&b, "\n");
-    cJSON_free(s);
+    free(s);
     cJSON_Delete(json);
     req_respond(r, status, "application/json", b.p, b.len);
     buf_free(&b);

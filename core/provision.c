@@ -377,14 +377,16 @@ void provision_op_finished(berth_op *op, int status, const char *msg)
 
 int op_setenv(berth_op *op, const char *name, const char *value)
 {
-    if (!op || op->kind != OP_PROVISION || !env_name_valid(name) || !value) return BERTH_EINVAL;
+    if (!op_live(op, "op_setenv") || op->kind != OP_PROVISION || !env_name_valid(name) || !value)
+        return BERTH_EINVAL;
     if (!strncmp(name, "BERTH_", 6)) return BERTH_EINVAL;      /* the core's */
     return kv_set(&op->env, name, value);
 }
 
 int op_label(berth_op *op, const char *name, const char *value)
 {
-    if (!op || op->kind != OP_PROVISION || !env_name_valid(name) || !value) return BERTH_EINVAL;
+    if (!op_live(op, "op_label") || op->kind != OP_PROVISION || !env_name_valid(name) || !value)
+        return BERTH_EINVAL;
     if (!strncmp(name, "berth.", 6)) return BERTH_EINVAL;      /* the core's and drivers' */
     return kv_set(&op->labels, name, value);
 }
@@ -497,7 +499,13 @@ static struct pstate *deprov_next(const struct tenant *t, struct provisioner **p
 
 bool deprovision_step(struct tenant *t, const struct tmpl *tm)
 {
-    if (t->pop) return false;
+    if (t->pop) {
+        /* a provision that never finishes holds the deletion: say which (rm --force won't) */
+        if (t->pop->kind == OP_PROVISION)
+            set_reason(t, xasprintf("deleting: deprovision waits for provisioner '%s' to "
+                                    "finish its provision in flight", t->pop->pname));
+        return false;
+    }
     if (list_empty(&t->provs)) return true;
     struct provisioner *p = NULL;
     const char *missing = NULL;

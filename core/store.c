@@ -122,6 +122,14 @@ static void watch_closed(uv_handle_t *h)
     free(container_of((uv_timer_t *)h, struct store, watch));
 }
 
+/* Called by SQLite every 1,000 VM steps: only a plugin's statement has a deadline, and row
+ * callbacks (the core's statements) run with s->auth cleared. */
+static int progress(void *arg)
+{
+    struct store *s = arg;
+    return s->auth && s->deadline && uv_hrtime() > s->deadline;
+}
+
 int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
     sqlite3 *db;
@@ -166,6 +174,7 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
     s->dev = st.st_dev;
     s->ino = st.st_ino;
     store_arm_authorizer(s);
+    sqlite3_progress_handler(db, 1000, progress, s);
     if (sqlite3_prepare_v3(db, "INSERT INTO events(seq,time_ms,type,tenant,payload) "
                            "VALUES(?,?,?,?,?)", -1, SQLITE_PREPARE_PERSISTENT,
                            &s->journal_ins, NULL) != SQLITE_OK) {
@@ -375,8 +384,26 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
         return BERTH_EIO;
     }
     if ((ret = bind_all(st, b, errmsg)) != 0) return ret;
+    uint64_t outer = s->deadline;   /* a row callback's call runs inside another's */
+    if (a) s->deadline = uv_hrtime() + (uint64_t)STORE_STATEMENT_MS * 1000000;
+    bool ddl = a && a->ddl;     /* set by the authorizer while st was prepared */
+    if (ddl) {
+        s->auth = NULL;
+        ret = store_ddl_begin(s);
+        s->auth = a;
+        if (ret) return ret;
+    }
     int rc = step_all(s, st, k);
-    return rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+    s->deadline = outer;
+    if ((rc & 0xff) == SQLITE_INTERRUPT && a) {
+        if (errmsg && !*errmsg)
+            *errmsg = xasprintf("the statement ran longer than %d ms and was interrupted",
+                                STORE_STATEMENT_MS);
+        ret = BERTH_ETIMEDOUT;
+    } else {
+        ret = rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);
+    }
+    return ddl ? store_ddl_end(s, a, ret, errmsg) : ret;
 }
 
 int store_run(struct store *s, struct store_auth *a, const char *sql,

@@ -35,7 +35,13 @@ struct store {
     bool in_tx;
     int tx_err;
     char *tx_owner;
+    /* uv_hrtime() past which the plugin statement running is interrupted (0: none) */
+    uint64_t deadline;
 };
+
+/* How long one plugin statement may run: berthd has one loop, and a query that never ends
+ * (a recursive CTE, a join without a condition) would hold every client forever. */
+#define STORE_STATEMENT_MS 2000
 
 /* Binds: text (the 1.0 store_exec) or typed values; rows are handed out the same way. */
 struct store_binds {
@@ -59,6 +65,10 @@ int store_map_err(int sqlite_rc);
 bool store_check(struct store *s);
 /* false (a->denied says why) for a plugin's statement the authorizer is never asked about */
 bool store_auth_statement(struct store_auth *a, sqlite3_stmt *st);
+/* around a plugin statement that changes its schema (a->ddl): a savepoint, then the check
+ * that its tables' foreign keys name only its own tables (undone and BERTH_EPERM if not) */
+int store_ddl_begin(struct store *s);
+int store_ddl_end(struct store *s, struct store_auth *a, int ret, char **errmsg);
 /* installs the authorizer (once, at open); it checks s->auth */
 void store_arm_authorizer(struct store *s);
 /* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */

@@ -138,6 +138,48 @@ bool store_auth_statement(struct store_auth *a, sqlite3_stmt *st)
     return false;
 }
 
+/* The authorizer is never asked about a foreign key's parent, and with foreign keys on a key
+ * to a column that is not unique makes every write of the parent table fail ("foreign key
+ * mismatch"): one CREATE TABLE would stop the core saving tenants, for good. So a statement
+ * that changes a plugin's schema runs under a savepoint, and is undone when any of the
+ * module's tables then refers to a table it does not own. */
+int store_ddl_begin(struct store *s)
+{
+    return store_exec_raw(s, "SAVEPOINT plugin_ddl", NULL);
+}
+
+static int foreign_keys_owned(struct store *s, struct store_auth *a)
+{
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, "SELECT m.name, f.\"table\" FROM sqlite_schema m, "
+                           "pragma_foreign_key_list(m.name) f WHERE m.type = 'table'", -1,
+                           &st, NULL) != SQLITE_OK)
+        return BERTH_EIO;
+    int ret = 0, rc;
+    while (!ret && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const char *child = (const char *)sqlite3_column_text(st, 0);
+        const char *parent = (const char *)sqlite3_column_text(st, 1);
+        if (owned(a, child) && !owned(a, parent)) {
+            deny(a, "a foreign key to table", parent ? parent : "?");
+            ret = BERTH_EPERM;
+        }
+    }
+    if (!ret && rc != SQLITE_DONE) ret = store_map_err(sqlite3_extended_errcode(s->db));
+    sqlite3_finalize(st);
+    return ret;
+}
+
+int store_ddl_end(struct store *s, struct store_auth *a, int ret, char **errmsg)
+{
+    s->auth = NULL;             /* the check and the savepoint are the core's statements */
+    if (!ret && (ret = foreign_keys_owned(s, a)) == BERTH_EPERM && errmsg && !*errmsg)
+        *errmsg = xstrdup(a->denied);
+    if (ret) store_exec_raw(s, "ROLLBACK TO plugin_ddl", NULL);
+    store_exec_raw(s, "RELEASE plugin_ddl", NULL);
+    s->auth = a;
+    return ret;
+}
+
 void store_arm_authorizer(struct store *s)
 {
     sqlite3_set_authorizer(s->db, authorize, s);

@@ -565,6 +565,9 @@ int tenant_status_set(berth_instance *owner, const char *handle, const char *jso
 {
     struct tenant *t = handle ? tenant_find(handle) : NULL;
     if (!t) return BERTH_ENOENT;
+    char err[160];
+    /* shown in every answer about the tenant: whole, valid UTF-8 strings only */
+    if (json && json_text_check(json, strlen(json), err, sizeof err)) return BERTH_EINVAL;
     cJSON *v = json ? cJSON_Parse(json) : NULL;
     if (json && !cJSON_IsObject(v)) {
         cJSON_Delete(v);

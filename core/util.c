@@ -257,6 +257,24 @@ bool utf8_valid(const char *s, size_t n)
     return true;
 }
 
+/* A copy of s (caller frees) with each invalid byte replaced by U+FFFD: cJSON prints strings
+ * byte for byte, so a plugin's or an upstream's text in an answer or an event would otherwise
+ * make it invalid JSON. */
+char *utf8_repaired(const char *s)
+{
+    size_t n = strlen(s);
+    if (utf8_valid(s, n)) return xstrdup(s);
+    struct buf b = {0};
+    for (size_t i = 0; i < n;) {
+        size_t l = utf8_seq((const unsigned char *)s + i, n - i);
+        if (l) buf_add(&b, s + i, l);
+        else buf_adds(&b, "\xef\xbf\xbd");
+        i += l ? l : 1;
+    }
+    buf_add(&b, "", 1);
+    return b.p;
+}
+
 /* Invalid bytes become U+FFFD, so an answer that echoes client input is still JSON. */
 void buf_json_escape(struct buf *b, const char *s)
 {

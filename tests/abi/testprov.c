@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct cfg { int64_t order, delay; bool hold, fail_start, count; };
+struct cfg { int64_t order, delay; bool hold, fail_start, count, done_twice, bad_utf8; };
 struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain; };
 
 static const struct berth_cfg_item schema[] = {
@@ -27,6 +27,12 @@ static const struct berth_cfg_item schema[] = {
     {"count", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct cfg, count),
      "count calls and set status; false: a no-op that only returns its env (for benches)",
      0, NULL, NULL},
+    {"done_twice", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, done_twice),
+     "misuse the SDK: finish each operation twice, then touch it (the host must refuse)",
+     0, NULL, NULL},
+    {"bad_utf8", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct cfg, bad_utf8),
+     "failure messages and the status end in bytes that are not UTF-8, as an upstream's "
+     "might", 0, NULL, NULL},
     {0},
 };
 static const struct berth_cfg_item tschema[] = {
@@ -108,7 +114,8 @@ static void finish(struct job *j)
     int64_t fails = j->de ? j->b.deprov_fail : j->b.fail;
     if (calls <= fails) {
         char msg[96];
-        snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused", kind, calls, (long)fails);
+        snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused%s", kind, calls, (long)fails,
+                 p->cfg.bad_utf8 ? " \xff\xfe" : "");
         H->op_done(j->op, j->b.eagain ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
     } else if (j->de) {
         if (p->cfg.count) count(p, j->handle, "deprovisioned");
@@ -125,9 +132,13 @@ static void finish(struct job *j)
         if (p->cfg.count) {
             count(p, j->handle, "provisioned");
             char st[300];
-            snprintf(st, sizeof st, "{\"value\":\"%s\"}", val);
+            snprintf(st, sizeof st, "{\"value\":\"%s%s\"}", val, p->cfg.bad_utf8 ? "\xff" : "");
             H->tenant_status_set(p->self, j->handle, st);
         }
+        H->op_done(j->op, 0, NULL, NULL);
+    }
+    if (p->cfg.done_twice) {
+        H->op_setenv(j->op, "LATE", "x");
         H->op_done(j->op, 0, NULL, NULL);
     }
     free(j);

@@ -121,3 +121,19 @@ def remove_cgroups(exec_dir, timeout=5.0):
                     pass
             if os.path.isdir(top):
                 time.sleep(0.02)
+
+
+def stop_and_clean(b, mark):
+    """Stops berthd (first: a stopped berthd restarts nothing we kill), kills every process
+    carrying mark, removes the tenants' cgroups and the directory; returns (exit code, log)."""
+    import signal
+    rc = b.stop()
+    log = b.log()
+    for pid in marked(mark):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    remove_cgroups(os.path.join(b.state, "exec"))
+    b.cleanup()
+    return rc, log

@@ -215,6 +215,20 @@ class UntrustedStrings(BerthTest):
         self.assertEqual(status, 201, doc)
         self.assertEqual(self.b.get("/v1/tenants/ab").status, 404)
 
+    def test_a_body_is_one_object_with_each_key_once(self):
+        # cJSON stops after the first value and keeps the first of two keys: what a proxy in
+        # front reads as "the handle" must be what berthd creates
+        for body in (b'{"handle":"abcd"} {"handle":"efgh"}', b'{"handle":"abcd"}x',
+                     b'{"handle":"abcd","handle":"efgh"}',
+                     b'{"handle":"abcd","kind":"agent","kind":"human"}'):
+            with self.subTest(body=body):
+                status, doc = self.answer("POST", "/v1/tenants", body)
+                self.assertEqual(status, 400, doc)
+                self.assertEqual(doc["error"]["code"], "invalid_json")
+                self.assert_nothing_created()
+        status, doc = self.answer("POST", "/v1/tenants", b' {"handle":"abcd"}\r\n\t ')
+        self.assertEqual(status, 201, doc)
+
     def test_bad_strings_in_action_and_plugin_bodies(self):
         self.assertEqual(self.b.post("/v1/tenants", {"handle": "abcd"}).status, 201)
         for what, bad in BAD_STRINGS.items():

@@ -9,7 +9,7 @@ import unittest
 import uuid
 
 from exec_util import (controller_dir, cpu_ticks, has_controller, marked, read,
-                       remove_cgroups)
+                       stop_and_clean)
 from harness import SLOW, Berthd, wait_until
 
 # A leader with a child that ignores SIGTERM and one that leaves the session with setsid;
@@ -84,15 +84,7 @@ class ExecFaults(unittest.TestCase):
         self.b.start()
 
     def tearDown(self):
-        rc = self.b.stop()      # first: a stopped berthd restarts nothing we kill
-        log = self.b.log()
-        for pid in marked(self.mark):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        remove_cgroups(os.path.join(self.b.state, "exec"))
-        self.b.cleanup()
+        rc, log = stop_and_clean(self.b, self.mark)
         self.assertEqual(rc, 0, log[-3000:])
 
     def need_cgroups(self, *ctls):

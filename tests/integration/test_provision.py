@@ -1,6 +1,7 @@
 """Provisioners through berthd: they run before the workload is created and give it env and
 labels, retry with backoff, survive a SIGKILL, re-run on a block change or on request, and
 deprovision (in reverse order) before a tenant is gone."""
+import json
 import signal
 import unittest
 
@@ -190,6 +191,9 @@ class HeldProvisions(BerthTest):
         self.started("ines", 1)
         self.assertEqual(b.req("DELETE", "/v1/tenants/ines").status, 202)
         self.assertEqual(b.tenant("ines")["operation"], "provision")
+        # a provision that never finishes holds the deletion: the operator is told which
+        wait_until(lambda: b.tenant("ines")["reason"] == "deleting: deprovision waits for "
+                   "provisioner 'keys' to finish its provision in flight", what="the reason")
         b.post("/v1/keys/release")
         wait_until(lambda: b.get("/v1/tenants/ines").status == 404, what="deletion")
         calls = b.get("/v1/keys/calls/ines").json
@@ -223,6 +227,43 @@ class ProvisionerRestart(BerthTest):
         b.wait_tenant("gina", "ready")
         self.assertEqual(b.get("/v1/keys/calls/gina").json["provision_started"], 2)
         self.assertEqual(b.tenant("gina")["provisioners"]["keys"]["state"], "done")
+
+
+class ProvisionerDoneTwice(BerthTest):
+    """A provisioner that misuses the SDK: it finishes each op twice and touches it after."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": BASE.replace("hold: HOLD", "done_twice: true")
+            .replace("FAIL", "0").replace("DEPROV", "0")}
+
+    def test_a_second_op_done_is_refused_not_a_use_after_free(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "hana"})
+        b.wait_tenant("hana", "ready")
+        self.assertIn("API_KEY=k1-hana;", b.get("/v1/testdrv/hana").json["env"])
+        self.assertEqual(b.req("DELETE", "/v1/tenants/hana").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/hana").status == 404, what="the deletion")
+        self.assertEqual(b.get("/v1/keys/calls/hana").json["deprovisioned"], 1)
+        self.assertIn("a plugin called op_done on an operation that is not in flight", b.log())
+        self.assertIn("a plugin called op_setenv on an operation that is not in flight", b.log())
+
+
+class ProvisionerBadBytes(BerthTest):
+    """A provisioner whose failure message and status carry bytes that are not UTF-8, as
+    text relayed from an upstream would: every answer and event is still valid JSON."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(fail=1).replace("hold: false", "bad_utf8: true")}
+
+    def test_answers_and_events_stay_json(self):
+        b = self.b      # b.req decodes strictly: invalid UTF-8 raises
+        b.post("/v1/tenants", {"handle": "ulla"})
+        t = wait_until(lambda: (lambda t: "refused" in (t["reason"] or "") and t)(
+            b.tenant("ulla")), what="the failure")
+        self.assertIn("provision 1 of 1 refused \ufffd\ufffd", t["reason"])
+        failed = [e for e in b.events(tenant="ulla") if e["type"] == "tenant.provision_failed"]
+        self.assertIn("\ufffd", failed[0]["payload"]["reason"])
+        t = b.wait_tenant("ulla", "ready")
+        self.assertNotIn("keys", t["plugins"])     # tenant_status_set refused the bytes
+        self.assertIsNotNone(json.loads(b.get("/v1/tenants").body))
 
 
 if __name__ == "__main__":

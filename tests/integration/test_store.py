@@ -178,6 +178,42 @@ class Isolation(StoreCase):
         db = self.db_after_stop()
         self.assertEqual(db.execute("SELECT handle FROM tenants").fetchall(), [("alice",)])
 
+    def test_a_statement_that_never_ends_is_interrupted(self):
+        # the loop is berthd's only thread: a plugin's runaway query held /health forever
+        b = self.b
+        result = {}
+        forever = ("WITH RECURSIVE storetest_c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM "
+                   "storetest_c) SELECT count(*) FROM storetest_c")
+        t = threading.Thread(target=lambda: result.update(self.sql(forever)))
+        t.start()
+        t.join(30 * SLOW)
+        self.assertFalse(t.is_alive(), "the statement was not interrupted")
+        self.assertEqual(result["rc"], -110)        # BERTH_ETIMEDOUT
+        self.assertIn("ran longer than 2000 ms", b.log())
+        self.assertEqual(b.get("/health").status, 200)
+        self.assertEqual(self.sql("SELECT count(*) FROM storetest_kv")["rc"], 0)
+
+    def test_foreign_keys_to_tables_it_does_not_own_are_refused(self):
+        # foreign keys are on: a key to a column that is not unique ("foreign key mismatch")
+        # made every write of the core's tenants fail, for good, from one CREATE TABLE
+        b = self.b
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        for q in ("CREATE TABLE storetest_m(k REFERENCES tenants(kind))",
+                  "CREATE TABLE storetest_m(k, FOREIGN KEY(k) REFERENCES testdrv_containers)",
+                  "ALTER TABLE storetest_kv ADD COLUMN t REFERENCES events(type)"):
+            with self.subTest(q=q):
+                self.assertEqual(self.sql(q)["rc"], EPERM)
+                self.assertRegex(b.log(), "storetest.*a foreign key to table (tenants|"
+                                          "testdrv_containers|events) refused")
+        self.assertEqual(self.sql("SELECT * FROM storetest_m")["rc"], EINVAL)   # rolled back
+        self.assertEqual(self.sql("SELECT t FROM storetest_kv")["rc"], EINVAL)
+        # its own tables may refer to each other
+        self.assertEqual(self.sql("CREATE TABLE storetest_p(k REFERENCES storetest_kv(k))")
+                         ["rc"], 0)
+        self.assertEqual(b.post("/v1/tenants", {"handle": "bob"}).status, 201)
+        self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, what="the deletion")
+
 
 class Faults(unittest.TestCase):
     """An unopenable store: exit 1 with the reason, never a crash on the way out."""
