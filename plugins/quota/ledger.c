@@ -1,0 +1,270 @@
+/* The durable ledger: per-tenant totals and one row per call, in this plugin's own tables.
+ *
+ * A call is reserved before it is forwarded (its most possible cost joins the tenant's
+ * `reserved`, checked against the budget in the same transaction, so no interleaving of
+ * calls can take spent + reserved past the budget) and settled when it ends (the
+ * reservation is replaced by the real cost). Each call row records the process that owns
+ * it: rows left open by a process that is gone (a SIGKILL) are settled at the next start at
+ * their reservation, the most they could have cost, so no call is ever free. */
+#include "quota.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char *const steps[] = {
+    "CREATE TABLE quota_tenants (tenant TEXT PRIMARY KEY, budget INTEGER,"
+    " spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,"
+    " calls INTEGER NOT NULL DEFAULT 0, since_ms INTEGER NOT NULL);"
+    "CREATE TABLE quota_calls (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL,"
+    " api TEXT NOT NULL, model TEXT NOT NULL, owner TEXT NOT NULL, state TEXT NOT NULL,"
+    " started_ms INTEGER NOT NULL, ended_ms INTEGER, reserved INTEGER NOT NULL,"
+    " cost INTEGER NOT NULL DEFAULT 0, input INTEGER NOT NULL DEFAULT 0,"
+    " output INTEGER NOT NULL DEFAULT 0, cache_read INTEGER NOT NULL DEFAULT 0,"
+    " cache_write INTEGER NOT NULL DEFAULT 0, status INTEGER, outcome TEXT);"
+    "CREATE INDEX quota_calls_open ON quota_calls(state) WHERE state = 'open';"
+    "CREATE INDEX quota_calls_tenant ON quota_calls(tenant, model);"
+    "CREATE TABLE quota_keys (tenant TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
+    " created_ms INTEGER NOT NULL)",
+};
+
+/* this process, so a reload (old and new instance in one process) never settles the calls
+ * an older instance still streams */
+static const char *owner(void)
+{
+    static char id[64];
+    if (id[0]) return id;
+    unsigned long long start = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        char *p = strrchr(buf, ')');
+        for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+        if (p) start = strtoull(p + 1, NULL, 10);
+    }
+    snprintf(id, sizeof id, "%ld.%llu", (long)getpid(), start);
+    return id;
+}
+
+int ledger_migrate(struct quota *q)
+{
+    return H->store_migrate(q->self, steps, sizeof steps / sizeof *steps);
+}
+
+static bool ints(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)names;
+    int64_t *out = arg;
+    for (int i = 0; i < n; i++) out[i] = v[i].type == BERTH_VAL_NULL ? -1 : v[i].i;
+    return false;
+}
+
+struct reserve {
+    struct quota *q;
+    const char *handle, *api, *model;
+    int64_t budget, bound, id;
+};
+
+static int reserve_tx(void *arg)
+{
+    struct reserve *r = arg;
+    berth_instance *s = r->q->self;
+    int64_t now = H->now_ms(s);
+    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now)};
+    int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms) "
+                            "VALUES(?1, ?2)", p, 2, NULL, NULL);
+    int64_t row[3] = {0, 0, -1};
+    if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget FROM quota_tenants "
+                                 "WHERE tenant = ?1", p, 1, ints, row);
+    if (rc) return rc;
+    int64_t budget = row[2] >= 0 ? row[2] : r->budget;
+    if (row[0] + row[1] + r->bound > budget) {
+        r->id = 0;
+        return 0;
+    }
+    struct berth_value u[] = {BERTH_TEXT(r->handle), BERTH_INT(r->bound)};
+    rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved + ?2 WHERE tenant = ?1",
+                        u, 2, NULL, NULL);
+    struct berth_value c[] = {BERTH_TEXT(r->handle), BERTH_TEXT(r->api), BERTH_TEXT(r->model),
+                              BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound)};
+    if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
+                                 " started_ms, reserved) VALUES(?1,?2,?3,?4,'open',?5,?6)",
+                                 c, 6, NULL, NULL);
+    if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
+    return rc;
+}
+
+int64_t ledger_reserve(struct quota *q, const char *handle, int64_t budget, int64_t bound,
+                       const char *api, const char *model)
+{
+    struct reserve r = {q, handle, api, model, budget, bound, -1};
+    int rc = H->store_tx(q->self, reserve_tx, &r);
+    return rc ? rc : r.id;
+}
+
+struct settle {
+    struct quota *q;
+    int64_t id, reserved, cost;
+    const char *handle, *outcome;
+    const struct usage *u;
+    int status;
+};
+
+static int settle_tx(void *arg)
+{
+    struct settle *st = arg;
+    berth_instance *s = st->q->self;
+    const struct usage *u = st->u;
+    struct berth_value p[] = {BERTH_INT(st->id), BERTH_INT(H->now_ms(s)), BERTH_INT(st->cost),
+                              BERTH_INT(u->input), BERTH_INT(u->output),
+                              BERTH_INT(u->cache_read), BERTH_INT(u->cache_write),
+                              BERTH_INT(st->status), BERTH_TEXT(st->outcome)};
+    int64_t open = 0;
+    int rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE id = ?1 AND "
+                            "state = 'open'", p, 1, ints, &open);
+    if (rc || !open) return rc;     /* settled already: nothing is billed twice */
+    rc = H->store_query(s, "UPDATE quota_calls SET state = 'done', ended_ms = ?2, cost = ?3,"
+                        " input = ?4, output = ?5, cache_read = ?6, cache_write = ?7,"
+                        " status = ?8, outcome = ?9 WHERE id = ?1", p, 9, NULL, NULL);
+    struct berth_value t[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
+                              BERTH_INT(st->cost)};
+    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
+                                 " spent = spent + ?3, calls = calls + 1 WHERE tenant = ?1",
+                                 t, 3, NULL, NULL);
+    return rc;
+}
+
+int ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
+                  int64_t cost, const struct usage *u, int status, const char *outcome)
+{
+    struct settle st = {q, id, reserved, cost, handle, outcome, u, status};
+    return H->store_tx(q->self, settle_tx, &st);
+}
+
+struct recover { struct quota *q; int64_t n; };
+
+static int recover_tx(void *arg)
+{
+    struct recover *rv = arg;
+    berth_instance *s = rv->q->self;
+    struct berth_value p[] = {BERTH_TEXT(owner()), BERTH_INT(H->now_ms(s))};
+    int rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND "
+                            "owner != ?1", p, 1, ints, &rv->n);
+    if (rc || !rv->n) return rc;
+    rc = H->store_query(s, "UPDATE quota_tenants SET"
+                        " spent = spent + (SELECT coalesce(sum(reserved), 0) FROM quota_calls c"
+                        "  WHERE c.tenant = quota_tenants.tenant AND c.state = 'open'"
+                        "  AND c.owner != ?1),"
+                        " reserved = reserved - (SELECT coalesce(sum(reserved), 0) FROM"
+                        "  quota_calls c WHERE c.tenant = quota_tenants.tenant AND"
+                        "  c.state = 'open' AND c.owner != ?1),"
+                        " calls = calls + (SELECT count(*) FROM quota_calls c WHERE"
+                        "  c.tenant = quota_tenants.tenant AND c.state = 'open'"
+                        "  AND c.owner != ?1)", p, 1, NULL, NULL);
+    if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
+                                 " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
+                                 " AND owner != ?1", p, 2, NULL, NULL);
+    return rc;
+}
+
+int ledger_recover(struct quota *q)
+{
+    struct recover rv = {q, 0};
+    int rc = H->store_tx(q->self, recover_tx, &rv);
+    if (rc) return rc;
+    if (rv.n)
+        H->log(q->self, BERTH_LOG_WARN, "settled %lld call(s) a previous run left open, each "
+               "at its reservation", (long long)rv.n);
+    return 0;
+}
+
+int ledger_spent(struct quota *q, const char *handle, int64_t *spent, int64_t *reserved)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle)};
+    int64_t row[2] = {0, 0};
+    int rc = H->store_query(q->self, "SELECT spent, reserved FROM quota_tenants WHERE "
+                            "tenant = ?1", p, 1, ints, row);
+    *spent = row[0];
+    *reserved = row[1];
+    return rc;
+}
+
+int64_t ledger_budget_override(struct quota *q, const char *handle)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle)};
+    int64_t b = -1;
+    if (H->store_query(q->self, "SELECT budget FROM quota_tenants WHERE tenant = ?1", p, 1,
+                       ints, &b))
+        return -1;
+    return b;
+}
+
+int ledger_set_budget(struct quota *q, const char *handle, int64_t micro)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_INT(H->now_ms(q->self)),
+                              micro < 0 ? BERTH_NULL : BERTH_INT(micro)};
+    return H->store_query(q->self, "INSERT INTO quota_tenants(tenant, since_ms, budget) "
+                          "VALUES(?1, ?2, ?3) ON CONFLICT(tenant) DO UPDATE SET budget = ?3",
+                          p, 3, NULL, NULL);
+}
+
+static double usd(int64_t micro)
+{
+    return (double)micro / 1e6;
+}
+
+static bool model_row(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)names;
+    if (n < 7 || v[0].type != BERTH_VAL_TEXT) return true;
+    cJSON *m = cJSON_CreateObject();
+    char model[256];
+    snprintf(model, sizeof model, "%.*s", (int)v[0].len, (const char *)v[0].p);
+    cJSON_AddStringToObject(m, "model", model);
+    cJSON_AddNumberToObject(m, "calls", (double)v[1].i);
+    cJSON_AddNumberToObject(m, "input_tokens", (double)v[2].i);
+    cJSON_AddNumberToObject(m, "output_tokens", (double)v[3].i);
+    cJSON_AddNumberToObject(m, "cache_read_tokens", (double)v[4].i);
+    cJSON_AddNumberToObject(m, "cache_write_tokens", (double)v[5].i);
+    cJSON_AddNumberToObject(m, "cost", usd(v[6].i));
+    cJSON_AddItemToArray(arg, m);
+    return true;
+}
+
+char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle)};
+    int64_t row[5] = {0, 0, 0, -1, 0};
+    int rc = H->store_query(q->self, "SELECT spent, reserved, calls, budget, since_ms FROM "
+                            "quota_tenants WHERE tenant = ?1", p, 1, ints, row);
+    if (rc) return NULL;
+    if (row[3] >= 0) budget = row[3];
+    int64_t left = budget - row[0] - row[1];
+    if (left < 0) left = 0;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "tenant", handle);
+    cJSON_AddNumberToObject(j, "budget", usd(budget));
+    cJSON_AddNumberToObject(j, "spent", usd(row[0]));
+    cJSON_AddNumberToObject(j, "reserved", usd(row[1]));
+    cJSON_AddNumberToObject(j, "remaining", usd(left));
+    cJSON_AddNumberToObject(j, "spent_micro", (double)row[0]);
+    cJSON_AddNumberToObject(j, "reserved_micro", (double)row[1]);
+    cJSON_AddNumberToObject(j, "calls", (double)row[2]);
+    cJSON_AddNumberToObject(j, "since_ms", (double)row[4]);
+    char line[64];
+    snprintf(line, sizeof line, "Budget: $%.2f remaining", (double)(left / 10000) / 100.0);
+    cJSON_AddStringToObject(j, "summary", line);
+    cJSON *models = cJSON_AddArrayToObject(j, "models");
+    rc = H->store_query(q->self, "SELECT model, count(*), sum(input), sum(output),"
+                        " sum(cache_read), sum(cache_write), sum(cost) FROM quota_calls"
+                        " WHERE tenant = ?1 AND state != 'open' GROUP BY model ORDER BY model",
+                        p, 1, model_row, models);
+    char *out = rc ? NULL : cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}
