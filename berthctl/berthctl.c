@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cmds.h"
 #include "sse.h"
 
 #define DEFAULT_SOCKET "/var/lib/berth/berth.sock"
@@ -101,6 +102,16 @@ static cJSON *call(const char *method, const char *path, const char *body, int *
     }
     free(r.data);
     return j;
+}
+
+cJSON *berthctl_call(const char *method, const char *path, const char *body, int *rc)
+{
+    return call(method, path, body, rc);
+}
+
+bool berthctl_json_out(void)
+{
+    return json_out;
 }
 
 static void print_json(const cJSON *j)
@@ -382,6 +393,8 @@ static void usage(FILE *f)
           "             [--wait [--timeout SECONDS]]  follow pulls and start-up until ready\n"
           "  tenant ls | show HANDLE\n"
           "  tenant rm HANDLE [--force]       delete; --force gives up on deprovisioning\n"
+          "  tenant key rotate HANDLE       a new LLM proxy key (quota plugin)\n"
+          "  usage [HANDLE]                 LLM spending and budget (quota plugin)\n"
           "                                 what is left (published as tenant.abandoned)\n"
           "  tenant wake|sleep|restart|touch HANDLE\n"
           "  tenant reprovision HANDLE        run the tenant's provisioners again\n"
@@ -514,7 +527,9 @@ int main(int argc, char **argv)
     }
     const char *cmd = argv[0];
     int rc;
-    if (!strcmp(cmd, "tenant")) rc = tenant(argc - 1, argv + 1);
+    if (!strcmp(cmd, "usage") || (!strcmp(cmd, "tenant") && argc > 1 && !strcmp(argv[1], "key")))
+        rc = cmd_quota(argc, argv);
+    else if (!strcmp(cmd, "tenant")) rc = tenant(argc - 1, argv + 1);
     else if (!strcmp(cmd, "health")) {
         rc = simple("GET", "/health");
         if (!rc && !json_out) puts("berthd is healthy");

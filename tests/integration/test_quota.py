@@ -334,11 +334,16 @@ class Keys(QuotaBase):
         st, _, body = self.call(ka, "/v1/models", {})
         self.assertEqual((st, json.loads(body)["error"]["type"]), (404, "invalid_request_error"))
         # rotation: the old key stops at once, the workload gets the new one
-        self.assertEqual(self.b.post("/v1/tenants/ann/key/rotate").status, 202)
+        self.assertIn("a new key", self.b.ctl("tenant", "key", "rotate", "ann").stdout)
         ka2 = self.env("ann", not_key=ka)["ANTHROPIC_API_KEY"]
         self.assertEqual(self.call(ka)[0], 401)
         self.assertEqual(self.call(ka2)[0], 200)
         self.assertEqual(self.usage("ann")["calls"], 2)
+        shown = self.b.ctl("usage", "ann").stdout
+        self.assertTrue(shown.startswith("ann: spent $0.000168, reserved $0.000000"), shown)
+        self.assertIn("claude-test", shown)
+        self.assertIn("bob: spent", self.b.ctl("usage").stdout)
+        self.assertNotEqual(self.b.ctl("usage", "nobody", check=False).returncode, 0)
         # deletion revokes the key and keeps the ledger
         self.assertEqual(self.call(kb)[0], 200)
         spent = self.usage("bob")["spent_micro"]
