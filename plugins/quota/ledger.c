@@ -27,7 +27,7 @@ static const char *const steps[] = {
     "CREATE INDEX quota_calls_open ON quota_calls(state) WHERE state = 'open';"
     "CREATE INDEX quota_calls_tenant ON quota_calls(tenant, model);"
     "CREATE TABLE quota_keys (tenant TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
-    " created_ms INTEGER NOT NULL)",
+    " nonce BLOB NOT NULL, rotate INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL)",
 };
 
 /* this process, so a reload (old and new instance in one process) never settles the calls
@@ -257,7 +257,7 @@ char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget)
     cJSON_AddNumberToObject(j, "calls", (double)row[2]);
     cJSON_AddNumberToObject(j, "since_ms", (double)row[4]);
     char line[64];
-    snprintf(line, sizeof line, "Budget: $%.2f remaining", (double)(left / 10000) / 100.0);
+    quota_budget_line(q, handle, line, sizeof line);
     cJSON_AddStringToObject(j, "summary", line);
     cJSON *models = cJSON_AddArrayToObject(j, "models");
     rc = H->store_query(q->self, "SELECT model, count(*), sum(input), sum(output),"

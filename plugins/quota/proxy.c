@@ -389,10 +389,36 @@ static size_t count_media(const char *b, size_t n)
     return k;
 }
 
+/* the budget line joins the system prompt: after a string, or as a last text block */
+static void inject_budget(struct call *c, cJSON *j)
+{
+    char line[64];
+    quota_budget_line(c->q, c->handle, line, sizeof line);
+    cJSON *sys = cJSON_GetObjectItemCaseSensitive(j, "system");
+    if (cJSON_IsArray(sys)) {
+        cJSON *blk = cJSON_CreateObject();
+        cJSON_AddStringToObject(blk, "type", "text");
+        cJSON_AddStringToObject(blk, "text", line);
+        cJSON_AddItemToArray(sys, blk);
+        return;
+    }
+    if (cJSON_IsString(sys) && sys->valuestring[0]) {
+        size_t n = strlen(sys->valuestring) + strlen(line) + 3;
+        char *joined = malloc(n);
+        if (!joined) return;
+        snprintf(joined, n, "%s\n\n%s", sys->valuestring, line);
+        cJSON_ReplaceItemInObjectCaseSensitive(j, "system", cJSON_CreateString(joined));
+        free(joined);
+        return;
+    }
+    cJSON_DeleteItemFromObjectCaseSensitive(j, "system");
+    cJSON_AddStringToObject(j, "system", line);
+}
+
 /* reads the model and the output bound; for OpenAI, sets the output limit when the client
  * named none (so the bound holds) and asks for the streamed usage chunk. Returns a message
  * when the body cannot be forwarded. */
-static const char *shape_body(struct call *c, const char *body, size_t len)
+static const char *shape_body(struct call *c, const struct blk *b, const char *body, size_t len)
 {
     cJSON *j = cJSON_ParseWithLength(body, len);
     if (!cJSON_IsObject(j)) {
@@ -409,6 +435,10 @@ static const char *shape_body(struct call *c, const char *body, size_t len)
     bool changed = false;
     if (c->api == API_ANTHROPIC) {
         out = int_field(j, "max_tokens");
+        if (b->inject_budget) {
+            inject_budget(c, j);
+            changed = true;
+        }
     } else if (c->api == API_OPENAI_CHAT) {
         out = int_field(j, "max_completion_tokens");
         if (out < 0) out = int_field(j, "max_tokens");
@@ -608,7 +638,7 @@ static void serve(berth_req *r, void *arg)
     snprintf(c->handle, sizeof c->handle, "%s", owner);
     size_t len;
     const char *body = H->req_body(r, &len);
-    const char *bad = shape_body(c, body ? body : "", body ? len : 0);
+    const char *bad = shape_body(c, b, body ? body : "", body ? len : 0);
     if (bad) api_error(r, 400, 0, "%s", bad);
     else if (!admit(c, b)) bad = "refused";
     else if (!build_headers(c, up)) {

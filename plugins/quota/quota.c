@@ -1,19 +1,12 @@
-/* quota: the LLM proxy (see README.md). This file: the descriptor and configuration, the
- * provisioner that gives each tenant its key, per-tenant limits, and the control routes.
- *
- * Keys: 32 bytes from getrandom, shown once to the provisioner's op (the core keeps the
- * environment it returned) and kept here only as their SHA-256. Every provision mints a new
- * key, so a re-run of provision() (reprovision, `berthctl tenant key rotate`) is a rotation
- * and the old key stops working at once. Deprovision deletes the key; the ledger stays. */
+/* quota: the LLM proxy (see README.md). This file: the descriptor and configuration,
+ * per-tenant limits, and the control routes. Keys are in keys.c. */
 #include "quota.h"
 
 #include <cjson/cJSON.h>
 #include <openssl/crypto.h>
-#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 const struct berth_host *H;
 
@@ -80,124 +73,10 @@ static const struct berth_cfg_item tschema[] = {
      "calls in flight per tenant", 0, NULL, NULL},
     {"requests_per_minute", BERTH_CFG_INT, "60", 1, 10000000, offsetof(struct blk, rpm),
      "calls started per minute per tenant", 0, NULL, NULL},
+    {"inject_budget", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct blk, inject_budget),
+     "add \"Budget: $X.XX remaining\" to each Anthropic call's system prompt", 0, NULL, NULL},
     {0},
 };
-
-/* ---- keys ---- */
-
-static void sha256(const char *s, unsigned char out[QUOTA_HASH_LEN])
-{
-    SHA256((const unsigned char *)s, strlen(s), out);
-}
-
-const char *quota_key_owner(struct quota *q, const char *key)
-{
-    unsigned char h[QUOTA_HASH_LEN];
-    const char *found = NULL;
-    if (!key || strncmp(key, "sk-berth-", 9)) return NULL;
-    sha256(key, h);
-    for (struct key *k = q->keys; k; k = k->next)
-        if (!CRYPTO_memcmp(k->hash, h, sizeof h)) found = k->handle;
-    return found;
-}
-
-static void key_drop(struct quota *q, const char *handle)
-{
-    for (struct key **pp = &q->keys; *pp;) {
-        struct key *k = *pp;
-        if (strcmp(k->handle, handle)) {
-            pp = &k->next;
-            continue;
-        }
-        *pp = k->next;
-        OPENSSL_cleanse(k, sizeof *k);
-        free(k);
-    }
-}
-
-static int key_add(struct quota *q, const char *handle, const void *hash)
-{
-    struct key *k = calloc(1, sizeof *k);
-    if (!k) return BERTH_ENOMEM;
-    memcpy(k->hash, hash, QUOTA_HASH_LEN);
-    snprintf(k->handle, sizeof k->handle, "%s", handle);
-    k->next = q->keys;
-    q->keys = k;
-    return 0;
-}
-
-static bool key_row(int n, const char *const *names, const struct berth_value *v, void *arg)
-{
-    (void)names;
-    if (n == 2 && v[0].type == BERTH_VAL_TEXT && v[1].type == BERTH_VAL_BLOB &&
-        v[1].len == QUOTA_HASH_LEN && v[0].len <= BERTH_HANDLE_MAX) {
-        char h[BERTH_HANDLE_MAX + 1];
-        snprintf(h, sizeof h, "%.*s", (int)v[0].len, (const char *)v[0].p);
-        key_add(arg, h, v[1].p);
-    }
-    return true;
-}
-
-static char *base_url(struct quota *q)
-{
-    char *u = malloc(strlen(q->cfg.listen) + 16);
-    if (u) sprintf(u, "http://%s", q->cfg.listen);
-    return u;
-}
-
-static void provision(void *state, const berth_spec *spec, berth_op *op)
-{
-    struct quota *q = state;
-    const char *handle = H->spec_handle(spec);
-    unsigned char raw[32], hash[QUOTA_HASH_LEN];
-    char key[9 + 2 * sizeof raw + 1];
-    if (getrandom(raw, sizeof raw, 0) != (ssize_t)sizeof raw) {
-        H->op_done(op, BERTH_EAGAIN, NULL, "quota: getrandom failed");
-        return;
-    }
-    strcpy(key, "sk-berth-");
-    for (size_t i = 0; i < sizeof raw; i++) sprintf(key + 9 + 2 * i, "%02x", raw[i]);
-    sha256(key, hash);
-    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_BLOB(hash, sizeof hash),
-                              BERTH_INT(H->now_ms(q->self))};
-    int rc = H->store_query(q->self, "INSERT INTO quota_keys(tenant, hash, created_ms) "
-                            "VALUES(?1, ?2, ?3) ON CONFLICT(tenant) DO UPDATE SET hash = ?2,"
-                            " created_ms = ?3", p, 3, NULL, NULL);
-    if (!rc) {
-        key_drop(q, handle);
-        rc = key_add(q, handle, hash);
-    }
-    if (rc) {
-        OPENSSL_cleanse(key, sizeof key);
-        H->op_done(op, rc, NULL, "quota: cannot store the tenant's key");
-        return;
-    }
-    char *def = q->cfg.public_url ? NULL : base_url(q);
-    const char *url = q->cfg.public_url ? q->cfg.public_url : def;
-    char oai[1024];
-    snprintf(oai, sizeof oai, "%s/v1", url ? url : "");
-    H->op_setenv(op, "ANTHROPIC_BASE_URL", url ? url : "");
-    H->op_setenv(op, "ANTHROPIC_API_KEY", key);
-    H->op_setenv(op, "OPENAI_BASE_URL", oai);
-    H->op_setenv(op, "OPENAI_API_KEY", key);
-    free(def);
-    OPENSSL_cleanse(key, sizeof key);
-    OPENSSL_cleanse(raw, sizeof raw);
-    quota_event(q, q->ev_key, handle, "{\"action\":\"issued\"}");
-    H->op_done(op, 0, NULL, NULL);
-}
-
-static void deprovision(void *state, const berth_spec *spec, berth_op *op)
-{
-    struct quota *q = state;
-    const char *handle = H->spec_handle(spec);
-    struct berth_value p[] = {BERTH_TEXT(handle)};
-    int rc = H->store_query(q->self, "DELETE FROM quota_keys WHERE tenant = ?1", p, 1, NULL,
-                            NULL);
-    key_drop(q, handle);
-    if (!rc) quota_event(q, q->ev_key, handle, "{\"action\":\"revoked\"}");
-    H->op_done(op, rc, NULL, rc ? "quota: cannot revoke the key" : NULL);
-}
 
 /* ---- per-tenant limits ---- */
 
@@ -214,6 +93,15 @@ int64_t quota_budget(struct quota *q, const char *handle)
     if (o >= 0) return o;
     const struct blk *b = quota_block(q, handle);
     return b ? (int64_t)(b->budget * 1e6 + 0.5) : 0;
+}
+
+void quota_budget_line(struct quota *q, const char *handle, char *out, size_t n)
+{
+    int64_t spent = 0, reserved = 0;
+    ledger_spent(q, handle, &spent, &reserved);
+    int64_t left = quota_budget(q, handle) - spent - reserved;
+    if (left < 0) left = 0;
+    snprintf(out, n, "Budget: $%.2f remaining", (double)(left / 10000) / 100.0);
 }
 
 struct tstate *quota_tstate(struct quota *q, const char *handle)
@@ -321,7 +209,11 @@ static void budget_route(berth_req *r, void *arg)
 static void rotate_route(berth_req *r, void *arg)
 {
     struct quota *q = arg;
-    int rc = H->tenant_reprovision(q->self, H->req_param(r, "handle"));
+    const char *h = H->req_param(r, "handle");
+    struct berth_tenant_info ti = {.size = sizeof ti};
+    int rc = H->tenant_get(q->self, h, &ti);
+    if (!rc) rc = keys_rotate(q, h);
+    if (!rc) rc = H->tenant_reprovision(q->self, h);
     if (rc == BERTH_ENOENT) H->respond_error(r, 404, "not_found", "no such tenant");
     else if (rc) H->respond_error(r, 409, "conflict", "%s", berth_strerror(rc));
     else H->respond(r, 202, "application/json", "{\"rotating\":true}\n", 18);
@@ -380,17 +272,15 @@ static void metrics(struct quota *q)
 static int start(void *state)
 {
     struct quota *q = state;
-    static const struct berth_provisioner prov = {sizeof prov, 100, provision, deprovision};
     int rc = ledger_migrate(q);
     if (!rc) rc = ledger_recover(q);
-    if (!rc) rc = H->store_query(q->self, "SELECT tenant, hash FROM quota_keys", NULL, 0,
-                                 key_row, q);
+    if (!rc) rc = keys_load(q);
     if (rc) return rc;
     q->ev_call = H->event_register(q->self, "quota.call");
     q->ev_refused = H->event_register(q->self, "quota.refused");
     q->ev_key = H->event_register(q->self, "quota.key");
     metrics(q);
-    if ((rc = H->provisioner_register(q->self, &prov, q))) return rc;
+    if ((rc = H->provisioner_register(q->self, &quota_provisioner, q))) return rc;
     if ((rc = H->route(q->self, "GET", "/v1/tenants/{handle}/usage", usage_route, q)) ||
         (rc = H->route(q->self, "PUT", "/v1/tenants/{handle}/budget", budget_route, q)) ||
         (rc = H->route(q->self, "POST", "/v1/tenants/{handle}/key/rotate", rotate_route, q)) ||
@@ -416,12 +306,7 @@ static void destroy(void *state)
 {
     struct quota *q = state;
     proxy_cancel_all(q);
-    while (q->keys) {
-        struct key *k = q->keys;
-        q->keys = k->next;
-        OPENSSL_cleanse(k, sizeof *k);
-        free(k);
-    }
+    keys_free(q);
     while (q->ts) {
         struct tstate *t = q->ts;
         q->ts = t->next;

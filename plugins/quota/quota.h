@@ -29,7 +29,7 @@ struct cfg {
 };
 
 /* a template's block: `quota: {budget: 5.00, concurrency: 5, requests_per_minute: 60}` */
-struct blk { double budget; int64_t concurrency, rpm; };
+struct blk { double budget; int64_t concurrency, rpm; bool inject_budget; };
 
 enum api { API_ANTHROPIC, API_OPENAI_CHAT, API_OPENAI_RESPONSES, API_COUNT_TOKENS };
 
@@ -52,6 +52,7 @@ struct quota {
     berth_instance *self;
     struct cfg cfg;
     struct key *keys;               /* live keys' hashes */
+    unsigned char master[32];       /* keys are derived from it and a per-key random nonce */
     struct tstate *ts;
     struct call *calls;             /* in flight */
     uint32_t ev_call, ev_refused, ev_key;
@@ -103,11 +104,19 @@ int ledger_set_budget(struct quota *q, const char *handle, int64_t micro);
 int64_t ledger_budget_override(struct quota *q, const char *handle);
 int ledger_spent(struct quota *q, const char *handle, int64_t *spent, int64_t *reserved);
 
-/* ---- quota.c ---- */
+/* ---- keys.c ---- */
 /* the tenant whose key this is, or NULL; constant-time over the stored hashes */
 const char *quota_key_owner(struct quota *q, const char *key);
+extern const struct berth_provisioner quota_provisioner;
+int keys_load(struct quota *q);         /* the master secret, and the stored keys' hashes */
+int keys_rotate(struct quota *q, const char *handle);  /* the next provision mints anew */
+void keys_free(struct quota *q);
+
+/* ---- quota.c ---- */
 const struct blk *quota_block(struct quota *q, const char *handle);
 int64_t quota_budget(struct quota *q, const char *handle);   /* micro-dollars */
+/* "Budget: $X.XX remaining" for handle, into out */
+void quota_budget_line(struct quota *q, const char *handle, char *out, size_t n);
 struct tstate *quota_tstate(struct quota *q, const char *handle);
 /* takes a rate token; 0 or the seconds to wait */
 int64_t quota_rate_take(struct quota *q, struct tstate *t, const struct blk *b);

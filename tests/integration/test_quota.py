@@ -125,7 +125,7 @@ class QuotaBase(unittest.TestCase):
         self.b.install_plugin_from_build("quota")
         self.b.start()
 
-    def conf(self, tls):
+    def conf(self, tls, price=3, inject="false"):
         scheme = "https" if tls else "http"
         ca = f", ca: {tls[2]}" if tls else ""
         sdk = clients()
@@ -142,14 +142,15 @@ plugins:
       anthropic: {{url: "{scheme}://127.0.0.1:{self.fake.port}", key: {{file: {self.tmp}/ant}}{ca}}}
       openai: {{url: "{scheme}://127.0.0.1:{self.fake.port}/v1", key: {{file: {self.tmp}/oai}}{ca}}}
     prices:
-      claude-test: {{input: 3, output: 15, cache_read: 0.30, cache_write: 3.75}}
+      claude-test: {{input: {price}, output: 15, cache_read: 0.30, cache_write: 3.75}}
       gpt-test: {{input: 0.40, output: 1.60, cache_read: 0.10}}
 templates:
   default:
     driver: exec
     command: [sh, -c, "env > {self.tmp}/env-{{handle}}; exec sleep 600"]
     stop_timeout: 1s
-    quota: {{budget: 5.00, concurrency: {self.concurrency}, requests_per_minute: {self.rpm}}}
+    quota: {{budget: 5.00, concurrency: {self.concurrency}, requests_per_minute: {self.rpm},
+            inject_budget: {inject}}}
   sdk:
     driver: exec
     command: {sdk_cmd}
@@ -487,6 +488,52 @@ class Interrupted(QuotaBase):
         u = self.usage("killed")
         self.assertEqual((u["reserved_micro"], u["spent_micro"], u["calls"]), (0, reserved, 1))
         self.assertIn("previous run left open", self.b.log())
+
+
+class Reload(QuotaBase):
+    def test_prices_and_blocks_change_on_sighup_without_dropping_streams(self):
+        import signal
+        self.add("rel")
+        key = self.env("rel")["ANTHROPIC_API_KEY"]
+        c, r = self.open_stream(key, "[hold:reload] [long:4]")
+        seq = max([e["seq"] for e in self.b.events()] or [0])
+        self.b.write("10-quota.yaml", self.conf(None, price=6, inject="true"))
+        self.b.signal(signal.SIGHUP)
+        wait_until(lambda: "config.reloaded" in [e["type"] for e in self.b.events(since=seq)],
+                   10, what="the reload")
+        self.fake.release("reload")
+        self.assertIn(b"message_stop", r.read())
+        c.close()
+        first = self.fake.log()[0]
+        # the stream begun before the reload is billed at the price it began with
+        wait_until(lambda: self.usage("rel")["calls"] == 1, 10, what="the stream settled")
+        self.assertEqual(self.usage("rel")["spent_micro"],
+                         cost("claude-test", first["input"], first["output"]))
+        # the key survives a change of the template's block (provision is idempotent)
+        self.assertEqual(self.call(key)[0], 200)
+        second = self.fake.log()[1]
+        self.assertEqual(second["body"]["system"], "Budget: $4.99 remaining")
+        PRICES["claude-test"] = (6, 15, 0.30, 3.75)
+        try:
+            want = cost("claude-test", second["input"], second["output"])
+        finally:
+            PRICES["claude-test"] = (3, 15, 0.30, 3.75)
+        self.assertEqual(self.usage("rel")["spent_micro"],
+                         cost("claude-test", first["input"], first["output"]) + want)
+        self.assertEqual(self.env("rel")["ANTHROPIC_API_KEY"], key)
+
+    def test_upstream_dying_mid_stream_cuts_the_clients_stream_and_bills_it(self):
+        self.add("cut")
+        key = self.env("cut")["ANTHROPIC_API_KEY"]
+        c, r = self.open_stream(key, "[die] [long:20]")
+        with self.assertRaises(http.client.IncompleteRead):
+            r.read()
+        c.close()
+        wait_until(lambda: self.usage("cut")["calls"] == 1, 10, what="the call settled")
+        u = self.usage("cut")
+        self.assertEqual(u["models"][0]["output_tokens"], 4)
+        self.assertEqual(u["reserved_micro"], 0)
+        self.assertGreater(u["spent_micro"], 0)
 
 
 if __name__ == "__main__":

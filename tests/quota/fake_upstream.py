@@ -9,6 +9,7 @@ Prints "ready <port>" once it listens. The last user message's text steers an an
   [hold:NAME]             a stream that stops after its first text delta until
                           POST /_release?name=NAME
   [slow]                  a stream with 50 ms between events
+  [die]                   a stream whose connection closes after its first text delta
   [tool]                  a tool_use answer (Anthropic) / tool call (OpenAI)
   [long:N]                N text deltas
 Usage is deterministic: input = 10 + bytes of the messages // 10, output = number of deltas,
@@ -18,6 +19,7 @@ usage reported and whether its client went away; GET /_stats counts open streams
 import argparse
 import json
 import re
+import socket
 import ssl
 import sys
 import threading
@@ -178,6 +180,11 @@ class Handler(BaseHTTPRequestHandler):
                 self.event("ping", {"type": "ping"})
         if "[slow]" in text:
             time.sleep(0.05)
+        if "[die]" in text and i == 0:
+            # the upstream fails mid-body: no terminating chunk, the connection just closes
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            raise ConnectionAbortedError("died on purpose")
 
     def anthropic_stream(self, msg, words, text, rec, tool):
         self.start_sse()
