@@ -67,7 +67,7 @@ static bool ints(int n, const char *const *names, const struct berth_value *v, v
 struct reserve {
     struct quota *q;
     const char *handle, *api, *model;
-    int64_t budget, bound, id;
+    int64_t budget, bound, slots, id;
 };
 
 static int reserve_tx(void *arg)
@@ -81,7 +81,17 @@ static int reserve_tx(void *arg)
     int64_t row[3] = {0, 0, -1};
     if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget FROM quota_tenants "
                                  "WHERE tenant = ?1", p, 1, ints, row);
+    /* slots are this process's open calls: an instance replaced by a reload (its streams
+     * still running) and its successor count the same ones */
+    int64_t open = 0;
+    struct berth_value o[] = {BERTH_TEXT(r->handle), BERTH_TEXT(owner())};
+    if (!rc) rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND"
+                                 " tenant = ?1 AND owner = ?2", o, 2, ints, &open);
     if (rc) return rc;
+    if (open >= r->slots) {
+        r->id = BERTH_EBUSY;
+        return 0;
+    }
     int64_t budget = row[2] >= 0 ? row[2] : r->budget;
     if (row[0] + row[1] + r->bound > budget) {
         r->id = 0;
@@ -100,9 +110,9 @@ static int reserve_tx(void *arg)
 }
 
 int64_t ledger_reserve(struct quota *q, const char *handle, int64_t budget, int64_t bound,
-                       const char *api, const char *model)
+                       int64_t slots, const char *api, const char *model)
 {
-    struct reserve r = {q, handle, api, model, budget, bound, -1};
+    struct reserve r = {q, handle, api, model, budget, bound, slots, -1};
     int rc = H->store_tx(q->self, reserve_tx, &r);
     return rc ? rc : r.id;
 }

@@ -225,8 +225,6 @@ static void maybe_drained(struct quota *q)
 static void account(struct call *c, const char *outcome, bool interrupted)
 {
     struct quota *q = c->q;
-    struct tstate *t = quota_tstate(q, c->handle);
-    if (t && t->inflight > 0) t->inflight--;
     H->busy_release(q->self, c->handle);
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
@@ -543,11 +541,6 @@ static bool admit(struct call *c, const struct blk *b)
         api_error(c->r, 500, 0, "out of memory");
         return false;
     }
-    if (c->api != API_COUNT_TOKENS && t->inflight >= b->concurrency) {
-        refuse(q, c->r, c->handle, "concurrency", 429, 1,
-               "too many calls in flight for this tenant");
-        return false;
-    }
     int64_t wait = quota_rate_take(q, t, b);
     if (wait) {
         refuse(q, c->r, c->handle, "rate", 429, wait, "requests per minute exceeded");
@@ -562,7 +555,12 @@ static bool admit(struct call *c, const struct blk *b)
     }
     c->reserved = bound_cost(c);
     int64_t id = ledger_reserve(q, c->handle, quota_budget(q, c->handle), c->reserved,
-                                api_name(c->api), c->model);
+                                b->concurrency, api_name(c->api), c->model);
+    if (id == BERTH_EBUSY) {
+        refuse(q, c->r, c->handle, "concurrency", 429, 1,
+               "too many calls in flight for this tenant");
+        return false;
+    }
     if (id < 0) {
         api_error(c->r, 503, 0, "the ledger is unavailable: %s", berth_strerror((int)id));
         return false;
@@ -573,7 +571,6 @@ static bool admit(struct call *c, const struct blk *b)
         return false;
     }
     c->id = id;
-    t->inflight++;
     H->busy_hold(q->self, c->handle);
     H->metric_add(q->m_inflight, NULL, 1);
     return true;

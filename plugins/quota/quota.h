@@ -33,11 +33,10 @@ struct blk { double budget; int64_t concurrency, rpm; bool inject_budget; };
 
 enum api { API_ANTHROPIC, API_OPENAI_CHAT, API_OPENAI_RESPONSES, API_COUNT_TOKENS };
 
-/* in-memory per-tenant limits; reset when the plugin loads (slots die with their calls) */
+/* the per-tenant rate bucket, in memory (slots are counted in the ledger) */
 struct tstate {
     struct tstate *next;
     char handle[BERTH_HANDLE_MAX + 1];
-    int64_t inflight;
     double tokens;                  /* rate bucket, refilled at rpm per minute */
     int64_t refill_ms;
 };
@@ -88,10 +87,11 @@ void sse_free(struct sse *s);
 
 /* ---- ledger.c ---- */
 int ledger_migrate(struct quota *q);
-/* reserves `bound` micro-dollars for one call of handle in one transaction. Returns the new
- * call's id (> 0), 0 when the budget cannot pay for it, or a BERTH_E* code. */
+/* reserves `bound` micro-dollars and one of `slots` for one call of handle in one
+ * transaction. Returns the new call's id (> 0), 0 when the budget cannot pay for it,
+ * BERTH_EBUSY when its slots are taken, or another BERTH_E* code. */
 int64_t ledger_reserve(struct quota *q, const char *handle, int64_t budget, int64_t bound,
-                       const char *api, const char *model);
+                       int64_t slots, const char *api, const char *model);
 /* settles call id: replaces its reservation by cost and records its tokens */
 int ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
                   int64_t cost, const struct usage *u, int status, const char *outcome);

@@ -440,6 +440,32 @@ class Limits(QuotaBase):
         self.assertEqual(u["reserved_micro"], 0)
         self.fake.release("never")
 
+    def test_so_swap_under_streams_loses_no_billing_and_doubles_no_slot(self):
+        import signal
+        self.add("swap")
+        key = self.env("swap")["ANTHROPIC_API_KEY"]
+        held = [self.open_stream(key, "[hold:swap] [long:3]") for _ in range(5)]
+        so = os.path.join(self.b.plugin_dir, "quota.so")
+        shutil.copyfile(os.path.join(BUILD, "plugins", "quota.so"), so + ".tmp")
+        os.rename(so + ".tmp", so)      # a new file: the reload starts a new instance
+        seq = max([e["seq"] for e in self.b.events()] or [0])
+        self.b.signal(signal.SIGHUP)
+        wait_until(lambda: "plugin.loaded" in [e["type"] for e in self.b.events(since=seq)],
+                   10, what="the new instance")
+        st, _, body = self.call(key)    # served by the new instance: the 5 slots are taken
+        self.assertEqual(st, 429, body)
+        self.fake.release("swap")
+        for c, r in held:
+            self.assertIn(b"message_stop", r.read())
+            c.close()
+        wait_until(lambda: self.usage("swap")["calls"] == 5, 10, what="the old calls settled")
+        self.assertEqual(self.call(key)[0], 200)
+        u = self.usage("swap")
+        self.assertEqual((u["calls"], u["reserved_micro"]), (6, 0))
+        sent = [e for e in self.fake.log() if e["api"] == "messages"]
+        self.assertEqual(u["spent_micro"], sum(cost("claude-test", e["input"], e["output"])
+                                               for e in sent))
+
 
 class Rate(QuotaBase):
     rpm = 2
