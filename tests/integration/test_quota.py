@@ -428,7 +428,7 @@ class Limits(QuotaBase):
             c.close()
         wait_until(lambda: self.metric("inflight") == 0, 10, what="the slots to be free")
         # streams cancelled by their clients give their slots back, each billed
-        n = int(os.environ.get("QUOTA_CANCELLED", "200"))
+        n = int(os.environ.get("QUOTA_CANCELLED", "1000"))
         for i in range(n):
             c, r = self.open_stream(key, f"[hold:never] {i}")
             c.close()
