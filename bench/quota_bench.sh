@@ -101,6 +101,7 @@ run() {     # name url: prints "rps p50_us p99_us"
         /Requests\/sec/ {rps = $2} $1 == "50%" {p50 = us($2)} $1 == "99%" {p99 = us($2)}
         END {printf "%s %.0f %.0f %.0f\n", name, rps, p50, p99}' <<<"$out"
 }
+if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
 results=()
 for i in $(seq "$runs"); do
     for case in direct:$uport nginx:$nport berth:$qport; do

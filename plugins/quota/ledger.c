@@ -64,16 +64,16 @@ static bool ints(int n, const char *const *names, const struct berth_value *v, v
     return false;
 }
 
-struct reserve {
-    struct quota *q;
-    const char *handle, *api, *model;
-    int64_t budget, bound, slots, id;
-};
+/* ---- reservations and settlements, committed in batches ----
+ * Every call needs a durable reservation before it is forwarded and a durable settlement
+ * after it ends; one fsync'd transaction each would cap the proxy at a few thousand calls a
+ * second. So both are queued and committed together on the next loop turn: one transaction
+ * (settlements first, then reservations in arrival order, each checked against the state the
+ * previous ones left), one fsync for all the calls that arrived meanwhile. */
 
-static int reserve_tx(void *arg)
+static int reserve_one(struct quota *q, struct reservation *r)
 {
-    struct reserve *r = arg;
-    berth_instance *s = r->q->self;
+    berth_instance *s = q->self;
     int64_t now = H->now_ms(s);
     struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now)};
     int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms) "
@@ -109,27 +109,18 @@ static int reserve_tx(void *arg)
     return rc;
 }
 
-int64_t ledger_reserve(struct quota *q, const char *handle, int64_t budget, int64_t bound,
-                       int64_t slots, const char *api, const char *model)
-{
-    struct reserve r = {q, handle, api, model, budget, bound, slots, -1};
-    int rc = H->store_tx(q->self, reserve_tx, &r);
-    return rc ? rc : r.id;
-}
-
 struct settle {
-    struct quota *q;
+    struct settle *next;
     int64_t id, reserved, cost;
-    const char *handle, *outcome;
-    const struct usage *u;
-    int status;
+    struct usage u;
+    int status, attempts;
+    char handle[BERTH_HANDLE_MAX + 1], outcome[32];
 };
 
-static int settle_tx(void *arg)
+static int settle_one(struct quota *q, const struct settle *st)
 {
-    struct settle *st = arg;
-    berth_instance *s = st->q->self;
-    const struct usage *u = st->u;
+    berth_instance *s = q->self;
+    const struct usage *u = &st->u;
     struct berth_value p[] = {BERTH_INT(st->id), BERTH_INT(H->now_ms(s)), BERTH_INT(st->cost),
                               BERTH_INT(u->input), BERTH_INT(u->output),
                               BERTH_INT(u->cache_read), BERTH_INT(u->cache_write),
@@ -149,11 +140,104 @@ static int settle_tx(void *arg)
     return rc;
 }
 
-int ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
-                  int64_t cost, const struct usage *u, int status, const char *outcome)
+struct batch { struct quota *q; struct settle *settles; struct reservation *res; };
+
+static int batch_tx(void *arg)
 {
-    struct settle st = {q, id, reserved, cost, handle, outcome, u, status};
-    return H->store_tx(q->self, settle_tx, &st);
+    struct batch *b = arg;
+    int rc = 0;
+    for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
+    for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b->q, r);
+    return rc;
+}
+
+#define SETTLE_ATTEMPTS 5
+
+static void flush_timer(berth_timer *t, void *arg)
+{
+    struct quota *q = arg;
+    H->timer_stop(t);
+    q->flush = NULL;
+    ledger_flush(q);
+}
+
+static void schedule(struct quota *q)
+{
+    if (!q->flush) q->flush = H->timer_start(q->self, 0, 0, flush_timer, q);
+    if (!q->flush) ledger_flush(q);     /* no timer: commit now rather than never */
+}
+
+void ledger_flush(struct quota *q)
+{
+    struct batch b = {q, q->settles, q->reserves};
+    q->settles = NULL;
+    q->reserves = NULL;
+    q->reserves_tail = &q->reserves;
+    if (!b.settles && !b.res) return;
+    int rc = H->store_tx(q->self, batch_tx, &b);
+    while (b.settles) {
+        struct settle *st = b.settles;
+        b.settles = st->next;
+        if (rc && ++st->attempts < SETTLE_ATTEMPTS) {   /* kept for the next batch */
+            st->next = q->settles;
+            q->settles = st;
+            continue;
+        }
+        if (rc)
+            H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: cannot settle (%s); it is "
+                   "settled at its reservation on the next start", (long long)st->id,
+                   st->handle, berth_strerror(rc));
+        free(st);
+    }
+    while (b.res) {         /* each callback may queue more work: it goes to the next batch */
+        struct reservation *r = b.res;
+        b.res = r->next;
+        if (rc) r->id = rc;
+        r->done(r, r->arg);
+    }
+    if (q->settles) schedule(q);
+    quota_idle(q);
+}
+
+void ledger_reserve(struct quota *q, struct reservation *r)
+{
+    r->next = NULL;
+    r->id = BERTH_EAGAIN;
+    *q->reserves_tail = r;
+    q->reserves_tail = &r->next;
+    schedule(q);
+}
+
+void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
+                   int64_t cost, const struct usage *u, int status, const char *outcome)
+{
+    struct settle *st = calloc(1, sizeof *st);
+    if (!st) {
+        H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: out of memory to settle it; it is "
+               "settled at its reservation on the next start", (long long)id, handle);
+        return;
+    }
+    st->id = id;
+    st->reserved = reserved;
+    st->cost = cost;
+    st->u = *u;
+    st->status = status;
+    snprintf(st->handle, sizeof st->handle, "%s", handle);
+    snprintf(st->outcome, sizeof st->outcome, "%s", outcome);
+    st->next = q->settles;
+    q->settles = st;
+    schedule(q);
+}
+
+void ledger_drop(struct quota *q)
+{
+    if (q->flush) H->timer_stop(q->flush);
+    q->flush = NULL;
+    while (q->settles) {
+        struct settle *st = q->settles;
+        q->settles = st->next;
+        free(st);
+    }
 }
 
 struct recover { struct quota *q; int64_t n; };

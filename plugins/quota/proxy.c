@@ -26,7 +26,8 @@ struct call {
     enum api api;
     char handle[BERTH_HANDLE_MAX + 1];
     char model[128];
-    char *url, *body, *auth;
+    char *url, *body, *auth, *ca;
+    struct reservation res;     /* queued in the ledger while `reserving` */
     size_t body_len;
     struct berth_header *hdr;
     int64_t id, reserved, in_bound, out_bound;
@@ -36,7 +37,7 @@ struct call {
     char *acc;                  /* a whole answer's body, for its usage */
     size_t acc_len;
     int status;
-    bool head_seen, sse_mode, paused, gone, in_cb, finished;
+    bool head_seen, sse_mode, paused, gone, in_cb, reserving;
 };
 
 /* ---- errors in each API's own format ---- */
@@ -176,6 +177,7 @@ static void call_free(struct call *c)
     free(c->acc);
     free(c->hdr);
     free(c->url);
+    free(c->ca);
     free(c->body);
     if (c->auth) {
         memset(c->auth, 0, strlen(c->auth));
@@ -214,25 +216,13 @@ static const char *api_name(enum api a)
     return n[a];
 }
 
-static void maybe_drained(struct quota *q)
-{
-    if (q->stopping && !q->calls && !q->drained_sent) {
-        q->drained_sent = true;
-        H->drained(q->self);
-    }
-}
-
 static void account(struct call *c, const char *outcome, bool interrupted)
 {
     struct quota *q = c->q;
     H->busy_release(q->self, c->handle);
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
-    int rc = ledger_settle(q, c->id, c->handle, c->reserved, cost, &c->u, c->status, outcome);
-    if (rc)
-        H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: cannot settle (%s); it is settled "
-               "at its reservation on the next start", (long long)c->id, c->handle,
-               berth_strerror(rc));
+    ledger_settle(q, c->id, c->handle, c->reserved, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
     const char *mv[] = {c->model, NULL};
@@ -259,7 +249,7 @@ static void finish(struct call *c, const char *outcome, bool interrupted)
     struct quota *q = c->q;
     if (c->id > 0) account(c, outcome, interrupted);
     call_free(c);
-    maybe_drained(q);
+    quota_idle(q);
 }
 
 /* ---- relaying ---- */
@@ -347,6 +337,10 @@ static void gone(berth_req *r, void *arg)
     struct call *c = arg;
     (void)r;
     c->gone = true;
+    if (c->reserving) {     /* reserved() frees it */
+        H->respond_abort(c->r);
+        return;
+    }
     if (c->in_cb) return;   /* inside on_head/on_data: they return false and done() ends it */
     if (c->up) H->http_cancel(c->up);
     c->up = NULL;
@@ -508,6 +502,7 @@ static bool build_headers(struct call *c, const struct upstream *up)
         !strncmp(base + bl - 3, "/v1", 3))
         path += 3;      /* OpenAI's base URL conventionally ends in /v1 */
     c->hdr = calloc(nh + 2, sizeof *c->hdr);
+    if (up->ca && !(c->ca = strdup(up->ca))) return false;
     c->url = malloc(bl + strlen(path) + 1);
     c->auth = malloc(strlen(up->key) + 8);
     if (!c->hdr || !c->url || !c->auth) return false;
@@ -532,7 +527,54 @@ static void track(struct quota *q, struct call *c)
     q->calls = c;
 }
 
-/* slot, rate and budget; false after answering the refusal */
+static void forward(struct call *c)
+{
+    struct berth_http_opts o = {.size = sizeof o, .method = "POST", .url = c->url,
+                                .headers = c->hdr, .body = c->body, .body_len = c->body_len,
+                                .timeout_ms = c->q->cfg.timeout_ms, .on_data = on_data,
+                                .on_head = on_head, .tls_ca = c->ca};
+    c->up = H->http_request(c->q->self, &o, done, c);
+    if (!c->up) {
+        api_error(c->r, 502, 0, "cannot start the upstream call");
+        finish(c, "upstream_error", false);
+    }
+}
+
+/* the ledger's answer, on a later loop turn: forward, or refuse */
+static void reserved(struct reservation *res, void *arg)
+{
+    struct call *c = arg;
+    struct quota *q = c->q;
+    c->reserving = false;
+    if (c->gone || q->destroying) {     /* never forwarded: nothing to pay */
+        static const struct usage none;
+        if (res->id > 0)
+            ledger_settle(q, res->id, c->handle, c->reserved, 0, &none, 0, "client_gone");
+        call_free(c);
+        quota_idle(q);
+        return;
+    }
+    if (res->id == BERTH_EBUSY)
+        refuse(q, c->r, c->handle, "concurrency", 429, 1,
+               "too many calls in flight for this tenant");
+    else if (res->id < 0)
+        api_error(c->r, 503, 0, "the ledger is unavailable: %s", berth_strerror((int)res->id));
+    else if (!res->id)
+        refuse(q, c->r, c->handle, "budget", 402, 0,
+               "this tenant's budget cannot pay for this call");
+    if (res->id <= 0) {
+        call_free(c);
+        quota_idle(q);
+        return;
+    }
+    c->id = res->id;
+    H->busy_hold(q->self, c->handle);
+    H->metric_add(q->m_inflight, NULL, 1);
+    forward(c);
+}
+
+/* rate and price now, then slot and budget in the ledger's next batch; false after
+ * answering a refusal */
 static bool admit(struct call *c, const struct blk *b)
 {
     struct quota *q = c->q;
@@ -546,7 +588,10 @@ static bool admit(struct call *c, const struct blk *b)
         refuse(q, c->r, c->handle, "rate", 429, wait, "requests per minute exceeded");
         return false;
     }
-    if (c->api == API_COUNT_TOKENS) return true;   /* free of charge */
+    if (c->api == API_COUNT_TOKENS) {   /* free of charge */
+        forward(c);
+        return true;
+    }
     if (!meter_price(q, c->model, &c->price)) {
         char msg[256];
         snprintf(msg, sizeof msg, "model %s has no price on this proxy", c->model);
@@ -554,41 +599,25 @@ static bool admit(struct call *c, const struct blk *b)
         return false;
     }
     c->reserved = bound_cost(c);
-    int64_t id = ledger_reserve(q, c->handle, quota_budget(q, c->handle), c->reserved,
-                                b->concurrency, api_name(c->api), c->model);
-    if (id == BERTH_EBUSY) {
-        refuse(q, c->r, c->handle, "concurrency", 429, 1,
-               "too many calls in flight for this tenant");
-        return false;
-    }
-    if (id < 0) {
-        api_error(c->r, 503, 0, "the ledger is unavailable: %s", berth_strerror((int)id));
-        return false;
-    }
-    if (!id) {
-        refuse(q, c->r, c->handle, "budget", 402, 0,
-               "this tenant's budget cannot pay for this call");
-        return false;
-    }
-    c->id = id;
-    H->busy_hold(q->self, c->handle);
-    H->metric_add(q->m_inflight, NULL, 1);
+    c->res = (struct reservation){.handle = c->handle, .api = api_name(c->api),
+                                  .model = c->model, .budget = quota_budget(q, c->handle),
+                                  .bound = c->reserved, .slots = b->concurrency,
+                                  .done = reserved, .arg = c};
+    c->reserving = true;
+    ledger_reserve(q, &c->res);
     return true;
 }
 
-static void forward(struct call *c, const struct upstream *up)
+/* an activity mark per call, at most one a second per tenant: idle sleep counts in minutes,
+ * and each mark is a journaled event */
+static void mark_activity(struct quota *q, const char *handle)
 {
-    struct berth_http_opts o = {.size = sizeof o, .method = "POST", .url = c->url,
-                                .headers = c->hdr, .body = c->body, .body_len = c->body_len,
-                                .timeout_ms = c->q->cfg.timeout_ms, .on_data = on_data,
-                                .on_head = on_head, .tls_ca = up->ca};
-    track(c->q, c);
-    H->on_close(c->r, gone, c);
-    c->up = H->http_request(c->q->self, &o, done, c);
-    if (!c->up) {
-        api_error(c->r, 502, 0, "cannot start the upstream call");
-        finish(c, "upstream_error", false);
-    }
+    struct tstate *t = quota_tstate(q, handle);
+    int64_t now = H->now_ms(q->self);
+    if (t && t->activity_ms && now - t->activity_ms < 1000) return;
+    if (t) t->activity_ms = now;
+    struct berth_ev_tenant_activity act = {sizeof act, "quota"};
+    H->publish(q->self, BERTH_EV_TENANT_ACTIVITY, handle, &act);
 }
 
 void proxy_usage(struct quota *q, berth_req *r, const char *handle)
@@ -615,8 +644,7 @@ static void serve(berth_req *r, void *arg)
         proxy_usage(q, r, owner);
         return;
     }
-    struct berth_ev_tenant_activity act = {sizeof act, "quota"};
-    H->publish(q->self, BERTH_EV_TENANT_ACTIVITY, owner, &act);
+    mark_activity(q, owner);
     const struct upstream *up = upstream_of(q, api);
     const struct blk *b = quota_block(q, owner);
     if (!up || !b) {
@@ -636,18 +664,15 @@ static void serve(berth_req *r, void *arg)
     size_t len;
     const char *body = H->req_body(r, &len);
     const char *bad = shape_body(c, b, body ? body : "", body ? len : 0);
-    if (bad) api_error(r, 400, 0, "%s", bad);
-    else if (!admit(c, b)) bad = "refused";
-    else if (!build_headers(c, up)) {
-        api_error(r, 500, 0, "out of memory");
-        finish(c, "error", false);
-        return;
-    }
+    if (!bad && !build_headers(c, up)) bad = "out of memory";
     if (bad) {
+        api_error(r, 400, 0, "%s", bad);
         call_free(c);
         return;
     }
-    forward(c, up);
+    track(q, c);
+    H->on_close(r, gone, c);
+    if (!admit(c, b)) call_free(c);
 }
 
 int proxy_start(struct quota *q)
@@ -659,7 +684,8 @@ int proxy_start(struct quota *q)
     return H->listen_opts(q->self, &o, serve, q);
 }
 
-/* the instance unloads with calls in flight: each is billed as a cut stream */
+/* the instance unloads with calls in flight: each is billed as a cut stream (those still
+ * waiting for their reservation were freed by the ledger's flush before) */
 void proxy_cancel_all(struct quota *q)
 {
     while (q->calls) {

@@ -241,6 +241,7 @@ static int init(const struct berth_host *host, berth_instance *self, void **stat
     struct quota *q = calloc(1, sizeof *q);
     if (!q) return BERTH_ENOMEM;
     q->self = self;
+    q->reserves_tail = &q->reserves;
     *state = q;
     return 0;
 }
@@ -296,7 +297,13 @@ static void stop(void *state)
 {
     struct quota *q = state;
     q->stopping = true;
-    if (!q->calls) {
+    quota_idle(q);
+}
+
+void quota_idle(struct quota *q)
+{
+    if (q->stopping && !q->destroying && !q->drained_sent && !q->calls && !q->settles &&
+        !q->reserves) {
         q->drained_sent = true;
         H->drained(q->self);
     }
@@ -305,7 +312,11 @@ static void stop(void *state)
 static void destroy(void *state)
 {
     struct quota *q = state;
+    q->destroying = true;
+    ledger_flush(q);        /* calls waiting for a reservation: freed, nothing forwarded */
     proxy_cancel_all(q);
+    ledger_flush(q);        /* their settlements */
+    ledger_drop(q);
     keys_free(q);
     while (q->ts) {
         struct tstate *t = q->ts;

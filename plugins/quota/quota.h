@@ -39,6 +39,7 @@ struct tstate {
     char handle[BERTH_HANDLE_MAX + 1];
     double tokens;                  /* rate bucket, refilled at rpm per minute */
     int64_t refill_ms;
+    int64_t activity_ms;            /* the last tenant.activity published */
 };
 
 struct key {
@@ -54,9 +55,12 @@ struct quota {
     unsigned char master[32];       /* keys are derived from it and a per-key random nonce */
     struct tstate *ts;
     struct call *calls;             /* in flight */
+    struct settle *settles;         /* queued for the next batch */
+    struct reservation *reserves, **reserves_tail;
+    berth_timer *flush;             /* the next batch's commit, when scheduled */
     uint32_t ev_call, ev_refused, ev_key;
     berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
-    bool stopping, drained_sent;
+    bool stopping, drained_sent, destroying;
 };
 
 extern const struct berth_host *H;
@@ -87,14 +91,25 @@ void sse_free(struct sse *s);
 
 /* ---- ledger.c ---- */
 int ledger_migrate(struct quota *q);
-/* reserves `bound` micro-dollars and one of `slots` for one call of handle in one
- * transaction. Returns the new call's id (> 0), 0 when the budget cannot pay for it,
- * BERTH_EBUSY when its slots are taken, or another BERTH_E* code. */
-int64_t ledger_reserve(struct quota *q, const char *handle, int64_t budget, int64_t bound,
-                       int64_t slots, const char *api, const char *model);
-/* settles call id: replaces its reservation by cost and records its tokens */
-int ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
-                  int64_t cost, const struct usage *u, int status, const char *outcome);
+/* A reservation of `bound` micro-dollars and one of `slots` for one call. Its owner keeps it
+ * (and the strings it points at) until done() is called, on a later loop turn once the
+ * batch is on disk, with id: the new call's id (> 0), 0 when the budget cannot pay for it,
+ * BERTH_EBUSY when the tenant's slots are taken, or another BERTH_E* code. */
+struct reservation {
+    struct reservation *next;
+    const char *handle, *api, *model;
+    int64_t budget, bound, slots, id;
+    void (*done)(struct reservation *r, void *arg);
+    void *arg;
+};
+void ledger_reserve(struct quota *q, struct reservation *r);
+/* queues the settlement of call id (its reservation replaced by cost, its tokens recorded);
+ * committed with the next batch */
+void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
+                   int64_t cost, const struct usage *u, int status, const char *outcome);
+/* commits what is queued now (the instance is going away); ledger_drop frees what is left */
+void ledger_flush(struct quota *q);
+void ledger_drop(struct quota *q);
 /* settles what a killed berthd left open, each at its reservation */
 int ledger_recover(struct quota *q);
 /* {"tenant":..,"budget":..,"spent":..,...} as malloc'd JSON; NULL on error */
@@ -121,6 +136,8 @@ struct tstate *quota_tstate(struct quota *q, const char *handle);
 /* takes a rate token; 0 or the seconds to wait */
 int64_t quota_rate_take(struct quota *q, struct tstate *t, const struct blk *b);
 void quota_event(struct quota *q, uint32_t type, const char *handle, const char *json);
+/* tells the host the instance drained, once stopping with no call and no batch left */
+void quota_idle(struct quota *q);
 
 /* ---- proxy.c ---- */
 int proxy_start(struct quota *q);
