@@ -102,6 +102,7 @@ run() {     # name url: prints "rps p50_us p99_us"
         END {printf "%s %.0f %.0f %.0f\n", name, rps, p50, p99}' <<<"$out"
 }
 if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
+if [ -n "${QUOTA_STRACE:-}" ]; then timeout $((secs * 3 + 1)) strace -c -f -o "$QUOTA_STRACE" -p "$bpid" & fi
 results=()
 for i in $(seq "$runs"); do
     for case in direct:$uport nginx:$nport berth:$qport; do
