@@ -501,6 +501,34 @@ class Interrupted(QuotaBase):
                    what="the upstream call to be ended")
         self.fake.release("cut")
 
+    def test_a_slow_client_pauses_the_upstream(self):
+        self.add("slowpoke")
+        key = self.env("slowpoke")["ANTHROPIC_API_KEY"]
+        n = 4000        # 64 MiB of deltas: far beyond every socket buffer on the way
+        c, r = self.open_stream(key, f"[big:{n}]")
+
+        def sent():
+            return self.fake.log()[0].get("sent", 0)
+        # the client reads nothing: the upstream must stall, not stream into berthd's memory
+        wait_until(lambda: sent() > 10, 10, what="the stream to start")
+        last, stalled = sent(), 0
+        while stalled < 5:
+            time.sleep(0.1)
+            now = sent()
+            stalled = stalled + 1 if now == last else 0
+            last = now
+        self.assertLess(last, n // 2)
+        got = 0
+        while True:
+            chunk = r.read(1 << 20)
+            if not chunk:
+                break
+            got += chunk.count(b"text_delta")
+        c.close()
+        self.assertEqual(got + 1, n)   # open_stream read the first
+        wait_until(lambda: self.usage("slowpoke")["calls"] == 1, 10, what="the call settled")
+        self.assertEqual(self.usage("slowpoke")["models"][0]["output_tokens"], n)
+
     def test_sigkill_mid_stream_is_settled_at_restart(self):
         self.add("killed")
         key = self.env("killed")["ANTHROPIC_API_KEY"]

@@ -12,6 +12,7 @@ Prints "ready <port>" once it listens. The last user message's text steers an an
   [die]                   a stream whose connection closes after its first text delta
   [tool]                  a tool_use answer (Anthropic) / tool call (OpenAI)
   [long:N]                N text deltas
+  [big:N]                 N text deltas of 16 KiB each (the log counts those sent so far)
 Usage is deterministic: input = 10 + bytes of the messages // 10, output = number of deltas,
 cache_read = 3 when the body says "cache_control". GET /_log lists every request with the
 usage reported and whether its client went away; GET /_stats counts open streams.
@@ -33,6 +34,9 @@ OPEN = [0]
 
 
 def words_for(text):
+    m = re.search(r"\[big:(\d+)\]", text)
+    if m:
+        return [f"{i:08d}" + "x" * 16376 for i in range(int(m.group(1)))]
     m = re.search(r"\[long:(\d+)\]", text)
     n = int(m.group(1)) if m else 3
     return [f"w{i} " for i in range(n)]
@@ -206,6 +210,7 @@ class Handler(BaseHTTPRequestHandler):
             for i, w in enumerate(words):
                 self.event("content_block_delta", {"type": "content_block_delta", "index": 0,
                            "delta": {"type": "text_delta", "text": w}})
+                rec["sent"] = i + 1
                 self.pause(text, i)
         self.event("content_block_stop", {"type": "content_block_stop", "index": 0})
         self.event("message_delta", {"type": "message_delta", "delta": {
