@@ -7,7 +7,8 @@ pings), usage fields and error bodies.
 Prints "ready <port>" once it listens. The last user message's text steers an answer:
   [429] / [529] / [500]   an error in the API's format (429 with retry-after: 7)
   [hold:NAME]             a stream that stops after its first text delta until
-                          POST /_release?name=NAME
+                          POST /_release?name=NAME (pinging every 50 ms meanwhile)
+  [park:NAME]             the same, pinging every 2 s (for many streams held open)
   [slow]                  a stream with 50 ms between events
   [die]                   a stream whose connection closes after its first text delta
   [tool]                  a tool_use answer (Anthropic) / tool call (OpenAI)
@@ -60,6 +61,7 @@ def last_text(body):
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "fake-upstream/1"
+    disable_nagle_algorithm = True     # as real servers: each event leaves at once
 
     def log_message(self, *a):
         pass
@@ -176,10 +178,10 @@ class Handler(BaseHTTPRequestHandler):
             OPEN[0] -= 1
 
     def pause(self, text, i):
-        m = re.search(r"\[hold:([\w-]+)\]", text)
+        m = re.search(r"\[(hold|park):([\w-]+)\]", text)
         if m and i == 0:
-            ev = HOLDS.setdefault(m.group(1), threading.Event())
-            while not ev.wait(0.05):
+            ev = HOLDS.setdefault(m.group(2), threading.Event())
+            while not ev.wait(0.05 if m.group(1) == "hold" else 2):
                 # a client gone is seen as a failed write of a ping
                 self.event("ping", {"type": "ping"})
         if "[slow]" in text:
