@@ -56,6 +56,7 @@ static void absorb_usage(struct usage *u, const cJSON *us)
     }
     u->seen_input |= in;
     u->seen_output |= out;
+    if (out) u->reports++;
 }
 
 /* bytes of generated text in a streamed delta: each token is at least one byte of it */
@@ -151,10 +152,9 @@ static void sse_event(struct sse *s, struct usage *u, char *ev, size_t len)
     data[dn] = 0;
     cJSON *doc = dn && strcmp(data, "[DONE]") ? cJSON_ParseWithLength(data, dn) : NULL;
     if (doc) {
-        int64_t before = u->output;
-        bool had = u->seen_output;
+        unsigned before = u->reports;
         size_t text = meter_absorb(u, doc);
-        if (u->seen_output && (!had || u->output != before)) s->text_after = 0;
+        if (u->reports != before) s->text_after = 0;  /* the report covers what came before */
         s->text_after += text;
         cJSON_Delete(doc);
     }

@@ -69,6 +69,7 @@ extern const struct berth_host *H;
 struct usage {
     int64_t input, output, cache_read, cache_write;
     bool seen_input, seen_output;
+    unsigned reports;               /* usage reports with an output count absorbed */
 };
 
 /* ---- meter.c ---- */
