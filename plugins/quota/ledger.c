@@ -12,15 +12,18 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 static const char *const steps[] = {
     "CREATE TABLE quota_tenants (tenant TEXT PRIMARY KEY, budget INTEGER,"
     " spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,"
-    " calls INTEGER NOT NULL DEFAULT 0, since_ms INTEGER NOT NULL);"
+    " calls INTEGER NOT NULL DEFAULT 0, since_ms INTEGER NOT NULL,"
+    " period TEXT NOT NULL DEFAULT '', period_spent INTEGER NOT NULL DEFAULT 0);"
     "CREATE TABLE quota_calls (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL,"
     " api TEXT NOT NULL, model TEXT NOT NULL, owner TEXT NOT NULL, state TEXT NOT NULL,"
-    " started_ms INTEGER NOT NULL, ended_ms INTEGER, reserved INTEGER NOT NULL,"
+    " started_ms INTEGER NOT NULL, ended_ms INTEGER, period TEXT NOT NULL DEFAULT '',"
+    " reserved INTEGER NOT NULL,"
     " cost INTEGER NOT NULL DEFAULT 0, input INTEGER NOT NULL DEFAULT 0,"
     " output INTEGER NOT NULL DEFAULT 0, cache_read INTEGER NOT NULL DEFAULT 0,"
     " cache_write INTEGER NOT NULL DEFAULT 0, status INTEGER, outcome TEXT);"
@@ -51,6 +54,15 @@ static const char *owner(void)
     return id;
 }
 
+/* the calendar month (UTC) of ms, "2026-11": what a monthly budget is spent in */
+static void month_of(int64_t ms, char out[16])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!strftime(out, 16, "%Y-%m", &tm)) out[0] = 0;
+}
+
 int ledger_migrate(struct quota *q)
 {
     return H->store_migrate(q->self, steps, sizeof steps / sizeof *steps);
@@ -75,12 +87,18 @@ static int reserve_one(struct quota *q, struct reservation *r)
 {
     berth_instance *s = q->self;
     int64_t now = H->now_ms(s);
-    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now)};
-    int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms) "
-                            "VALUES(?1, ?2)", p, 2, NULL, NULL);
-    int64_t row[3] = {0, 0, -1};
-    if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget FROM quota_tenants "
-                                 "WHERE tenant = ?1", p, 1, ints, row);
+    char month[16];
+    month_of(now, month);
+    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now), BERTH_TEXT(month)};
+    int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms, period) "
+                            "VALUES(?1, ?2, ?3)", p, 3, NULL, NULL);
+    /* a new month starts the month's spending afresh */
+    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET period = ?3, period_spent = 0 "
+                                 "WHERE tenant = ?1 AND period != ?3", p, 3, NULL, NULL);
+    int64_t row[4] = {0, 0, -1, 0};
+    if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget, period_spent FROM "
+                                 "quota_tenants WHERE tenant = ?1", p, 1, ints, row);
+    if (r->monthly) row[0] = row[3];
     /* slots are this process's open calls: an instance replaced by a reload (its streams
      * still running) and its successor count the same ones */
     int64_t open = 0;
@@ -101,10 +119,11 @@ static int reserve_one(struct quota *q, struct reservation *r)
     rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved + ?2 WHERE tenant = ?1",
                         u, 2, NULL, NULL);
     struct berth_value c[] = {BERTH_TEXT(r->handle), BERTH_TEXT(r->api), BERTH_TEXT(r->model),
-                              BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound)};
+                              BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound),
+                              BERTH_TEXT(month)};
     if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
-                                 " started_ms, reserved) VALUES(?1,?2,?3,?4,'open',?5,?6)",
-                                 c, 6, NULL, NULL);
+                                 " started_ms, reserved, period) VALUES(?1,?2,?3,?4,'open',?5,"
+                                 "?6,?7)", c, 7, NULL, NULL);
     if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
     return rc;
 }
@@ -133,10 +152,12 @@ static int settle_one(struct quota *q, const struct settle *st)
                         " input = ?4, output = ?5, cache_read = ?6, cache_write = ?7,"
                         " status = ?8, outcome = ?9 WHERE id = ?1", p, 9, NULL, NULL);
     struct berth_value t[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
-                              BERTH_INT(st->cost)};
+                              BERTH_INT(st->cost), BERTH_INT(st->id)};
     if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
-                                 " spent = spent + ?3, calls = calls + 1 WHERE tenant = ?1",
-                                 t, 3, NULL, NULL);
+                                 " spent = spent + ?3, calls = calls + 1, period_spent ="
+                                 " period_spent + CASE WHEN period = (SELECT period FROM"
+                                 " quota_calls WHERE id = ?4) THEN ?3 ELSE 0 END"
+                                 " WHERE tenant = ?1", t, 4, NULL, NULL);
     return rc;
 }
 
@@ -259,7 +280,11 @@ static int recover_tx(void *arg)
                         "  c.state = 'open' AND c.owner != ?1),"
                         " calls = calls + (SELECT count(*) FROM quota_calls c WHERE"
                         "  c.tenant = quota_tenants.tenant AND c.state = 'open'"
-                        "  AND c.owner != ?1)", p, 1, NULL, NULL);
+                        "  AND c.owner != ?1),"
+                        " period_spent = period_spent + (SELECT coalesce(sum(reserved), 0)"
+                        "  FROM quota_calls c WHERE c.tenant = quota_tenants.tenant AND"
+                        "  c.state = 'open' AND c.owner != ?1 AND c.period ="
+                        "  quota_tenants.period)", p, 1, NULL, NULL);
     if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
                                  " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
                                  " AND owner != ?1", p, 2, NULL, NULL);
@@ -277,12 +302,20 @@ int ledger_recover(struct quota *q)
     return 0;
 }
 
-int ledger_spent(struct quota *q, const char *handle, int64_t *spent, int64_t *reserved)
+/* this month's spending: what the row says for its period, if that is this month */
+static const char *const MONTH_SPENT =
+    "CASE WHEN period = ?2 THEN period_spent ELSE 0 END";
+
+int ledger_spent(struct quota *q, const char *handle, bool monthly, int64_t *spent,
+                 int64_t *reserved)
 {
-    struct berth_value p[] = {BERTH_TEXT(handle)};
+    char month[16], sql[256];
+    month_of(H->now_ms(q->self), month);
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};
     int64_t row[2] = {0, 0};
-    int rc = H->store_query(q->self, "SELECT spent, reserved FROM quota_tenants WHERE "
-                            "tenant = ?1", p, 1, ints, row);
+    snprintf(sql, sizeof sql, "SELECT %s, reserved FROM quota_tenants WHERE tenant = ?1 AND"
+             " ?2 = ?2", monthly ? MONTH_SPENT : "spent");
+    int rc = H->store_query(q->self, sql, p, 2, ints, row);
     *spent = row[0];
     *reserved = row[1];
     return rc;
@@ -330,15 +363,18 @@ static bool model_row(int n, const char *const *names, const struct berth_value 
     return true;
 }
 
-char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget)
+char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, bool monthly)
 {
-    struct berth_value p[] = {BERTH_TEXT(handle)};
-    int64_t row[5] = {0, 0, 0, -1, 0};
-    int rc = H->store_query(q->self, "SELECT spent, reserved, calls, budget, since_ms FROM "
-                            "quota_tenants WHERE tenant = ?1", p, 1, ints, row);
+    char month[16];
+    month_of(H->now_ms(q->self), month);
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};
+    int64_t row[6] = {0, 0, 0, -1, 0, 0};
+    int rc = H->store_query(q->self, "SELECT spent, reserved, calls, budget, since_ms, CASE WHEN"
+                            " period = ?2 THEN period_spent ELSE 0 END FROM quota_tenants"
+                            " WHERE tenant = ?1", p, 2, ints, row);
     if (rc) return NULL;
     if (row[3] >= 0) budget = row[3];
-    int64_t left = budget - row[0] - row[1];
+    int64_t left = budget - (monthly ? row[5] : row[0]) - row[1];
     if (left < 0) left = 0;
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "tenant", handle);
@@ -350,6 +386,10 @@ char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget)
     cJSON_AddNumberToObject(j, "reserved_micro", (double)row[1]);
     cJSON_AddNumberToObject(j, "calls", (double)row[2]);
     cJSON_AddNumberToObject(j, "since_ms", (double)row[4]);
+    cJSON_AddStringToObject(j, "period", monthly ? "monthly" : "none");
+    cJSON_AddStringToObject(j, "month", month);
+    cJSON_AddNumberToObject(j, "month_spent", usd(row[5]));
+    cJSON_AddNumberToObject(j, "month_spent_micro", (double)row[5]);
     char line[64];
     quota_budget_line(q, handle, line, sizeof line);
     cJSON_AddStringToObject(j, "summary", line);

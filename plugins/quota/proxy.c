@@ -602,6 +602,7 @@ static bool admit(struct call *c, const struct blk *b)
     c->res = (struct reservation){.handle = c->handle, .api = api_name(c->api),
                                   .model = c->model, .budget = quota_budget(q, c->handle),
                                   .bound = c->reserved, .slots = b->concurrency,
+                                  .monthly = b->period && !strcmp(b->period, "monthly"),
                                   .done = reserved, .arg = c};
     c->reserving = true;
     ledger_reserve(q, &c->res);
@@ -622,7 +623,7 @@ static void mark_activity(struct quota *q, const char *handle)
 
 void proxy_usage(struct quota *q, berth_req *r, const char *handle)
 {
-    char *j = ledger_usage_json(q, handle, quota_budget(q, handle));
+    char *j = ledger_usage_json(q, handle, quota_budget(q, handle), quota_monthly(q, handle));
     if (!j) {
         api_error(r, 503, 0, "the ledger is unavailable");
         return;

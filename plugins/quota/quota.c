@@ -75,6 +75,9 @@ static const struct berth_cfg_item tschema[] = {
      "calls started per minute per tenant", 0, NULL, NULL},
     {"inject_budget", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct blk, inject_budget),
      "add \"Budget: $X.XX remaining\" to each Anthropic call's system prompt", 0, NULL, NULL},
+    {"period", BERTH_CFG_STR, "none", 0, 0, offsetof(struct blk, period),
+     "none: the budget is for the tenant's lifetime; monthly: per calendar month (UTC)", 0,
+     "none|monthly", NULL},
     {0},
 };
 
@@ -98,10 +101,16 @@ int64_t quota_budget(struct quota *q, const char *handle)
 void quota_budget_line(struct quota *q, const char *handle, char *out, size_t n)
 {
     int64_t spent = 0, reserved = 0;
-    ledger_spent(q, handle, &spent, &reserved);
+    ledger_spent(q, handle, quota_monthly(q, handle), &spent, &reserved);
     int64_t left = quota_budget(q, handle) - spent - reserved;
     if (left < 0) left = 0;
     snprintf(out, n, "Budget: $%.2f remaining", (double)(left / 10000) / 100.0);
+}
+
+bool quota_monthly(struct quota *q, const char *handle)
+{
+    const struct blk *b = quota_block(q, handle);
+    return b && b->period && !strcmp(b->period, "monthly");
 }
 
 struct tstate *quota_tstate(struct quota *q, const char *handle)
@@ -148,7 +157,7 @@ static void usage_route(berth_req *r, void *arg)
     struct berth_tenant_info ti = {.size = sizeof ti};
     if (H->tenant_get(q->self, h, &ti) && ledger_budget_override(q, h) < 0) {
         int64_t s, rs;
-        ledger_spent(q, h, &s, &rs);
+        ledger_spent(q, h, false, &s, &rs);
         if (!s && !rs) {
             H->respond_error(r, 404, "not_found", "no tenant %s", h);
             return;
@@ -170,7 +179,8 @@ static void usage_all(berth_req *r, void *arg)
         handles[n++] = k->handle;
     }
     for (size_t i = 0; i < n; i++) {
-        char *j = ledger_usage_json(q, handles[i], quota_budget(q, handles[i]));
+        char *j = ledger_usage_json(q, handles[i], quota_budget(q, handles[i]),
+                                    quota_monthly(q, handles[i]));
         cJSON *o = j ? cJSON_Parse(j) : NULL;
         if (o) cJSON_AddItemToArray(arr, o);
         free(j);

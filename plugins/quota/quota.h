@@ -29,7 +29,7 @@ struct cfg {
 };
 
 /* a template's block: `quota: {budget: 5.00, concurrency: 5, requests_per_minute: 60}` */
-struct blk { double budget; int64_t concurrency, rpm; bool inject_budget; };
+struct blk { double budget; int64_t concurrency, rpm; bool inject_budget; const char *period; };
 
 enum api { API_ANTHROPIC, API_OPENAI_CHAT, API_OPENAI_RESPONSES, API_COUNT_TOKENS };
 
@@ -100,6 +100,7 @@ struct reservation {
     struct reservation *next;
     const char *handle, *api, *model;
     int64_t budget, bound, slots, id;
+    bool monthly;                   /* the budget is per calendar month (UTC) */
     void (*done)(struct reservation *r, void *arg);
     void *arg;
 };
@@ -114,11 +115,13 @@ void ledger_drop(struct quota *q);
 /* settles what a killed berthd left open, each at its reservation */
 int ledger_recover(struct quota *q);
 /* {"tenant":..,"budget":..,"spent":..,...} as malloc'd JSON; NULL on error */
-char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget);
+char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, bool monthly);
 int ledger_set_budget(struct quota *q, const char *handle, int64_t micro);
 /* the budget override set by PUT .../budget, or -1 */
 int64_t ledger_budget_override(struct quota *q, const char *handle);
-int ledger_spent(struct quota *q, const char *handle, int64_t *spent, int64_t *reserved);
+/* spent (this month's, when monthly) and reserved */
+int ledger_spent(struct quota *q, const char *handle, bool monthly, int64_t *spent,
+                 int64_t *reserved);
 
 /* ---- keys.c ---- */
 /* the tenant whose key this is, or NULL; constant-time over the stored hashes */
@@ -131,6 +134,7 @@ void keys_free(struct quota *q);
 /* ---- quota.c ---- */
 const struct blk *quota_block(struct quota *q, const char *handle);
 int64_t quota_budget(struct quota *q, const char *handle);   /* micro-dollars */
+bool quota_monthly(struct quota *q, const char *handle);
 /* "Budget: $X.XX remaining" for handle, into out */
 void quota_budget_line(struct quota *q, const char *handle, char *out, size_t n);
 struct tstate *quota_tstate(struct quota *q, const char *handle);

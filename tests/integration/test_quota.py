@@ -151,6 +151,11 @@ templates:
     stop_timeout: 1s
     quota: {{budget: 5.00, concurrency: {self.concurrency}, requests_per_minute: {self.rpm},
             inject_budget: {inject}}}
+  monthly:
+    driver: exec
+    command: [sh, -c, "env > {self.tmp}/env-{{handle}}; exec sleep 600"]
+    stop_timeout: 1s
+    quota: {{budget: 0.01, period: monthly, concurrency: 5, requests_per_minute: 1000}}
   sdk:
     driver: exec
     command: {sdk_cmd}
@@ -465,6 +470,39 @@ class Limits(QuotaBase):
         sent = [e for e in self.fake.log() if e["api"] == "messages"]
         self.assertEqual(u["spent_micro"], sum(cost("claude-test", e["input"], e["output"])
                                                for e in sent))
+
+
+class Monthly(QuotaBase):
+    def test_a_monthly_budget_counts_this_months_spending_only(self):
+        import sqlite3
+        self.add("mon", "monthly")
+        key = self.env("mon")["ANTHROPIC_API_KEY"]
+        self.assertEqual(self.call(key)[0], 200)
+        u = self.usage("mon")
+        self.assertEqual(u["period"], "monthly")
+        self.assertEqual(u["month_spent_micro"], u["spent_micro"])
+        first = u["spent_micro"]
+
+        def edit(sql):
+            self.assertEqual(self.b.stop(), 0)
+            db = sqlite3.connect(os.path.join(self.b.state, "berth.db"))
+            db.execute(sql)
+            db.commit()
+            db.close()
+            self.b.start()
+        # this month's budget spent: refused, in the API's format
+        edit("UPDATE quota_tenants SET period_spent = 10000 WHERE tenant = 'mon'")
+        st, _, body = self.call(key)
+        self.assertEqual((st, json.loads(body)["error"]["type"]), (402, "billing_error"))
+        # the same spending in a past month does not count: a new month starts afresh
+        edit("UPDATE quota_tenants SET period = '2000-01' WHERE tenant = 'mon'")
+        u = self.usage("mon")
+        self.assertEqual((u["month_spent_micro"], u["spent_micro"]), (0, first))
+        self.assertTrue(u["summary"].startswith("Budget: $0.01 remaining"), u)
+        self.assertEqual(self.call(key)[0], 200)
+        u = self.usage("mon")
+        self.assertEqual(u["month_spent_micro"], first)
+        self.assertEqual(u["spent_micro"], 2 * first)
 
 
 class Rate(QuotaBase):
