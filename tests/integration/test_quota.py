@@ -414,6 +414,17 @@ class Budget(QuotaBase):
             "messages": [{"role": "user", "content": "x"}]})
         self.assertEqual(st, 402, body)
         self.assertEqual(json.loads(body)["error"]["code"], "insufficient_quota")
+        # every call and every refusal is an event and a metric
+        ev = self.b.events(tenant="rich")
+        calls = [e for e in ev if e["type"] == "quota.call"]
+        self.assertEqual(len(calls), len(ok))
+        self.assertEqual(sum(e["payload"]["cost_micro"]
+                             for e in calls), u["spent_micro"])
+        self.assertEqual(len([e for e in ev if e["type"] == "quota.refused"]), len(refused) + 1)
+        m = self.b.get("/metrics").body
+        self.assertIn(f'berth_quota_spend_microdollars_total{{model="claude-test"}} '
+                      f'{u["spent_micro"]}', m)
+        self.assertIn(f'berth_quota_refused_total{{reason="budget"}} {len(refused) + 1}', m)
 
 
 class Limits(QuotaBase):
