@@ -60,6 +60,10 @@ int cmd_plugins(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_routes(int argc, char **argv);      /* routes_cmd.c: the caddy plugin's routes */
+/* quota_cmd.c, the quota plugin's: `usage [HANDLE]`, and `tenant key rotate HANDLE` (argv[0]
+ * "key") */
+int cmd_usage(int argc, char **argv);
+int cmd_tenant_key(int argc, char **argv);
 
 /* tenant wake|add --wait: follows the tenant's events from seq until it is ready (0) or
  * failed (1), up to timeout_ms */

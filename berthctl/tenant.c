@@ -13,12 +13,13 @@ static const char tenant_help[] =
     "usage: berthctl tenant COMMAND [ARGS] [--json]\n"
     "  add HANDLE [--kind human|agent] [--template NAME] [--asleep] [--wait [--timeout T]]\n"
     "                          create a tenant; --wait follows pulls and start-up until ready\n"
-    "  ls                      every tenant: desired and observed state, reason\n"
+    "  ls [--stale]            every tenant: desired and observed state, reason\n"
     "  show HANDLE             one tenant in full\n"
     "  rm HANDLE [--force]     delete; --force gives up on deprovisioning what is left\n"
     "  wake HANDLE [--wait [--timeout T]]   run it; --wait returns once it is ready\n"
     "  sleep|restart|touch HANDLE           stop it / restart it / mark it active\n"
     "  reprovision HANDLE      run the tenant's provisioners again\n"
+    "  key rotate HANDLE       a new LLM proxy key (quota plugin)\n"
     "T is a duration (30s, 5m) or seconds; the default is 5m.\n"
     "berthctl tenant COMMAND --help says more.\n";
 
@@ -286,6 +287,7 @@ int cmd_tenant(int argc, char **argv)
     static const struct { const char *name; int (*fn)(int, char **); } subs[] = {
         {"add", add}, {"ls", ls}, {"list", ls}, {"show", show}, {"rm", rm}, {"wake", action},
         {"sleep", action}, {"restart", action}, {"touch", action}, {"reprovision", action},
+        {"key", cmd_tenant_key},
     };
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {

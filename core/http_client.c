@@ -340,6 +340,9 @@ int http_client_init(void)
     multi = curl_multi_init();
     curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, sock_cb);
     curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    /* curl's default cache (4 per transfer in progress) shrinks as a burst ends and closes
+     * the connections a proxy is about to need again */
+    curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
     uv_timer_init(C.loop, &timer);
     up = true;
     return 0;

@@ -1,0 +1,404 @@
+/* The durable ledger: per-tenant totals and one row per call, in this plugin's own tables.
+ *
+ * A call is reserved before it is forwarded (its most possible cost joins the tenant's
+ * `reserved`, checked against the budget in the same transaction, so no interleaving of
+ * calls can take spent + reserved past the budget) and settled when it ends (the
+ * reservation is replaced by the real cost). Each call row records the process that owns
+ * it: rows left open by a process that is gone (a SIGKILL) are settled at the next start at
+ * their reservation, the most they could have cost, so no call is ever free. */
+#include "quota.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *const steps[] = {
+    "CREATE TABLE quota_tenants (tenant TEXT PRIMARY KEY, budget INTEGER,"
+    " spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0,"
+    " calls INTEGER NOT NULL DEFAULT 0, since_ms INTEGER NOT NULL,"
+    " period TEXT NOT NULL DEFAULT '', period_spent INTEGER NOT NULL DEFAULT 0);"
+    "CREATE TABLE quota_calls (id INTEGER PRIMARY KEY, tenant TEXT NOT NULL,"
+    " api TEXT NOT NULL, model TEXT NOT NULL, owner TEXT NOT NULL, state TEXT NOT NULL,"
+    " started_ms INTEGER NOT NULL, ended_ms INTEGER, period TEXT NOT NULL DEFAULT '',"
+    " reserved INTEGER NOT NULL,"
+    " cost INTEGER NOT NULL DEFAULT 0, input INTEGER NOT NULL DEFAULT 0,"
+    " output INTEGER NOT NULL DEFAULT 0, cache_read INTEGER NOT NULL DEFAULT 0,"
+    " cache_write INTEGER NOT NULL DEFAULT 0, status INTEGER, outcome TEXT);"
+    "CREATE INDEX quota_calls_open ON quota_calls(state) WHERE state = 'open';"
+    "CREATE INDEX quota_calls_tenant ON quota_calls(tenant, model);"
+    "CREATE TABLE quota_keys (tenant TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
+    " nonce BLOB NOT NULL, rotate INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL)",
+};
+
+/* this process, so a reload (old and new instance in one process) never settles the calls
+ * an older instance still streams */
+static const char *owner(void)
+{
+    static char id[64];
+    if (id[0]) return id;
+    unsigned long long start = 0;
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        buf[n] = 0;
+        fclose(f);
+        char *p = strrchr(buf, ')');
+        for (int field = 2; p && field < 22; field++) p = strchr(p + 1, ' ');
+        if (p) start = strtoull(p + 1, NULL, 10);
+    }
+    snprintf(id, sizeof id, "%ld.%llu", (long)getpid(), start);
+    return id;
+}
+
+/* the calendar month (UTC) of ms, "2026-11": what a monthly budget is spent in */
+static void month_of(int64_t ms, char out[16])
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    if (!strftime(out, 16, "%Y-%m", &tm)) out[0] = 0;
+}
+
+int ledger_migrate(struct quota *q)
+{
+    return H->store_migrate(q->self, steps, sizeof steps / sizeof *steps);
+}
+
+static bool ints(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)names;
+    int64_t *out = arg;
+    for (int i = 0; i < n; i++) out[i] = v[i].type == BERTH_VAL_NULL ? -1 : v[i].i;
+    return false;
+}
+
+/* ---- reservations and settlements, committed in batches ----
+ * Every call needs a durable reservation before it is forwarded and a durable settlement
+ * after it ends; one fsync'd transaction each would cap the proxy at a few thousand calls a
+ * second. So both are queued and committed together on the next loop turn: one transaction
+ * (settlements first, then reservations in arrival order, each checked against the state the
+ * previous ones left), one fsync for all the calls that arrived meanwhile. */
+
+static int reserve_one(struct quota *q, struct reservation *r)
+{
+    berth_instance *s = q->self;
+    int64_t now = H->now_ms(s);
+    char month[16];
+    month_of(now, month);
+    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now), BERTH_TEXT(month)};
+    int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms, period) "
+                            "VALUES(?1, ?2, ?3)", p, 3, NULL, NULL);
+    /* a new month starts the month's spending afresh */
+    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET period = ?3, period_spent = 0 "
+                                 "WHERE tenant = ?1 AND period != ?3", p, 3, NULL, NULL);
+    int64_t row[4] = {0, 0, -1, 0};
+    if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget, period_spent FROM "
+                                 "quota_tenants WHERE tenant = ?1", p, 1, ints, row);
+    if (r->monthly) row[0] = row[3];
+    /* slots are this process's open calls: an instance replaced by a reload (its streams
+     * still running) and its successor count the same ones */
+    int64_t open = 0;
+    struct berth_value o[] = {BERTH_TEXT(r->handle), BERTH_TEXT(owner())};
+    if (!rc) rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND"
+                                 " tenant = ?1 AND owner = ?2", o, 2, ints, &open);
+    if (rc) return rc;
+    if (open >= r->slots) {
+        r->id = BERTH_EBUSY;
+        return 0;
+    }
+    int64_t budget = row[2] >= 0 ? row[2] : r->budget;
+    if (row[0] + row[1] + r->bound > budget) {
+        r->id = 0;
+        return 0;
+    }
+    struct berth_value u[] = {BERTH_TEXT(r->handle), BERTH_INT(r->bound)};
+    rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved + ?2 WHERE tenant = ?1",
+                        u, 2, NULL, NULL);
+    struct berth_value c[] = {BERTH_TEXT(r->handle), BERTH_TEXT(r->api), BERTH_TEXT(r->model),
+                              BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound),
+                              BERTH_TEXT(month)};
+    if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
+                                 " started_ms, reserved, period) VALUES(?1,?2,?3,?4,'open',?5,"
+                                 "?6,?7)", c, 7, NULL, NULL);
+    if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
+    return rc;
+}
+
+struct settle {
+    struct settle *next;
+    int64_t id, reserved, cost;
+    struct usage u;
+    int status, attempts;
+    char handle[BERTH_HANDLE_MAX + 1], outcome[32];
+};
+
+static int settle_one(struct quota *q, const struct settle *st)
+{
+    berth_instance *s = q->self;
+    const struct usage *u = &st->u;
+    struct berth_value p[] = {BERTH_INT(st->id), BERTH_INT(H->now_ms(s)), BERTH_INT(st->cost),
+                              BERTH_INT(u->input), BERTH_INT(u->output),
+                              BERTH_INT(u->cache_read), BERTH_INT(u->cache_write),
+                              BERTH_INT(st->status), BERTH_TEXT(st->outcome)};
+    int64_t open = 0;
+    int rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE id = ?1 AND "
+                            "state = 'open'", p, 1, ints, &open);
+    if (rc || !open) return rc;     /* settled already: nothing is billed twice */
+    rc = H->store_query(s, "UPDATE quota_calls SET state = 'done', ended_ms = ?2, cost = ?3,"
+                        " input = ?4, output = ?5, cache_read = ?6, cache_write = ?7,"
+                        " status = ?8, outcome = ?9 WHERE id = ?1", p, 9, NULL, NULL);
+    struct berth_value t[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
+                              BERTH_INT(st->cost), BERTH_INT(st->id)};
+    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
+                                 " spent = spent + ?3, calls = calls + 1, period_spent ="
+                                 " period_spent + CASE WHEN period = (SELECT period FROM"
+                                 " quota_calls WHERE id = ?4) THEN ?3 ELSE 0 END"
+                                 " WHERE tenant = ?1", t, 4, NULL, NULL);
+    return rc;
+}
+
+struct batch { struct quota *q; struct settle *settles; struct reservation *res; };
+
+static int batch_tx(void *arg)
+{
+    struct batch *b = arg;
+    int rc = 0;
+    for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
+    for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b->q, r);
+    return rc;
+}
+
+#define SETTLE_ATTEMPTS 5
+
+static void flush_timer(berth_timer *t, void *arg)
+{
+    struct quota *q = arg;
+    H->timer_stop(t);
+    q->flush = NULL;
+    ledger_flush(q);
+}
+
+static void schedule(struct quota *q)
+{
+    if (!q->flush) q->flush = H->timer_start(q->self, 0, 0, flush_timer, q);
+    if (!q->flush) ledger_flush(q);     /* no timer: commit now rather than never */
+}
+
+void ledger_flush(struct quota *q)
+{
+    struct batch b = {q, q->settles, q->reserves};
+    q->settles = NULL;
+    q->reserves = NULL;
+    q->reserves_tail = &q->reserves;
+    if (!b.settles && !b.res) return;
+    int rc = H->store_tx(q->self, batch_tx, &b);
+    while (b.settles) {
+        struct settle *st = b.settles;
+        b.settles = st->next;
+        if (rc && ++st->attempts < SETTLE_ATTEMPTS) {   /* kept for the next batch */
+            st->next = q->settles;
+            q->settles = st;
+            continue;
+        }
+        if (rc)
+            H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: cannot settle (%s); it is "
+                   "settled at its reservation on the next start", (long long)st->id,
+                   st->handle, berth_strerror(rc));
+        free(st);
+    }
+    while (b.res) {         /* each callback may queue more work: it goes to the next batch */
+        struct reservation *r = b.res;
+        b.res = r->next;
+        if (rc) r->id = rc;
+        r->done(r, r->arg);
+    }
+    if (q->settles) schedule(q);
+    quota_idle(q);
+}
+
+void ledger_reserve(struct quota *q, struct reservation *r)
+{
+    r->next = NULL;
+    r->id = BERTH_EAGAIN;
+    *q->reserves_tail = r;
+    q->reserves_tail = &r->next;
+    schedule(q);
+}
+
+void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
+                   int64_t cost, const struct usage *u, int status, const char *outcome)
+{
+    struct settle *st = calloc(1, sizeof *st);
+    if (!st) {
+        H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: out of memory to settle it; it is "
+               "settled at its reservation on the next start", (long long)id, handle);
+        return;
+    }
+    st->id = id;
+    st->reserved = reserved;
+    st->cost = cost;
+    st->u = *u;
+    st->status = status;
+    snprintf(st->handle, sizeof st->handle, "%s", handle);
+    snprintf(st->outcome, sizeof st->outcome, "%s", outcome);
+    st->next = q->settles;
+    q->settles = st;
+    schedule(q);
+}
+
+void ledger_drop(struct quota *q)
+{
+    if (q->flush) H->timer_stop(q->flush);
+    q->flush = NULL;
+    while (q->settles) {
+        struct settle *st = q->settles;
+        q->settles = st->next;
+        free(st);
+    }
+}
+
+struct recover { struct quota *q; int64_t n; };
+
+static int recover_tx(void *arg)
+{
+    struct recover *rv = arg;
+    berth_instance *s = rv->q->self;
+    struct berth_value p[] = {BERTH_TEXT(owner()), BERTH_INT(H->now_ms(s))};
+    int rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND "
+                            "owner != ?1", p, 1, ints, &rv->n);
+    if (rc || !rv->n) return rc;
+    rc = H->store_query(s, "UPDATE quota_tenants SET"
+                        " spent = spent + (SELECT coalesce(sum(reserved), 0) FROM quota_calls c"
+                        "  WHERE c.tenant = quota_tenants.tenant AND c.state = 'open'"
+                        "  AND c.owner != ?1),"
+                        " reserved = reserved - (SELECT coalesce(sum(reserved), 0) FROM"
+                        "  quota_calls c WHERE c.tenant = quota_tenants.tenant AND"
+                        "  c.state = 'open' AND c.owner != ?1),"
+                        " calls = calls + (SELECT count(*) FROM quota_calls c WHERE"
+                        "  c.tenant = quota_tenants.tenant AND c.state = 'open'"
+                        "  AND c.owner != ?1),"
+                        " period_spent = period_spent + (SELECT coalesce(sum(reserved), 0)"
+                        "  FROM quota_calls c WHERE c.tenant = quota_tenants.tenant AND"
+                        "  c.state = 'open' AND c.owner != ?1 AND c.period ="
+                        "  quota_tenants.period)", p, 1, NULL, NULL);
+    if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
+                                 " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
+                                 " AND owner != ?1", p, 2, NULL, NULL);
+    return rc;
+}
+
+int ledger_recover(struct quota *q)
+{
+    struct recover rv = {q, 0};
+    int rc = H->store_tx(q->self, recover_tx, &rv);
+    if (rc) return rc;
+    if (rv.n)
+        H->log(q->self, BERTH_LOG_WARN, "settled %lld call(s) a previous run left open, each "
+               "at its reservation", (long long)rv.n);
+    return 0;
+}
+
+/* this month's spending: what the row says for its period, if that is this month */
+static const char *const MONTH_SPENT =
+    "CASE WHEN period = ?2 THEN period_spent ELSE 0 END";
+
+int ledger_spent(struct quota *q, const char *handle, bool monthly, int64_t *spent,
+                 int64_t *reserved)
+{
+    char month[16], sql[256];
+    month_of(H->now_ms(q->self), month);
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};
+    int64_t row[2] = {0, 0};
+    snprintf(sql, sizeof sql, "SELECT %s, reserved FROM quota_tenants WHERE tenant = ?1 AND"
+             " ?2 = ?2", monthly ? MONTH_SPENT : "spent");
+    int rc = H->store_query(q->self, sql, p, 2, ints, row);
+    *spent = row[0];
+    *reserved = row[1];
+    return rc;
+}
+
+int64_t ledger_budget_override(struct quota *q, const char *handle)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle)};
+    int64_t b = -1;
+    if (H->store_query(q->self, "SELECT budget FROM quota_tenants WHERE tenant = ?1", p, 1,
+                       ints, &b))
+        return -1;
+    return b;
+}
+
+int ledger_set_budget(struct quota *q, const char *handle, int64_t micro)
+{
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_INT(H->now_ms(q->self)),
+                              micro < 0 ? BERTH_NULL : BERTH_INT(micro)};
+    return H->store_query(q->self, "INSERT INTO quota_tenants(tenant, since_ms, budget) "
+                          "VALUES(?1, ?2, ?3) ON CONFLICT(tenant) DO UPDATE SET budget = ?3",
+                          p, 3, NULL, NULL);
+}
+
+static double usd(int64_t micro)
+{
+    return (double)micro / 1e6;
+}
+
+static bool model_row(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)names;
+    if (n < 7 || v[0].type != BERTH_VAL_TEXT) return true;
+    cJSON *m = cJSON_CreateObject();
+    char model[256];
+    snprintf(model, sizeof model, "%.*s", (int)v[0].len, (const char *)v[0].p);
+    cJSON_AddStringToObject(m, "model", model);
+    cJSON_AddNumberToObject(m, "calls", (double)v[1].i);
+    cJSON_AddNumberToObject(m, "input_tokens", (double)v[2].i);
+    cJSON_AddNumberToObject(m, "output_tokens", (double)v[3].i);
+    cJSON_AddNumberToObject(m, "cache_read_tokens", (double)v[4].i);
+    cJSON_AddNumberToObject(m, "cache_write_tokens", (double)v[5].i);
+    cJSON_AddNumberToObject(m, "cost", usd(v[6].i));
+    cJSON_AddItemToArray(arg, m);
+    return true;
+}
+
+char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, bool monthly)
+{
+    char month[16];
+    month_of(H->now_ms(q->self), month);
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};
+    int64_t row[6] = {0, 0, 0, -1, 0, 0};
+    int rc = H->store_query(q->self, "SELECT spent, reserved, calls, budget, since_ms, CASE WHEN"
+                            " period = ?2 THEN period_spent ELSE 0 END FROM quota_tenants"
+                            " WHERE tenant = ?1", p, 2, ints, row);
+    if (rc) return NULL;
+    if (row[3] >= 0) budget = row[3];
+    int64_t left = budget - (monthly ? row[5] : row[0]) - row[1];
+    if (left < 0) left = 0;
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "tenant", handle);
+    cJSON_AddNumberToObject(j, "budget", usd(budget));
+    cJSON_AddNumberToObject(j, "spent", usd(row[0]));
+    cJSON_AddNumberToObject(j, "reserved", usd(row[1]));
+    cJSON_AddNumberToObject(j, "remaining", usd(left));
+    cJSON_AddNumberToObject(j, "spent_micro", (double)row[0]);
+    cJSON_AddNumberToObject(j, "reserved_micro", (double)row[1]);
+    cJSON_AddNumberToObject(j, "calls", (double)row[2]);
+    cJSON_AddNumberToObject(j, "since_ms", (double)row[4]);
+    cJSON_AddStringToObject(j, "period", monthly ? "monthly" : "none");
+    cJSON_AddStringToObject(j, "month", month);
+    cJSON_AddNumberToObject(j, "month_spent", usd(row[5]));
+    cJSON_AddNumberToObject(j, "month_spent_micro", (double)row[5]);
+    char line[64];
+    quota_budget_line(q, handle, line, sizeof line);
+    cJSON_AddStringToObject(j, "summary", line);
+    cJSON *models = cJSON_AddArrayToObject(j, "models");
+    rc = H->store_query(q->self, "SELECT model, count(*), sum(input), sum(output),"
+                        " sum(cache_read), sum(cache_write), sum(cost) FROM quota_calls"
+                        " WHERE tenant = ?1 AND state != 'open' GROUP BY model ORDER BY model",
+                        p, 1, model_row, models);
+    char *out = rc ? NULL : cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    return out;
+}

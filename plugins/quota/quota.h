@@ -1,0 +1,152 @@
+/* quota: the LLM proxy. Shared declarations of the plugin's files:
+ *   quota.c   descriptor, configuration, keys (the provisioner), limits, control routes
+ *   proxy.c   the listener: authorization, forwarding, streaming relay
+ *   meter.c   usage parsing (Anthropic and OpenAI, whole bodies and SSE) and pricing
+ *   ledger.c  the durable ledger: reservations, settlement, usage reports
+ * Everything runs on the loop thread. */
+#ifndef QUOTA_H
+#define QUOTA_H
+
+#include <berth/berth.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct cJSON;
+
+#define QUOTA_HASH_LEN 32           /* SHA-256 */
+
+struct upstream { const char *url, *key, *ca; };
+struct price { double input, output, cache_read, cache_write; };
+
+struct cfg {
+    const char *listen, *public_url;
+    struct { struct upstream anthropic, openai; } up;
+    struct berth_structmap prices;
+    struct price default_price;     /* used for an unpriced model when `output` > 0 */
+    int64_t max_output_tokens;      /* the output bound when a request names none */
+    uint64_t max_connections, max_body;
+    int64_t timeout_ms;
+};
+
+/* a template's block: `quota: {budget: 5.00, concurrency: 5, requests_per_minute: 60}` */
+struct blk { double budget; int64_t concurrency, rpm; bool inject_budget; const char *period; };
+
+enum api { API_ANTHROPIC, API_OPENAI_CHAT, API_OPENAI_RESPONSES, API_COUNT_TOKENS };
+
+/* the per-tenant rate bucket, in memory (slots are counted in the ledger) */
+struct tstate {
+    struct tstate *next;
+    char handle[BERTH_HANDLE_MAX + 1];
+    double tokens;                  /* rate bucket, refilled at rpm per minute */
+    int64_t refill_ms;
+    int64_t activity_ms;            /* the last tenant.activity published */
+};
+
+struct key {
+    struct key *next;
+    unsigned char hash[QUOTA_HASH_LEN];
+    char handle[BERTH_HANDLE_MAX + 1];
+};
+
+struct quota {
+    berth_instance *self;
+    struct cfg cfg;
+    struct key *keys;               /* live keys' hashes */
+    unsigned char master[32];       /* keys are derived from it and a per-key random nonce */
+    struct tstate *ts;
+    struct call *calls;             /* in flight */
+    struct settle *settles;         /* queued for the next batch */
+    struct reservation *reserves, **reserves_tail;
+    berth_timer *flush;             /* the next batch's commit, when scheduled */
+    uint32_t ev_call, ev_refused, ev_key;
+    berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
+    bool stopping, drained_sent, destroying;
+};
+
+extern const struct berth_host *H;
+
+/* tokens counted from the upstream's usage fields */
+struct usage {
+    int64_t input, output, cache_read, cache_write;
+    bool seen_input, seen_output;
+    unsigned reports;               /* usage reports with an output count absorbed */
+};
+
+/* ---- meter.c ---- */
+/* absorbs one JSON document (a whole body or one SSE event's data) into u; returns the
+ * length of streamed text it carried, an upper bound of its tokens */
+size_t meter_absorb(struct usage *u, const struct cJSON *doc);
+/* price of model in micro-dollars per million tokens; false when unpriced */
+bool meter_price(const struct quota *q, const char *model, struct price *out);
+int64_t meter_cost(const struct price *p, const struct usage *u);
+
+/* an incremental SSE parser: data lines joined per event, handed to meter_absorb */
+struct sse {
+    char *buf;
+    size_t len, cap;
+    size_t text_after;              /* streamed text bytes since the last usage report */
+    bool overflow;
+};
+void sse_feed(struct sse *s, struct usage *u, const char *data, size_t len);
+void sse_free(struct sse *s);
+
+/* ---- ledger.c ---- */
+int ledger_migrate(struct quota *q);
+/* A reservation of `bound` micro-dollars and one of `slots` for one call. Its owner keeps it
+ * (and the strings it points at) until done() is called, on a later loop turn once the
+ * batch is on disk, with id: the new call's id (> 0), 0 when the budget cannot pay for it,
+ * BERTH_EBUSY when the tenant's slots are taken, or another BERTH_E* code. */
+struct reservation {
+    struct reservation *next;
+    const char *handle, *api, *model;
+    int64_t budget, bound, slots, id;
+    bool monthly;                   /* the budget is per calendar month (UTC) */
+    void (*done)(struct reservation *r, void *arg);
+    void *arg;
+};
+void ledger_reserve(struct quota *q, struct reservation *r);
+/* queues the settlement of call id (its reservation replaced by cost, its tokens recorded);
+ * committed with the next batch */
+void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
+                   int64_t cost, const struct usage *u, int status, const char *outcome);
+/* commits what is queued now (the instance is going away); ledger_drop frees what is left */
+void ledger_flush(struct quota *q);
+void ledger_drop(struct quota *q);
+/* settles what a killed berthd left open, each at its reservation */
+int ledger_recover(struct quota *q);
+/* {"tenant":..,"budget":..,"spent":..,...} as malloc'd JSON; NULL on error */
+char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, bool monthly);
+int ledger_set_budget(struct quota *q, const char *handle, int64_t micro);
+/* the budget override set by PUT .../budget, or -1 */
+int64_t ledger_budget_override(struct quota *q, const char *handle);
+/* spent (this month's, when monthly) and reserved */
+int ledger_spent(struct quota *q, const char *handle, bool monthly, int64_t *spent,
+                 int64_t *reserved);
+
+/* ---- keys.c ---- */
+/* the tenant whose key this is, or NULL; constant-time over the stored hashes */
+const char *quota_key_owner(struct quota *q, const char *key);
+extern const struct berth_provisioner quota_provisioner;
+int keys_load(struct quota *q);         /* the master secret, and the stored keys' hashes */
+int keys_rotate(struct quota *q, const char *handle);  /* the next provision mints anew */
+void keys_free(struct quota *q);
+
+/* ---- quota.c ---- */
+const struct blk *quota_block(struct quota *q, const char *handle);
+int64_t quota_budget(struct quota *q, const char *handle);   /* micro-dollars */
+bool quota_monthly(struct quota *q, const char *handle);
+/* "Budget: $X.XX remaining" for handle, into out */
+void quota_budget_line(struct quota *q, const char *handle, char *out, size_t n);
+struct tstate *quota_tstate(struct quota *q, const char *handle);
+/* takes a rate token; 0 or the seconds to wait */
+int64_t quota_rate_take(struct quota *q, struct tstate *t, const struct blk *b);
+void quota_event(struct quota *q, uint32_t type, const char *handle, const char *json);
+/* tells the host the instance drained, once stopping with no call and no batch left */
+void quota_idle(struct quota *q);
+
+/* ---- proxy.c ---- */
+int proxy_start(struct quota *q);
+void proxy_cancel_all(struct quota *q);
+void proxy_usage(struct quota *q, berth_req *r, const char *handle);
+
+#endif
