@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cmds.h"
 #include "sse.h"
 
 #define DEFAULT_SOCKET "/var/lib/berth/berth.sock"
@@ -102,6 +103,14 @@ static cJSON *call(const char *method, const char *path, const char *body, int *
     free(r.data);
     return j;
 }
+
+/* for subcommands in their own files (cmds.h) */
+cJSON *berthctl_call(const char *method, const char *path, const char *body, int *rc)
+{
+    return call(method, path, body, rc);
+}
+
+bool berthctl_json(void) { return json_out; }
 
 static void print_json(const cJSON *j)
 {
@@ -385,6 +394,7 @@ static void usage(FILE *f)
           "                                 what is left (published as tenant.abandoned)\n"
           "  tenant wake|sleep|restart|touch HANDLE\n"
           "  tenant reprovision HANDLE        run the tenant's provisioners again\n"
+          "  matrix plan|apply|invite [USES] [DAYS]|invites|revoke TOKEN  (plugins/matrix)\n"
           "  events [-f] [--since SEQ] [--type TYPE] [--tenant HANDLE]\n"
           "  plugins                        loaded plugin instances\n"
           "  reload                         re-read conf.d (like SIGHUP)\n"
@@ -525,6 +535,7 @@ int main(int argc, char **argv)
         cJSON_Delete(j);
         rc = r2;
     } else if (!strcmp(cmd, "plugins")) rc = plugins();
+    else if (!strcmp(cmd, "matrix")) rc = cmd_matrix(argc - 1, argv + 1);
     else if (!strcmp(cmd, "reload")) {
         rc = simple("POST", "/v1/reload");
         if (!rc && !json_out) puts("configuration reloaded");

@@ -1,0 +1,226 @@
+"""plugins/matrix against a real Synapse (one for this module, on its own port and data dir):
+accounts registered before the workload starts and their token working inside it, display
+names, rooms in a space joined, no new login or device across restarts and a reload,
+provisioning that waits for a stopped homeserver, deactivation on delete, invite tokens."""
+import os
+import shutil
+import sys
+import tempfile
+import unittest
+
+from harness import Berthd, free_port, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
+from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
+
+HS = None
+
+
+def setUpModule():
+    global HS
+    if not synapse_dir():
+        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
+    HS = Synapse(free_port()).start()
+
+
+def tearDownModule():
+    if HS:
+        HS.stop(wipe=True)
+
+
+CONF = """berth:
+  reconcile: {{retry_base: 50ms, retry_max: 500ms}}
+plugins:
+  testdrv: {{delay: 5ms}}
+  matrix:
+    homeserver: {url}
+    server_name: test.local
+    registration: {{shared_secret: {{file: {secret}}}}}
+    admin: {{user: {admin}}}
+    rooms:
+      - {{alias: {prefix}fleet, name: Fleet, space: true}}
+      - {{alias: {prefix}lobby, name: Lobby, topic: everyone, in_space: {prefix}fleet,
+          join: ["{{handle}}_ai"]}}
+templates:
+  default:
+    driver: testdrv
+    matrix:
+      accounts: [{{localpart: "{{handle}}", display_name: "{{handle}}"}},
+                 {{localpart: "{{handle}}_ai", display_name: "{{handle}}'s AI"}}]
+      env_account: "{{handle}}_ai"
+"""
+
+EXEC = """
+  exec: {{ports: {lo}-{hi}}}
+templates:
+  inside:
+    driver: exec
+    command: [sh, -c, 'curl -sS -H "Authorization: Bearer $MATRIX_ACCESS_TOKEN"
+              "$MATRIX_HOMESERVER_URL/_matrix/client/v3/account/whoami" > {out}.tmp;
+              mv {out}.tmp {out}; exec sleep 600']
+    matrix:
+      accounts: [{{localpart: "{{handle}}_ai"}}]
+"""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def env_of(b, handle):
+    r = b.get(f"/v1/testdrv/{handle}")
+    if r.status != 200:
+        return None
+    return dict(kv.split("=", 1) for kv in r.json["env"].split(";") if "=" in kv)
+
+
+class Matrix(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="berth-mx-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        self.admin = "berth" + self._testMethodName[-12:].replace("_", "")
+        self.prefix = self._testMethodName[5:12].replace("_", "") + "-"
+
+    def berthd(self, files=None):
+        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+                           prefix=self.prefix)
+        self.b = Berthd(dict({"10-matrix.yaml": conf}, **(files or {})), plugins=("testdrv",))
+        self.b.install_plugin_from_build("matrix")
+        if files:
+            self.b.install_plugin_from_build("exec")
+        self.addCleanup(self.b.cleanup)
+        return self.b.start()
+
+    def stop_ok(self):
+        self.assertEqual(self.b.stop(), 0, self.b.log()[-4000:])
+
+    def test_create_whoami_names_rooms_then_delete(self):
+        lo = 23000 + (os.getpid() % 300) * 10
+        out = os.path.join(self.tmp, "whoami.json")
+        b = self.berthd({"20-exec.yaml": "plugins:" + EXEC.format(lo=lo, hi=lo + 9, out=out)})
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        t = b.wait_tenant("alice", "ready", timeout=30)
+        env = env_of(b, "alice")
+        self.assertEqual(env["MATRIX_USER_ID"], "@alice_ai:test.local")
+        self.assertEqual(env["MATRIX_HOMESERVER_URL"], HS.url)
+        self.assertTrue(env["MATRIX_DEVICE_ID"])
+        # display names, set at registration
+        for uid, name in (("@alice:test.local", "alice"), ("@alice_ai:test.local", "alice's AI")):
+            st, prof = HS.call("GET", f"/_matrix/client/v3/profile/{q(uid)}/displayname",
+                               token=HS.admin())
+            self.assertEqual((st, prof.get("displayname")), (200, name))
+        # joined to the lobby, which is a child of the fleet space
+        lobby, fleet = (HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("lobby", "fleet"))
+        self.assertTrue(lobby and fleet)
+        self.assertIn(lobby, HS.joined_rooms("@alice_ai:test.local"))
+        self.assertNotIn(lobby, HS.joined_rooms("@alice:test.local"))   # not in its `join`
+        kids = [e["state_key"] for e in HS.state(fleet) if e["type"] == "m.space.child"]
+        self.assertEqual(kids, [lobby])
+        create = [e for e in HS.state(fleet) if e["type"] == "m.room.create"][0]
+        self.assertEqual(create["content"].get("type"), "m.space")
+        # accounts shown, never tokens
+        r = b.get("/v1/tenants/alice/matrix")
+        self.assertEqual(r.json["accounts"], ["@alice:test.local", "@alice_ai:test.local"])
+        self.assertEqual(t["plugins"]["matrix"]["accounts"], r.json["accounts"])
+        self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], r.body + b.ctl("tenant", "show",
+                                                                    "alice").stdout)
+        self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], b.log())
+        # the plan of a configuration already applied is empty
+        self.assertEqual(b.post("/v1/matrix/plan").json, {"changes": []})
+
+        # the workload's own process sees a working token
+        self.assertEqual(b.post("/v1/tenants", {"handle": "ivy", "template": "inside"}).status,
+                         201)
+        b.wait_tenant("ivy", "ready", timeout=30)
+        who = wait_until(lambda: os.path.exists(out) and read(out), 20,
+                         what="whoami from inside the tenant")
+        self.assertIn('"user_id":"@ivy_ai:test.local"', who.replace(" ", ""))
+
+        # delete: deactivated, and the lobby keeps working for others
+        self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")
+        for uid in ("@alice:test.local", "@alice_ai:test.local"):
+            st, u = HS.user(uid)
+            self.assertEqual((st, u.get("deactivated")), (200, True))
+        self.assertEqual(HS.room_of(f"#{self.prefix}lobby:test.local"), lobby)
+        self.assertIn(lobby, HS.joined_rooms("@ivy_ai:test.local"))
+        self.assertIn(lobby, HS.joined_rooms(f"@{self.admin}:test.local"))
+        self.assertEqual(b.get("/v1/tenants/alice/matrix").status, 404)
+        self.stop_ok()
+
+    def test_restarts_and_reload_make_no_new_login(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "bob"}).status, 201)
+        b.wait_tenant("bob", "ready", timeout=30)
+        uids = ["@bob:test.local", "@bob_ai:test.local", f"@{self.admin}:test.local"]
+        devices = {u: HS.devices(u) for u in uids}
+        self.assertEqual([len(d) for d in devices.values()], [1, 1, 1])
+        token = env_of(b, "bob")["MATRIX_ACCESS_TOKEN"]
+        for _ in range(3):
+            self.stop_ok()
+            b.start()
+            b.wait_tenant("bob", "ready", timeout=30)
+            wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20,
+                       what="rooms applied at start")
+        b.ctl("reload")
+        self.assertEqual(b.post("/v1/matrix/apply").status, 200)
+        self.assertEqual({u: HS.devices(u) for u in uids}, devices)
+        self.assertEqual(env_of(b, "bob")["MATRIX_ACCESS_TOKEN"], token)
+        self.assertNotIn("logged in", b.log())
+        self.stop_ok()
+
+    def test_homeserver_down_while_creating(self):
+        b = self.berthd()
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        HS.stop()
+        try:
+            self.assertEqual(b.post("/v1/tenants", {"handle": "carol"}).status, 201)
+            t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
+                                    and t)(b.tenant("carol")), 20, what="the reason")
+            self.assertNotEqual(t["observed"], "ready")
+            self.assertIsNone(env_of(b, "carol"))    # the workload waits
+            h = b.get("/v1/matrix/health").json
+            self.assertFalse(h["reachable"])
+        finally:
+            HS.start()
+        b.wait_tenant("carol", "ready", timeout=40)
+        self.assertEqual(env_of(b, "carol")["MATRIX_USER_ID"], "@carol_ai:test.local")
+        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
+                      HS.joined_rooms("@carol_ai:test.local"))
+        self.stop_ok()
+
+    def test_user_berth_did_not_create_is_refused(self):
+        st, _ = HS.register("dave_ai")
+        self.assertEqual(st, 200)
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "dave"}).status, 201)
+        t = wait_until(lambda: (lambda t: "not created by berth" in (t["reason"] or "")
+                                and t)(b.tenant("dave")), 20, what="the refusal")
+        self.assertIn("@dave_ai:test.local already exists", t["reason"])
+        self.assertIsNone(env_of(b, "dave"))
+        # berth's own first account of the tenant is there; the foreign one is not adopted
+        self.assertEqual(b.get("/v1/tenants/dave/matrix").json["accounts"],
+                         ["@dave:test.local"])
+        self.stop_ok()
+
+    def test_invite_tokens_mint_register_revoke(self):
+        b = self.berthd()
+        out = b.ctl("matrix", "invite", "2", "1").stdout
+        token = out.split()[0]
+        self.assertTrue(token)
+        st, r = HS.register_with_token("erin", token)
+        self.assertEqual(st, 200, r)
+        listed = b.ctl("matrix", "invites").stdout
+        self.assertIn(token, listed)
+        self.assertIn("1/2", listed)
+        b.ctl("matrix", "revoke", token)
+        self.assertNotIn(token, b.ctl("matrix", "invites").stdout)
+        st, r = HS.register_with_token("frank", token)
+        self.assertEqual(st, 401, r)   # the token stage is refused
+        self.assertEqual(b.ctl("matrix", "revoke", token, check=False).returncode, 1)
+        self.stop_ok()
+
+
+if __name__ == "__main__":
+    unittest.main()
