@@ -82,9 +82,11 @@ class Matrix(unittest.TestCase):
         self.admin = "berth" + self._testMethodName[-12:].replace("_", "")
         self.prefix = self._testMethodName[5:12].replace("_", "") + "-"
 
-    def berthd(self, files=None):
+    def berthd(self, files=None, registration=None):
         conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
                            prefix=self.prefix)
+        if registration:
+            conf = conf.replace(conf.split("registration: ")[1].split("\n")[0], registration)
         self.b = Berthd(dict({"10-matrix.yaml": conf}, **(files or {})), plugins=("testdrv",))
         self.b.install_plugin_from_build("matrix")
         if files:
@@ -219,6 +221,36 @@ class Matrix(unittest.TestCase):
         st, r = HS.register_with_token("frank", token)
         self.assertEqual(st, 401, r)   # the token stage is refused
         self.assertEqual(b.ctl("matrix", "revoke", token, check=False).returncode, 1)
+        self.stop_ok()
+
+    def test_registration_token_flow_without_admin_api(self):
+        st, tok = HS.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
+        self.assertEqual(st, 200, tok)
+        path = os.path.join(self.tmp, "regtoken")
+        with open(path, "w") as f:
+            f.write(tok["token"])
+        b = self.berthd(registration="{token: {file: %s}}" % path)
+        self.assertEqual(b.post("/v1/tenants", {"handle": "gus"}).status, 201)
+        b.wait_tenant("gus", "ready", timeout=30)
+        env = env_of(b, "gus")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=env["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@gus_ai:test.local"))
+        st, prof = HS.call("GET", "/_matrix/client/v3/profile/%40gus_ai%3Atest.local",
+                           token=HS.admin())
+        self.assertEqual(prof.get("displayname"), "gus's AI")
+        self.assertFalse(HS.user("@gus:test.local")[1].get("admin"))
+        self.assertFalse(HS.user(f"@{self.admin}:test.local")[1].get("admin"))
+        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
+                      HS.joined_rooms("@gus_ai:test.local"))
+        r = b.post("/v1/matrix/invites", {"uses": 1})
+        self.assertEqual(r.status, 501)
+        self.assertIn("not supported", r.body)
+        # each account deactivates itself with its password
+        self.assertEqual(b.req("DELETE", "/v1/tenants/gus").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/gus").status == 404, 30, what="deletion")
+        for uid in ("@gus:test.local", "@gus_ai:test.local"):
+            self.assertTrue(HS.user(uid)[1].get("deactivated"), uid)
         self.stop_ok()
 
 
