@@ -312,6 +312,20 @@ static void deprovision(void *st, const berth_spec *s, berth_op *op) { job_start
 
 /* ---- the instance ---- */
 
+void mx_event(struct mx *mx, uint32_t type, const char *tenant, const char *key,
+              const char *id)
+{
+    if (!type) return;
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, key, id);
+    char *js = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!js) return;
+    struct berth_ev_custom c = {sizeof c, js};
+    mx->H->publish(mx->self, type, tenant && tenant[0] ? tenant : NULL, &c);
+    free(js);
+}
+
 /* the homeserver's reachability, for /metrics and GET /v1/matrix/health; rooms that could
  * not be applied (the homeserver was down) are applied once it answers */
 static void probed(const struct mx_res *r, void *arg)
@@ -366,6 +380,10 @@ static int start(void *state)
     rc = mx->H->provisioner_register(mx->self, &mx->prov, mx);
     if (rc) return rc;
     mx_routes(mx);
+    mx->ev_registered = mx->H->event_register(mx->self, "matrix.account_registered");
+    mx->ev_adopted = mx->H->event_register(mx->self, "matrix.account_adopted");
+    mx->ev_deactivated = mx->H->event_register(mx->self, "matrix.account_deactivated");
+    mx->ev_room_created = mx->H->event_register(mx->self, "matrix.room_created");
     mx->started = true;
     mx->probe = mx->H->timer_start(mx->self, 0, 15000, probe, mx);
     return 0;

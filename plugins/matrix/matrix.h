@@ -93,6 +93,7 @@ struct mx {
     struct mx_verified *verified;       /* user ids whose token was checked this start */
     struct mx_login *logins;            /* login backoff per user */
     berth_timer *probe;
+    uint32_t ev_registered, ev_adopted, ev_deactivated, ev_room_created;
     bool stopping, started;
     uint64_t gen;                       /* bumped by every configure() */
 };
@@ -137,6 +138,10 @@ void rooms_reset(struct mx *mx);        /* the configured rooms changed */
 void rooms_kick(struct mx *mx);
 /* expands "{handle}" in pattern into out; false when it does not fit */
 bool mx_expand(const char *pattern, const char *handle, char *out, size_t cap);
+
+/* publishes a matrix.* event with {"user_id"|"alias": id} (matrix.c); tenant may be "" */
+void mx_event(struct mx *mx, uint32_t type, const char *tenant, const char *key,
+              const char *id);
 
 /* ---- waiters (account.c): callers queued behind one shared operation ---------------------- */
 void waiter_add(struct mx_waiter **list, mx_cb cb, void *arg);

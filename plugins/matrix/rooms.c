@@ -432,6 +432,7 @@ static void created(const struct mx_res *r, void *arg)
     char alias[MX_ID_MAX];
     alias_of(w->mx, cur(w), alias, sizeof alias);
     w->mx->H->log(w->mx->self, BERTH_LOG_INFO, "created %s %s", alias, rid);
+    mx_event(w->mx, w->mx->ev_room_created, "", "alias", alias);
     space_child(w);
 }
 

@@ -149,6 +149,13 @@ class Matrix(unittest.TestCase):
         self.assertIn(lobby, HS.joined_rooms("@ivy_ai:test.local"))
         self.assertIn(lobby, HS.joined_rooms(f"@{self.admin}:test.local"))
         self.assertEqual(b.get("/v1/tenants/alice/matrix").status, 404)
+        ev = [(e["type"], e["payload"].get("user_id")) for e in b.events(tenant="alice")
+              if e["type"].startswith("matrix.")]
+        self.assertEqual(ev, [("matrix.account_registered", "@alice:test.local"),
+                              ("matrix.account_registered", "@alice_ai:test.local"),
+                              ("matrix.account_deactivated", "@alice:test.local"),
+                              ("matrix.account_deactivated", "@alice_ai:test.local")])
+        self.assertEqual(len([e for e in b.events(type="matrix.room_created")]), 2)
         self.stop_ok()
 
     def test_restarts_and_reload_make_no_new_login(self):
