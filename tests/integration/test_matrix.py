@@ -4,11 +4,12 @@ names, rooms in a space joined, no new login or device across restarts and a rel
 provisioning that waits for a stopped homeserver, deactivation on delete, invite tokens."""
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
 
-from harness import Berthd, free_port, wait_until
+from harness import BERTHD, Berthd, free_port, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
 from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
@@ -259,6 +260,25 @@ class Matrix(unittest.TestCase):
         for uid in ("@gus:test.local", "@gus_ai:test.local"):
             self.assertTrue(HS.user(uid)[1].get("deactivated"), uid)
         self.stop_ok()
+
+    def test_bad_configuration_is_refused_at_its_key(self):
+        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+                           prefix="")
+        for bad, msg in (
+                (conf.replace("in_space: fleet", "in_space: lobby"),
+                 "rooms[1].in_space 'lobby' is not a configured space"),
+                (conf.replace("registration: {shared_secret:",
+                              "registration: {token: {env: HOME}, shared_secret:"),
+                 "registration needs exactly one of shared_secret and token"),
+                (conf.replace("homeserver: http", "homeserver: ftp"),
+                 "homeserver must be an http:// or https:// URL")):
+            b = Berthd({"10-matrix.yaml": bad}, plugins=("testdrv",))
+            self.addCleanup(b.cleanup)
+            b.install_plugin_from_build("matrix")
+            p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                               text=True)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(msg, p.stderr)
 
 
 if __name__ == "__main__":
