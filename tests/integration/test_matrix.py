@@ -261,6 +261,49 @@ class Matrix(unittest.TestCase):
             self.assertTrue(HS.user(uid)[1].get("deactivated"), uid)
         self.stop_ok()
 
+    def test_plan_writes_nothing_and_apply_restores_the_config(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "hal"}).status, 201)
+        b.wait_tenant("hal", "ready", timeout=30)
+        p = self.prefix
+        lobby = HS.room_of(f"#{p}lobby:test.local")
+
+        def name():
+            return [e["content"].get("name") for e in HS.state(lobby)
+                    if e["type"] == "m.room.name"]
+        # drift on the server: plan shows it and changes nothing; apply restores it
+        st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(lobby)}/state/m.room.name/",
+                        {"name": "renamed"}, token=self.admin_token(b))
+        self.assertEqual(st, 200)
+        self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
+                         [f'set the name of #{p}lobby:test.local to "Lobby"'])
+        self.assertEqual(name(), ["renamed"])
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        self.assertEqual(name(), ["Lobby"])
+        self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
+        # a room added by a reload is created, put in its space and joined per `join`
+        conf = read(os.path.join(b.conf, "10-matrix.yaml"))
+        b.write("10-matrix.yaml", conf.replace(
+            "    rooms:\n", f"    rooms:\n      - {{alias: {p}ops, name: Ops, in_space: {p}fleet,"
+            " join: [\"{handle}\"]}\n"))
+        b.ctl("reload")
+        ops = wait_until(lambda: HS.room_of(f"#{p}ops:test.local"), 20, what="the new room")
+        wait_until(lambda: ops in HS.joined_rooms("@hal:test.local"), 20, what="hal joined")
+        fleet = HS.room_of(f"#{p}fleet:test.local")
+        self.assertIn(ops, [e["state_key"] for e in HS.state(fleet)
+                            if e["type"] == "m.space.child"])
+        wait_until(lambda: b.ctl("matrix", "plan").stdout.strip() == "matrix: nothing to change",
+                   10, what="an empty plan")
+        self.stop_ok()
+
+    def admin_token(self, b):
+        import sqlite3
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        try:
+            return db.execute("SELECT token FROM matrix_accounts WHERE tenant=''").fetchone()[0]
+        finally:
+            db.close()
+
     def test_bad_configuration_is_refused_at_its_key(self):
         conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
                            prefix="")
