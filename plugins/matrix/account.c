@@ -261,6 +261,7 @@ static void login_done(const struct mx_res *r, void *arg)
     struct ens *e = arg;
     if (r->status == 200 && take_token(e, r)) {
         e->mx->H->log(e->mx->self, BERTH_LOG_INFO, "logged in %s again", e->a.user_id);
+        mx_event(e->mx, e->mx->ev_adopted, e->tenant, "user_id", e->a.user_id);
         if (e->has_display) set_display(e);
         else ens_end(e, 0, NULL);
     } else if (r->status == 403) {
@@ -313,6 +314,7 @@ static void register_done(const struct mx_res *r, void *arg)
     struct ens *e = arg;
     if (r->status == 200 && take_token(e, r)) {
         e->mx->H->log(e->mx->self, BERTH_LOG_INFO, "registered %s", e->a.user_id);
+        mx_event(e->mx, e->mx->ev_registered, e->tenant, "user_id", e->a.user_id);
         /* shared-secret registration sets the display name itself */
         if (e->has_display && !e->mx->cfg.registration.shared_secret) set_display(e);
         else ens_end(e, 0, NULL);
@@ -574,6 +576,7 @@ static void deact_done(const struct mx_res *r, void *arg)
     /* 404: never registered (a row written before a registration that did not happen) */
     if (r->status == 200 || r->status == 404) {
         mx->H->log(mx->self, BERTH_LOG_INFO, "deactivated %s", d->a.user_id);
+        mx_event(mx, mx->ev_deactivated, d->tenant, "user_id", d->a.user_id);
         set_verified(mx, d->a.user_id, false);
         acct_delete(mx, d->a.user_id);
         deact_next(d);
