@@ -192,12 +192,25 @@ class Matrix(unittest.TestCase):
             self.assertIsNone(env_of(b, "carol"))    # the workload waits
             h = b.get("/v1/matrix/health").json
             self.assertFalse(h["reachable"])
+            self.assertIn("berth_matrix_homeserver_up 0", b.get("/metrics").body)
         finally:
             HS.start()
         b.wait_tenant("carol", "ready", timeout=40)
         self.assertEqual(env_of(b, "carol")["MATRIX_USER_ID"], "@carol_ai:test.local")
         self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
                       HS.joined_rooms("@carol_ai:test.local"))
+        # deleting while the homeserver is down: the tenant stays deleting with the reason
+        HS.stop()
+        try:
+            self.assertEqual(b.req("DELETE", "/v1/tenants/carol").status, 202)
+            t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
+                                    and t)(b.tenant("carol")), 20, what="the reason")
+            self.assertEqual(t["desired"], "deleted")
+        finally:
+            HS.start()
+        wait_until(lambda: b.get("/v1/tenants/carol").status == 404, 40, what="deletion")
+        self.assertTrue(HS.user("@carol_ai:test.local")[1].get("deactivated"))
+        self.assertIn("berth_matrix_homeserver_up 1", b.get("/metrics").body)
         self.stop_ok()
 
     def test_user_berth_did_not_create_is_refused(self):
