@@ -317,6 +317,30 @@ class Matrix(unittest.TestCase):
         finally:
             db.close()
 
+    def test_unknown_token_logs_in_once_on_the_same_device(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "ivan"}).status, 201)
+        b.wait_tenant("ivan", "ready", timeout=30)
+        old = env_of(b, "ivan")
+        devices = HS.devices("@ivan_ai:test.local")
+        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {},
+                        token=old["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual(st, 200)
+        self.stop_ok()
+        b.start()
+        b.ctl("tenant", "reprovision", "ivan")
+        new = wait_until(lambda: (lambda e: e and e["MATRIX_ACCESS_TOKEN"] !=
+                                  old["MATRIX_ACCESS_TOKEN"] and e)(env_of(b, "ivan")), 30,
+                         what="a new token for the workload")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=new["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@ivan_ai:test.local"))
+        self.assertEqual(new["MATRIX_DEVICE_ID"], old["MATRIX_DEVICE_ID"])
+        self.assertEqual(HS.devices("@ivan_ai:test.local"), devices)
+        self.assertEqual(b.log().count("logged in @ivan_ai:test.local again"), 1)
+        self.assertEqual(b.log().count("logged in"), 1)
+        self.stop_ok()
+
     def test_bad_configuration_is_refused_at_its_key(self):
         conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
                            prefix="")
