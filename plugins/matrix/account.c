@@ -202,6 +202,7 @@ struct ens {
     void *arg;
     char tenant[BERTH_HANDLE_MAX + 1], localpart[MX_LOCALPART_MAX], display[256];
     bool has_display, admin, fresh;
+    int uia_steps;
     struct mx_account a;
 };
 
@@ -373,6 +374,16 @@ static void nonce_done(const struct mx_res *r, void *arg)
  * two stages (m.login.registration_token, then m.login.dummy) */
 static void uia_post(struct ens *e, const char *session, const char *stage);
 
+static bool in_list(const cJSON *arr, const char *s)
+{
+    const cJSON *c;
+    cJSON_ArrayForEach(c, arr) {
+        const char *v = cJSON_GetStringValue(c);
+        if (v && !strcmp(v, s)) return true;
+    }
+    return false;
+}
+
 static void uia_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
@@ -390,22 +401,32 @@ static void uia_done(const struct mx_res *r, void *arg)
         ens_fail(e, "register", r);
         return;
     }
-    bool tok_done = false, dummy_done = false;
-    cJSON *c;
-    cJSON_ArrayForEach(c, completed) {
-        const char *s = cJSON_GetStringValue(c);
-        if (s && !strcmp(s, "m.login.registration_token")) tok_done = true;
-        if (s && !strcmp(s, "m.login.dummy")) dummy_done = true;
-    }
-    if (tok_done && dummy_done) {
+    if (++e->uia_steps > 4) {
         ens_fail(e, "register (UIA did not finish)", r);
         return;
     }
-    if (r->errcode[0] && !tok_done && cJSON_GetObjectItem(r->json, "completed")) {
-        ens_fail(e, "register (registration token refused)", r);
+    /* the next stage: of the first flow berth can follow, the first one not completed */
+    cJSON *flow, *st;
+    cJSON_ArrayForEach(flow, cJSON_GetObjectItem(r->json, "flows")) {
+        const char *next = NULL;
+        bool usable = true;
+        cJSON_ArrayForEach(st, cJSON_GetObjectItem(flow, "stages")) {
+            const char *s = cJSON_GetStringValue(st);
+            if (!s || (strcmp(s, "m.login.registration_token") && strcmp(s, "m.login.dummy"))) {
+                usable = false;
+                break;
+            }
+            if (!next && !in_list(completed, s)) next = s;
+        }
+        if (!usable || !next) continue;
+        if (r->errcode[0] && !strcmp(next, "m.login.registration_token") && completed) {
+            ens_fail(e, "register (registration token refused)", r);
+            return;
+        }
+        uia_post(e, session, next);
         return;
     }
-    uia_post(e, session, tok_done ? "m.login.dummy" : "m.login.registration_token");
+    ens_fail(e, "register (no registration flow berth can follow)", r);
 }
 
 static void uia_post(struct ens *e, const char *session, const char *stage)

@@ -298,7 +298,12 @@ static void job_start(struct mx *mx, const berth_spec *s, berth_op *op, bool de)
     j->next = mx->jobs;
     mx->jobs = j;
     char err[300];
-    if (!de && !job_fill(j, mx->H->spec_config(s), err, sizeof err)) {
+    const struct mx_block *b = de ? NULL : mx->H->spec_config(s);
+    if (!de && !b) {
+        job_end(j, BERTH_EINVAL, "matrix: the template has no matrix block");
+        return;
+    }
+    if (!de && !job_fill(j, b, err, sizeof err)) {
         job_end(j, BERTH_EINVAL, err);
         return;
     }
@@ -342,6 +347,20 @@ static void probe(berth_timer *t, void *arg)
     hs_call(mx->hs, "GET", "/_matrix/client/versions", NULL, NULL, probed, mx);
 }
 
+/* a tenant's status entries are the instance's and go with it: set again at start */
+static bool status_row(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)n; (void)names;
+    if (v[0].p) set_status(arg, v[0].p);
+    return true;
+}
+
+static void restore_status(struct mx *mx)
+{
+    mx->H->store_query(mx->self, "SELECT DISTINCT tenant FROM matrix_accounts WHERE "
+                       "tenant<>''", NULL, 0, status_row, mx);
+}
+
 static int init(const struct berth_host *host, berth_instance *self, void **state)
 {
     if (!BERTH_HOST_HAS(host, provisioner_register) || !BERTH_HOST_HAS(host, metric_set))
@@ -380,6 +399,7 @@ static int start(void *state)
     rc = mx->H->provisioner_register(mx->self, &mx->prov, mx);
     if (rc) return rc;
     mx_routes(mx);
+    restore_status(mx);
     mx->ev_registered = mx->H->event_register(mx->self, "matrix.account_registered");
     mx->ev_adopted = mx->H->event_register(mx->self, "matrix.account_adopted");
     mx->ev_deactivated = mx->H->event_register(mx->self, "matrix.account_deactivated");

@@ -177,6 +177,7 @@ class Matrix(unittest.TestCase):
         self.assertEqual(b.post("/v1/matrix/apply").status, 200)
         self.assertEqual({u: HS.devices(u) for u in uids}, devices)
         self.assertEqual(env_of(b, "bob")["MATRIX_ACCESS_TOKEN"], token)
+        self.assertEqual(b.tenant("bob")["plugins"]["matrix"]["accounts"], uids[:2])
         self.assertNotIn("logged in", b.log())
         self.stop_ok()
 
