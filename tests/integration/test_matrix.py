@@ -343,6 +343,31 @@ class Matrix(unittest.TestCase):
         self.assertEqual(b.log().count("logged in"), 1)
         self.stop_ok()
 
+    def test_registration_whose_answer_was_lost_is_adopted(self):
+        import sqlite3
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "jo"}).status, 201)
+        b.wait_tenant("jo", "ready", timeout=30)
+        self.stop_ok()
+        # as if berthd died after the homeserver registered jo_ai but before its answer
+        # was stored: the row with the password is there, the token is not
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        db.execute("UPDATE matrix_accounts SET token=NULL, device_id=NULL "
+                   "WHERE user_id='@jo_ai:test.local'")
+        db.commit()
+        db.close()
+        b.start()
+        b.ctl("tenant", "reprovision", "jo")
+        wait_until(lambda: [e for e in b.events(tenant="jo", type="matrix.account_adopted")],
+                   30, what="the adoption")
+        b.wait_tenant("jo", "ready", timeout=30)
+        env = env_of(b, "jo")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=env["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@jo_ai:test.local"))
+        self.assertIsNone(b.tenant("jo")["reason"])
+        self.stop_ok()
+
     def test_bad_configuration_is_refused_at_its_key(self):
         conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
                            prefix="")
