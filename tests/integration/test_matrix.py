@@ -2,6 +2,7 @@
 accounts registered before the workload starts and their token working inside it, display
 names, rooms in a space joined, no new login or device across restarts and a reload,
 provisioning that waits for a stopped homeserver, deactivation on delete, invite tokens."""
+import hashlib
 import os
 import shutil
 import subprocess
@@ -80,8 +81,10 @@ class Matrix(unittest.TestCase):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="berth-mx-")
         self.addCleanup(shutil.rmtree, self.tmp, True)
-        self.admin = "berth" + self._testMethodName[-12:].replace("_", "")
-        self.prefix = self._testMethodName[5:12].replace("_", "") + "-"
+        # names of its own on the shared homeserver: user ids and aliases are never reused
+        tag = hashlib.sha1(self._testMethodName.encode()).hexdigest()[:8]
+        self.admin = "berth" + tag
+        self.prefix = "r" + tag + "-"
 
     def berthd(self, files=None, registration=None):
         conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
