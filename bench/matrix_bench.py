@@ -17,6 +17,7 @@ over rounds, the ratio of the medians and the spread of the per-round ratios.
 import hashlib
 import hmac
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,6 +123,7 @@ def main():
     finally:
         b.cleanup()
         hs.stop(wipe=True)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
