@@ -29,6 +29,8 @@ static const struct command {
     {"reload", "", "re-read conf.d (like SIGHUP)", cmd_reload},
     {"backup", "FILE", "a consistent copy of the state, taken while berthd runs", cmd_backup},
     {"usage", "[HANDLE]", "LLM spending and budget (quota plugin)", cmd_usage},
+    {"matrix", "plan|apply|invite|invites|revoke", "Matrix rooms and invite tokens (matrix plugin)",
+     cmd_matrix},
     {"routes", "[--instance NAME]", "what Caddy holds against what berth expects (caddy plugin)", cmd_routes},
     {"version", "", "berthctl's version", cmd_version},
     {"help", "[COMMAND]", "this list, or a command's help", cmd_help},

@@ -64,6 +64,7 @@ int cmd_routes(int argc, char **argv);      /* routes_cmd.c: the caddy plugin's 
  * "key") */
 int cmd_usage(int argc, char **argv);
 int cmd_tenant_key(int argc, char **argv);
+int cmd_matrix(int argc, char **argv);      /* matrix_cmd.c: the matrix plugin's */
 
 /* tenant wake|add --wait: follows the tenant's events from seq until it is ready (0) or
  * failed (1), up to timeout_ms */

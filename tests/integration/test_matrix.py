@@ -1,0 +1,398 @@
+"""plugins/matrix against a real Synapse (one for this module, on its own port and data dir):
+accounts registered before the workload starts and their token working inside it, display
+names, rooms in a space joined, no new login or device across restarts and a reload,
+provisioning that waits for a stopped homeserver, deactivation on delete, invite tokens."""
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+from harness import BERTHD, Berthd, free_port, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
+from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
+
+HS = None
+
+
+def setUpModule():
+    global HS
+    if not synapse_dir():
+        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
+    HS = Synapse(free_port()).start()
+
+
+def tearDownModule():
+    if HS:
+        HS.stop(wipe=True)
+
+
+CONF = """berth:
+  reconcile: {{retry_base: 50ms, retry_max: 500ms}}
+plugins:
+  testdrv: {{delay: 5ms}}
+  matrix:
+    homeserver: {url}
+    server_name: test.local
+    registration: {{shared_secret: {{file: {secret}}}}}
+    admin: {{user: {admin}}}
+    rooms:
+      - {{alias: {prefix}fleet, name: Fleet, space: true}}
+      - {{alias: {prefix}lobby, name: Lobby, topic: everyone, in_space: {prefix}fleet,
+          join: ["{{handle}}_ai"]}}
+templates:
+  default:
+    driver: testdrv
+    matrix:
+      accounts: [{{localpart: "{{handle}}", display_name: "{{handle}}"}},
+                 {{localpart: "{{handle}}_ai", display_name: "{{handle}}'s AI"}}]
+      env_account: "{{handle}}_ai"
+"""
+
+EXEC = """
+  exec: {{ports: {lo}-{hi}}}
+templates:
+  inside:
+    driver: exec
+    command: [sh, -c, 'curl -sS -H "Authorization: Bearer $MATRIX_ACCESS_TOKEN"
+              "$MATRIX_HOMESERVER_URL/_matrix/client/v3/account/whoami" > {out}.tmp;
+              mv {out}.tmp {out}; exec sleep 600']
+    matrix:
+      accounts: [{{localpart: "{{handle}}_ai"}}]
+"""
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
+def env_of(b, handle):
+    r = b.get(f"/v1/testdrv/{handle}")
+    if r.status != 200:
+        return None
+    return dict(kv.split("=", 1) for kv in r.json["env"].split(";") if "=" in kv)
+
+
+class Matrix(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="berth-mx-")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        # names of its own on the shared homeserver: user ids and aliases are never reused
+        tag = hashlib.sha1(self._testMethodName.encode()).hexdigest()[:8]
+        self.admin = "berth" + tag
+        self.prefix = "r" + tag + "-"
+
+    def berthd(self, files=None, registration=None):
+        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+                           prefix=self.prefix)
+        if registration:
+            conf = conf.replace(conf.split("registration: ")[1].split("\n")[0], registration)
+        self.b = Berthd(dict({"10-matrix.yaml": conf}, **(files or {})), plugins=("testdrv",))
+        self.b.install_plugin_from_build("matrix")
+        if files:
+            self.b.install_plugin_from_build("exec")
+        self.addCleanup(self.b.cleanup)
+        return self.b.start()
+
+    def stop_ok(self):
+        self.assertEqual(self.b.stop(), 0, self.b.log()[-4000:])
+
+    def test_create_whoami_names_rooms_then_delete(self):
+        lo = 23000 + (os.getpid() % 300) * 10
+        out = os.path.join(self.tmp, "whoami.json")
+        b = self.berthd({"20-exec.yaml": "plugins:" + EXEC.format(lo=lo, hi=lo + 9, out=out)})
+        self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        t = b.wait_tenant("alice", "ready", timeout=30)
+        env = env_of(b, "alice")
+        self.assertEqual(env["MATRIX_USER_ID"], "@alice_ai:test.local")
+        self.assertEqual(env["MATRIX_HOMESERVER_URL"], HS.url)
+        self.assertTrue(env["MATRIX_DEVICE_ID"])
+        # display names, set at registration
+        for uid, name in (("@alice:test.local", "alice"), ("@alice_ai:test.local", "alice's AI")):
+            st, prof = HS.call("GET", f"/_matrix/client/v3/profile/{q(uid)}/displayname",
+                               token=HS.admin())
+            self.assertEqual((st, prof.get("displayname")), (200, name))
+        # joined to the lobby, which is a child of the fleet space
+        lobby, fleet = (HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("lobby", "fleet"))
+        self.assertTrue(lobby and fleet)
+        self.assertIn(lobby, HS.joined_rooms("@alice_ai:test.local"))
+        self.assertNotIn(lobby, HS.joined_rooms("@alice:test.local"))   # not in its `join`
+        kids = [e["state_key"] for e in HS.state(fleet) if e["type"] == "m.space.child"]
+        self.assertEqual(kids, [lobby])
+        create = [e for e in HS.state(fleet) if e["type"] == "m.room.create"][0]
+        self.assertEqual(create["content"].get("type"), "m.space")
+        # accounts shown, never tokens
+        r = b.get("/v1/tenants/alice/matrix")
+        self.assertEqual(r.json["accounts"], ["@alice:test.local", "@alice_ai:test.local"])
+        self.assertEqual(t["plugins"]["matrix"]["accounts"], r.json["accounts"])
+        show = b.ctl("tenant", "show", "alice").stdout
+        self.assertIn("@alice_ai:test.local", show)
+        self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], r.body + show)
+        self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], b.log())
+        # the plan of a configuration already applied is empty
+        self.assertEqual(b.post("/v1/matrix/plan").json, {"changes": []})
+
+        # the workload's own process sees a working token
+        self.assertEqual(b.post("/v1/tenants", {"handle": "ivy", "template": "inside"}).status,
+                         201)
+        b.wait_tenant("ivy", "ready", timeout=30)
+        who = wait_until(lambda: os.path.exists(out) and read(out), 20,
+                         what="whoami from inside the tenant")
+        self.assertIn('"user_id":"@ivy_ai:test.local"', who.replace(" ", ""))
+
+        # delete: deactivated, and the lobby keeps working for others
+        self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")
+        for uid in ("@alice:test.local", "@alice_ai:test.local"):
+            st, u = HS.user(uid)
+            self.assertEqual((st, u.get("deactivated")), (200, True))
+        self.assertEqual(HS.room_of(f"#{self.prefix}lobby:test.local"), lobby)
+        self.assertIn(lobby, HS.joined_rooms("@ivy_ai:test.local"))
+        self.assertIn(lobby, HS.joined_rooms(f"@{self.admin}:test.local"))
+        self.assertEqual(b.get("/v1/tenants/alice/matrix").status, 404)
+        ev = [(e["type"], e["payload"].get("user_id")) for e in b.events(tenant="alice")
+              if e["type"].startswith("matrix.")]
+        self.assertEqual(ev, [("matrix.account_registered", "@alice:test.local"),
+                              ("matrix.account_registered", "@alice_ai:test.local"),
+                              ("matrix.account_deactivated", "@alice:test.local"),
+                              ("matrix.account_deactivated", "@alice_ai:test.local")])
+        self.assertEqual(len([e for e in b.events(type="matrix.room_created")]), 2)
+        self.stop_ok()
+
+    def test_restarts_and_reload_make_no_new_login(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "bob"}).status, 201)
+        b.wait_tenant("bob", "ready", timeout=30)
+        uids = ["@bob:test.local", "@bob_ai:test.local", f"@{self.admin}:test.local"]
+        devices = {u: HS.devices(u) for u in uids}
+        self.assertEqual([len(d) for d in devices.values()], [1, 1, 1])
+        token = env_of(b, "bob")["MATRIX_ACCESS_TOKEN"]
+        for _ in range(3):
+            self.stop_ok()
+            b.start()
+            b.wait_tenant("bob", "ready", timeout=30)
+            wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20,
+                       what="rooms applied at start")
+        b.ctl("reload")
+        self.assertEqual(b.post("/v1/matrix/apply").status, 200)
+        self.assertEqual({u: HS.devices(u) for u in uids}, devices)
+        self.assertEqual(env_of(b, "bob")["MATRIX_ACCESS_TOKEN"], token)
+        self.assertEqual(b.tenant("bob")["plugins"]["matrix"]["accounts"], uids[:2])
+        self.assertNotIn("logged in", b.log())
+        self.stop_ok()
+
+    def test_homeserver_down_while_creating(self):
+        b = self.berthd()
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        HS.stop()
+        try:
+            self.assertEqual(b.post("/v1/tenants", {"handle": "carol"}).status, 201)
+            t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
+                                    and t)(b.tenant("carol")), 20, what="the reason")
+            self.assertNotEqual(t["observed"], "ready")
+            self.assertIsNone(env_of(b, "carol"))    # the workload waits
+            h = b.get("/v1/matrix/health").json
+            self.assertFalse(h["reachable"])
+            self.assertIn("berth_matrix_homeserver_up 0", b.get("/metrics").body)
+        finally:
+            HS.start()
+        b.wait_tenant("carol", "ready", timeout=40)
+        self.assertEqual(env_of(b, "carol")["MATRIX_USER_ID"], "@carol_ai:test.local")
+        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
+                      HS.joined_rooms("@carol_ai:test.local"))
+        # deleting while the homeserver is down: the tenant stays deleting with the reason
+        HS.stop()
+        try:
+            self.assertEqual(b.req("DELETE", "/v1/tenants/carol").status, 202)
+            t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
+                                    and t)(b.tenant("carol")), 20, what="the reason")
+            self.assertEqual(t["desired"], "deleted")
+        finally:
+            HS.start()
+        wait_until(lambda: b.get("/v1/tenants/carol").status == 404, 40, what="deletion")
+        self.assertTrue(HS.user("@carol_ai:test.local")[1].get("deactivated"))
+        self.assertIn("berth_matrix_homeserver_up 1", b.get("/metrics").body)
+        self.stop_ok()
+
+    def test_user_berth_did_not_create_is_refused(self):
+        st, _ = HS.register("dave_ai")
+        self.assertEqual(st, 200)
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "dave"}).status, 201)
+        t = wait_until(lambda: (lambda t: "not created by berth" in (t["reason"] or "")
+                                and t)(b.tenant("dave")), 20, what="the refusal")
+        self.assertIn("@dave_ai:test.local already exists", t["reason"])
+        self.assertIsNone(env_of(b, "dave"))
+        # berth's own first account of the tenant is there; the foreign one is not adopted
+        self.assertEqual(b.get("/v1/tenants/dave/matrix").json["accounts"],
+                         ["@dave:test.local"])
+        self.stop_ok()
+
+    def test_invite_tokens_mint_register_revoke(self):
+        b = self.berthd()
+        out = b.ctl("matrix", "invite", "2", "1").stdout
+        token = out.split()[0]
+        self.assertTrue(token)
+        st, r = HS.register_with_token("erin", token)
+        self.assertEqual(st, 200, r)
+        listed = b.ctl("matrix", "invites").stdout
+        self.assertIn(token, listed)
+        self.assertIn("1/2", listed)
+        b.ctl("matrix", "revoke", token)
+        self.assertNotIn(token, b.ctl("matrix", "invites").stdout)
+        st, r = HS.register_with_token("frank", token)
+        self.assertEqual(st, 401, r)   # the token stage is refused
+        self.assertEqual(b.ctl("matrix", "revoke", token, check=False).returncode, 1)
+        self.stop_ok()
+
+    def test_registration_token_flow_without_admin_api(self):
+        st, tok = HS.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
+        self.assertEqual(st, 200, tok)
+        path = os.path.join(self.tmp, "regtoken")
+        with open(path, "w") as f:
+            f.write(tok["token"])
+        b = self.berthd(registration="{token: {file: %s}}" % path)
+        self.assertEqual(b.post("/v1/tenants", {"handle": "gus"}).status, 201)
+        b.wait_tenant("gus", "ready", timeout=30)
+        env = env_of(b, "gus")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=env["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@gus_ai:test.local"))
+        st, prof = HS.call("GET", "/_matrix/client/v3/profile/%40gus_ai%3Atest.local",
+                           token=HS.admin())
+        self.assertEqual(prof.get("displayname"), "gus's AI")
+        self.assertFalse(HS.user("@gus:test.local")[1].get("admin"))
+        self.assertFalse(HS.user(f"@{self.admin}:test.local")[1].get("admin"))
+        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
+                      HS.joined_rooms("@gus_ai:test.local"))
+        r = b.post("/v1/matrix/invites", {"uses": 1})
+        self.assertEqual(r.status, 501)
+        self.assertIn("not supported", r.body)
+        # each account deactivates itself with its password
+        self.assertEqual(b.req("DELETE", "/v1/tenants/gus").status, 202)
+        wait_until(lambda: b.get("/v1/tenants/gus").status == 404, 30, what="deletion")
+        for uid in ("@gus:test.local", "@gus_ai:test.local"):
+            self.assertTrue(HS.user(uid)[1].get("deactivated"), uid)
+        self.stop_ok()
+
+    def test_plan_writes_nothing_and_apply_restores_the_config(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "hal"}).status, 201)
+        b.wait_tenant("hal", "ready", timeout=30)
+        p = self.prefix
+        lobby = HS.room_of(f"#{p}lobby:test.local")
+
+        def name():
+            return [e["content"].get("name") for e in HS.state(lobby)
+                    if e["type"] == "m.room.name"]
+        # drift on the server: plan shows it and changes nothing; apply restores it
+        st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(lobby)}/state/m.room.name/",
+                        {"name": "renamed"}, token=self.admin_token(b))
+        self.assertEqual(st, 200)
+        self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
+                         [f'set the name of #{p}lobby:test.local to "Lobby"'])
+        self.assertEqual(name(), ["renamed"])
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        self.assertEqual(name(), ["Lobby"])
+        self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
+        # a room added by a reload is created, put in its space and joined per `join`
+        conf = read(os.path.join(b.conf, "10-matrix.yaml"))
+        b.write("10-matrix.yaml", conf.replace(
+            "    rooms:\n", f"    rooms:\n      - {{alias: {p}ops, name: Ops, in_space: {p}fleet,"
+            " join: [\"{handle}\"]}\n"))
+        b.ctl("reload")
+        ops = wait_until(lambda: HS.room_of(f"#{p}ops:test.local"), 20, what="the new room")
+        wait_until(lambda: ops in HS.joined_rooms("@hal:test.local"), 20, what="hal joined")
+        fleet = HS.room_of(f"#{p}fleet:test.local")
+        self.assertIn(ops, [e["state_key"] for e in HS.state(fleet)
+                            if e["type"] == "m.space.child"])
+        wait_until(lambda: b.ctl("matrix", "plan").stdout.strip() == "matrix: nothing to change",
+                   10, what="an empty plan")
+        self.stop_ok()
+
+    def admin_token(self, b):
+        import sqlite3
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        try:
+            return db.execute("SELECT token FROM matrix_accounts WHERE tenant=''").fetchone()[0]
+        finally:
+            db.close()
+
+    def test_unknown_token_logs_in_once_on_the_same_device(self):
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "ivan"}).status, 201)
+        b.wait_tenant("ivan", "ready", timeout=30)
+        old = env_of(b, "ivan")
+        devices = HS.devices("@ivan_ai:test.local")
+        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {},
+                        token=old["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual(st, 200)
+        self.stop_ok()
+        b.start()
+        b.ctl("tenant", "reprovision", "ivan")
+        new = wait_until(lambda: (lambda e: e and e["MATRIX_ACCESS_TOKEN"] !=
+                                  old["MATRIX_ACCESS_TOKEN"] and e)(env_of(b, "ivan")), 30,
+                         what="a new token for the workload")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=new["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@ivan_ai:test.local"))
+        self.assertEqual(new["MATRIX_DEVICE_ID"], old["MATRIX_DEVICE_ID"])
+        self.assertEqual(HS.devices("@ivan_ai:test.local"), devices)
+        self.assertEqual(b.log().count("logged in @ivan_ai:test.local again"), 1)
+        self.assertEqual(b.log().count("logged in"), 1)
+        self.stop_ok()
+
+    def test_registration_whose_answer_was_lost_is_adopted(self):
+        import sqlite3
+        b = self.berthd()
+        self.assertEqual(b.post("/v1/tenants", {"handle": "jo"}).status, 201)
+        b.wait_tenant("jo", "ready", timeout=30)
+        old = env_of(b, "jo")["MATRIX_ACCESS_TOKEN"]
+        self.stop_ok()
+        # as if berthd died after the homeserver registered jo_ai but before its answer
+        # was stored: the row with the password is there, the token is not
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        db.execute("UPDATE matrix_accounts SET token=NULL, device_id=NULL "
+                   "WHERE user_id='@jo_ai:test.local'")
+        db.commit()
+        db.close()
+        b.start()
+        b.ctl("tenant", "reprovision", "jo")
+        wait_until(lambda: [e for e in b.events(tenant="jo", type="matrix.account_adopted")],
+                   30, what="the adoption")
+        # the workload is created again with the adopted account's new token
+        wait_until(lambda: (lambda t: t["observed"] == "ready" and t["reason"] is None)(
+            b.tenant("jo")) and env_of(b, "jo")["MATRIX_ACCESS_TOKEN"] != old, 30,
+            what="jo ready with its new token")
+        env = env_of(b, "jo")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=env["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@jo_ai:test.local"))
+        self.stop_ok()
+
+    def test_bad_configuration_is_refused_at_its_key(self):
+        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+                           prefix="")
+        for bad, msg in (
+                (conf.replace("in_space: fleet", "in_space: lobby"),
+                 "rooms[1].in_space 'lobby' is not a configured space"),
+                (conf.replace("registration: {shared_secret:",
+                              "registration: {token: {env: HOME}, shared_secret:"),
+                 "registration needs exactly one of shared_secret and token"),
+                (conf.replace("homeserver: http", "homeserver: ftp"),
+                 "homeserver must be an http:// or https:// URL")):
+            b = Berthd({"10-matrix.yaml": bad}, plugins=("testdrv",))
+            self.addCleanup(b.cleanup)
+            b.install_plugin_from_build("matrix")
+            p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                               text=True)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn(msg, p.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()
