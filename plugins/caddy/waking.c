@@ -153,12 +153,14 @@ static void hold_gone(berth_req *r, void *arg)
     hold_answer(arg, 503);      /* ends the request; nobody reads it */
 }
 
-static void hold(struct caddy *c, berth_req *r, const char *handle)
+/* A held request, linked into c->holds; NULL (the request answered with the waking page)
+ * when there is no memory for it. */
+static struct hold *hold_new(struct caddy *c, berth_req *r, const char *handle)
 {
     struct hold *h = calloc(1, sizeof *h);
     if (!h) {
         waking_page(r, handle);
-        return;
+        return NULL;
     }
     h->c = c;
     h->req = r;
@@ -166,6 +168,13 @@ static void hold(struct caddy *c, berth_req *r, const char *handle)
     location_of(r, h->location, sizeof h->location);
     h->next = c->holds;
     c->holds = h;
+    return h;
+}
+
+static void hold(struct caddy *c, berth_req *r, const char *handle)
+{
+    struct hold *h = hold_new(c, r, handle);
+    if (!h) return;
     h->waiting = true;
     if (H->tenant_wait_ready(c->self, handle, c->cfg.waking.hold, ready_cb, h)) {
         h->waiting = false;
@@ -184,18 +193,9 @@ static void hold(struct caddy *c, berth_req *r, const char *handle)
 
 static void retry_later(struct caddy *c, berth_req *r, const char *handle)
 {
-    struct hold *h = calloc(1, sizeof *h);
-    if (!h) {
-        waking_page(r, handle);
-        return;
-    }
-    h->c = c;
-    h->req = r;
+    struct hold *h = hold_new(c, r, handle);
+    if (!h) return;
     h->ready = true;
-    snprintf(h->handle, sizeof h->handle, "%s", handle);
-    location_of(r, h->location, sizeof h->location);
-    h->next = c->holds;
-    c->holds = h;
     h->timer = H->timer_start(c->self, RETRY_MS, 0, hold_expired, h);
     H->on_close(r, hold_gone, h);
 }
