@@ -57,10 +57,14 @@ static void show_tenant(const cJSON *t)
            ctl_str(t, "observed"));
     printf("id:            %s\naddress:       %s\nreason:        %s\n", ctl_str(t, "id"),
            ctl_str(t, "address"), ctl_str(t, "reason"));
+    printf("created:       %s\nlast activity: %s\n", created, act);
+    /* since SDK 1.1 idle settings are the lifecycle plugin's: the core knows no deadline,
+     * and a missing one is not "never" */
     cJSON *dl = cJSON_GetObjectItem(t, "idle_deadline_ms");
-    ctl_fmt_time(cJSON_IsNumber(dl) ? dl->valuedouble : 0, idle, sizeof idle);
-    printf("created:       %s\nlast activity: %s\nidle deadline: %s\n", created, act,
-           cJSON_IsNumber(dl) ? idle : "never");
+    if (cJSON_IsNumber(dl)) {
+        ctl_fmt_time(dl->valuedouble, idle, sizeof idle);
+        printf("idle deadline: %s\n", idle);
+    }
     printf("health:        %s\nbusy:          %.0f\nrestarts:      %.0f\ncrashes:       %.0f\n",
            ctl_str(t, "health"), ctl_num(t, "busy"), ctl_num(t, "restarts"),
            ctl_num(t, "crashes"));
