@@ -42,6 +42,8 @@ static void show_provisioners(const cJSON *ps)
             ctl_fmt_time(next, when, sizeof when);
             printf(", next try %s", when);
         }
+        if (cJSON_IsTrue(cJSON_GetObjectItem(p, "permanent")))
+            printf(", not retried (reprovision runs it again)");
         printf("\n");
     }
 }

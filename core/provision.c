@@ -32,7 +32,7 @@ struct pstate {
     char *name;                 /* the provisioner's instance name */
     enum pst st;
     char *message;              /* the last failure, or why it is pending */
-    int64_t attempts, next_retry_ms;
+    int64_t attempts, next_retry_ms;   /* next_retry_ms < 0: a permanent failure */
     uint64_t digest;            /* of the template block it last ran with */
     bool applied;               /* the tenant's workload, if any, has env and labels */
     bool rerun;                 /* asked to run again while its op was in flight */
@@ -276,21 +276,30 @@ static bool our_reason(const struct tenant *t)
                          !strncmp(t->reason, "deleting: deprovision", 21));
 }
 
+/* A provision finished with BERTH_EPERM will not succeed by waiting (a name someone else
+ * owns): it is not retried until its block changes or an operator reprovisions. A
+ * deprovision always is: giving up on one would leave the tenant's things behind. */
 static void failed(struct tenant *t, struct pstate *ps, bool de, int status, const char *msg)
 {
     ps->attempts++;
     const struct core_cfg *c = &C.gen->core;
-    int64_t delay = status == BERTH_EAGAIN ? c->reconcile.retry_base
-                                           : reconcile_backoff(ps->attempts);
+    bool permanent = !de && status == BERTH_EPERM;
+    int64_t delay = permanent ? -1 : status == BERTH_EAGAIN ? c->reconcile.retry_base
+                                                           : reconcile_backoff(ps->attempts);
     ps->st = de ? PS_DEPROVISION_FAILED : PS_FAILED;
     str_set(&ps->message, msg && *msg ? msg : berth_strerror(status));
-    ps->next_retry_ms = wall_ms() + delay;
+    ps->next_retry_ms = permanent ? -1 : wall_ms() + delay;
     ps_save(t, ps);
     set_reason(t, xasprintf("%sprovisioner '%s' failed: %s", de ? "deleting: de" : "",
                             ps->name, ps->message));
-    pretry_at(t, ps->next_retry_ms);
-    blog(BERTH_LOG_WARN, "core", "tenant %s: %s (attempt %" PRId64 ", retry in %" PRId64 "ms)",
-         t->handle, t->reason, ps->attempts, delay);
+    if (permanent)
+        blog(BERTH_LOG_WARN, "core", "tenant %s: %s (permanent: not retried until its block "
+             "changes or it is reprovisioned)", t->handle, t->reason);
+    else {
+        pretry_at(t, ps->next_retry_ms);
+        blog(BERTH_LOG_WARN, "core", "tenant %s: %s (attempt %" PRId64 ", retry in %" PRId64
+             "ms)", t->handle, t->reason, ps->attempts, delay);
+    }
     if (de) {
         struct berth_ev_tenant_deprovision_failed ev = {sizeof ev, ps->name, ps->message,
                                                         ps->attempts, delay};
@@ -421,6 +430,7 @@ bool provision_step(struct tenant *t, const struct tmpl *tm)
             ps->attempts = 0;
             ps->next_retry_ms = 0;
         }
+        if (ps && ps->st == PS_FAILED && ps->next_retry_ms < 0) break;   /* permanent */
         if (ps && ps->st == PS_FAILED && ps->next_retry_ms > now) {
             pretry_at(t, ps->next_retry_ms);
             break;
@@ -577,7 +587,9 @@ void provision_json(const struct tenant *t, cJSON *o)
         if (ps->message) cJSON_AddStringToObject(j, "message", ps->message);
         else cJSON_AddNullToObject(j, "message");
         cJSON_AddNumberToObject(j, "attempts", (double)ps->attempts);
-        cJSON_AddNumberToObject(j, "next_retry_ms", (double)ps->next_retry_ms);
+        bool permanent = ps->st == PS_FAILED && ps->next_retry_ms < 0;
+        cJSON_AddNumberToObject(j, "next_retry_ms", permanent ? 0 : (double)ps->next_retry_ms);
+        cJSON_AddBoolToObject(j, "permanent", permanent);
         struct provisioner *p = prov_find(ps->name);
         if (p) cJSON_AddNumberToObject(j, "order", p->p.order);
         cJSON_AddBoolToObject(j, "loaded", p != NULL);

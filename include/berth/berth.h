@@ -255,7 +255,10 @@ struct berth_driver {
  * an operator asks (reprovision). Both calls must therefore be idempotent: provision() for
  * a tenant that already has its key returns the same env; deprovision() of something
  * already gone succeeds. An op status of BERTH_EAGAIN is retried soon, others with backoff;
- * the message lands in the tenant's status. */
+ * the message lands in the tenant's status. A provision finished with BERTH_EPERM is a
+ * permanent failure (waiting will not help: a name someone else owns): it stays failed and
+ * runs again only when its block changes or on reprovision. Deprovisions are always
+ * retried. */
 struct berth_provisioner {
     size_t size;                        /* sizeof(struct berth_provisioner) */
     int order;                          /* lower first: e.g. keys 100, accounts 200, routes 900 */

@@ -76,7 +76,8 @@ struct berth_ev_config_reloaded {
 struct berth_ev_plugin_loaded { size_t size; const char *name, *module, *version; };
 struct berth_ev_plugin_unloaded { size_t size; const char *name; int64_t leaks; };
 
-/* provisioner: the instance name; failures carry the reason and the retry schedule */
+/* provisioner: the instance name; failures carry the reason and the retry schedule
+ * (retry_in_ms -1: a permanent provision failure, BERTH_EPERM, not retried) */
 struct berth_ev_tenant_provisioned { size_t size; const char *provisioner; };
 struct berth_ev_tenant_provision_failed {
     size_t size; const char *provisioner, *reason; int64_t attempts, retry_in_ms;

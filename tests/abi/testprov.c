@@ -12,7 +12,7 @@
 #include <string.h>
 
 struct cfg { int64_t order, delay; bool hold, fail_start, count, done_twice, bad_utf8; };
-struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain; };
+struct blk { const char *env, *value, *label; int64_t fail, deprov_fail; bool eagain, eperm; };
 
 static const struct berth_cfg_item schema[] = {
     {"order", BERTH_CFG_INT, "100", -100000, 100000, offsetof(struct cfg, order),
@@ -48,6 +48,8 @@ static const struct berth_cfg_item tschema[] = {
      "fail this many deprovisions of each tenant first", 0, NULL, NULL},
     {"eagain", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct blk, eagain),
      "failures are BERTH_EAGAIN (retry soon)", 0, NULL, NULL},
+    {"eperm", BERTH_CFG_BOOL, "false", 0, 0, offsetof(struct blk, eperm),
+     "failures are BERTH_EPERM (permanent for a provision)", 0, NULL, NULL},
     {0},
 };
 
@@ -116,7 +118,8 @@ static void finish(struct job *j)
         char msg[96];
         snprintf(msg, sizeof msg, "testprov: %s %ld of %ld refused%s", kind, calls, (long)fails,
                  p->cfg.bad_utf8 ? " \xff\xfe" : "");
-        H->op_done(j->op, j->b.eagain ? BERTH_EAGAIN : BERTH_EIO, NULL, msg);
+        H->op_done(j->op, j->b.eagain ? BERTH_EAGAIN : j->b.eperm ? BERTH_EPERM : BERTH_EIO,
+                    NULL, msg);
     } else if (j->de) {
         if (p->cfg.count) count(p, j->handle, "deprovisioned");
         H->op_done(j->op, 0, NULL, NULL);

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 from harness import BERTHD, Berthd, free_port, wait_until
@@ -226,6 +227,13 @@ class Matrix(unittest.TestCase):
         t = wait_until(lambda: (lambda t: "not created by berth" in (t["reason"] or "")
                                 and t)(b.tenant("dave")), 20, what="the refusal")
         self.assertIn("@dave_ai:test.local already exists", t["reason"])
+        mx = t["provisioners"]["matrix"]
+        self.assertEqual((mx["state"], mx["attempts"], mx["permanent"]), ("failed", 1, True))
+        # not retried: over a few backoff periods (retry_max 500ms) attempts stay at 1
+        end = time.time() + 1.5
+        while time.time() < end:
+            self.assertEqual(b.tenant("dave")["provisioners"]["matrix"]["attempts"], 1)
+            time.sleep(0.05)
         self.assertIsNone(env_of(b, "dave"))
         # berth's own first account of the tenant is there; the foreign one is not adopted
         self.assertEqual(b.get("/v1/tenants/dave/matrix").json["accounts"],

@@ -3,6 +3,7 @@ labels, retry with backoff, survive a SIGKILL, re-run on a block change or on re
 deprovision (in reverse order) before a tenant is gone."""
 import json
 import signal
+import time
 import unittest
 
 from harness import BerthTest, wait_until
@@ -112,6 +113,30 @@ class Provisioners(BerthTest):
         self.assertEqual(t["provisioners"]["keys"]["state"], "done")
         self.assertEqual(types(b, "bob").count("container.created"), 2)
         self.assertEqual(self.calls("routes", "bob")["provisioned"], 2)   # its block is same
+
+    def test_eperm_is_permanent_until_reprovisioned(self):
+        b = self.b
+        b.write("10-test.yaml", conf(fail=1).replace("fail: 1", "fail: 1, eperm: true"))
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        b.post("/v1/tenants", {"handle": "ivan"})
+        t = wait_until(lambda: (lambda t: "provisioner 'keys' failed" in (t["reason"] or "")
+                                and t)(b.tenant("ivan")), what="the refusal")
+        self.assertIn("provision 1 of 1 refused", t["reason"])
+        keys = t["provisioners"]["keys"]
+        self.assertEqual((keys["state"], keys["attempts"], keys["permanent"]),
+                         ("failed", 1, True))
+        self.assertIn("not retried", b.ctl("tenant", "show", "ivan").stdout)
+        # retry_max is 200ms: over five of them a retried failure would have run again
+        end = time.time() + 1.0
+        while time.time() < end:
+            self.assertEqual(self.calls("keys", "ivan")["provision_started"], 1)
+            time.sleep(0.05)
+        self.assertEqual(b.tenant("ivan")["provisioners"]["keys"]["attempts"], 1)
+        self.assertIsNone(self.env("ivan"))
+        b.ctl("tenant", "reprovision", "ivan")
+        t = b.wait_tenant("ivan", "ready")
+        self.assertEqual(t["provisioners"]["keys"]["permanent"], False)
+        self.assertIn("API_KEY=k1-ivan;", self.env("ivan"))
 
     def test_failing_deprovision_keeps_the_tenant_deleting(self):
         b = self.b
