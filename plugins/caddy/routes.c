@@ -430,7 +430,8 @@ static void server_answer(struct caddy *c, const struct berth_http_result *res)
     free(container);
     if (body) {
         if (!admin_call(c, CALL_SRV_PUT, method, path, body)) {     /* takes body */
-            H->log(c->self, BERTH_LOG_INFO, "Caddy lacks server %s: creating it", c->cfg.server);
+            H->log(c->self, BERTH_LOG_INFO, "Caddy lacks server %s or its routes: adding them",
+                   c->cfg.server);
             return;
         }
         snprintf(err, sizeof err, "the admin API call could not start");
