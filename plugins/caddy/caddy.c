@@ -54,6 +54,9 @@ static const struct berth_cfg_item schema[] = {
      "access log get one tenant.activity per interval", 0, NULL, NULL},
     {"extra_hosts", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct caddy_cfg, extra_hosts),
      "hostnames besides tenants' that ask approves for on-demand TLS", 0, NULL, NULL},
+    {"server_listen", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct caddy_cfg, server_listen),
+     "listen addresses of the server berth creates when Caddy has none (e.g. [\":8080\"]); "
+     "unset: berth never creates it", 0, NULL, NULL},
     {0},
 };
 

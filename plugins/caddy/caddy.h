@@ -25,6 +25,7 @@ struct caddy_cfg {
     int64_t batch, check, timeout, activity_interval;
     struct caddy_waking waking;
     struct berth_strlist extra_hosts;
+    struct berth_strlist server_listen;     /* empty: berth never creates the server */
 };
 
 struct caddy_blk { const char *domain; };
@@ -103,6 +104,12 @@ void routes_start(struct caddy *c);
 void routes_stop(struct caddy *c);
 void op_wait_add(struct caddy *c, berth_op *op);
 char *routes_status_json(struct caddy *c, const struct route *r);
+
+/* server.c: the body and where it goes (`method` on `path`) that give a Caddy whose config
+ * is `cfg` the configured server with `container` as its routes; NULL with `err` when berth
+ * must not or cannot create it. The caller frees the result. */
+char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char *container,
+                    char *path, size_t path_len, const char **method, char *err, size_t err_len);
 
 /* list.c */
 void routes_list(berth_req *req, void *arg);

@@ -23,7 +23,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK, CALL_LOG_GET, CALL_LOG_PUT };
+enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK, CALL_LOG_GET, CALL_LOG_PUT,
+       CALL_SRV_GET, CALL_SRV_PUT };
 
 static const char *const steps[] = {
     "CREATE TABLE caddy_routes (inst TEXT NOT NULL, handle TEXT NOT NULL, host TEXT NOT NULL,"
@@ -35,6 +36,7 @@ static void schedule(struct caddy *c, int64_t delay);
 static int64_t batch_wait(struct caddy *c);
 static void logger_write(struct caddy *c);
 static void logger_answer(struct caddy *c, int kind, const struct berth_http_result *res);
+static void server_answer(struct caddy *c, const struct berth_http_result *res);
 
 struct route *route_find(struct caddy *c, const char *handle)
 {
@@ -318,6 +320,8 @@ static void written(struct caddy *c)
     waking_acked(c);
 }
 
+static void failed_msg(struct caddy *c);
+
 static void failed(struct caddy *c, const char *what, const struct berth_http_result *res)
 {
     if (res->status)
@@ -325,6 +329,12 @@ static void failed(struct caddy *c, const char *what, const struct berth_http_re
                  (int)(res->body_len > 160 ? 160 : res->body_len), res->body ? res->body : "");
     else
         snprintf(c->last_error, sizeof c->last_error, "%s: %s", what, res->message);
+    failed_msg(c);
+}
+
+/* A failure whose text is in last_error already. */
+static void failed_msg(struct caddy *c)
+{
     size_t n = strlen(c->last_error);
     while (n && (c->last_error[n - 1] == '\n')) c->last_error[--n] = 0;
     c->failures++;
@@ -362,7 +372,17 @@ static void on_call(const struct berth_http_result *res, void *arg)
         body = NULL;
         if (!rc) return;
     }
+    if (kind == CALL_INSERT && !ok && res->status) {
+        /* no server to insert into (Caddy started without a config?): see what it has */
+        free(body);
+        if (!admin_call(c, CALL_SRV_GET, "GET", "/config/", NULL)) return;
+        body = NULL;
+    }
     free(body);
+    if (kind == CALL_SRV_GET) {
+        server_answer(c, res);
+        return;
+    }
     if (kind == CALL_LOG_GET || kind == CALL_LOG_PUT) {
         logger_answer(c, kind, res);
         return;
@@ -381,14 +401,44 @@ static void on_call(const struct berth_http_result *res, void *arg)
         return;
     }
     if (ok) written(c);
-    else failed(c, kind == CALL_INSERT ? "inserting berth's routes" : "writing routes", res);
-    if (ok && kind == CALL_INSERT) c->log_written = false;    /* a Caddy we had not seen */
+    else failed(c, kind == CALL_PATCH ? "writing routes" : kind == CALL_INSERT ?
+                "inserting berth's routes" : "creating Caddy's server", res);
+    if (ok && kind != CALL_PATCH) c->log_written = false;     /* a Caddy we had not seen */
     if (ok && !c->log_written && c->cfg.access_log && *c->cfg.access_log) {
         logger_write(c);
         return;
     }
     if (c->gen > c->acked || c->lost)
         schedule(c, ok ? batch_wait(c) : (c->cfg.batch > 1000 ? c->cfg.batch : 1000));
+}
+
+/* Caddy's config, read after berth's route could not be inserted into the server: create
+ * what is missing of it (server.c), with our container in it, or say why not. */
+static void server_answer(struct caddy *c, const struct berth_http_result *res)
+{
+    if (res->status != 200) {
+        failed(c, "reading Caddy's config", res);
+        schedule(c, 1000);
+        return;
+    }
+    char path[300], err[200];
+    const char *method = "PUT";
+    char *container = container_json(c);
+    char *body = container ? server_create(c, res->body, res->body_len, container, path,
+                                           sizeof path, &method, err, sizeof err) : NULL;
+    if (!container) snprintf(err, sizeof err, "out of memory");
+    free(container);
+    if (body) {
+        if (!admin_call(c, CALL_SRV_PUT, method, path, body)) {     /* takes body */
+            H->log(c->self, BERTH_LOG_INFO, "Caddy lacks server %s or its routes: adding them",
+                   c->cfg.server);
+            return;
+        }
+        snprintf(err, sizeof err, "the admin API call could not start");
+    }
+    snprintf(c->last_error, sizeof c->last_error, "inserting berth's routes: %s", err);
+    failed_msg(c);
+    schedule(c, 1000);
 }
 
 /* Berth's logger in Caddy (logging.logs.<id>, a `net` writer to access_log): written after

@@ -43,10 +43,12 @@ class Caddy:
                 "storage": {"module": "file_system", "root": os.path.join(self.dir, "data")},
                 "apps": apps}
 
-    def start(self):
+    def start(self, empty=False):
+        """empty: Caddy with no config but its admin endpoint (no apps, no server)."""
         path = os.path.join(self.dir, "caddy.json")
+        cfg = self.config()
         with open(path, "w") as f:
-            json.dump(self.config(), f)
+            json.dump({"admin": cfg["admin"]} if empty else cfg, f)
         if os.path.exists(self.admin):
             os.unlink(self.admin)
         env = dict(os.environ, HOME=self.dir, XDG_CONFIG_HOME=os.path.join(self.dir, "cfg"),

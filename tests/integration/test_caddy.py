@@ -81,7 +81,8 @@ class CaddyTest(unittest.TestCase):
         conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
                        "listen": self.listen, "mode": self.mode, "batch": self.batch,
                        "idle": self.idle, "tenant": os.path.abspath(TENANT),
-                       "extra": self.extra.replace("{free}", str(free_port()))}
+                       "extra": self.extra.replace("{free}", str(free_port()))
+                                          .replace("{caddy}", str(self.caddy.port))}
         self.b = Berthd({"10.yaml": conf}, plugins=())
         for m in ("exec", "lifecycle", "caddy"):
             self.b.install_plugin_from_build(m)
@@ -206,6 +207,19 @@ class Routes(CaddyTest):
         wait_until(lambda: get(c.port, "cid.example.test")[0] == 200, 10, what="cid served")
         self.assertEqual(get(c.port, "ann.example.test"), (200, "hi from ann /"))
         self.assertTrue(self.foreign_intact())
+
+    def test_caddy_restarted_empty_without_server_listen_says_why(self):
+        b, c = self.b, self.caddy
+        b.post("/v1/tenants", {"handle": "eve", "desired": "asleep"})
+        wait_until(lambda: "eve" in (self.held() or {}), 10, what="eve's route")
+        c.kill()
+        c.start(empty=True)
+        wait_until(lambda: "set server_listen" in b.ctl("routes", check=False).stdout, 10,
+                   what="berthctl routes to say the server is missing")
+        self.assertIsNone(c.api("GET", "/config/apps")[1])     # berth created nothing
+        c.kill()
+        c.start()               # Caddy's own config again: the route is back, eve goes
+        wait_until(lambda: "eve" in (self.held() or {}), 10, what="eve's route again")
 
     def test_ask_approves_tenant_hosts_only(self):
         b = self.b
@@ -366,6 +380,31 @@ class Activity(CaddyTest):
     def has_logger(self):
         st, obj = self.caddy.api("GET", "/config/logging/logs/berth")
         return st == 200 and obj and obj["writer"]["output"] == "net"
+
+
+class EmptyCaddy(CaddyTest):
+    extra = 'server_listen: ["127.0.0.1:{caddy}"]'
+
+    def test_caddy_restarted_with_no_config_gets_a_server_and_routes(self):
+        b, c = self.b, self.caddy
+        b.post("/v1/tenants", {"handle": "ann"})
+        addr = b.wait_tenant("ann", "ready")["address"]
+        wait_until(lambda: (self.held() or {}).get("ann") == addr, 10, what="ann's route")
+        # the server exists: berth inserted its route and left the server as it was
+        self.assertTrue(self.foreign_intact())
+        c.kill()
+        c.start(empty=True)
+        t0 = time.time()
+        wait_until(lambda: (self.held() or {}).get("ann") == addr, 10,
+                   what="ann's route in a Caddy started with no config")
+        self.assertLess(time.time() - t0, 3 * SLOW)
+        st, srv = c.api("GET", "/config/apps/http/servers/srv0")
+        self.assertEqual(srv["listen"], [f"127.0.0.1:{c.port}"])
+        self.assertEqual([r.get("@id") for r in srv["routes"]], ["berth"])
+        wait_until(lambda: get(c.port, "ann.example.test")[0] == 200, 10, what="ann served")
+        self.assertEqual(get(c.port, "ann.example.test", "/y"), (200, "hi from ann /y"))
+        self.assertEqual(get(c.port, "nobody.example.test")[0], 404)
+        self.assertEqual(b.ctl("routes").returncode, 0)
 
 
 class OnDemandTLS(CaddyTest):
