@@ -102,7 +102,10 @@ static void check_done(void)
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     struct sock_ctx *s = p->data;
-    int flags = status < 0 ? CURL_CSELECT_ERR
+    /* libuv reports POLLERR as a status (and stops the poll): the socket may still hold
+     * bytes that say why (a peer's TLS alert before its reset), so curl is also told it may
+     * read and write, and finds the reason instead of a bare "select/poll returned error" */
+    int flags = status < 0 ? CURL_CSELECT_ERR | CURL_CSELECT_IN | CURL_CSELECT_OUT
                            : ((events & UV_READABLE) ? CURL_CSELECT_IN : 0) |
                                  ((events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0);
     int running;
