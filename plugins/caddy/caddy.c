@@ -78,7 +78,8 @@ static void provision(void *st, const berth_spec *s, berth_op *op)
         H->op_done(op, BERTH_EINVAL, NULL, "caddy: the tenant's hostname is too long");
         return;
     }
-    int rc = route_add(c, handle, host);
+    int rc = domain_seen(c, H->spec_template(s), domain);
+    if (!rc) rc = route_add(c, handle, host);
     if (rc) {
         H->op_done(op, rc, NULL, "caddy: the route could not be stored");
         return;
@@ -99,6 +100,13 @@ static void on_tenant(const struct berth_event *ev, void *arg)
     if (!ev->tenant || !route_find(c, ev->tenant)) return;
     if (ev->type == BERTH_EV_TENANT_DELETED) route_remove(c, ev->tenant);  /* rm --force */
     else route_refresh(c, ev->tenant);
+}
+
+/* a template may have gained, changed or lost its own domain */
+static void on_reload(const struct berth_event *ev, void *arg)
+{
+    (void)ev;
+    domains_recheck(arg);
 }
 
 static int init(const struct berth_host *host, berth_instance *self, void **state)
@@ -148,6 +156,8 @@ static int start(void *state)
                                      BERTH_EV_TENANT_SLEEP_REQUESTED, BERTH_EV_TENANT_DELETED};
     for (size_t i = 0; i < sizeof types / sizeof *types; i++)
         if (!(c->subs[i] = H->subscribe(c->self, types[i], on_tenant, c))) return BERTH_ENOMEM;
+    if (!(c->subs[4] = H->subscribe(c->self, BERTH_EV_CONFIG_RELOADED, on_reload, c)))
+        return BERTH_ENOMEM;
     if ((rc = waking_start(c)) || (rc = activity_start(c))) return rc;
     char path[160];
     snprintf(path, sizeof path, "/v1/%s/routes", H->name(c->self));

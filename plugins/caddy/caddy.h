@@ -5,6 +5,7 @@
  *  waking.c  berth's own listener: the waking path, the 404 page, `ask`
  *  activity.c  Caddy's access log: requests count as their tenant's activity
  *  list.c    GET /v1/<instance>/routes: Caddy's routes against berth's
+ *  domains.c the templates' own domains, each with a catch-all like the plugin's
  *
  * Ownership: struct caddy owns every route, op waiter and held request; all of it is freed in
  * destroy(). Everything runs on the loop thread. */
@@ -51,6 +52,7 @@ struct op_wait {
 struct hold;
 struct listing;
 struct act_conn;
+struct domain;
 
 struct caddy {
     berth_instance *self;
@@ -60,7 +62,8 @@ struct caddy {
     struct op_wait *ops;
     struct hold *holds;
     struct listing *listings;           /* GET /v1/<instance>/routes in flight */
-    berth_sub *subs[4];
+    struct domain *domains;             /* templates' own domains (domains.c) */
+    berth_sub *subs[5];
     bool started, stopping;
 
     /* writing: gen counts changes, sent is the gen of the write in flight, acked the last
@@ -110,6 +113,14 @@ char *routes_status_json(struct caddy *c, const struct route *r);
  * must not or cannot create it. The caller frees the result. */
 char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char *container,
                     char *path, size_t path_len, const char **method, char *err, size_t err_len);
+
+/* domains.c */
+int domains_load(struct caddy *c);
+void domains_recheck(struct caddy *c);
+int domain_seen(struct caddy *c, const char *tmpl, const char *name);
+int domains_each(struct caddy *c, void (*fn)(struct caddy *c, const char *domain, void *arg),
+                 void *arg);
+void domains_free(struct caddy *c);
 
 /* list.c */
 void routes_list(berth_req *req, void *arg);

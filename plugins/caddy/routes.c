@@ -29,6 +29,8 @@ enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK, CALL_LOG_GET, CALL_LOG_PU
 static const char *const steps[] = {
     "CREATE TABLE caddy_routes (inst TEXT NOT NULL, handle TEXT NOT NULL, host TEXT NOT NULL,"
     " PRIMARY KEY (inst, handle))",
+    "CREATE TABLE caddy_domains (inst TEXT NOT NULL, tmpl TEXT NOT NULL, domain TEXT NOT NULL,"
+    " PRIMARY KEY (inst, tmpl))",
 };
 
 static void flush(struct caddy *c);
@@ -80,7 +82,7 @@ int routes_load(struct caddy *c)
     const char *q[] = {H->name(c->self)};
     rc = H->store_exec(c->self, "SELECT handle, host FROM caddy_routes WHERE inst=?1", q, 1,
                        load_row, c);
-    if (rc) return rc;
+    if (rc || (rc = domains_load(c))) return rc;
     for (struct route *r = c->routes; r; r = r->next) route_refresh(c, r->handle);
     c->lost = true;     /* whatever Caddy holds now, our container is written once */
     c->gen++;
@@ -199,6 +201,17 @@ static cJSON *one_route(struct caddy *c, const char *id, const char *host, const
     return o;
 }
 
+/* the route for every other host of `domain`: "<id>-any" for the plugin's own domain,
+ * "<id>-any-<domain>" for a template's */
+static void catch_all(struct caddy *c, const char *domain, void *arg)
+{
+    char id[CADDY_HOST_MAX + 64], any[CADDY_HOST_MAX + 2];
+    if (!strcmp(domain, c->cfg.domain)) snprintf(id, sizeof id, "%s-any", c->cfg.id);
+    else snprintf(id, sizeof id, "%s-any-%s", c->cfg.id, domain);
+    snprintf(any, sizeof any, "*.%s", domain);
+    cJSON_AddItemToArray(arg, one_route(c, id, any, NULL));
+}
+
 static char *container_json(struct caddy *c)
 {
     char buf[CADDY_HOST_MAX + 64];
@@ -213,12 +226,11 @@ static char *container_json(struct caddy *c)
         snprintf(buf, sizeof buf, "%s-%s", c->cfg.id, r->handle);
         cJSON_AddItemToArray(list, one_route(c, buf, r->host, r->upstream));
     }
-    if (c->cfg.domain && *c->cfg.domain) {
-        /* unknown and deleted handles of the domain get berth's 404 page */
-        char any[CADDY_HOST_MAX];
-        snprintf(buf, sizeof buf, "%s-any", c->cfg.id);
-        snprintf(any, sizeof any, "*.%s", c->cfg.domain);
-        cJSON_AddItemToArray(list, one_route(c, buf, any, NULL));
+    /* unknown and deleted handles of every domain berth serves get berth's 404 page */
+    if (domains_each(c, catch_all, list)) {
+        cJSON_Delete(o);
+        cJSON_Delete(sub);
+        return NULL;
     }
     /* Caddy 2.6 gives up a reverse_proxy's retry when a config load ends the handler's
      * config, and answers 502 with the tenant's error: a request that found a tenant dead
@@ -581,4 +593,5 @@ void routes_stop(struct caddy *c)
         c->routes = r->next;
         free(r);
     }
+    domains_free(c);
 }

@@ -157,6 +157,16 @@ class Routes(CaddyTest):
         wait_until(lambda: (self.held() or {}).get("pat") == addr, 10, what="pat's route")
         self.assertEqual(get(port, "pat.partners.test"), (200, "hi from pat /"))
         self.assertEqual(get(port, "pat.example.test")[0], 404)
+        # unknown handles of the template's own domain get berth's 404 page too
+        st, body = get(port, "nobody.partners.test")
+        self.assertEqual(st, 404)
+        self.assertIn("No such site", body)
+        # and keep it once the domain's last tenant is gone
+        b.req("DELETE", "/v1/tenants/pat")
+        wait_until(lambda: b.tenant("pat") is None, 15, what="pat to be deleted")
+        st, body = get(port, "pat.partners.test")
+        self.assertEqual(st, 404)
+        self.assertIn("No such site", body)
         self.assertNotIn("nor", self.held())
         self.assertNotIn("caddy", b.tenant("nor").get("plugins", {}))
 
