@@ -165,7 +165,8 @@ static void poll_upstreams(struct caddy *c)
     if (c->act_call || !c->admin_url[0]) return;
     char url[300];
     snprintf(url, sizeof url, "%s/reverse_proxy/upstreams", c->admin_url);
-    struct berth_header hdr[] = {{"Host", c->admin_host}, {NULL, NULL}};
+    struct berth_header hdr[4];
+    admin_headers(c, hdr, false);
     struct berth_http_opts o = {.size = sizeof o, .url = url, .unix_socket = c->admin_sock,
                                 .headers = hdr, .timeout_ms = c->cfg.timeout,
                                 .connect_timeout_ms = 2000};

@@ -80,7 +80,8 @@ struct caddy {
     char last_error[256];
     char admin_url[256];
     const char *admin_sock;             /* points into cfg.admin, or NULL for TCP */
-    char admin_host[128];
+    char admin_host[128];               /* Host: Caddy checks it on TCP */
+    char admin_origin[160];             /* Origin, for enforce_origin; "" on a unix socket */
     berth_metric *m_loads, *m_fail;
 
     /* the access log (activity.c) */
@@ -106,6 +107,9 @@ void routes_changed(struct caddy *c);
 void routes_start(struct caddy *c);
 void routes_stop(struct caddy *c);
 void op_wait_add(struct caddy *c, berth_op *op);
+/* fills h[0..3] with the headers every admin API call sends (Host, Origin on TCP, and
+ * Content-Type when `json`), NULL-terminated */
+void admin_headers(struct caddy *c, struct berth_header h[4], bool json);
 char *routes_status_json(struct caddy *c, const struct route *r);
 
 /* server.c: the body and where it goes (`method` on `path`) that give a Caddy whose config

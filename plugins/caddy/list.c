@@ -114,7 +114,8 @@ void routes_list(berth_req *req, void *arg)
     l->req = req;
     char url[512];
     snprintf(url, sizeof url, "%s/id/%s", c->admin_url, c->cfg.id);
-    struct berth_header hdr[] = {{"Host", c->admin_host}, {NULL, NULL}};
+    struct berth_header hdr[4];
+    admin_headers(c, hdr, false);
     struct berth_http_opts o = {.size = sizeof o, .url = url, .unix_socket = c->admin_sock,
                                 .headers = hdr, .timeout_ms = c->cfg.timeout,
                                 .connect_timeout_ms = 2000};

@@ -251,13 +251,24 @@ static char *container_json(struct caddy *c)
 
 static void on_call(const struct berth_http_result *res, void *arg);
 
+/* Caddy refuses a Host (and, with enforce_origin, an Origin) it does not list for its admin
+ * address: an empty Host on a unix socket, the address itself on TCP. */
+void admin_headers(struct caddy *c, struct berth_header h[4], bool json)
+{
+    int n = 0;
+    h[n++] = (struct berth_header){"Host", c->admin_host};
+    if (c->admin_origin[0]) h[n++] = (struct berth_header){"Origin", c->admin_origin};
+    if (json) h[n++] = (struct berth_header){"Content-Type", "application/json"};
+    h[n] = (struct berth_header){NULL, NULL};
+}
+
 static int admin_call(struct caddy *c, int kind, const char *method, const char *path,
                       char *body)
 {
     char url[512];
     snprintf(url, sizeof url, "%s%s", c->admin_url, path);
-    struct berth_header hdr[] = {{"Host", c->admin_host},
-                                 {"Content-Type", "application/json"}, {NULL, NULL}};
+    struct berth_header hdr[4];
+    admin_headers(c, hdr, true);
     struct berth_http_opts o = {.size = sizeof o, .method = method, .url = url,
                                 .unix_socket = c->admin_sock, .headers = hdr,
                                 .body = body, .body_len = body ? strlen(body) : 0,
@@ -570,6 +581,7 @@ void routes_start(struct caddy *c)
         snprintf(c->admin_host, sizeof c->admin_host, "%s", h ? h + 3 : a);
         char *slash = strchr(c->admin_host, '/');
         if (slash) *slash = 0;
+        snprintf(c->admin_origin, sizeof c->admin_origin, "http://%s", c->admin_host);
     }
     c->started = true;
     c->check_timer = H->timer_start(c->self, (uint64_t)c->cfg.check, (uint64_t)c->cfg.check,

@@ -1,6 +1,7 @@
-"""A private Caddy for tests (Debian's caddy): its admin API on a unix socket in a temp dir, one
-HTTP server `srv0` on a free loopback port, HOME and XDG dirs of its own (no autosave or
+"""A private Caddy for tests (Debian's caddy): its admin API on a unix socket in a temp dir (or,
+with admin_tcp, on a free loopback TCP port, Host and Origin enforced), one HTTP server `srv0` on a free loopback port, HOME and XDG dirs of its own (no autosave or
 certificate left anywhere else), and its log in a file the test reads."""
+import http.client
 import json
 import os
 import shutil
@@ -13,9 +14,10 @@ CADDY = shutil.which("caddy") or "/usr/bin/caddy"
 
 
 class Caddy:
-    def __init__(self, tls=False, ask=None):
+    def __init__(self, tls=False, ask=None, admin_tcp=False):
         self.dir = tempfile.mkdtemp(prefix="berth-caddy-")
         self.admin = os.path.join(self.dir, "admin.sock")
+        self.admin_port = free_port() if admin_tcp else None
         self.port = free_port()
         self.tls = tls
         self.ask = ask
@@ -38,7 +40,10 @@ class Caddy:
                 "policies": [{"issuers": [{"module": "internal"}], "on_demand": True}],
                 "on_demand": {"ask": self.ask}}}
             apps["pki"] = {"certificate_authorities": {"local": {"install_trust": False}}}
-        return {"admin": {"listen": f"unix/{self.admin}", "config": {"persist": False}},
+        admin = {"listen": f"unix/{self.admin}", "config": {"persist": False}}
+        if self.admin_port:     # Caddy then checks Host, and Origin too with enforce_origin
+            admin.update(listen=f"127.0.0.1:{self.admin_port}", enforce_origin=True)
+        return {"admin": admin,
                 "logging": {"logs": {"default": {"level": "INFO"}}},
                 "storage": {"module": "file_system", "root": os.path.join(self.dir, "data")},
                 "apps": apps}
@@ -63,17 +68,28 @@ class Caddy:
                    what="caddy's admin API")
         return self
 
+    def admin_url(self):
+        """The admin address as berth's `admin:` key names it."""
+        return f"http://127.0.0.1:{self.admin_port}" if self.admin_port else f"unix:{self.admin}"
+
     def alive(self):
         if self.proc.poll() is not None:
             raise AssertionError(f"caddy exited {self.proc.returncode}:\n{self.log()}")
-        return os.path.exists(self.admin)
+        return self.admin_port or os.path.exists(self.admin)
 
     def api(self, method, path, body=None):
-        c = UnixHTTPConnection(self.admin, timeout=10)
+        if self.admin_port:
+            c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
+            host = f"127.0.0.1:{self.admin_port}"
+        else:
+            c = UnixHTTPConnection(self.admin, timeout=10)
+            host = ""       # what Caddy accepts on a unix socket
         try:
             data = json.dumps(body) if body is not None else None
             c.putrequest(method, path, skip_host=True)
-            c.putheader("Host", "")
+            c.putheader("Host", host)
+            if self.admin_port:
+                c.putheader("Origin", f"http://{host}")
             if data is not None:
                 c.putheader("Content-Type", "application/json")
                 c.putheader("Content-Length", str(len(data)))

@@ -16,7 +16,7 @@ CONF = """plugins:
   exec: {ports: %(lo)d-%(hi)d}
   lifecycle: {check_interval: 200ms}
   caddy:
-    admin: unix:%(admin)s
+    admin: %(admin)s
     server: srv0
     domain: example.test
     listen: 127.0.0.1:%(listen)d
@@ -73,12 +73,14 @@ class CaddyTest(unittest.TestCase):
     extra = ""
 
     tls = False
+    admin_tcp = False
 
     def setUp(self):
         self.listen = free_port()
-        self.caddy = Caddy(tls=self.tls, ask=f"http://127.0.0.1:{self.listen}/ask").start()
+        self.caddy = Caddy(tls=self.tls, ask=f"http://127.0.0.1:{self.listen}/ask",
+                           admin_tcp=self.admin_tcp).start()
         base = 28000 + (os.getpid() % 100) * 40    # above test_idle's ports
-        conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin,
+        conf = CONF % {"lo": base, "hi": base + 39, "admin": self.caddy.admin_url(),
                        "listen": self.listen, "mode": self.mode, "batch": self.batch,
                        "idle": self.idle, "tenant": os.path.abspath(TENANT),
                        "extra": self.extra.replace("{free}", str(free_port()))
