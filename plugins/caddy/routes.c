@@ -24,7 +24,7 @@
 #include <string.h>
 
 enum { CALL_NONE, CALL_PATCH, CALL_INSERT, CALL_CHECK, CALL_LOG_GET, CALL_LOG_PUT,
-       CALL_SRV_GET, CALL_SRV_PUT };
+       CALL_SRV_GET, CALL_SRV_PUT, CALL_ADOPT };
 
 static const char *const steps[] = {
     "CREATE TABLE caddy_routes (inst TEXT NOT NULL, handle TEXT NOT NULL, host TEXT NOT NULL,"
@@ -89,18 +89,22 @@ int routes_load(struct caddy *c)
     return 0;
 }
 
+/* A provision run again for a route berth has (a reload, a retry) changes nothing: no write,
+ * since every config load may cost Caddy a connection (README, Limits). */
 int route_add(struct caddy *c, const char *handle, const char *host)
 {
+    struct route *r = route_find(c, handle);
+    if (r && !strcmp(r->host, host)) {
+        route_refresh(c, handle);
+        return 0;
+    }
     const char *q[] = {H->name(c->self), handle, host};
     int rc = H->store_exec(c->self, "INSERT INTO caddy_routes(inst,handle,host) VALUES(?1,?2,?3)"
                            " ON CONFLICT(inst,handle) DO UPDATE SET host=?3", q, 3, NULL, NULL);
     if (rc) return rc;
-    struct route *r = route_find(c, handle);
     if (!r && !(r = route_new(c, handle, host))) return BERTH_ENOMEM;
-    if (strcmp(r->host, host)) {
-        snprintf(r->host, sizeof r->host, "%s", host);
-        snprintf(r->acked, sizeof r->acked, "-");
-    }
+    snprintf(r->host, sizeof r->host, "%s", host);
+    snprintf(r->acked, sizeof r->acked, "-");
     route_refresh(c, handle);
     routes_changed(c);
     return 0;
@@ -116,10 +120,10 @@ void route_remove(struct caddy *c, const char *handle)
             struct route *r = *pp;
             *pp = r->next;
             free(r);
-            break;
+            H->tenant_status_set(c->self, handle, NULL);
+            routes_changed(c);
+            return;
         }
-    H->tenant_status_set(c->self, handle, NULL);
-    routes_changed(c);
 }
 
 /* Where the route sends requests now: the tenant while it is ready and meant to run, else
@@ -309,6 +313,10 @@ void op_wait_add(struct caddy *c, berth_op *op)
     w->next = c->ops;
     c->ops = w;
     if (!c->started) return;    /* the first write after start finishes it */
+    if (!c->lost && c->acked >= c->gen) {
+        finish_ops(c, 0, NULL); /* nothing changed: Caddy holds it already */
+        return;
+    }
     schedule(c, batch_wait(c));
 }
 
@@ -325,13 +333,17 @@ char *routes_status_json(struct caddy *c, const struct route *r)
     return s;
 }
 
-static void written(struct caddy *c)
+/* Caddy holds what berth sent (`load`: by a config load berth caused; else Caddy held it
+ * already) */
+static void written(struct caddy *c, bool load)
 {
     c->acked = c->sent;
     c->lost = false;
-    c->loads++;
     c->last_error[0] = 0;
-    if (c->m_loads) H->metric_add(c->m_loads, NULL, 1);
+    if (load) {
+        c->loads++;
+        if (c->m_loads) H->metric_add(c->m_loads, NULL, 1);
+    }
     for (struct route *r = c->routes; r; r = r->next) {
         if (!strcmp(r->acked, r->upstream)) continue;
         snprintf(r->acked, sizeof r->acked, "%s", r->upstream);
@@ -367,6 +379,38 @@ static void failed_msg(struct caddy *c)
     char msg[300];
     snprintf(msg, sizeof msg, "caddy: %s", c->last_error);
     finish_ops(c, BERTH_EAGAIN, msg);   /* the core retries them; the routes stay queued */
+}
+
+/* The first call of an instance: the container Caddy holds, as the previous instance (a reload
+ * replaced it) or berthd (a restart) left it. When it is exactly what this instance would
+ * write, nothing is written: a reload that changed none of the routes costs Caddy no config
+ * load. Its revision tag is taken over either way, so the next one written is newer. */
+static bool adopt_answer(struct caddy *c, const struct berth_http_result *res)
+{
+    if (res->status != 200) return false;
+    cJSON *held = cJSON_ParseWithLength(res->body, res->body_len);
+    const char *group = cJSON_GetStringValue(cJSON_GetObjectItem(held, "group"));
+    size_t idlen = strlen(c->cfg.id);
+    bool same = false;
+    if (group && !strncmp(group, c->cfg.id, idlen) && !strncmp(group + idlen, "-rev-", 5)) {
+        char *end;
+        unsigned long long rev = strtoull(group + idlen + 5, &end, 10);
+        if (!*end && end != group + idlen + 5) {
+            c->rev = rev;
+            char *mine = container_json(c);
+            cJSON *want = mine ? cJSON_Parse(mine) : NULL;
+            same = want && cJSON_Compare(held, want, true);
+            cJSON_Delete(want);
+            free(mine);
+        }
+    }
+    cJSON_Delete(held);
+    if (!same) return false;
+    H->log(c->self, BERTH_LOG_INFO, "Caddy holds berth's routes as they are (revision %llu): "
+           "nothing to write", (unsigned long long)c->rev);
+    c->sent = c->gen;
+    written(c, false);
+    return true;
 }
 
 static bool tag_matches(struct caddy *c, const struct berth_http_result *res)
@@ -423,9 +467,14 @@ static void on_call(const struct berth_http_result *res, void *arg)
         }
         return;
     }
-    if (ok) written(c);
-    else failed(c, kind == CALL_PATCH ? "writing routes" : kind == CALL_INSERT ?
-                "inserting berth's routes" : "creating Caddy's server", res);
+    if (kind == CALL_ADOPT && !adopt_answer(c, res)) {
+        schedule(c, 0);     /* Caddy holds another container, or none: written as usual */
+        return;
+    }
+    if (kind != CALL_ADOPT && ok) written(c, true);
+    else if (kind != CALL_ADOPT) failed(c, kind == CALL_PATCH ? "writing routes" :
+                                        kind == CALL_INSERT ? "inserting berth's routes" :
+                                        "creating Caddy's server", res);
     if (ok && kind != CALL_PATCH) c->log_written = false;     /* a Caddy we had not seen */
     if (ok && !c->log_written && c->cfg.access_log && *c->cfg.access_log) {
         logger_write(c);
@@ -490,6 +539,14 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     cJSON *logger = activity_logger(c);
     cJSON *body = logger;
     char path[300];
+    if (cJSON_Compare(cJSON_GetObjectItem(cJSON_GetObjectItem(cur, "logs"), c->cfg.id), logger,
+                      true)) {
+        cJSON_Delete(logger);   /* Caddy holds it as it is: no load */
+        cJSON_Delete(cur);
+        c->log_written = true;
+        if (c->gen > c->acked || c->lost) schedule(c, batch_wait(c));
+        return;
+    }
     if (!cJSON_IsObject(cur)) {
         body = cJSON_CreateObject();
         cJSON_AddItemToObject(cJSON_AddObjectToObject(body, "logs"), c->cfg.id, logger);
@@ -586,7 +643,9 @@ void routes_start(struct caddy *c)
     c->started = true;
     c->check_timer = H->timer_start(c->self, (uint64_t)c->cfg.check, (uint64_t)c->cfg.check,
                                     check_fire, c);
-    schedule(c, 0);
+    char path[300];
+    snprintf(path, sizeof path, "/id/%s", c->cfg.id);
+    if (admin_call(c, CALL_ADOPT, "GET", path, NULL)) schedule(c, 0);
 }
 
 void routes_stop(struct caddy *c)
