@@ -135,6 +135,13 @@ class Routes(CaddyTest):
         out = b.ctl("routes").stdout
         self.assertRegex(out, r"alice +alice\.example\.test +%s +%s +ok" %
                          (t["address"], t["address"]))
+        # somebody changes berth's route in Caddy: `berthctl routes` shows the drift
+        self.assertEqual(self.caddy.api("PATCH", "/id/berth-alice/handle/0/upstreams/0/dial",
+                                        "127.0.0.1:9")[0], 200)
+        p = b.ctl("routes", check=False)
+        self.assertEqual(p.returncode, 1, p.stdout)
+        self.assertRegex(p.stdout, r"alice +alice\.example\.test +%s +127\.0\.0\.1:9 +differs" %
+                         t["address"])
         # unknown handles get berth's 404 page, the foreign route is untouched
         st, body = get(port, "nobody.example.test")
         self.assertEqual(st, 404)
@@ -201,6 +208,9 @@ class Routes(CaddyTest):
         wait_until(lambda: set((self.held() or {})) >= {"ann", "ben"}, 10,
                    what="routes back after the restart")
         self.assertLess(time.time() - t0, 3 * SLOW)
+        # a deleted tenant's route never comes back, whatever Caddy restarts
+        b.req("DELETE", "/v1/tenants/ben")
+        wait_until(lambda: b.tenant("ben") is None, 15, what="ben to be deleted")
         # a change while Caddy is down is queued, not lost
         c.kill()
         p = b.ctl("routes", check=False)
@@ -212,9 +222,11 @@ class Routes(CaddyTest):
         self.assertIn("caddy", failed[0]["payload"]["reason"])
         c.start()
         t0 = time.time()
-        wait_until(lambda: set((self.held() or {})) >= {"ann", "ben", "cid"}, 10,
+        wait_until(lambda: set((self.held() or {})) >= {"ann", "cid"}, 10,
                    what="routes back after the restart")
         self.assertLess(time.time() - t0, 5 * SLOW)
+        self.assertNotIn("ben", self.held())
+        self.assertEqual(get(c.port, "ben.example.test")[0], 404)
         b.wait_tenant("cid", "ready", timeout=20)
         wait_until(lambda: get(c.port, "cid.example.test")[0] == 200, 10, what="cid served")
         self.assertEqual(get(c.port, "ann.example.test"), (200, "hi from ann /"))
