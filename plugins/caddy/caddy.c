@@ -78,7 +78,8 @@ static void provision(void *st, const berth_spec *s, berth_op *op)
         H->op_done(op, BERTH_EINVAL, NULL, "caddy: the tenant's hostname is too long");
         return;
     }
-    int rc = domain_seen(c, H->spec_template(s), domain);
+    const char *tmpl = H->spec_template(s);
+    int rc = tmpl ? domain_seen(c, tmpl, domain) : 0;
     if (!rc) rc = route_add(c, handle, host);
     if (rc) {
         H->op_done(op, rc, NULL, "caddy: the route could not be stored");
