@@ -14,8 +14,9 @@
    (tenant.wake_requested -> tenant.ready).
 The tenant is tests/caddy/tenant.py (an HTTP server that listens after 0.4 s).
 4. a websocket (upgraded through Caddy, one message per 0.5 s for 6 s) to a tenant with
-   idle_timeout 2s and no other requests: whether the tenant is put to sleep under it.
-Medians of the rounds, with the spread (min-max).
+   idle_timeout 2s and no other requests: whether the tenant is put to sleep under it, and
+   when after it closed, beside the time to sleep after one plain request (the baseline).
+Medians of the rounds, with the spread (min-max). CADDY_BENCH_ONLY=ws runs only 4.
 """
 import http.client
 import os
@@ -212,38 +213,73 @@ def waking_ttfb(b, c):
           f"(wake -> ready): {spread(own)} ms; ratio {spread(ratio)}")
 
 
-def websocket():
-    b, c = setup(idle="2s")
+def ws_open(port, host):
+    """a websocket-style upgrade through Caddy, read until the tenant closes it (6 s): the
+    number of messages and when it closed (s)"""
+    t0 = time.time()
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
     try:
-        b.post("/v1/tenants", {"handle": "ws"})
-        b.wait_tenant("ws", "ready", timeout=30)
-        wait_until(lambda: held_upstream(c, "ws") not in (None, "berth"), 20, what="route")
-        since = b.events()[-1]["seq"]
-        t0 = time.time()
-        s = socket.create_connection(("127.0.0.1", c.port), timeout=30)
-        s.sendall(b"GET /ws HTTP/1.1\r\nHost: ws.example.test\r\nConnection: Upgrade\r\n"
-                  b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                  b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n")
+        s.sendall(f"GET /ws HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n"
+                  "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n".encode())
         got = b""
         while True:
             chunk = s.recv(256)
             if not chunk:
                 break
             got += chunk
-        end = time.time() - t0
+    finally:
         s.close()
-        data = got.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in got else b""
-        slept = b.events(since=since, type="tenant.sleep_requested", tenant="ws")
-        at = (slept[0]["time_ms"] / 1000 - t0) if slept else None
-        print(f"4. a websocket open 6 s through Caddy, idle_timeout 2s, no other requests: "
-              f"put to sleep {'never' if at is None else f'at {at:.1f} s'}; the connection "
-              f"closed at {end:.1f} s with {data.count(b'.')} of 12 messages")
+    data = got.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in got else b""
+    return data.count(b"."), time.time()
+
+
+def asleep_after(b, since, t0):
+    """seconds from t0 to the tenant's next tenant.sleep_requested"""
+    ev = wait_until(lambda: b.events(since=since, type="tenant.sleep_requested", tenant="ws"),
+                    30, 0.05, what="ws put to sleep")
+    return ev[0]["time_ms"] / 1000 - t0
+
+
+def websocket():
+    """Per round: the baseline, one plain request and the time until the idle tenant is put to
+    sleep; then a websocket held 6 s (three times idle_timeout, no other requests): whether
+    the tenant slept under it, and how long after it closed it was put to sleep."""
+    b, c = setup(idle="2s")
+    try:
+        b.post("/v1/tenants", {"handle": "ws"})
+        base, after, under, msgs = [], [], 0, []
+        for _ in range(ROUNDS):
+            b.post("/v1/tenants/ws/wake")
+            addr = b.wait_tenant("ws", "ready", timeout=30)["address"]
+            wait_until(lambda: held_upstream(c, "ws") == addr, 20, what="route")
+            since = b.events()[-1]["seq"]
+            assert fetch(c.port, "ws.example.test")[0] == 200
+            base.append(asleep_after(b, since, time.time()))
+            sleep_tenant(b, c, "ws")
+            b.post("/v1/tenants/ws/wake")
+            addr = b.wait_tenant("ws", "ready", timeout=30)["address"]
+            wait_until(lambda: held_upstream(c, "ws") == addr, 20, what="route")
+            since = b.events()[-1]["seq"]
+            n, closed = ws_open(c.port, "ws.example.test")
+            msgs.append(n)
+            slept = b.events(since=since, type="tenant.sleep_requested", tenant="ws")
+            under += bool(slept)
+            after.append(asleep_after(b, since, closed))
+            sleep_tenant(b, c, "ws")
+        print(f"4. idle_timeout 2s: after one plain request, put to sleep {spread(base)} s "
+              f"later; a websocket open 6 s: put to sleep under it in {under} of {ROUNDS} "
+              f"rounds, {spread(msgs)} of 12 messages, put to sleep {spread(after)} s "
+              f"after it closed")
     finally:
         teardown(b, c)
 
 
 def main():
     print(f"caddy_bench: {ROUNDS} rounds, {WAKES} wakes; Caddy {os.popen('caddy version').read().split()[0]}")
+    if os.environ.get("CADDY_BENCH_ONLY") == "ws":
+        websocket()
+        return
     b, c = setup()
     try:
         ready_to_served(b, c)
