@@ -205,6 +205,33 @@ static cJSON *one_route(struct caddy *c, const char *id, const char *host, const
     return o;
 }
 
+static int by_handle(const void *a, const void *b)
+{
+    return strcmp((*(const struct route *const *)a)->handle,
+                  (*(const struct route *const *)b)->handle);
+}
+
+/* One route per tenant, in handle order: the same routes make the same JSON whichever
+ * order they were created or loaded in, so a new instance can tell that Caddy holds
+ * exactly what it would write (adopt_answer). */
+static int tenant_routes(struct caddy *c, cJSON *list)
+{
+    size_t n = 0;
+    for (struct route *r = c->routes; r; r = r->next) n++;
+    struct route **v = malloc((n ? n : 1) * sizeof *v);
+    if (!v) return BERTH_ENOMEM;
+    n = 0;
+    for (struct route *r = c->routes; r; r = r->next) v[n++] = r;
+    qsort(v, n, sizeof *v, by_handle);
+    char id[CADDY_HOST_MAX + 64];
+    for (size_t i = 0; i < n; i++) {
+        snprintf(id, sizeof id, "%s-%s", c->cfg.id, v[i]->handle);
+        cJSON_AddItemToArray(list, one_route(c, id, v[i]->host, v[i]->upstream));
+    }
+    free(v);
+    return 0;
+}
+
 /* the route for every other host of `domain`: "<id>-any" for the plugin's own domain,
  * "<id>-any-<domain>" for a template's */
 static void catch_all(struct caddy *c, const char *domain, void *arg)
@@ -226,9 +253,10 @@ static char *container_json(struct caddy *c)
     cJSON *sub = cJSON_CreateObject();
     cJSON_AddStringToObject(sub, "handler", "subroute");
     cJSON *list = cJSON_AddArrayToObject(sub, "routes");
-    for (struct route *r = c->routes; r; r = r->next) {
-        snprintf(buf, sizeof buf, "%s-%s", c->cfg.id, r->handle);
-        cJSON_AddItemToArray(list, one_route(c, buf, r->host, r->upstream));
+    if (tenant_routes(c, list)) {
+        cJSON_Delete(o);
+        cJSON_Delete(sub);
+        return NULL;
     }
     /* unknown and deleted handles of every domain berth serves get berth's 404 page */
     if (domains_each(c, catch_all, list)) {
