@@ -310,6 +310,11 @@ class UnderSystemd(unittest.TestCase):
                               for e in got) else None
         return wait_until(done, 10, 0.05, what=f"berthd's {says!r} in the journal")
 
+    def tenant(self, handle):
+        p = self.ctl("tenant", "show", handle, "--json")
+        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        return json.loads(p.stdout)
+
     def reload_and_wait(self, pid, says):
         """systemctl reload; returns the journal entries once berthd said `says` after it"""
         mark = self.mark()
@@ -323,7 +328,7 @@ class UnderSystemd(unittest.TestCase):
 
     # the tests
 
-    def test_start_is_active_only_after_ready_and_the_hardening_is_tolerated(self):
+    def test_start_is_active_only_after_ready_with_the_state_dir_and_socket(self):
         self.systemctl("stop", UNIT)
         mark = self.mark()
         self.systemctl("start", UNIT)   # Type=notify: returns once systemd has seen READY=1
@@ -341,14 +346,27 @@ class UnderSystemd(unittest.TestCase):
         self.assertEqual(p.stdout.splitlines(), ["750 directory /var/lib/berth",
                                                  "660 socket /var/lib/berth/berth.sock",
                                                  "644 regular file /var/lib/berth/berth.db"])
-        # an exec tenant runs in berthd's delegated cgroup under ProtectSystem= and PrivateTmp=
+
+    def test_an_exec_tenant_runs_delegated_and_outlives_a_restart(self):
+        # ProtectSystem=, PrivateTmp= and the rest leave the exec driver what it needs, and
+        # Delegate= + KillMode=process keep the tenant's process tree through a restart
         p = self.ctl("tenant", "add", "box", "--template", "plain", "--wait", "--timeout", "20s")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr + self.journal_text())
-        cgroup = self.show("ControlGroup")
-        procs = self.c.run("systemd-cgls", "--no-pager", "-u", UNIT).stdout
-        self.assertIn("http.server", procs, f"{cgroup}: {procs}")
-        p = self.ctl("tenant", "rm", "box")
-        self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+        try:
+            tree = self.c.run("systemd-cgls", "--no-pager", "-u", UNIT).stdout
+            workload = self.c.run("pgrep", "-f", "http.server").stdout.split()
+            self.assertEqual(len(workload), 1, tree)
+            self.assertIn(f"{workload[0]} python3 -m http.server", tree)
+            old = self.show("MainPID")
+            self.systemctl("restart", UNIT)
+            self.assertNotEqual(self.show("MainPID"), old)
+            wait_until(lambda: self.tenant("box")["observed"] == "ready", 10,
+                       what="box ready again after the restart")
+            self.assertEqual(self.c.run("pgrep", "-f", "http.server").stdout.split(), workload)
+            self.assertEqual(self.tenant("box")["restarts"], 0)
+        finally:
+            p = self.ctl("tenant", "rm", "box")
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
     def test_reload_is_sighup_answered_with_reloading_then_ready(self):
         pid, gen = self.show("MainPID"), self.info()["config"]["generation"]
