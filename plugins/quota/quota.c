@@ -265,6 +265,7 @@ static int configure(void *state, const void *cfg)
 static void metrics(struct quota *q)
 {
     static const char *const api[] = {"api", "outcome", NULL};
+    static const char *const api_only[] = {"api", NULL};
     static const char *const reason[] = {"reason", NULL};
     static const char *const model[] = {"model", NULL};
     static const char *const kind[] = {"model", "kind", NULL};
@@ -278,6 +279,8 @@ static void metrics(struct quota *q)
                                      "Tokens billed, by model and kind.", kind);
     q->m_inflight = H->metric_register(q->self, "inflight", BERTH_METRIC_GAUGE,
                                        "Calls in flight.", NULL);
+    q->m_overrun = H->metric_register(q->self, "over_reservation_total", BERTH_METRIC_COUNTER,
+                                      "Calls billed above their reservation, by API.", api_only);
 }
 
 static int start(void *state)

@@ -3,6 +3,8 @@
  *   proxy.c   the listener: authorization, forwarding, streaming relay
  *   meter.c   usage parsing (Anthropic and OpenAI, whole bodies and SSE) and pricing
  *   ledger.c  the durable ledger: reservations, settlement, usage reports
+ *   bound.c   the reservation's bound: the most a call can cost, from its body
+ *   hide.c    the streamed usage chunk a client did not ask for, taken out
  * Everything runs on the loop thread. */
 #ifndef QUOTA_H
 #define QUOTA_H
@@ -60,6 +62,7 @@ struct quota {
     berth_timer *flush;             /* the next batch's commit, when scheduled */
     uint32_t ev_call, ev_refused, ev_key;
     berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
+    berth_metric *m_overrun;        /* calls billed above their reservation */
     bool stopping, drained_sent, destroying;
 };
 
@@ -89,6 +92,29 @@ struct sse {
 };
 void sse_feed(struct sse *s, struct usage *u, const char *data, size_t len);
 void sse_free(struct sse *s);
+
+/* ---- bound.c ---- */
+/* the most input and output tokens a call with this body (as forwarded, body_len bytes) can
+ * be billed, its own output limit being out_limit; NULL, or why it cannot be bounded (the
+ * call is then refused) */
+const char *bound_call(enum api api, const struct cJSON *j, size_t body_len, int64_t out_limit,
+                       int64_t *in, int64_t *out);
+/* an upstream reported more than the reservation: warns and counts it (the cost is billed) */
+void bound_overrun(struct quota *q, const char *handle, int64_t id, const char *api,
+                   const char *model, int64_t reserved, int64_t cost);
+
+/* ---- hide.c ---- */
+struct hide {
+    char *buf, *out;                /* a partial event; what the last call returns */
+    size_t len, cap, out_len, out_cap;
+    bool passthrough;               /* an event too large to be the usage chunk came */
+};
+/* the bytes of whole events in data (and before it) to relay, minus the usage chunk; *out is
+ * h's (valid until the next call) or data itself */
+size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out);
+/* what is left at the stream's end */
+size_t hide_flush(struct hide *h, const char **out);
+void hide_free(struct hide *h);
 
 /* ---- ledger.c ---- */
 int ledger_migrate(struct quota *q);
