@@ -76,13 +76,15 @@ static void image(struct walk *w, const cJSON *o)
 /* one typed content part, anywhere in the body */
 static void part(struct walk *w, const cJSON *o, const char *type)
 {
-    if (!strcmp(type, "image") || !strcmp(type, "image_url") || !strcmp(type, "input_image")) {
+    if (!strcmp(type, "image") || !strcmp(type, "image_url") || !strcmp(type, "input_image") ||
+        !strcmp(type, "computer_screenshot")) {
         image(w, o);
     } else if (!strcmp(type, "document")) {
         const char *st = str(cJSON_GetObjectItemCaseSensitive(o, "source"), "type");
         if (!st || (strcmp(st, "text") && strcmp(st, "content")))
             w->bad = "a PDF or file document's cost cannot be bounded before the call";
-    } else if (!strcmp(type, "file") || !strcmp(type, "input_file")) {
+    } else if (!strcmp(type, "file") || !strcmp(type, "input_file") ||
+               !strcmp(type, "container_upload")) {
         w->bad = "a file's cost cannot be bounded before the call";
     } else if (!strcmp(type, "input_audio")) {
         w->bad = "audio input's cost cannot be bounded before the call";

@@ -338,7 +338,8 @@ static bool on_data(const char *data, size_t len, void *arg)
     struct call *c = arg;
     if (c->gone) return false;
     meter_bytes(c, data, len);
-    if (c->hide_usage && !(len = hide_usage(&c->hide, data, len, &data))) return true;
+    if (c->hide_usage && c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data)))
+        return true;
     c->in_cb = true;
     size_t queued = H->respond_write(c->r, data, len);
     c->in_cb = false;
@@ -369,7 +370,7 @@ static void done(const struct berth_http_result *res, void *arg)
         outcome = "upstream_error";
     } else {
         const char *rest;
-        size_t n = c->hide_usage ? hide_flush(&c->hide, &rest) : 0;
+        size_t n = c->hide_usage && c->sse_mode ? hide_flush(&c->hide, &rest) : 0;
         if (n) H->respond_write(c->r, rest, n);
         if (!c->head_seen) H->respond(c->r, res->status, NULL, NULL, 0);
         else H->respond_end(c->r);
