@@ -183,6 +183,19 @@ const char *bound_call(enum api api, const cJSON *j, size_t body_len, int64_t ou
     return NULL;
 }
 
+bool bound_hour_cache(const cJSON *j)
+{
+    const cJSON *c;
+    if (cJSON_IsObject(j)) {
+        const char *ttl = str(cJSON_GetObjectItemCaseSensitive(j, "cache_control"), "ttl");
+        if (ttl && strcmp(ttl, "5m")) return true;      /* 1h, or one not known yet */
+    }
+    if (!cJSON_IsObject(j) && !cJSON_IsArray(j)) return false;
+    cJSON_ArrayForEach(c, j)
+        if (bound_hour_cache(c)) return true;
+    return false;
+}
+
 void bound_overrun(struct quota *q, const char *handle, int64_t id, const char *api,
                    const char *model, int64_t reserved, int64_t cost)
 {

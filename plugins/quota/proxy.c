@@ -36,7 +36,7 @@ struct call {
     char *acc;                  /* a whole answer's body, for its usage */
     size_t acc_len;
     int status;
-    bool head_seen, sse_mode, paused, gone, in_cb, reserving, hide_usage;
+    bool head_seen, sse_mode, paused, gone, in_cb, reserving, hide_usage, hour_cache;
 };
 
 /* ---- errors in each API's own format ---- */
@@ -504,6 +504,7 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
     const char *bad = c->body ? NULL : "out of memory";
     if (!bad && c->api != API_COUNT_TOKENS)
         bad = bound_call(c->api, j, c->body_len, c->out_bound, &c->in_bound, &c->out_bound);
+    c->hour_cache = c->api == API_ANTHROPIC && bound_hour_cache(j);
     cJSON_Delete(j);
     return bad;
 }
@@ -511,9 +512,7 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
 static int64_t bound_cost(const struct call *c)
 {
     const struct price *p = &c->price;
-    double in = p->input;
-    if (p->cache_write > in) in = p->cache_write;
-    if (p->cache_read > in) in = p->cache_read;
+    double in = meter_max_input_price(p, c->hour_cache);
     struct price pb = {in, p->output, in, in};
     struct usage u = {.input = c->in_bound, .output = c->out_bound};
     return meter_cost(&pb, &u);

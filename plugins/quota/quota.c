@@ -33,10 +33,12 @@ static const struct berth_cfg_item up_schema[] = {
                      "USD per million " #k " tokens", BERTH_CFG_RELOAD, NULL, NULL}
 static const struct berth_cfg_item price_schema[] = {
     PRICE(input, "0"), PRICE(output, "0"), PRICE(cache_read, "0"), PRICE(cache_write, "0"),
+    PRICE(cache_write_1h, "0"),
     BERTH_CFG_ELEM_END(struct price),
 };
 static const struct berth_cfg_item default_price_schema[] = {
     PRICE(input, "0"), PRICE(output, "0"), PRICE(cache_read, "0"), PRICE(cache_write, "0"),
+    PRICE(cache_write_1h, "0"),
     {0},
 };
 
@@ -48,7 +50,8 @@ static const struct berth_cfg_item schema[] = {
     {"upstreams", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct cfg, up),
      "where calls go, with the real keys", 0, NULL, up_schema},
     {"prices", BERTH_CFG_STRUCT_MAP, NULL, 0, 0, offsetof(struct cfg, prices),
-     "model -> {input, output, cache_read, cache_write} in USD per million tokens",
+     "model -> {input, output, cache_read, cache_write, cache_write_1h} in USD per million"
+     " tokens",
      BERTH_CFG_RELOAD, NULL, price_schema},
     {"default_price", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct cfg, default_price),
      "the price of a model not in `prices` (unset: such calls are refused)",

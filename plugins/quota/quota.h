@@ -18,7 +18,8 @@ struct cJSON;
 #define QUOTA_HASH_LEN 32           /* SHA-256 */
 
 struct upstream { const char *url, *key, *ca; };
-struct price { double input, output, cache_read, cache_write; };
+/* USD per million tokens; cache_write is the 5-minute write, cache_write_1h the 1-hour one */
+struct price { double input, output, cache_read, cache_write, cache_write_1h; };
 
 struct cfg {
     const char *listen, *public_url;
@@ -71,6 +72,7 @@ extern const struct berth_host *H;
 /* tokens counted from the upstream's usage fields */
 struct usage {
     int64_t input, output, cache_read, cache_write;
+    int64_t cache_write_1h;         /* the part of cache_write written for an hour */
     bool seen_input, seen_output;
     unsigned reports;               /* usage reports with an output count absorbed */
 };
@@ -82,6 +84,9 @@ size_t meter_absorb(struct usage *u, const struct cJSON *doc);
 /* price of model in micro-dollars per million tokens; false when unpriced */
 bool meter_price(const struct quota *q, const char *model, struct price *out);
 int64_t meter_cost(const struct price *p, const struct usage *u);
+/* the highest price an input token of p can cost: input, cache read, 5-minute cache write,
+ * and the hour's cache write when the call asks for one */
+double meter_max_input_price(const struct price *p, bool hour);
 
 /* an incremental SSE parser: data lines joined per event, handed to meter_absorb */
 struct sse {
@@ -99,6 +104,8 @@ void sse_free(struct sse *s);
  * call is then refused) */
 const char *bound_call(enum api api, const struct cJSON *j, size_t body_len, int64_t out_limit,
                        int64_t *in, int64_t *out);
+/* does the body ask for an hour's cache write (`cache_control: {ttl: "1h"}`)? */
+bool bound_hour_cache(const struct cJSON *j);
 /* an upstream reported more than the reservation: warns and counts it (the cost is billed) */
 void bound_overrun(struct quota *q, const char *handle, int64_t id, const char *api,
                    const char *model, int64_t reserved, int64_t cost);

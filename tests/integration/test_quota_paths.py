@@ -291,6 +291,22 @@ class Formats(QuotaBase):
         self.assertEqual(first, "You are terse.\n\n" + line)
         self.assertEqual(second, blocks + [{"type": "text", "text": line2}])
 
+    def test_an_hours_cache_write_is_priced_as_one(self):
+        self.add("ttl")
+        key = self.env("ttl")["ANTHROPIC_API_KEY"]
+        system = [{"type": "text", "text": "long context",
+                   "cache_control": {"type": "ephemeral", "ttl": "1h"}}]
+        st, _, data = self.call(key, body={"model": "claude-test", "max_tokens": 10,
+                                           "system": system,
+                                           "messages": [{"role": "user", "content": "hi"}]})
+        self.assertEqual(st, 200, data)
+        sent = self.fake.log()[0]
+        u = self.usage("ttl")
+        self.assertEqual(u["models"][0]["cache_write_tokens"], 20)
+        # no cache_write_1h price for claude-test: Anthropic's 2x input ($6/M), not $3.75/M
+        nano = (sent["input"] * 3000 + sent["output"] * 15000 + 3 * 300 + 20 * 6000)
+        self.assertEqual(u["spent_micro"], (nano + 999) // 1000)
+
     def test_usage_on_the_proxy_with_the_tenants_own_key(self):
         self.add("me")
         self.add("other")

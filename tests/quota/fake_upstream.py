@@ -20,7 +20,8 @@ Prints "ready <port>" once it listens. The last user message's text steers an an
                           gpt-4o-mini's 2,833 + 8 tiles of 5,667 (2,833 at detail low)
   [over]                  input usage of 10,000,000 tokens, more than any bound
 Usage is deterministic: input = 10 + bytes of the messages // 10, output = number of deltas,
-cache_read = 3 when the body says "cache_control". GET /_log lists every request with the
+cache_read = 3 when the body says "cache_control", an hour's cache write of 20 (Anthropic) when
+it says "ttl": "1h". GET /_log lists every request with the
 usage reported, whether its client went away and the id of the connection it came on;
 GET /_stats counts open streams.
 """
@@ -196,14 +197,17 @@ class Handler(BaseHTTPRequestHandler):
                     "type": kind, "message": "fake " + kind}},
                     [("retry-after", "7")] if code == "[429]" else [])
         cache_read = 3 if b"cache_control" in raw else 0
+        hour = 20 if re.search(rb'"ttl": ?"1h"', raw) else 0     # an hour's cache write
         words = words_for(text)
         tool = "[tool]" in text
         model = body.get("model")
         rec = self.record(api="messages", stream=bool(body.get("stream")), input=usage_in,
                           output=len(words), cache_read=cache_read, gone=False,
                           headers={k.lower(): v for k, v in self.headers.items()}, body=body)
-        usage = {"input_tokens": usage_in, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": cache_read, "output_tokens": len(words)}
+        usage = {"input_tokens": usage_in, "cache_creation_input_tokens": hour,
+                 "cache_read_input_tokens": cache_read, "output_tokens": len(words),
+                 "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                    "ephemeral_1h_input_tokens": hour}}
         if tool:
             content = [{"type": "tool_use", "id": "toolu_fake1", "name": "get_weather",
                         "input": {"location": "Paris"}}]

@@ -63,6 +63,18 @@ static void refusals_and_output(void)
                     1000);
 }
 
+static void hour_cache(void)
+{
+    cJSON *j = cJSON_Parse("{\"system\":[{\"type\":\"text\",\"text\":\"x\",\"cache_control\":"
+                           "{\"type\":\"ephemeral\",\"ttl\":\"1h\"}}]}");
+    CHECK(bound_hour_cache(j));
+    cJSON_Delete(j);
+    j = cJSON_Parse("{\"system\":[{\"cache_control\":{\"type\":\"ephemeral\",\"ttl\":\"5m\"}},"
+                    "{\"cache_control\":{\"type\":\"ephemeral\"}}]}");
+    CHECK(!bound_hour_cache(j));
+    cJSON_Delete(j);
+}
+
 static const char stream[] =
     "data: {\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"usage\":null}\n\n"
     "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"stop\"}],\"usage\":null}\r\n\r\n"
@@ -100,5 +112,6 @@ int main(void)
     images();
     refusals_and_output();
     hidden_usage_chunk();
+    hour_cache();
     return unit_report("test_quota_bound");
 }
