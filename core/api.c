@@ -1,6 +1,7 @@
 /* The control API: a router shared by core and plugin routes, and the core's own endpoints. */
 #include "core.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -747,8 +748,10 @@ static void get_events(berth_req *r, void *arg)
     uint64_t after = last > 100 ? last - 100 : 0;
     if (since) {
         char *end;
+        errno = 0;
         after = strtoull(since, &end, 10);
-        if (*end || !*since) {
+        /* strtoull takes "-5" and " 5" as numbers; a sequence number is digits only */
+        if (*since < '0' || *since > '9' || *end || errno) {
             req_respond_error(r, 400, "invalid_request", "since / Last-Event-ID must be a "
                               "sequence number");
             return;

@@ -52,17 +52,28 @@ static void free_vec(char **v)
     free(v);
 }
 
+/* one id of a `user`: decimal digits only and below (uid_t)-1, the kernel's "no id".
+ * strtoul alone takes "-1" and wraps "4294967296" to 0, which would run the workload as
+ * root. */
+static bool parse_id(const char *s, const char **end, unsigned long *out)
+{
+    if (*s < '0' || *s > '9') return false;
+    char *e;
+    errno = 0;
+    unsigned long v = strtoul(s, &e, 10);
+    if (errno || v >= (unsigned long)(uid_t)-1) return false;
+    *end = e;
+    *out = v;
+    return true;
+}
+
 static bool parse_user(const char *u, uid_t *uid, gid_t *gid)
 {
-    char *end;
-    unsigned long a = strtoul(u, &end, 10);
-    if (end == u) return false;
-    unsigned long b = a;
-    if (*end == ':') {
-        const char *g = end + 1;
-        b = strtoul(g, &end, 10);
-        if (end == g) return false;
-    }
+    const char *end;
+    unsigned long a, b;
+    if (!parse_id(u, &end, &a)) return false;
+    b = a;
+    if (*end == ':' && !parse_id(end + 1, &end, &b)) return false;
     if (*end) return false;
     *uid = (uid_t)a;
     *gid = (gid_t)b;

@@ -6,7 +6,9 @@
  * prompt_tokens (which includes prompt_tokens_details.cached_tokens) and completion_tokens,
  * streamed in a final chunk; Responses reports input_tokens (including
  * input_tokens_details.cached_tokens) and output_tokens, streamed in response.completed.
- * Cached input is split out so each part is priced once. */
+ * Cached input is split out so each part is priced once. Anthropic's cache writes are split
+ * by lifetime in `cache_creation` (ephemeral_5m/1h_input_tokens): an hour's write costs 2x
+ * the input price, five minutes' 1.25x. */
 #include "quota.h"
 
 #include <cjson/cJSON.h>
@@ -47,6 +49,10 @@ static void absorb_usage(struct usage *u, const cJSON *us)
         s = false;
         v = num(us, "cache_creation_input_tokens", &s);
         if (s) u->cache_write = v;
+        s = false;
+        v = num(cJSON_GetObjectItemCaseSensitive(us, "cache_creation"),
+                "ephemeral_1h_input_tokens", &s);
+        if (s) u->cache_write_1h = v;
         s = false;
         v = num(us, "cache_read_input_tokens", &s);
         if (s) u->cache_read = v;
@@ -120,12 +126,29 @@ static int64_t part(int64_t tokens, double usd_per_m)
     return tokens * (int64_t)llround(usd_per_m * 1000);
 }
 
+/* an hour's cache write unpriced: Anthropic's 2x input, or the 5-minute price if higher */
+static double write_1h(const struct price *p)
+{
+    if (p->cache_write_1h) return p->cache_write_1h;
+    return p->cache_write > 2 * p->input ? p->cache_write : 2 * p->input;
+}
+
 int64_t meter_cost(const struct price *p, const struct usage *u)
 {
+    int64_t hour = u->cache_write_1h < u->cache_write ? u->cache_write_1h : u->cache_write;
     int64_t nano = part(u->input, p->input) + part(u->output, p->output) +
                    part(u->cache_read, p->cache_read ? p->cache_read : p->input) +
-                   part(u->cache_write, p->cache_write ? p->cache_write : p->input);
+                   part(u->cache_write - hour, p->cache_write ? p->cache_write : p->input) +
+                   part(hour, write_1h(p));
     return (nano + 999) / 1000;
+}
+
+double meter_max_input_price(const struct price *p, bool hour)
+{
+    double m = p->input;
+    if (p->cache_read > m) m = p->cache_read;
+    if (p->cache_write > m) m = p->cache_write;
+    return hour && write_1h(p) > m ? write_1h(p) : m;
 }
 
 /* ---- SSE ---- */

@@ -15,8 +15,6 @@
 
 #define HIGH_WATER (256u << 10)     /* bytes queued for a slow client before the upstream waits */
 #define BODY_MAX (8u << 20)         /* a whole (not streamed) answer kept for its usage */
-#define INPUT_OVERHEAD 1000         /* tokens a request may cost beyond its bytes (tool prompts) */
-#define TOKENS_PER_MEDIA 2000       /* an image or document counted from a short reference */
 
 struct call {
     struct call *next, **pprev;
@@ -34,10 +32,11 @@ struct call {
     struct price price;
     struct usage u;
     struct sse sse;
+    struct hide hide;           /* used when the proxy asked for the usage chunk */
     char *acc;                  /* a whole answer's body, for its usage */
     size_t acc_len;
     int status;
-    bool head_seen, sse_mode, paused, gone, in_cb, reserving;
+    bool head_seen, sse_mode, paused, gone, in_cb, reserving, hide_usage, hour_cache;
 };
 
 /* ---- errors in each API's own format ---- */
@@ -63,6 +62,7 @@ static const char *anthropic_type(int status)
     case 404: return "not_found_error";
     case 413: return "request_too_large";
     case 429: return "rate_limit_error";
+    case 504: return "timeout_error";
     case 529: case 503: return "overloaded_error";
     default: return "api_error";
     }
@@ -111,6 +111,45 @@ static void api_error(berth_req *r, int status, int64_t retry_after, const char 
                                {retry_after > 0 ? "Retry-After" : NULL, ra}, {NULL, NULL}};
     H->respond_with(r, status, h, body, strlen(body));
     free(body);
+}
+
+/* a stream that fails after its head: the error, as each API sends one mid-stream (its SDKs
+ * raise it), before the cut */
+static void stream_error(struct call *c, const struct berth_http_result *res)
+{
+    if (!c->sse_mode) return;
+    int status = res->error == BERTH_ETIMEDOUT ? 504 : 502;
+    char msg[300];
+    snprintf(msg, sizeof msg, "upstream: %s", res->message ? res->message : "failed");
+    cJSON *j = cJSON_CreateObject(), *e = j;
+    const char *code = NULL, *name = NULL;
+    if (c->api == API_ANTHROPIC || c->api == API_OPENAI_RESPONSES) {
+        name = "error";
+        cJSON_AddStringToObject(j, "type", "error");
+    }
+    if (c->api == API_ANTHROPIC) {
+        e = cJSON_AddObjectToObject(j, "error");
+        cJSON_AddStringToObject(e, "type", anthropic_type(status));
+    } else if (c->api == API_OPENAI_CHAT) {
+        e = cJSON_AddObjectToObject(j, "error");
+        cJSON_AddStringToObject(e, "type", openai_type(status, &code));
+    }
+    if (c->api == API_OPENAI_RESPONSES) cJSON_AddStringToObject(e, "code", "server_error");
+    cJSON_AddStringToObject(e, "message", msg);
+    if (c->api != API_ANTHROPIC) cJSON_AddNullToObject(e, "param");
+    if (c->api == API_OPENAI_CHAT) cJSON_AddNullToObject(e, "code");
+    char *data = cJSON_PrintUnformatted(j);
+    cJSON_Delete(j);
+    if (!data) return;
+    size_t len = strlen(data) + 32;     /* a partial event held back is dropped */
+    char *ev = malloc(len);
+    if (ev) {
+        snprintf(ev, len, "%s%s%sdata: %s\n\n", name ? "event: " : "", name ? name : "",
+                 name ? "\n" : "", data);
+        H->respond_write(c->r, ev, strlen(ev));
+    }
+    free(ev);
+    free(data);
 }
 
 static void refuse(struct quota *q, berth_req *r, const char *handle, const char *reason,
@@ -174,6 +213,7 @@ static void call_free(struct call *c)
     if (c->pprev) *c->pprev = c->next;
     if (c->next) c->next->pprev = c->pprev;
     sse_free(&c->sse);
+    hide_free(&c->hide);
     free(c->acc);
     free(c->hdr);
     free(c->url);
@@ -222,6 +262,7 @@ static void account(struct call *c, const char *outcome, bool interrupted)
     H->busy_release(q->self, c->handle);
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
+    bound_overrun(q, c->handle, c->id, api_name(c->api), c->model, c->reserved, cost);
     ledger_settle(q, c->id, c->handle, c->reserved, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
@@ -297,6 +338,8 @@ static bool on_data(const char *data, size_t len, void *arg)
     struct call *c = arg;
     if (c->gone) return false;
     meter_bytes(c, data, len);
+    if (c->hide_usage && c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data)))
+        return true;
     c->in_cb = true;
     size_t queued = H->respond_write(c->r, data, len);
     c->in_cb = false;
@@ -318,6 +361,7 @@ static void done(const struct berth_http_result *res, void *arg)
         H->respond_abort(c->r);
         outcome = "client_gone";
     } else if (res->error && c->head_seen) {
+        stream_error(c, res);
         H->respond_abort(c->r);      /* the client sees the stream cut, as it was */
         outcome = "upstream_cut";
     } else if (res->error) {
@@ -325,6 +369,9 @@ static void done(const struct berth_http_result *res, void *arg)
                   res->message);
         outcome = "upstream_error";
     } else {
+        const char *rest;
+        size_t n = c->hide_usage && c->sse_mode ? hide_flush(&c->hide, &rest) : 0;
+        if (n) H->respond_write(c->r, rest, n);
         if (!c->head_seen) H->respond(c->r, res->status, NULL, NULL, 0);
         else H->respond_end(c->r);
         if (c->status >= 400) outcome = "upstream_refused";
@@ -365,20 +412,6 @@ static int64_t int_field(const cJSON *j, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
     return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (int64_t)v->valuedouble : -1;
-}
-
-static size_t count_media(const char *b, size_t n)
-{
-    static const char *const needles[] = {"\"image", "\"document\"", "\"input_image\"",
-                                          "\"input_file\"", "\"file\"", NULL};
-    size_t k = 0;
-    for (const char *const *nd = needles; *nd; nd++) {
-        size_t l = strlen(*nd);
-        for (const char *p = b; p + l <= b + n && (p = memmem(p, (size_t)(b + n - p), *nd, l));
-             p += l)
-            k++;
-    }
-    return k;
 }
 
 /* the budget line joins the system prompt: after a string, or as a last text block */
@@ -432,8 +465,9 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
             changed = true;
         }
     } else if (c->api == API_OPENAI_CHAT) {
+        int64_t legacy = int_field(j, "max_tokens");
         out = int_field(j, "max_completion_tokens");
-        if (out < 0) out = int_field(j, "max_tokens");
+        if (legacy > out) out = legacy;
         if (out < 0) {
             cJSON_AddNumberToObject(j, "max_completion_tokens", (double)cap);
             changed = true;
@@ -448,6 +482,7 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
             }
             cJSON_DeleteItemFromObjectCaseSensitive(so, "include_usage");
             cJSON_AddTrueToObject(so, "include_usage");
+            c->hide_usage = true;
             changed = true;
         }
     } else if (c->api == API_OPENAI_RESPONSES) {
@@ -466,18 +501,18 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
         if (c->body) memcpy(c->body, body, len);
         c->body_len = len;
     }
-    c->in_bound = (int64_t)c->body_len + INPUT_OVERHEAD +
-                  (int64_t)count_media(c->body ? c->body : "", c->body_len) * TOKENS_PER_MEDIA;
+    const char *bad = c->body ? NULL : "out of memory";
+    if (!bad && c->api != API_COUNT_TOKENS)
+        bad = bound_call(c->api, j, c->body_len, c->out_bound, &c->in_bound, &c->out_bound);
+    c->hour_cache = c->api == API_ANTHROPIC && bound_hour_cache(j);
     cJSON_Delete(j);
-    return c->body ? NULL : "out of memory";
+    return bad;
 }
 
 static int64_t bound_cost(const struct call *c)
 {
     const struct price *p = &c->price;
-    double in = p->input;
-    if (p->cache_write > in) in = p->cache_write;
-    if (p->cache_read > in) in = p->cache_read;
+    double in = meter_max_input_price(p, c->hour_cache);
     struct price pb = {in, p->output, in, in};
     struct usage u = {.input = c->in_bound, .output = c->out_bound};
     return meter_cost(&pb, &u);

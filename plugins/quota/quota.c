@@ -33,10 +33,12 @@ static const struct berth_cfg_item up_schema[] = {
                      "USD per million " #k " tokens", BERTH_CFG_RELOAD, NULL, NULL}
 static const struct berth_cfg_item price_schema[] = {
     PRICE(input, "0"), PRICE(output, "0"), PRICE(cache_read, "0"), PRICE(cache_write, "0"),
+    PRICE(cache_write_1h, "0"),
     BERTH_CFG_ELEM_END(struct price),
 };
 static const struct berth_cfg_item default_price_schema[] = {
     PRICE(input, "0"), PRICE(output, "0"), PRICE(cache_read, "0"), PRICE(cache_write, "0"),
+    PRICE(cache_write_1h, "0"),
     {0},
 };
 
@@ -48,7 +50,8 @@ static const struct berth_cfg_item schema[] = {
     {"upstreams", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct cfg, up),
      "where calls go, with the real keys", 0, NULL, up_schema},
     {"prices", BERTH_CFG_STRUCT_MAP, NULL, 0, 0, offsetof(struct cfg, prices),
-     "model -> {input, output, cache_read, cache_write} in USD per million tokens",
+     "model -> {input, output, cache_read, cache_write, cache_write_1h} in USD per million"
+     " tokens",
      BERTH_CFG_RELOAD, NULL, price_schema},
     {"default_price", BERTH_CFG_STRUCT, NULL, 0, 0, offsetof(struct cfg, default_price),
      "the price of a model not in `prices` (unset: such calls are refused)",
@@ -265,6 +268,7 @@ static int configure(void *state, const void *cfg)
 static void metrics(struct quota *q)
 {
     static const char *const api[] = {"api", "outcome", NULL};
+    static const char *const api_only[] = {"api", NULL};
     static const char *const reason[] = {"reason", NULL};
     static const char *const model[] = {"model", NULL};
     static const char *const kind[] = {"model", "kind", NULL};
@@ -278,6 +282,8 @@ static void metrics(struct quota *q)
                                      "Tokens billed, by model and kind.", kind);
     q->m_inflight = H->metric_register(q->self, "inflight", BERTH_METRIC_GAUGE,
                                        "Calls in flight.", NULL);
+    q->m_overrun = H->metric_register(q->self, "over_reservation_total", BERTH_METRIC_COUNTER,
+                                      "Calls billed above their reservation, by API.", api_only);
 }
 
 static int start(void *state)

@@ -3,6 +3,8 @@
  *   proxy.c   the listener: authorization, forwarding, streaming relay
  *   meter.c   usage parsing (Anthropic and OpenAI, whole bodies and SSE) and pricing
  *   ledger.c  the durable ledger: reservations, settlement, usage reports
+ *   bound.c   the reservation's bound: the most a call can cost, from its body
+ *   hide.c    the streamed usage chunk a client did not ask for, taken out
  * Everything runs on the loop thread. */
 #ifndef QUOTA_H
 #define QUOTA_H
@@ -16,7 +18,8 @@ struct cJSON;
 #define QUOTA_HASH_LEN 32           /* SHA-256 */
 
 struct upstream { const char *url, *key, *ca; };
-struct price { double input, output, cache_read, cache_write; };
+/* USD per million tokens; cache_write is the 5-minute write, cache_write_1h the 1-hour one */
+struct price { double input, output, cache_read, cache_write, cache_write_1h; };
 
 struct cfg {
     const char *listen, *public_url;
@@ -60,6 +63,7 @@ struct quota {
     berth_timer *flush;             /* the next batch's commit, when scheduled */
     uint32_t ev_call, ev_refused, ev_key;
     berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
+    berth_metric *m_overrun;        /* calls billed above their reservation */
     bool stopping, drained_sent, destroying;
 };
 
@@ -68,6 +72,7 @@ extern const struct berth_host *H;
 /* tokens counted from the upstream's usage fields */
 struct usage {
     int64_t input, output, cache_read, cache_write;
+    int64_t cache_write_1h;         /* the part of cache_write written for an hour */
     bool seen_input, seen_output;
     unsigned reports;               /* usage reports with an output count absorbed */
 };
@@ -79,6 +84,9 @@ size_t meter_absorb(struct usage *u, const struct cJSON *doc);
 /* price of model in micro-dollars per million tokens; false when unpriced */
 bool meter_price(const struct quota *q, const char *model, struct price *out);
 int64_t meter_cost(const struct price *p, const struct usage *u);
+/* the highest price an input token of p can cost: input, cache read, 5-minute cache write,
+ * and the hour's cache write when the call asks for one */
+double meter_max_input_price(const struct price *p, bool hour);
 
 /* an incremental SSE parser: data lines joined per event, handed to meter_absorb */
 struct sse {
@@ -89,6 +97,31 @@ struct sse {
 };
 void sse_feed(struct sse *s, struct usage *u, const char *data, size_t len);
 void sse_free(struct sse *s);
+
+/* ---- bound.c ---- */
+/* the most input and output tokens a call with this body (as forwarded, body_len bytes) can
+ * be billed, its own output limit being out_limit; NULL, or why it cannot be bounded (the
+ * call is then refused) */
+const char *bound_call(enum api api, const struct cJSON *j, size_t body_len, int64_t out_limit,
+                       int64_t *in, int64_t *out);
+/* does the body ask for an hour's cache write (`cache_control: {ttl: "1h"}`)? */
+bool bound_hour_cache(const struct cJSON *j);
+/* an upstream reported more than the reservation: warns and counts it (the cost is billed) */
+void bound_overrun(struct quota *q, const char *handle, int64_t id, const char *api,
+                   const char *model, int64_t reserved, int64_t cost);
+
+/* ---- hide.c ---- */
+struct hide {
+    char *buf, *out;                /* a partial event; what the last call returns */
+    size_t len, cap, out_len, out_cap;
+    bool passthrough;               /* an event too large to be the usage chunk came */
+};
+/* the bytes of whole events in data (and before it) to relay, minus the usage chunk; *out is
+ * h's (valid until the next call) or data itself */
+size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out);
+/* what is left at the stream's end */
+size_t hide_flush(struct hide *h, const char **out);
+void hide_free(struct hide *h);
 
 /* ---- ledger.c ---- */
 int ledger_migrate(struct quota *q);

@@ -163,6 +163,13 @@ class ControlAPI(BerthTest):
         got = [int(line[4:]) for line in body.split("\n") if line.startswith("id: ")]
         self.assertEqual(got, want)
 
+    def test_a_since_that_is_not_a_sequence_number_is_refused(self):
+        for since in ["-5", "+5", "%205", "x", "", "18446744073709551616"]:
+            r = self.b.get(f"/v1/events?since={since}&follow=0")
+            self.assertEqual(r.status, 400, since)
+            self.assertIn("sequence number", r.json["error"]["message"], since)
+        self.assertEqual(self.b.get("/v1/events?since=0&follow=0").status, 200)
+
 
 BAD_STRINGS = {
     "escaped NUL": b"ab\\u0000cd",

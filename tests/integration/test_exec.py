@@ -159,6 +159,23 @@ class Exec(unittest.TestCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "ok"}).status, 201)
         b.wait_tenant("ok", "ready")        # a template without limits still runs
 
+    def test_a_user_that_is_not_a_uid_is_refused(self):
+        b = self.b
+        users = ["4294967296", "-1", "65534:-1", " 65534", "4294967295"]
+        b.write("20-user.yaml", "templates:\n" + "".join(
+            f"  odd{i}:\n    driver: exec\n    command: [sleep, '600']\n    user: '{u}'\n"
+            for i, u in enumerate(users)))
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        for i, user in enumerate(users):
+            h = f"odd{i}"
+            self.assertEqual(b.post("/v1/tenants", {"handle": h, "template": h}).status, 201)
+            t = wait_until(lambda: "is not uid[:gid]" in ((b.tenant(h) or {}).get("reason")
+                                                          or "") and b.tenant(h),
+                           what=f"the refusal of user {user!r}")
+            self.assertNotEqual(t["observed"], "ready", user)
+            self.assertIsNone(self.pid(h), user)    # nothing ran, least of all as root
+
     def test_unexpected_exit_is_reported_and_repaired(self):
         b = self.b
         b.post("/v1/tenants", {"handle": "bob"})

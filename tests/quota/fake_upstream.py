@@ -14,9 +14,16 @@ Prints "ready <port>" once it listens. The last user message's text steers an an
   [tool]                  a tool_use answer (Anthropic) / tool call (OpenAI)
   [long:N]                N text deltas
   [big:N]                 N text deltas of 16 KiB each (the log counts those sent so far)
+  [stall:NAME]            no answer at all (not even its head) until /_release?name=NAME
+  [worst]                 input usage at the most the references allow for the body: a
+                          token per byte of text, and per image Anthropic's ~1,600 or
+                          gpt-4o-mini's 2,833 + 8 tiles of 5,667 (2,833 at detail low)
+  [over]                  input usage of 10,000,000 tokens, more than any bound
 Usage is deterministic: input = 10 + bytes of the messages // 10, output = number of deltas,
-cache_read = 3 when the body says "cache_control". GET /_log lists every request with the
-usage reported and whether its client went away; GET /_stats counts open streams.
+cache_read = 3 when the body says "cache_control", an hour's cache write of 20 (Anthropic) when
+it says "ttl": "1h". GET /_log lists every request with the
+usage reported, whether its client went away and the id of the connection it came on;
+GET /_stats counts open streams.
 """
 import argparse
 import json
@@ -32,6 +39,36 @@ LOG = []
 LOCK = threading.Lock()
 HOLDS = {}
 OPEN = [0]
+CONNS = [0]
+
+
+def worst_input(body, anthropic):
+    """the documented maximum input of a body: text bytes, and each image at its cap"""
+    total = 0
+
+    def walk(n):
+        nonlocal total
+        if isinstance(n, dict):
+            t = n.get("type")
+            if t == "image":
+                total += 1600
+                return
+            if t in ("image_url", "input_image"):
+                iu = n.get("image_url")
+                detail = (iu.get("detail") if isinstance(iu, dict) else n.get("detail"))
+                total += 2833 if detail == "low" else 2833 + 8 * 5667
+                return
+            for k, v in n.items():
+                if k in ("text", "content", "system", "instructions", "input") and \
+                        isinstance(v, str):
+                    total += len(v.encode())
+                else:
+                    walk(v)
+        elif isinstance(n, list):
+            for v in n:
+                walk(v)
+    walk({k: body.get(k) for k in ("messages", "system", "input", "instructions")})
+    return total + (346 if anthropic and body.get("tools") else 0)
 
 
 def words_for(text):
@@ -66,6 +103,12 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def setup(self):
+        super().setup()
+        with LOCK:
+            CONNS[0] += 1
+            self.conn_id = CONNS[0]
+
     # ---- plumbing ----
     def send_json(self, status, obj, extra=()):
         data = json.dumps(obj).encode()
@@ -98,6 +141,7 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
 
     def record(self, **kw):
+        kw["conn"] = self.conn_id
         with LOCK:
             LOG.append(kw)
             return kw
@@ -139,7 +183,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, {"type": "error", "error": {
                 "type": "invalid_request_error", "message": "anthropic-version header is required"}})
         text = last_text(body)
-        usage_in = 10 + len(json.dumps(body.get("messages", []))) // 10
+        self.stall(text)
+        usage_in = self.usage_in(text, body, True,
+                                 10 + len(json.dumps(body.get("messages", []))) // 10)
         if self.path == "/v1/messages/count_tokens":
             self.record(api="count_tokens", input=usage_in, output=0, headers=dict(self.headers))
             return self.send_json(200, {"input_tokens": usage_in})
@@ -151,14 +197,17 @@ class Handler(BaseHTTPRequestHandler):
                     "type": kind, "message": "fake " + kind}},
                     [("retry-after", "7")] if code == "[429]" else [])
         cache_read = 3 if b"cache_control" in raw else 0
+        hour = 20 if re.search(rb'"ttl": ?"1h"', raw) else 0     # an hour's cache write
         words = words_for(text)
         tool = "[tool]" in text
         model = body.get("model")
         rec = self.record(api="messages", stream=bool(body.get("stream")), input=usage_in,
                           output=len(words), cache_read=cache_read, gone=False,
                           headers={k.lower(): v for k, v in self.headers.items()}, body=body)
-        usage = {"input_tokens": usage_in, "cache_creation_input_tokens": 0,
-                 "cache_read_input_tokens": cache_read, "output_tokens": len(words)}
+        usage = {"input_tokens": usage_in, "cache_creation_input_tokens": hour,
+                 "cache_read_input_tokens": cache_read, "output_tokens": len(words),
+                 "cache_creation": {"ephemeral_5m_input_tokens": 0,
+                                    "ephemeral_1h_input_tokens": hour}}
         if tool:
             content = [{"type": "tool_use", "id": "toolu_fake1", "name": "get_weather",
                         "input": {"location": "Paris"}}]
@@ -176,6 +225,17 @@ class Handler(BaseHTTPRequestHandler):
             rec["gone"] = True
         finally:
             OPEN[0] -= 1
+
+    def stall(self, text):
+        m = re.search(r"\[stall:([\w-]+)\]", text)
+        if m:
+            HOLDS.setdefault(m.group(1), threading.Event()).wait(30)
+
+    @staticmethod
+    def usage_in(text, body, anthropic, plain):
+        if "[over]" in text:
+            return 10000000
+        return worst_input(body, anthropic) if "[worst]" in text else plain
 
     def pause(self, text, i):
         m = re.search(r"\[(hold|park):([\w-]+)\]", text)
@@ -236,7 +296,9 @@ class Handler(BaseHTTPRequestHandler):
                     if code == "[429]" else None}},
                     [("retry-after", "7")] if code == "[429]" else [])
         chat = self.path == "/v1/chat/completions"
-        usage_in = 10 + len(json.dumps(body.get("messages") or body.get("input") or ""))// 10
+        self.stall(text)
+        usage_in = self.usage_in(text, body, False, 10 + len(json.dumps(
+            body.get("messages") or body.get("input") or "")) // 10)
         cached = 3 if b"cache" in raw else 0
         words = words_for(text)
         rec = self.record(api="chat" if chat else "responses", stream=bool(body.get("stream")),

@@ -84,6 +84,19 @@ static void cost(void)
     CHECK(meter_cost(&p, &u) == 3000 + 15000 + 300 + 3750);
     struct usage one = {.cache_read = 1};
     CHECK(meter_cost(&p, &one) == 1);       /* 0.3 micro-dollars, rounded up */
+    /* an hour's cache write: its own price, or Anthropic's 2x input when unset */
+    struct usage w = {.cache_write = 10, .cache_write_1h = 4};
+    CHECK(meter_cost(&p, &w) == (6 * 3750 + 4 * 6000 + 999) / 1000);
+    struct price p1h = {3, 15, 0.30, 3.75, 7};
+    CHECK(meter_cost(&p1h, &w) == (6 * 3750 + 4 * 7000 + 999) / 1000);
+    CHECK(meter_max_input_price(&p, true) == 6 && meter_max_input_price(&p, false) == 3.75);
+    struct usage a = {0};
+    cJSON *doc = cJSON_Parse("{\"usage\":{\"input_tokens\":1,\"cache_creation_input_tokens\":9,"
+                             "\"cache_creation\":{\"ephemeral_5m_input_tokens\":4,"
+                             "\"ephemeral_1h_input_tokens\":5}}}");
+    meter_absorb(&a, doc);
+    cJSON_Delete(doc);
+    CHECK(a.cache_write == 9 && a.cache_write_1h == 5);
     struct price q = {0.40, 1.60, 0, 0};
     struct usage c = {.input = 3, .cache_read = 3};
     CHECK(meter_cost(&q, &c) == 3);         /* cache read without a price: the input's */

@@ -1,0 +1,102 @@
+/* The usage chunk a client did not ask for. To meter a streamed OpenAI chat call the proxy
+ * sets `stream_options.include_usage`, which makes the upstream send, before `data: [DONE]`,
+ * one more chunk whose `choices` is empty and whose `usage` is the call's. The reference
+ * promises that chunk only to a client that asked for it, and a client that did not may
+ * read `choices[0]` of every chunk; so it is taken out of the relayed stream (after the
+ * meter has read it). The `"usage": null` the other chunks then carry is left as sent: a
+ * field the SDKs' types declare nullable.
+ *
+ * The relay stays event by event: whole events pass at once, a partial one waits for its
+ * end (or for the stream's end: hide_flush). */
+#include "quota.h"
+
+#include <cjson/cJSON.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define HIDE_EVENT_MAX (4u << 20)   /* an event larger than this is passed on unread */
+
+static bool grow(char **p, size_t *cap, size_t need)
+{
+    if (need <= *cap) return true;
+    size_t n = need * 2;
+    char *q = realloc(*p, n);
+    if (!q) return false;
+    *p = q;
+    *cap = n;
+    return true;
+}
+
+/* is this event (its lines, without the blank one) the usage chunk? */
+static bool usage_chunk(const char *ev, size_t len)
+{
+    if (!memmem(ev, len, "\"usage\"", 7)) return false;
+    const char *d = memmem(ev, len, "data:", 5);
+    if (!d) return false;
+    d += 5;
+    cJSON *j = cJSON_ParseWithLength(d, len - (size_t)(d - ev));
+    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    bool hit = cJSON_IsArray(ch) && !cJSON_GetArraySize(ch) &&
+               cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "usage"));
+    cJSON_Delete(j);
+    return hit;
+}
+
+/* the end of the first event in b (after its blank line), or 0 */
+static size_t next_event(const char *b, size_t n, size_t *body)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (b[i] != '\n') continue;
+        if (b[i + 1] == '\n') { *body = i; return i + 2; }
+        if (b[i + 1] == '\r' && i + 2 < n && b[i + 2] == '\n') { *body = i; return i + 3; }
+    }
+    return 0;
+}
+
+size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out)
+{
+    h->out_len = 0;
+    *out = data;
+    if (h->passthrough || h->len + len > HIDE_EVENT_MAX) {    /* too large to be usage */
+        h->passthrough = true;
+        if (!h->len) return len;
+        if (!grow(&h->out, &h->out_cap, h->len + len)) return len;
+        memcpy(h->out, h->buf, h->len);
+        memcpy(h->out + h->len, data, len);
+        len += h->len;
+        h->len = 0;
+        *out = h->out;
+        return len;
+    }
+    if (!grow(&h->buf, &h->cap, h->len + len) || !grow(&h->out, &h->out_cap, h->len + len))
+        return len;             /* out of memory: the bytes pass as they are */
+    memcpy(h->buf + h->len, data, len);
+    h->len += len;
+    size_t off = 0, end, body;
+    while ((end = next_event(h->buf + off, h->len - off, &body))) {
+        if (!usage_chunk(h->buf + off, body)) {
+            memcpy(h->out + h->out_len, h->buf + off, end);
+            h->out_len += end;
+        }
+        off += end;
+    }
+    memmove(h->buf, h->buf + off, h->len - off);
+    h->len -= off;
+    *out = h->out;
+    return h->out_len;
+}
+
+size_t hide_flush(struct hide *h, const char **out)
+{
+    *out = h->buf;
+    size_t n = h->len;
+    h->len = 0;
+    return n;
+}
+
+void hide_free(struct hide *h)
+{
+    free(h->buf);
+    free(h->out);
+    memset(h, 0, sizeof *h);
+}
