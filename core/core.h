@@ -166,6 +166,8 @@ int store_plugin_query(struct store *s, const char *module, const char *sql,
                        char **errmsg);
 int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *arg,
                     char **errmsg);
+/* finalizes the statements kept for module (every module's when NULL): it unloads */
+void store_plugin_forget(struct store *s, const char *module);
 uint64_t store_max_seq(struct store *s);
 int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
                   const char *tenant, const char *json);

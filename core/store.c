@@ -195,6 +195,7 @@ fail:
 void store_close(struct store *s)
 {
     if (!s) return;
+    store_plugin_forget(s, NULL);
     sqlite3_finalize(s->journal_ins);
     /* Folds the WAL back so the file is self-contained after a clean stop (not into a file
      * that is no longer the state database). */
@@ -406,6 +407,68 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
     return ddl ? store_ddl_end(s, a, ret, errmsg) : ret;
 }
 
+/* ---- the plugins' statement cache ---- */
+
+static struct store_cached *cache_find(struct store *s, const char *module, const char *sql)
+{
+    for (size_t i = 0; i < s->ncache; i++) {
+        struct store_cached *e = &s->cache[i];
+        if (!strcmp(e->sql, sql) && !strcmp(e->module, module)) return e;
+    }
+    return NULL;
+}
+
+static void cache_drop(struct store *s, size_t i)
+{
+    struct store_cached *e = &s->cache[i];
+    sqlite3_finalize(e->st);
+    free(e->module);
+    free(e->sql);
+    s->cache[i] = s->cache[--s->ncache];
+}
+
+/* a slot for a new entry: a free one, or the least recently used one not stepping now */
+static struct store_cached *cache_slot(struct store *s)
+{
+    if (s->ncache < STORE_CACHE_MAX) return &s->cache[s->ncache++];
+    size_t victim = SIZE_MAX;
+    for (size_t i = 0; i < s->ncache; i++)
+        if (!s->cache[i].busy && (victim == SIZE_MAX || s->cache[i].used < s->cache[victim].used))
+            victim = i;
+    if (victim == SIZE_MAX) return NULL;
+    cache_drop(s, victim);
+    return &s->cache[s->ncache++];
+}
+
+/* Keeps st (prepared from the whole of sql, one statement) for the module's next call. */
+static struct store_cached *cache_add(struct store *s, struct store_auth *a, const char *sql,
+                                      sqlite3_stmt *st)
+{
+    struct store_cached *e = cache_slot(s);
+    if (!e) return NULL;
+    *e = (struct store_cached){.module = xstrdup(a->module), .sql = xstrdup(sql), .st = st};
+    return e;
+}
+
+static int cache_run(struct store *s, struct store_auth *a, struct store_cached *e,
+                     const struct store_binds *b, const struct store_sink *k, char **errmsg)
+{
+    e->busy = true;
+    e->used = ++s->uses;
+    int ret = run_one(s, a, e->st, "", b, k, errmsg);
+    sqlite3_reset(e->st);
+    sqlite3_clear_bindings(e->st);
+    e->busy = false;
+    return ret;
+}
+
+void store_plugin_forget(struct store *s, const char *module)
+{
+    for (size_t i = s ? s->ncache : 0; i-- > 0;)
+        if (!s->cache[i].busy && (!module || !strcmp(s->cache[i].module, module)))
+            cache_drop(s, i);
+}
+
 int store_run(struct store *s, struct store_auth *a, const char *sql,
               const struct store_binds *b, const struct store_sink *k, char **errmsg)
 {
@@ -413,10 +476,18 @@ int store_run(struct store *s, struct store_auth *a, const char *sql,
     int ret = 0;
     struct store_auth *prev = s->auth;
     s->auth = a;
+    struct store_cached *hit = a ? cache_find(s, a->module, sql) : NULL;
+    if (hit && !hit->busy) {
+        ret = cache_run(s, a, hit, b, k, errmsg);
+        s->auth = prev;
+        return ret;
+    }
     while (!ret && tail && *tail) {
         sqlite3_stmt *st = NULL;
         if (a) a->ddl = a->create_table = false;
-        int rc = sqlite3_prepare_v2(s->db, tail, -1, &st, &tail);
+        const char *head = tail;
+        int rc = sqlite3_prepare_v3(s->db, tail, -1, a ? SQLITE_PREPARE_PERSISTENT : 0, &st,
+                                    &tail);
         if (rc != SQLITE_OK) {
             ret = fail(s, a, rc, errmsg);
             /* a statement SQLite cannot parse is the caller's mistake */
@@ -424,6 +495,15 @@ int store_run(struct store *s, struct store_auth *a, const char *sql,
             break;
         }
         if (!st) break;     /* trailing whitespace or comment */
+        /* a plugin's single statement that changes no schema is kept for next time */
+        struct store_cached *e = a && !hit && head == sql && !more_sql(tail) && !a->ddl &&
+                                         !a->create_table && !a->denied[0]
+                                     ? cache_add(s, a, sql, st)
+                                     : NULL;
+        if (e) {
+            ret = cache_run(s, a, e, b, k, errmsg);
+            break;
+        }
         ret = run_one(s, a, st, tail, b, k, errmsg);
         sqlite3_finalize(st);
     }

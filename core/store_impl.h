@@ -19,8 +19,23 @@ struct store_auth {
     bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
 };
 
+/* A plugin's prepared statement kept for its next call with the same SQL text (one statement,
+ * no schema change: what the authorizer allowed while preparing it stays allowed, and SQLite
+ * re-runs the authorizer itself if the schema changes under it). Keyed by module, whose
+ * tables the authorizer allowed. */
+struct store_cached {
+    char *module, *sql;
+    sqlite3_stmt *st;
+    uint64_t used;              /* the store's use counter at its last use (LRU) */
+    bool busy;                  /* stepping now (a row callback may run the same SQL again) */
+};
+#define STORE_CACHE_MAX 64
+
 struct store {
     sqlite3 *db;
+    struct store_cached cache[STORE_CACHE_MAX];
+    size_t ncache;
+    uint64_t uses;
     sqlite3_stmt *journal_ins;
     char *path;
     dev_t dev;                  /* the file opened, to notice it deleted or replaced */

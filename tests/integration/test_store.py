@@ -178,6 +178,21 @@ class Isolation(StoreCase):
         db = self.db_after_stop()
         self.assertEqual(db.execute("SELECT handle FROM tenants").fetchall(), [("alice",)])
 
+    def test_a_kept_statement_is_checked_again_when_the_schema_changes(self):
+        # the store keeps a plugin's prepared statements for its next call with the same SQL:
+        # a view redefined under one must not let the kept statement read the core's tables
+        self.assertEqual(self.b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        self.assertEqual(self.sql("CREATE VIEW storetest_w AS SELECT k FROM storetest_kv")["rc"],
+                         0)
+        for _ in range(3):
+            self.assertEqual(self.sql("SELECT * FROM storetest_w")["rc"], 0)
+        self.assertEqual(self.sql("DROP VIEW storetest_w")["rc"], 0)
+        self.assertEqual(self.sql("CREATE VIEW storetest_w AS SELECT handle FROM tenants")["rc"],
+                         0)
+        j = self.sql("SELECT * FROM storetest_w")
+        self.assertEqual(j["rc"], EPERM, j)
+        self.assertNotIn("alice", str(j))
+
     def test_a_statement_that_never_ends_is_interrupted(self):
         # the loop is berthd's only thread: a plugin's runaway query held /health forever
         b = self.b
