@@ -5,9 +5,11 @@
 #include "store_impl.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 /* Core schema, one step per version; a step is never edited once released. */
 static const char *const core_steps[] = {
@@ -111,10 +113,99 @@ static void on_watch(uv_timer_t *t)
 
 void store_watch(struct store *s, uv_loop_t *loop, uint64_t every_ms)
 {
+    s->loop = loop;
     uv_timer_init(loop, &s->watch);
     uv_unref((uv_handle_t *)&s->watch);     /* the watch alone does not keep berthd up */
     uv_timer_start(&s->watch, on_watch, every_ms, every_ms);
     s->watching = true;
+}
+
+/* ---- commits not synced yet (BERTH_TX_NOSYNC) ----
+ * Such a commit is a write() into the WAL: it survives a crash of berthd at once. For a power
+ * loss, a sync of the WAL file starts at most LAZY_MS after the oldest commit not yet synced:
+ * an fdatasync of our own descriptor of the -wal file in libuv's threadpool, so the loop never
+ * waits for the disk. A synced commit (synchronous=FULL) syncs the earlier ones too. */
+#define LAZY_MS 1000
+
+struct store_lazy {
+    uv_timer_t timer;
+    uv_fs_t req;
+    int fd;                     /* the -wal file, opened at the first lazy commit */
+    bool armed, syncing, pending, failed;
+    uint64_t oldest;            /* uv_now() of the oldest commit not synced, while pending */
+    struct store *s;
+};
+
+static void lazy_arm(struct store_lazy *l);
+
+static void lazy_synced(uv_fs_t *req)
+{
+    struct store_lazy *l = container_of(req, struct store_lazy, req);
+    l->syncing = false;
+    if (req->result < 0 && !l->failed) {
+        l->failed = true;       /* said once; the next synced commit syncs it all anyway */
+        log_error("store: syncing the WAL: %s", uv_strerror((int)req->result));
+    }
+    uv_fs_req_cleanup(req);
+    if (l->pending) lazy_arm(l);
+}
+
+static void lazy_fire(uv_timer_t *t)
+{
+    struct store_lazy *l = container_of(t, struct store_lazy, timer);
+    l->armed = false;
+    if (l->syncing) return;     /* lazy_synced arms again for what came meanwhile */
+    l->pending = false;
+    l->syncing = true;
+    if (uv_fs_fdatasync(t->loop, &l->req, l->fd, lazy_synced) < 0) {
+        l->syncing = false;
+        fdatasync(l->fd);
+    }
+}
+
+static void lazy_arm(struct store_lazy *l)
+{
+    if (l->armed || l->syncing || uv_is_closing((uv_handle_t *)&l->timer)) return;
+    uint64_t due = l->oldest + LAZY_MS, now = uv_now(l->s->loop);
+    if (uv_timer_start(&l->timer, lazy_fire, due > now ? due - now : 0, 0) == 0) l->armed = true;
+}
+
+bool store_lazy_commit(struct store *s)
+{
+    if (!s->loop) return false;
+    struct store_lazy *l = s->lazy;
+    if (!l) {
+        char *wal = xasprintf("%s-wal", s->path);
+        int fd = open(wal, O_RDONLY | O_CLOEXEC);
+        free(wal);
+        if (fd < 0) return false;
+        l = s->lazy = xcalloc(1, sizeof *l);
+        l->fd = fd;
+        l->s = s;
+        uv_timer_init(s->loop, &l->timer);
+        uv_unref((uv_handle_t *)&l->timer);     /* a stop syncs anyway (the checkpoint) */
+    }
+    if (!l->pending) l->oldest = uv_now(s->loop);
+    l->pending = true;
+    lazy_arm(l);
+    return true;
+}
+
+static void lazy_closed(uv_handle_t *h)
+{
+    free(container_of((uv_timer_t *)h, struct store_lazy, timer));
+}
+
+/* at close: the loop has stopped, so no sync is in flight */
+static void lazy_close(struct store *s)
+{
+    struct store_lazy *l = s->lazy;
+    if (!l) return;
+    if (l->pending) fdatasync(l->fd);
+    close(l->fd);
+    if (!uv_is_closing((uv_handle_t *)&l->timer)) uv_close((uv_handle_t *)&l->timer, lazy_closed);
+    else free(l);
+    s->lazy = NULL;
 }
 
 static void watch_closed(uv_handle_t *h)
@@ -196,6 +287,7 @@ void store_close(struct store *s)
 {
     if (!s) return;
     store_plugin_forget(s, NULL);
+    lazy_close(s);
     sqlite3_finalize(s->journal_ins);
     /* Folds the WAL back so the file is self-contained after a clean stop (not into a file
      * that is no longer the state database). */

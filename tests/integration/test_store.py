@@ -99,6 +99,20 @@ class Transactions(StoreCase):
         self.b.start()
         self.assertEqual(self.count("durable-%"), 3)
 
+    def test_unsynced_transaction_is_atomic_and_survives_sigkill(self):
+        # BERTH_TX_NOSYNC (1): written to the WAL at commit, synced within a second
+        r = self.b.post("/v1/storetest/tx/lazybad?flags=1&fail=3")
+        self.assertEqual(r.json["rc"], EEXIST, r)
+        for i in range(5):
+            r = self.b.post(f"/v1/storetest/tx/lazy{i}?flags=1")
+            self.assertEqual(r.json["rc"], 0, r)
+        self.assertEqual(self.b.post("/v1/storetest/tx/odd?flags=2").json["rc"], EINVAL)
+        self.b.kill()
+        self.b.start()
+        self.assertEqual(self.count("lazy%"), 15)
+        self.assertEqual(self.count("lazybad%"), 0)
+        self.assertEqual(self.count("odd%"), 0)
+
     def test_nesting_refused(self):
         r = self.b.post("/v1/storetest/nest")
         self.assertEqual(r.json["inner"], EBUSY, r)
