@@ -195,7 +195,8 @@ void ledger_flush(struct quota *q)
     q->reserves = NULL;
     q->reserves_tail = &q->reserves;
     if (!b.settles && !b.res) return;
-    int rc = H->store_tx(q->self, batch_tx, &b);
+    /* written to the WAL at commit (a SIGKILL cannot undo it), synced within a second */
+    int rc = H->store_tx_flags(q->self, batch_tx, &b, BERTH_TX_NOSYNC);
     while (b.settles) {
         struct settle *st = b.settles;
         b.settles = st->next;
