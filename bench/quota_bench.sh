@@ -103,6 +103,9 @@ run() {     # name url: prints "rps p50_us p99_us"
 }
 if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
 if [ -n "${QUOTA_STRACE:-}" ]; then timeout $((secs * 3 + 1)) strace -c -f -o "$QUOTA_STRACE" -p "$bpid" & fi
+cpu() { awk '{print $14 + $15}' "/proc/$bpid/stat"; }     # berthd's CPU time, in ticks
+calls0=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
+cpu0=$(cpu)
 results=()
 for i in $(seq "$runs"); do
     for case in direct:$uport nginx:$nport berth:$qport; do
@@ -129,3 +132,4 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 '
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
+python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print(f'berthd CPU per call: {($(cpu) - $cpu0) / t / max($calls - $calls0, 1) * 1e6:.1f} us (user+system, one loop thread)')"

@@ -600,7 +600,8 @@ static bool admit(struct call *c, const struct blk *b)
     }
     c->reserved = bound_cost(c);
     c->res = (struct reservation){.handle = c->handle, .api = api_name(c->api),
-                                  .model = c->model, .budget = quota_budget(q, c->handle),
+                                  .model = c->model,
+                                  .budget = (int64_t)(b->budget * 1e6 + 0.5),
                                   .bound = c->reserved, .slots = b->concurrency,
                                   .monthly = b->period && !strcmp(b->period, "monthly"),
                                   .done = reserved, .arg = c};

@@ -58,6 +58,8 @@ struct quota {
     struct settle *settles;         /* queued for the next batch */
     struct reservation *reserves, **reserves_tail;
     berth_timer *flush;             /* the next batch's commit, when scheduled */
+    struct tot *tots;               /* per-tenant totals in memory (ledger.c) */
+    int64_t gen;                    /* quota_meta's generation after our last batch */
     uint32_t ev_call, ev_refused, ev_key;
     berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
     bool stopping, drained_sent, destroying;
@@ -99,7 +101,7 @@ int ledger_migrate(struct quota *q);
 struct reservation {
     struct reservation *next;
     const char *handle, *api, *model;
-    int64_t budget, bound, slots, id;
+    int64_t budget, bound, slots, id;   /* budget: the template's (an override wins) */
     bool monthly;                   /* the budget is per calendar month (UTC) */
     void (*done)(struct reservation *r, void *arg);
     void *arg;

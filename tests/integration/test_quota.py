@@ -425,6 +425,13 @@ class Budget(QuotaBase):
         self.assertIn(f'berth_quota_spend_microdollars_total{{model="claude-test"}} '
                       f'{u["spent_micro"]}', m)
         self.assertIn(f'berth_quota_refused_total{{reason="budget"}} {len(refused) + 1}', m)
+        # a budget raised while the tenant's totals are held in memory counts at once
+        big = {"model": "claude-test", "max_tokens": 1000,     # a bound above 10,000
+               "messages": [{"role": "user", "content": "big"}]}
+        self.assertEqual(self.call(key, body=big)[0], 402)
+        r = self.b.req("PUT", "/v1/tenants/rich/budget", {"budget": 1.0})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.call(key, body=big)[0], 200)
 
 
 class Limits(QuotaBase):
