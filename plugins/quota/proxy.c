@@ -15,6 +15,7 @@
 
 #define HIGH_WATER (256u << 10)     /* bytes queued for a slow client before the upstream waits */
 #define BODY_MAX (8u << 20)         /* a whole (not streamed) answer kept for its usage */
+#define WHOLE_MAX (256u << 10)      /* a smaller whole answer is relayed in one write */
 #define INPUT_OVERHEAD 1000         /* tokens a request may cost beyond its bytes (tool prompts) */
 #define TOKENS_PER_MEDIA 2000       /* an image or document counted from a short reference */
 
@@ -36,8 +37,10 @@ struct call {
     struct sse sse;
     char *acc;                  /* a whole answer's body, for its usage */
     size_t acc_len;
+    struct berth_header *uphdr; /* while `held`: the upstream's headers, one allocation */
     int status;
     bool head_seen, sse_mode, paused, gone, in_cb, reserving;
+    bool held;                  /* a small whole answer, kept to be relayed at its end */
 };
 
 /* ---- errors in each API's own format ---- */
@@ -175,6 +178,7 @@ static void call_free(struct call *c)
     if (c->next) c->next->pprev = c->pprev;
     sse_free(&c->sse);
     free(c->acc);
+    free(c->uphdr);
     free(c->hdr);
     free(c->url);
     free(c->ca);
@@ -254,6 +258,39 @@ static void finish(struct call *c, const char *outcome, bool interrupted)
 
 /* ---- relaying ---- */
 
+/* the upstream's headers, kept past on_head in one allocation; NULL when out of memory */
+static struct berth_header *copy_headers(const struct berth_header *h, size_t n)
+{
+    size_t size = (n + 1) * sizeof *h;
+    for (size_t i = 0; i < n; i++) size += strlen(h[i].name) + strlen(h[i].value) + 2;
+    struct berth_header *out = malloc(size);
+    if (!out) return NULL;
+    char *p = (char *)(out + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t a = strlen(h[i].name) + 1, b = strlen(h[i].value) + 1;
+        out[i].name = memcpy(p, h[i].name, a);
+        out[i].value = memcpy(p + a, h[i].value, b);
+        p += a + b;
+    }
+    out[n] = (struct berth_header){NULL, NULL};
+    return out;
+}
+
+/* A whole answer of known, small length is relayed with its head in one write when it ends
+ * (the client cannot use half a JSON document anyway); a stream, as each piece arrives. */
+static bool hold_whole(struct call *c, const struct berth_header *h, size_t n)
+{
+    if (c->sse_mode) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(h[i].name, "content-length")) {
+            char *end;
+            unsigned long long len = strtoull(h[i].value, &end, 10);
+            return end != h[i].value && !*end && len <= WHOLE_MAX &&
+                   (c->uphdr = copy_headers(h, n)) != NULL;
+        }
+    return false;
+}
+
 static bool on_head(int status, const struct berth_header *h, size_t n, void *arg)
 {
     struct call *c = arg;
@@ -263,6 +300,7 @@ static bool on_head(int status, const struct berth_header *h, size_t n, void *ar
     for (size_t i = 0; i < n; i++)
         if (!strcasecmp(h[i].name, "content-type") && strstr(h[i].value, "text/event-stream"))
             c->sse_mode = true;
+    if ((c->held = hold_whole(c, h, n))) return true;
     c->in_cb = true;
     int rc = H->respond_start(c->r, status, h);
     c->in_cb = false;
@@ -297,6 +335,8 @@ static bool on_data(const char *data, size_t len, void *arg)
     struct call *c = arg;
     if (c->gone) return false;
     meter_bytes(c, data, len);
+    if (c->held)        /* more than its Content-Length said: cut short, answered in done() */
+        return c->acc_len <= WHOLE_MAX;
     c->in_cb = true;
     size_t queued = H->respond_write(c->r, data, len);
     c->in_cb = false;
@@ -317,6 +357,9 @@ static void done(const struct berth_http_result *res, void *arg)
     if (c->gone) {
         H->respond_abort(c->r);
         outcome = "client_gone";
+    } else if (res->error && c->head_seen && c->held) {
+        api_error(c->r, 502, 0, "upstream: %s (the answer was cut short)", res->message);
+        outcome = "upstream_cut";
     } else if (res->error && c->head_seen) {
         H->respond_abort(c->r);      /* the client sees the stream cut, as it was */
         outcome = "upstream_cut";
@@ -326,6 +369,7 @@ static void done(const struct berth_http_result *res, void *arg)
         outcome = "upstream_error";
     } else {
         if (!c->head_seen) H->respond(c->r, res->status, NULL, NULL, 0);
+        else if (c->held) H->respond_with(c->r, c->status, c->uphdr, c->acc, c->acc_len);
         else H->respond_end(c->r);
         if (c->status >= 400) outcome = "upstream_refused";
     }

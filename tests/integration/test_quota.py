@@ -322,8 +322,11 @@ class Keys(QuotaBase):
         self.add("bob")
         ka, kb = self.env("ann")["ANTHROPIC_API_KEY"], self.env("bob")["ANTHROPIC_API_KEY"]
         self.assertNotEqual(ka, kb)
-        st, _, body = self.call(ka)
+        st, h, body = self.call(ka)
         self.assertEqual(st, 200, body)
+        # a small whole answer is relayed whole (head and body in one write), not chunked
+        self.assertEqual((h.get("content-length"), h.get("transfer-encoding")),
+                         (str(len(body)), None))
         self.assertEqual(self.usage("ann")["calls"], 1)
         self.assertEqual(self.usage("bob")["calls"], 0)
         c = self.conn()
