@@ -224,6 +224,9 @@ static int progress(void *arg)
 int store_open(const char *path, struct store **out, char *err, size_t errlen)
 {
     sqlite3 *db;
+    /* SQLite's memory statistics take a global mutex on every allocation; berthd never
+     * reads them (SQLITE_MISUSE once SQLite is initialized: a second store keeps them) */
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
     int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
                              SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
@@ -232,6 +235,8 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
         return BERTH_EIO;
     }
     sqlite3_busy_timeout(db, 2000);
+    /* more of each statement's small allocations from the connection's own slots */
+    sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 1200, 256);
     sqlite3_extended_result_codes(db, 1);
     char *msg = NULL;
     /* WAL + NORMAL: a commit costs no fsync and survives a crash of berthd, not of the kernel.

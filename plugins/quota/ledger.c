@@ -190,8 +190,11 @@ static int reserve_one(struct quota *q, struct reservation *r)
                               BERTH_TEXT(month)};
     if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
                                  " started_ms, reserved, period) VALUES(?1,?2,?3,?4,'open',?5,"
-                                 "?6,?7) RETURNING id", c, 7, ints, &r->id);
+                                 "?6,?7)", c, 7, NULL, NULL);
+    /* (not RETURNING: it builds a temporary table per statement) */
+    if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
     if (rc) return rc;
+    snprintf(r->period, sizeof r->period, "%s", month);
     t->reserved += r->bound;
     t->open++;
     return 0;
@@ -202,24 +205,15 @@ struct settle {
     int64_t id, reserved, cost;
     struct usage u;
     int status, attempts;
-    char handle[BERTH_HANDLE_MAX + 1], outcome[32];
+    char handle[BERTH_HANDLE_MAX + 1], outcome[32], period[16];
 };
-
-static bool text_row(int n, const char *const *names, const struct berth_value *v, void *arg)
-{
-    (void)names;
-    char *out = arg;
-    if (n >= 1 && v[0].type == BERTH_VAL_TEXT)
-        snprintf(out, 16, "%.*s", (int)v[0].len, (const char *)v[0].p);
-    return false;
-}
 
 static int settle_one(struct quota *q, const struct settle *st)
 {
     berth_instance *s = q->self;
     const struct usage *u = &st->u;
     int64_t now = H->now_ms(s);
-    char month[16], period[16] = "\x01";     /* stays so unless the call was open */
+    char month[16];
     month_of(now, month);
     int rc = 0;
     struct tot *t = tot_get(q, st->handle, now, month, &rc);
@@ -230,10 +224,12 @@ static int settle_one(struct quota *q, const struct settle *st)
                               BERTH_INT(st->status), BERTH_TEXT(st->outcome)};
     rc = H->store_query(s, "UPDATE quota_calls SET state = 'done', ended_ms = ?2, cost = ?3,"
                         " input = ?4, output = ?5, cache_read = ?6, cache_write = ?7,"
-                        " status = ?8, outcome = ?9 WHERE id = ?1 AND state = 'open'"
-                        " RETURNING period", p, 9, text_row, period);
-    if (rc || period[0] == 1) return rc;   /* settled already: nothing is billed twice */
-    bool this_period = !strcmp(period, t->period);
+                        " status = ?8, outcome = ?9 WHERE id = ?1 AND state = 'open'",
+                        p, 9, NULL, NULL);
+    int64_t changed = 0;
+    if (!rc) rc = H->store_query(s, "SELECT changes()", NULL, 0, ints, &changed);
+    if (rc || !changed) return rc;      /* settled already: nothing is billed twice */
+    bool this_period = !strcmp(st->period, t->period);
     struct berth_value v[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
                               BERTH_INT(st->cost), BERTH_INT(this_period)};
     rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
@@ -249,19 +245,18 @@ static int settle_one(struct quota *q, const struct settle *st)
 }
 
 /* another writer since our last batch: the totals in memory are stale */
-static int gen_check(struct quota *q)
+static int gen_check(struct quota *q, int64_t *gen)
 {
-    int64_t gen = -1;
     int rc = H->store_query(q->self, "SELECT v FROM quota_meta WHERE k = 'gen'", NULL, 0, ints,
-                            &gen);
-    if (!rc && gen != q->gen) tots_drop(q);
+                            gen);
+    if (!rc && *gen != q->gen) tots_drop(q);
     return rc;
 }
 
-static int gen_bump(struct quota *q, int64_t *gen)
+static int gen_bump(struct quota *q)
 {
-    return H->store_query(q->self, "UPDATE quota_meta SET v = v + 1 WHERE k = 'gen' RETURNING v",
-                          NULL, 0, ints, gen);
+    return H->store_query(q->self, "UPDATE quota_meta SET v = v + 1 WHERE k = 'gen'", NULL, 0,
+                          NULL, NULL);
 }
 
 struct batch { struct quota *q; struct settle *settles; struct reservation *res; int64_t gen; };
@@ -269,10 +264,11 @@ struct batch { struct quota *q; struct settle *settles; struct reservation *res;
 static int batch_tx(void *arg)
 {
     struct batch *b = arg;
-    int rc = gen_check(b->q);
+    int rc = gen_check(b->q, &b->gen);
     for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
     for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b->q, r);
-    if (!rc) rc = gen_bump(b->q, &b->gen);
+    if (!rc) rc = gen_bump(b->q);
+    b->gen++;
     return rc;
 }
 
@@ -336,9 +332,11 @@ void ledger_reserve(struct quota *q, struct reservation *r)
     schedule(q);
 }
 
-void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
-                   int64_t cost, const struct usage *u, int status, const char *outcome)
+void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
+                   const struct usage *u, int status, const char *outcome)
 {
+    int64_t id = r->id;
+    const char *handle = r->handle;
     struct settle *st = calloc(1, sizeof *st);
     if (!st) {
         H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: out of memory to settle it; it is "
@@ -346,7 +344,8 @@ void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t rese
         return;
     }
     st->id = id;
-    st->reserved = reserved;
+    st->reserved = r->bound;
+    snprintf(st->period, sizeof st->period, "%s", r->period);
     st->cost = cost;
     st->u = *u;
     st->status = status;
@@ -396,8 +395,7 @@ static int recover_tx(void *arg)
     if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
                                  " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
                                  " AND owner != ?1", p, 2, NULL, NULL);
-    int64_t gen;
-    if (!rc) rc = gen_bump(rv->q, &gen);
+    if (!rc) rc = gen_bump(rv->q);
     return rc;
 }
 

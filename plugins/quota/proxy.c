@@ -226,7 +226,7 @@ static void account(struct call *c, const char *outcome, bool interrupted)
     H->busy_release(q->self, c->handle);
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
-    ledger_settle(q, c->id, c->handle, c->reserved, cost, &c->u, c->status, outcome);
+    ledger_settle(q, &c->res, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
     const char *mv[] = {c->model, NULL};
@@ -593,7 +593,7 @@ static void reserved(struct reservation *res, void *arg)
     if (c->gone || q->destroying) {     /* never forwarded: nothing to pay */
         static const struct usage none;
         if (res->id > 0)
-            ledger_settle(q, res->id, c->handle, c->reserved, 0, &none, 0, "client_gone");
+            ledger_settle(q, res, 0, &none, 0, "client_gone");
         call_free(c);
         quota_idle(q);
         return;
