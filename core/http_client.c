@@ -285,6 +285,12 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     c->arg = arg;
     c->url = xstrdup(o->url);
     if (OPT_HAS(o, on_data)) c->on_data = o->on_data;
+    /* curl's receive buffer, 16 KiB by default, is much of what a held stream costs */
+    if (c->on_data && OPT_HAS(o, recv_buffer) && o->recv_buffer)
+        curl_easy_setopt(c->easy, CURLOPT_BUFFERSIZE,
+                         (long)(o->recv_buffer < 1024       ? 1024
+                                : o->recv_buffer > 524288 ? 524288
+                                                          : o->recv_buffer));
     if (OPT_HAS(o, on_head)) c->on_head = o->on_head;
     if (OPT_HAS(o, read_body)) c->read_body = o->read_body;
     if (OPT_HAS(o, tls_key)) {

@@ -178,6 +178,10 @@ struct berth_http_opts {
      * body_len is the total length, or SIZE_MAX when unknown (sent chunked). `body` itself is never
      * copied: it must stay valid until cb (a served request's req_body() does). */
     int64_t (*read_body)(char *buf, size_t cap, void *arg);
+    /* With on_data: the most bytes read from the connection at once (1024 to 524288; 0: 16
+     * KiB). A small one makes a held stream cheaper (the buffer is the call's) and a large
+     * answer costlier (more reads). (1.1) */
+    size_t recv_buffer;
 };
 
 struct berth_http_result {
