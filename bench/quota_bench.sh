@@ -103,6 +103,11 @@ run() {     # name url: prints "rps p50_us p99_us"
 }
 if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
 if [ -n "${QUOTA_STRACE:-}" ]; then timeout $((secs * 3 + 1)) strace -c -f -o "$QUOTA_STRACE" -p "$bpid" & fi
+cpu() { awk '{print $14 + $15}' "/proc/${1:-$bpid}/stat"; }   # CPU time, in ticks
+nworker=$(pgrep -P "$(cat "$tmp/nginx-proxy.pid")" | head -1)     # nginx proxy's one worker
+calls0=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
+cpu0=$(cpu)
+ncpu0=$(cpu "$nworker")
 results=()
 for i in $(seq "$runs"); do
     for case in direct:$uport nginx:$nport berth:$qport; do
@@ -129,3 +134,5 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 '
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
+nreqs=$(printf '%s\n' "${results[@]}" | awk -v s="$secs" '$2 == "nginx" {n += $3 * s} END {printf "%d", n}')
+python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print(f'CPU per call: berthd {($(cpu) - $cpu0) / t / max($calls - $calls0, 1) * 1e6:.1f} us, nginx worker {($(cpu "$nworker") - $ncpu0) / t / max($nreqs, 1) * 1e6:.1f} us (user+system, one thread each)')"

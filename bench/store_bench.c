@@ -48,7 +48,7 @@ static int op_bare(void) { return insert3(NULL); }
 static int op_tx(void)
 {
     char *err = NULL;
-    int rc = store_plugin_tx(S, "bench", insert3, NULL, &err);
+    int rc = store_plugin_tx(S, "bench", insert3, NULL, 0, &err);
     if (rc) fprintf(stderr, "tx: %s\n", err);
     free(err);
     return rc;

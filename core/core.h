@@ -164,8 +164,12 @@ int store_plugin_exec(struct store *s, const char *module, const char *sql,
 int store_plugin_query(struct store *s, const char *module, const char *sql,
                        const struct berth_value *p, size_t n, berth_value_row_cb cb, void *arg,
                        char **errmsg);
+/* flags: BERTH_TX_NOSYNC commits without a sync; the WAL is synced within 1 s after (in
+ * libuv's threadpool, once store_watch gave the store a loop; without one it syncs now) */
 int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *arg,
-                    char **errmsg);
+                    unsigned flags, char **errmsg);
+/* finalizes the statements kept for module (every module's when NULL): it unloads */
+void store_plugin_forget(struct store *s, const char *module);
 uint64_t store_max_seq(struct store *s);
 int store_journal(struct store *s, uint64_t seq, int64_t t, const char *type,
                   const char *tenant, const char *json);

@@ -185,11 +185,17 @@ static int h_store_query(berth_instance *self, const char *sql, const struct ber
     return store_said(self, "", rc, err);
 }
 
-static int h_store_tx(berth_instance *self, berth_tx_fn fn, void *arg)
+static int h_store_tx_flags(berth_instance *self, berth_tx_fn fn, void *arg, unsigned flags)
 {
     char *err = NULL;
-    int rc = store_plugin_tx(C.store, self->mod->d->name, fn, arg, &err);
+    if (flags & ~BERTH_TX_NOSYNC) return BERTH_EINVAL;
+    int rc = store_plugin_tx(C.store, self->mod->d->name, fn, arg, flags, &err);
     return store_said(self, " transaction", rc, err);
+}
+
+static int h_store_tx(berth_instance *self, berth_tx_fn fn, void *arg)
+{
+    return h_store_tx_flags(self, fn, arg, 0);
 }
 
 static berth_call *h_http_request(berth_instance *self, const struct berth_http_opts *o,
@@ -451,6 +457,7 @@ const struct berth_host berth_host_api = {
     .metric_register = metric_register,
     .metric_add = metric_add,
     .metric_set = metric_set,
+    .store_tx_flags = h_store_tx_flags,
     .http_pause = http_call_pause,
     .http_resume = http_call_resume,
     .req_header_count = req_header_count,

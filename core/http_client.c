@@ -51,9 +51,31 @@ static void head_clear(berth_call *c)
     c->nhead = 0;
 }
 
+/* Easy handles of ended calls, reset, for the next calls: a new handle per call was a
+ * malloc-heavy init and cleanup each time. A reset keeps nothing of the call's options. */
+#define EASY_POOL 64
+static CURL *easy_pool[EASY_POOL];
+static size_t easy_pooled;
+
+static CURL *easy_get(void)
+{
+    return easy_pooled ? easy_pool[--easy_pooled] : curl_easy_init();
+}
+
+static void easy_put(CURL *e)
+{
+    if (!e) return;
+    if (easy_pooled == EASY_POOL || !up) {
+        curl_easy_cleanup(e);
+        return;
+    }
+    curl_easy_reset(e);
+    easy_pool[easy_pooled++] = e;
+}
+
 static void call_free(berth_call *c)
 {
-    curl_easy_cleanup(c->easy);
+    easy_put(c->easy);
     curl_slist_free_all(c->headers);
     head_clear(c);
     buf_free(&c->body);
@@ -258,11 +280,17 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     if (!up || !o || !o->url || !cb || o->size < offsetof(struct berth_http_opts, on_data))
         return NULL;
     berth_call *c = xcalloc(1, sizeof *c);
-    c->easy = curl_easy_init();
+    c->easy = easy_get();
     c->cb = cb;
     c->arg = arg;
     c->url = xstrdup(o->url);
     if (OPT_HAS(o, on_data)) c->on_data = o->on_data;
+    /* curl's receive buffer, 16 KiB by default, is much of what a held stream costs */
+    if (c->on_data && OPT_HAS(o, recv_buffer) && o->recv_buffer)
+        curl_easy_setopt(c->easy, CURLOPT_BUFFERSIZE,
+                         (long)(o->recv_buffer < 1024       ? 1024
+                                : o->recv_buffer > 524288 ? 524288
+                                                          : o->recv_buffer));
     if (OPT_HAS(o, on_head)) c->on_head = o->on_head;
     if (OPT_HAS(o, read_body)) c->read_body = o->read_body;
     if (OPT_HAS(o, tls_key)) {
@@ -355,6 +383,7 @@ void http_client_shutdown(void)
 {
     if (!up) return;
     up = false;
+    while (easy_pooled) curl_easy_cleanup(easy_pool[--easy_pooled]);
     curl_multi_cleanup(multi);  /* closes the sockets; sock_cb is not called any more */
     list_each(it, &socks) {
         struct sock_ctx *s = container_of(it, struct sock_ctx, link);

@@ -551,6 +551,7 @@ static void inst_cleanup(berth_instance *i)
     tenants_drop_owner(i);      /* ops in flight complete as canceled; tenants retry */
     int leaks = release_all(i);
     http_abort_owner(i);
+    store_plugin_forget(C.store, i->mod->d->name);  /* its successor prepares its own */
     if (leaks)
         blog(BERTH_LOG_WARN, i->comp, "left %d timer(s), watcher(s) or call(s) behind; "
              "the host released them", leaks);

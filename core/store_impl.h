@@ -19,8 +19,23 @@ struct store_auth {
     bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
 };
 
+/* A plugin's prepared statement kept for its next call with the same SQL text (one statement,
+ * no schema change: what the authorizer allowed while preparing it stays allowed, and SQLite
+ * re-runs the authorizer itself if the schema changes under it). Keyed by module, whose
+ * tables the authorizer allowed. */
+struct store_cached {
+    char *module, *sql;
+    sqlite3_stmt *st;
+    uint64_t used;              /* the store's use counter at its last use (LRU) */
+    bool busy;                  /* stepping now (a row callback may run the same SQL again) */
+};
+#define STORE_CACHE_MAX 64
+
 struct store {
     sqlite3 *db;
+    struct store_cached cache[STORE_CACHE_MAX];
+    size_t ncache;
+    uint64_t uses;
     sqlite3_stmt *journal_ins;
     char *path;
     dev_t dev;                  /* the file opened, to notice it deleted or replaced */
@@ -28,6 +43,8 @@ struct store {
     char *broken;               /* why writes are refused; NULL while healthy */
     uv_timer_t watch;
     bool watching;
+    uv_loop_t *loop;            /* given by store_watch; the lazy syncs run on it */
+    struct store_lazy *lazy;    /* commits not synced yet (BERTH_TX_NOSYNC) */
     /* whose statement runs now (the authorizer's view); NULL: the core's */
     struct store_auth *auth;
     int depth;                  /* plugin calls running (a row callback may make another) */
@@ -71,6 +88,9 @@ int store_ddl_begin(struct store *s);
 int store_ddl_end(struct store *s, struct store_auth *a, int ret, char **errmsg);
 /* installs the authorizer (once, at open); it checks s->auth */
 void store_arm_authorizer(struct store *s);
+/* after a commit made without a sync: the WAL is synced within 1 s (false: it could not be
+ * arranged and the caller syncs now) */
+bool store_lazy_commit(struct store *s);
 /* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */
 int store_exec_raw(struct store *s, const char *sql, char **errmsg);
 

@@ -268,19 +268,31 @@ static int tx_refused(struct store *s, char **errmsg)
 }
 
 /* The commit syncs the WAL (synchronous=FULL for this commit only): a committed plugin
- * transaction survives a power loss, and so does every commit before it in the WAL. */
-static int tx_commit(struct store *s, char **errmsg)
+ * transaction survives a power loss, and so does every commit before it in the WAL. With
+ * BERTH_TX_NOSYNC it is only written (NORMAL), and synced within 1 s (store_lazy_commit). */
+static int tx_commit(struct store *s, unsigned flags, char **errmsg)
 {
     int rc = raw(s, "COMMIT");
     if (rc) {
         *errmsg = xasprintf("commit: %s", sqlite3_errmsg(s->db));
         if (!sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
+    } else if ((flags & BERTH_TX_NOSYNC) && !store_lazy_commit(s)) {
+        /* no loop to sync it later (berthd starting or stopping): a checkpoint syncs the WAL
+         * before it copies it */
+        sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
     }
     return rc;
 }
 
+static void tx_end(struct store *s, unsigned flags)
+{
+    if (!(flags & BERTH_TX_NOSYNC)) raw(s, "PRAGMA synchronous=NORMAL");
+    free(s->tx_owner);
+    s->tx_owner = NULL;
+}
+
 int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *arg,
-                    char **errmsg)
+                    unsigned flags, char **errmsg)
 {
     int rc = tx_refused(s, errmsg);
     if (rc) return rc;
@@ -292,10 +304,10 @@ int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *a
         *errmsg = xstrdup(s->broken);
         return BERTH_EIO;
     }
-    raw(s, "PRAGMA synchronous=FULL");
+    if (!(flags & BERTH_TX_NOSYNC)) raw(s, "PRAGMA synchronous=FULL");
     if ((rc = raw(s, "BEGIN IMMEDIATE")) != 0) {
         *errmsg = xasprintf("begin: %s", sqlite3_errmsg(s->db));
-        raw(s, "PRAGMA synchronous=NORMAL");
+        tx_end(s, flags);
         return rc;
     }
     s->in_tx = true;
@@ -309,11 +321,9 @@ int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *a
     } else if (rc) {
         *errmsg = xasprintf("rolled back: the body returned %s", berth_strerror(rc));
     }
-    if (!rc) rc = tx_commit(s, errmsg);
+    if (!rc) rc = tx_commit(s, flags, errmsg);
     else if (!sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
-    raw(s, "PRAGMA synchronous=NORMAL");
-    free(s->tx_owner);
-    s->tx_owner = NULL;
+    tx_end(s, flags);
     return rc;
 }
 

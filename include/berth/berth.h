@@ -178,6 +178,10 @@ struct berth_http_opts {
      * body_len is the total length, or SIZE_MAX when unknown (sent chunked). `body` itself is never
      * copied: it must stay valid until cb (a served request's req_body() does). */
     int64_t (*read_body)(char *buf, size_t cap, void *arg);
+    /* With on_data: the most bytes read from the connection at once (1024 to 524288; 0: 16
+     * KiB). A small one makes a held stream cheaper (the buffer is the call's) and a large
+     * answer costlier (more reads). (1.1) */
+    size_t recv_buffer;
 };
 
 struct berth_http_result {
@@ -316,6 +320,11 @@ typedef bool (*berth_value_row_cb)(int ncols, const char *const *names,
  * commit, or an error to roll back. A statement that fails inside rolls the whole
  * transaction back whatever the body returns. */
 typedef int (*berth_tx_fn)(void *arg);
+
+/* store_tx_flags: the commit is durable against a crash of berthd at once (it is in the
+ * WAL when the call returns), against a power loss at the next synced commit or within 1 s
+ * (a sync of the WAL starts at most 1 s after the commit). The call never waits for the disk. */
+#define BERTH_TX_NOSYNC 1u
 
 /* ---- metrics (1.1) ------------------------------------------------------------------------ */
 enum berth_metric_kind { BERTH_METRIC_COUNTER = 1, BERTH_METRIC_GAUGE };
@@ -509,6 +518,10 @@ struct berth_host {
                                      const char *const *label_names);
     int (*metric_add)(berth_metric *m, const char *const *label_values, double delta);
     int (*metric_set)(berth_metric *m, const char *const *label_values, double value);
+
+    /* store_tx with flags (BERTH_TX_NOSYNC, above; 0 is store_tx). Unknown flags:
+     * BERTH_EINVAL. (1.1) */
+    int (*store_tx_flags)(berth_instance *self, berth_tx_fn fn, void *arg, unsigned flags);
 };
 
 #define BERTH_HOST_HAS(host, fn) \

@@ -31,6 +31,10 @@ static const char *const steps[] = {
     "CREATE INDEX quota_calls_tenant ON quota_calls(tenant, model);"
     "CREATE TABLE quota_keys (tenant TEXT PRIMARY KEY, hash BLOB NOT NULL UNIQUE,"
     " nonce BLOB NOT NULL, rotate INTEGER NOT NULL DEFAULT 0, created_ms INTEGER NOT NULL)",
+    /* 2: bumped by every write of quota_tenants, so an instance's totals held in memory know
+     * when another instance of this process (a reload, a .so swap) changed them */
+    "CREATE TABLE quota_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"
+    "INSERT INTO quota_meta VALUES('gen', 0)",
 };
 
 /* this process, so a reload (old and new instance in one process) never settles the calls
@@ -76,12 +80,82 @@ static bool ints(int n, const char *const *names, const struct berth_value *v, v
     return false;
 }
 
+/* ---- per-tenant totals, held in memory ----
+ * Admission (slots, budget) is decided from these, never by reading SQLite per call. They are
+ * loaded from quota_tenants the first time a batch needs a tenant, changed in step with the
+ * rows each batch writes, and all dropped (to be loaded again) when a batch fails or when
+ * quota_meta's generation shows that someone else wrote quota_tenants since our last batch:
+ * another instance in this process (slots are this process's open calls, shared by an
+ * instance still streaming after a reload and its successor) or a budget override. */
+struct tot {
+    struct tot *next;
+    int64_t spent, reserved, period_spent, budget, open;   /* budget: the override, or -1 */
+    char period[16];
+    char handle[BERTH_HANDLE_MAX + 1];
+};
+
+static void tots_drop(struct quota *q)
+{
+    while (q->tots) {
+        struct tot *t = q->tots;
+        q->tots = t->next;
+        free(t);
+    }
+}
+
+static bool tot_row(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)names;
+    struct tot *t = arg;
+    if (n < 5) return false;
+    t->spent = v[0].i;
+    t->reserved = v[1].i;
+    t->budget = v[2].type == BERTH_VAL_NULL ? -1 : v[2].i;
+    t->period_spent = v[3].i;
+    snprintf(t->period, sizeof t->period, "%.*s", v[4].type == BERTH_VAL_TEXT ? (int)v[4].len : 0,
+             v[4].type == BERTH_VAL_TEXT ? (const char *)v[4].p : "");
+    return false;
+}
+
+/* the tenant's totals, loaded (its row created) on first use; NULL on a store error */
+static struct tot *tot_get(struct quota *q, const char *handle, int64_t now, const char *month,
+                           int *rc)
+{
+    for (struct tot *t = q->tots; t; t = t->next)
+        if (!strcmp(t->handle, handle)) return t;
+    berth_instance *s = q->self;
+    struct tot *t = calloc(1, sizeof *t);
+    if (!t) {
+        *rc = BERTH_ENOMEM;
+        return NULL;
+    }
+    snprintf(t->handle, sizeof t->handle, "%s", handle);
+    struct berth_value p[] = {BERTH_TEXT(handle), BERTH_INT(now), BERTH_TEXT(month),
+                              BERTH_TEXT(owner())};
+    *rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms, period) "
+                         "VALUES(?1, ?2, ?3)", p, 3, NULL, NULL);
+    if (!*rc) *rc = H->store_query(s, "SELECT spent, reserved, budget, period_spent, period FROM"
+                                   " quota_tenants WHERE tenant = ?1", p, 1, tot_row, t);
+    /* slots are this process's open calls: an instance replaced by a reload (its streams
+     * still running) and its successor count the same ones */
+    struct berth_value o[] = {BERTH_TEXT(handle), BERTH_TEXT(owner())};
+    if (!*rc) *rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND"
+                                   " tenant = ?1 AND owner = ?2", o, 2, ints, &t->open);
+    if (*rc) {
+        free(t);
+        return NULL;
+    }
+    t->next = q->tots;
+    q->tots = t;
+    return t;
+}
+
 /* ---- reservations and settlements, committed in batches ----
- * Every call needs a durable reservation before it is forwarded and a durable settlement
- * after it ends; one fsync'd transaction each would cap the proxy at a few thousand calls a
- * second. So both are queued and committed together on the next loop turn: one transaction
- * (settlements first, then reservations in arrival order, each checked against the state the
- * previous ones left), one fsync for all the calls that arrived meanwhile. */
+ * Every call needs a reservation in the ledger before it is forwarded and a settlement after it
+ * ends. Both are queued and committed together on the next loop turn: one transaction
+ * (settlements first, then reservations in arrival order, each checked against the totals the
+ * previous ones left), committed without waiting for the disk (BERTH_TX_NOSYNC: in the WAL at
+ * once, so a SIGKILL of berthd loses none; synced within a second, for a power loss). */
 
 static int reserve_one(struct quota *q, struct reservation *r)
 {
@@ -89,43 +163,41 @@ static int reserve_one(struct quota *q, struct reservation *r)
     int64_t now = H->now_ms(s);
     char month[16];
     month_of(now, month);
-    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(now), BERTH_TEXT(month)};
-    int rc = H->store_query(s, "INSERT OR IGNORE INTO quota_tenants(tenant, since_ms, period) "
-                            "VALUES(?1, ?2, ?3)", p, 3, NULL, NULL);
-    /* a new month starts the month's spending afresh */
-    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET period = ?3, period_spent = 0 "
-                                 "WHERE tenant = ?1 AND period != ?3", p, 3, NULL, NULL);
-    int64_t row[4] = {0, 0, -1, 0};
-    if (!rc) rc = H->store_query(s, "SELECT spent, reserved, budget, period_spent FROM "
-                                 "quota_tenants WHERE tenant = ?1", p, 1, ints, row);
-    if (r->monthly) row[0] = row[3];
-    /* slots are this process's open calls: an instance replaced by a reload (its streams
-     * still running) and its successor count the same ones */
-    int64_t open = 0;
-    struct berth_value o[] = {BERTH_TEXT(r->handle), BERTH_TEXT(owner())};
-    if (!rc) rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE state = 'open' AND"
-                                 " tenant = ?1 AND owner = ?2", o, 2, ints, &open);
-    if (rc) return rc;
-    if (open >= r->slots) {
+    int rc = 0;
+    struct tot *t = tot_get(q, r->handle, now, month, &rc);
+    if (!t) return rc;
+    struct berth_value p[] = {BERTH_TEXT(r->handle), BERTH_INT(r->bound), BERTH_TEXT(month)};
+    if (strcmp(t->period, month)) {     /* a new month starts the month's spending afresh */
+        rc = H->store_query(s, "UPDATE quota_tenants SET period = ?3, period_spent = 0 "
+                            "WHERE tenant = ?1", p, 3, NULL, NULL);
+        if (rc) return rc;
+        snprintf(t->period, sizeof t->period, "%s", month);
+        t->period_spent = 0;
+    }
+    if (t->open >= r->slots) {
         r->id = BERTH_EBUSY;
         return 0;
     }
-    int64_t budget = row[2] >= 0 ? row[2] : r->budget;
-    if (row[0] + row[1] + r->bound > budget) {
+    int64_t budget = t->budget >= 0 ? t->budget : r->budget;
+    if ((r->monthly ? t->period_spent : t->spent) + t->reserved + r->bound > budget) {
         r->id = 0;
         return 0;
     }
-    struct berth_value u[] = {BERTH_TEXT(r->handle), BERTH_INT(r->bound)};
     rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved + ?2 WHERE tenant = ?1",
-                        u, 2, NULL, NULL);
+                        p, 2, NULL, NULL);
     struct berth_value c[] = {BERTH_TEXT(r->handle), BERTH_TEXT(r->api), BERTH_TEXT(r->model),
                               BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound),
                               BERTH_TEXT(month)};
     if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
                                  " started_ms, reserved, period) VALUES(?1,?2,?3,?4,'open',?5,"
                                  "?6,?7)", c, 7, NULL, NULL);
+    /* (not RETURNING: it builds a temporary table per statement) */
     if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
-    return rc;
+    if (rc) return rc;
+    snprintf(r->period, sizeof r->period, "%s", month);
+    t->reserved += r->bound;
+    t->open++;
+    return 0;
 }
 
 struct settle {
@@ -133,42 +205,70 @@ struct settle {
     int64_t id, reserved, cost;
     struct usage u;
     int status, attempts;
-    char handle[BERTH_HANDLE_MAX + 1], outcome[32];
+    char handle[BERTH_HANDLE_MAX + 1], outcome[32], period[16];
 };
 
 static int settle_one(struct quota *q, const struct settle *st)
 {
     berth_instance *s = q->self;
     const struct usage *u = &st->u;
-    struct berth_value p[] = {BERTH_INT(st->id), BERTH_INT(H->now_ms(s)), BERTH_INT(st->cost),
+    int64_t now = H->now_ms(s);
+    char month[16];
+    month_of(now, month);
+    int rc = 0;
+    struct tot *t = tot_get(q, st->handle, now, month, &rc);
+    if (!t) return rc;
+    struct berth_value p[] = {BERTH_INT(st->id), BERTH_INT(now), BERTH_INT(st->cost),
                               BERTH_INT(u->input), BERTH_INT(u->output),
                               BERTH_INT(u->cache_read), BERTH_INT(u->cache_write),
                               BERTH_INT(st->status), BERTH_TEXT(st->outcome)};
-    int64_t open = 0;
-    int rc = H->store_query(s, "SELECT count(*) FROM quota_calls WHERE id = ?1 AND "
-                            "state = 'open'", p, 1, ints, &open);
-    if (rc || !open) return rc;     /* settled already: nothing is billed twice */
     rc = H->store_query(s, "UPDATE quota_calls SET state = 'done', ended_ms = ?2, cost = ?3,"
                         " input = ?4, output = ?5, cache_read = ?6, cache_write = ?7,"
-                        " status = ?8, outcome = ?9 WHERE id = ?1", p, 9, NULL, NULL);
-    struct berth_value t[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
-                              BERTH_INT(st->cost), BERTH_INT(st->id)};
-    if (!rc) rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
-                                 " spent = spent + ?3, calls = calls + 1, period_spent ="
-                                 " period_spent + CASE WHEN period = (SELECT period FROM"
-                                 " quota_calls WHERE id = ?4) THEN ?3 ELSE 0 END"
-                                 " WHERE tenant = ?1", t, 4, NULL, NULL);
+                        " status = ?8, outcome = ?9 WHERE id = ?1 AND state = 'open'",
+                        p, 9, NULL, NULL);
+    int64_t changed = 0;
+    if (!rc) rc = H->store_query(s, "SELECT changes()", NULL, 0, ints, &changed);
+    if (rc || !changed) return rc;      /* settled already: nothing is billed twice */
+    bool this_period = !strcmp(st->period, t->period);
+    struct berth_value v[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
+                              BERTH_INT(st->cost), BERTH_INT(this_period)};
+    rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
+                        " spent = spent + ?3, calls = calls + 1, period_spent ="
+                        " period_spent + CASE WHEN ?4 THEN ?3 ELSE 0 END"
+                        " WHERE tenant = ?1", v, 4, NULL, NULL);
+    if (rc) return rc;
+    t->reserved -= st->reserved;
+    t->spent += st->cost;
+    if (this_period) t->period_spent += st->cost;
+    t->open--;
+    return 0;
+}
+
+/* another writer since our last batch: the totals in memory are stale */
+static int gen_check(struct quota *q, int64_t *gen)
+{
+    int rc = H->store_query(q->self, "SELECT v FROM quota_meta WHERE k = 'gen'", NULL, 0, ints,
+                            gen);
+    if (!rc && *gen != q->gen) tots_drop(q);
     return rc;
 }
 
-struct batch { struct quota *q; struct settle *settles; struct reservation *res; };
+static int gen_bump(struct quota *q)
+{
+    return H->store_query(q->self, "UPDATE quota_meta SET v = v + 1 WHERE k = 'gen'", NULL, 0,
+                          NULL, NULL);
+}
+
+struct batch { struct quota *q; struct settle *settles; struct reservation *res; int64_t gen; };
 
 static int batch_tx(void *arg)
 {
     struct batch *b = arg;
-    int rc = 0;
+    int rc = gen_check(b->q, &b->gen);
     for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
     for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b->q, r);
+    if (!rc) rc = gen_bump(b->q);
+    b->gen++;
     return rc;
 }
 
@@ -190,12 +290,15 @@ static void schedule(struct quota *q)
 
 void ledger_flush(struct quota *q)
 {
-    struct batch b = {q, q->settles, q->reserves};
+    struct batch b = {q, q->settles, q->reserves, -1};
     q->settles = NULL;
     q->reserves = NULL;
     q->reserves_tail = &q->reserves;
     if (!b.settles && !b.res) return;
-    int rc = H->store_tx(q->self, batch_tx, &b);
+    /* written to the WAL at commit (a SIGKILL cannot undo it), synced within a second */
+    int rc = H->store_tx_flags(q->self, batch_tx, &b, BERTH_TX_NOSYNC);
+    q->gen = b.gen;
+    if (rc) tots_drop(q);       /* rolled back: the totals in memory went ahead of it */
     while (b.settles) {
         struct settle *st = b.settles;
         b.settles = st->next;
@@ -229,9 +332,11 @@ void ledger_reserve(struct quota *q, struct reservation *r)
     schedule(q);
 }
 
-void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
-                   int64_t cost, const struct usage *u, int status, const char *outcome)
+void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
+                   const struct usage *u, int status, const char *outcome)
 {
+    int64_t id = r->id;
+    const char *handle = r->handle;
     struct settle *st = calloc(1, sizeof *st);
     if (!st) {
         H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: out of memory to settle it; it is "
@@ -239,7 +344,8 @@ void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t rese
         return;
     }
     st->id = id;
-    st->reserved = reserved;
+    st->reserved = r->bound;
+    snprintf(st->period, sizeof st->period, "%s", r->period);
     st->cost = cost;
     st->u = *u;
     st->status = status;
@@ -252,6 +358,7 @@ void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t rese
 
 void ledger_drop(struct quota *q)
 {
+    tots_drop(q);
     if (q->flush) H->timer_stop(q->flush);
     q->flush = NULL;
     while (q->settles) {
@@ -288,6 +395,7 @@ static int recover_tx(void *arg)
     if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
                                  " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
                                  " AND owner != ?1", p, 2, NULL, NULL);
+    if (!rc) rc = gen_bump(rv->q);
     return rc;
 }
 
@@ -335,9 +443,10 @@ int ledger_set_budget(struct quota *q, const char *handle, int64_t micro)
 {
     struct berth_value p[] = {BERTH_TEXT(handle), BERTH_INT(H->now_ms(q->self)),
                               micro < 0 ? BERTH_NULL : BERTH_INT(micro)};
+    /* one call, so atomic; the generation makes every instance load the totals again */
     return H->store_query(q->self, "INSERT INTO quota_tenants(tenant, since_ms, budget) "
-                          "VALUES(?1, ?2, ?3) ON CONFLICT(tenant) DO UPDATE SET budget = ?3",
-                          p, 3, NULL, NULL);
+                          "VALUES(?1, ?2, ?3) ON CONFLICT(tenant) DO UPDATE SET budget = ?3;"
+                          "UPDATE quota_meta SET v = v + 1 WHERE k = 'gen'", p, 3, NULL, NULL);
 }
 
 static double usd(int64_t micro)

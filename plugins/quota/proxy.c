@@ -15,6 +15,7 @@
 
 #define HIGH_WATER (256u << 10)     /* bytes queued for a slow client before the upstream waits */
 #define BODY_MAX (8u << 20)         /* a whole (not streamed) answer kept for its usage */
+#define WHOLE_MAX (256u << 10)      /* a smaller whole answer is relayed in one write */
 
 struct call {
     struct call *next, **pprev;
@@ -35,8 +36,11 @@ struct call {
     struct hide hide;           /* used when the proxy asked for the usage chunk */
     char *acc;                  /* a whole answer's body, for its usage */
     size_t acc_len;
+    struct berth_header *uphdr; /* while `held`: the upstream's headers, one allocation */
     int status;
     bool head_seen, sse_mode, paused, gone, in_cb, reserving, hide_usage, hour_cache;
+    bool held;                  /* a small whole answer, kept to be relayed at its end */
+    bool streamed;              /* the client asked for a stream */
 };
 
 /* ---- errors in each API's own format ---- */
@@ -215,6 +219,7 @@ static void call_free(struct call *c)
     sse_free(&c->sse);
     hide_free(&c->hide);
     free(c->acc);
+    free(c->uphdr);
     free(c->hdr);
     free(c->url);
     free(c->ca);
@@ -263,7 +268,7 @@ static void account(struct call *c, const char *outcome, bool interrupted)
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
     bound_overrun(q, c->handle, c->id, api_name(c->api), c->model, c->reserved, cost);
-    ledger_settle(q, c->id, c->handle, c->reserved, cost, &c->u, c->status, outcome);
+    ledger_settle(q, &c->res, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
     const char *mv[] = {c->model, NULL};
@@ -295,6 +300,39 @@ static void finish(struct call *c, const char *outcome, bool interrupted)
 
 /* ---- relaying ---- */
 
+/* the upstream's headers, kept past on_head in one allocation; NULL when out of memory */
+static struct berth_header *copy_headers(const struct berth_header *h, size_t n)
+{
+    size_t size = (n + 1) * sizeof *h;
+    for (size_t i = 0; i < n; i++) size += strlen(h[i].name) + strlen(h[i].value) + 2;
+    struct berth_header *out = malloc(size);
+    if (!out) return NULL;
+    char *p = (char *)(out + n + 1);
+    for (size_t i = 0; i < n; i++) {
+        size_t a = strlen(h[i].name) + 1, b = strlen(h[i].value) + 1;
+        out[i].name = memcpy(p, h[i].name, a);
+        out[i].value = memcpy(p + a, h[i].value, b);
+        p += a + b;
+    }
+    out[n] = (struct berth_header){NULL, NULL};
+    return out;
+}
+
+/* A whole answer of known, small length is relayed with its head in one write when it ends
+ * (the client cannot use half a JSON document anyway); a stream, as each piece arrives. */
+static bool hold_whole(struct call *c, const struct berth_header *h, size_t n)
+{
+    if (c->sse_mode) return false;
+    for (size_t i = 0; i < n; i++)
+        if (!strcasecmp(h[i].name, "content-length")) {
+            char *end;
+            unsigned long long len = strtoull(h[i].value, &end, 10);
+            return end != h[i].value && !*end && len <= WHOLE_MAX &&
+                   (c->uphdr = copy_headers(h, n)) != NULL;
+        }
+    return false;
+}
+
 static bool on_head(int status, const struct berth_header *h, size_t n, void *arg)
 {
     struct call *c = arg;
@@ -304,6 +342,7 @@ static bool on_head(int status, const struct berth_header *h, size_t n, void *ar
     for (size_t i = 0; i < n; i++)
         if (!strcasecmp(h[i].name, "content-type") && strstr(h[i].value, "text/event-stream"))
             c->sse_mode = true;
+    if ((c->held = hold_whole(c, h, n))) return true;
     c->in_cb = true;
     int rc = H->respond_start(c->r, status, h);
     c->in_cb = false;
@@ -338,6 +377,8 @@ static bool on_data(const char *data, size_t len, void *arg)
     struct call *c = arg;
     if (c->gone) return false;
     meter_bytes(c, data, len);
+    if (c->held)        /* more than its Content-Length said: cut short, answered in done() */
+        return c->acc_len <= WHOLE_MAX;
     if (c->hide_usage && c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data)))
         return true;
     c->in_cb = true;
@@ -360,6 +401,10 @@ static void done(const struct berth_http_result *res, void *arg)
     if (c->gone) {
         H->respond_abort(c->r);
         outcome = "client_gone";
+    } else if (res->error && c->head_seen && c->held) {
+        api_error(c->r, res->error == BERTH_ETIMEDOUT ? 504 : 502, 0,
+                  "upstream: %s (the answer was cut short)", res->message);
+        outcome = "upstream_cut";
     } else if (res->error && c->head_seen) {
         stream_error(c, res);
         H->respond_abort(c->r);      /* the client sees the stream cut, as it was */
@@ -373,6 +418,7 @@ static void done(const struct berth_http_result *res, void *arg)
         size_t n = c->hide_usage && c->sse_mode ? hide_flush(&c->hide, &rest) : 0;
         if (n) H->respond_write(c->r, rest, n);
         if (!c->head_seen) H->respond(c->r, res->status, NULL, NULL, 0);
+        else if (c->held) H->respond_with(c->r, c->status, c->uphdr, c->acc, c->acc_len);
         else H->respond_end(c->r);
         if (c->status >= 400) outcome = "upstream_refused";
     }
@@ -456,6 +502,7 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
         return "model: a model name is required";
     }
     snprintf(c->model, sizeof c->model, "%s", m->valuestring);
+    c->streamed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
     int64_t cap = c->q->cfg.max_output_tokens, out = -1;
     bool changed = false;
     if (c->api == API_ANTHROPIC) {
@@ -567,7 +614,9 @@ static void forward(struct call *c)
     struct berth_http_opts o = {.size = sizeof o, .method = "POST", .url = c->url,
                                 .headers = c->hdr, .body = c->body, .body_len = c->body_len,
                                 .timeout_ms = c->q->cfg.timeout_ms, .on_data = on_data,
-                                .on_head = on_head, .tls_ca = c->ca};
+                                .on_head = on_head, .tls_ca = c->ca,
+                                /* SSE events are small; a held stream costs ~3 KiB less */
+                                .recv_buffer = c->streamed ? 1024 : 0};
     c->up = H->http_request(c->q->self, &o, done, c);
     if (!c->up) {
         api_error(c->r, 502, 0, "cannot start the upstream call");
@@ -584,7 +633,7 @@ static void reserved(struct reservation *res, void *arg)
     if (c->gone || q->destroying) {     /* never forwarded: nothing to pay */
         static const struct usage none;
         if (res->id > 0)
-            ledger_settle(q, res->id, c->handle, c->reserved, 0, &none, 0, "client_gone");
+            ledger_settle(q, res, 0, &none, 0, "client_gone");
         call_free(c);
         quota_idle(q);
         return;
@@ -635,7 +684,8 @@ static bool admit(struct call *c, const struct blk *b)
     }
     c->reserved = bound_cost(c);
     c->res = (struct reservation){.handle = c->handle, .api = api_name(c->api),
-                                  .model = c->model, .budget = quota_budget(q, c->handle),
+                                  .model = c->model,
+                                  .budget = (int64_t)(b->budget * 1e6 + 0.5),
                                   .bound = c->reserved, .slots = b->concurrency,
                                   .monthly = b->period && !strcmp(b->period, "monthly"),
                                   .done = reserved, .arg = c};

@@ -248,7 +248,7 @@ static int validate(const void *cfg, char *err, size_t errlen)
 
 static int init(const struct berth_host *host, berth_instance *self, void **state)
 {
-    if (host->abi_major != BERTH_ABI_MAJOR || !BERTH_HOST_HAS(host, metric_set))
+    if (host->abi_major != BERTH_ABI_MAJOR || !BERTH_HOST_HAS(host, store_tx_flags))
         return BERTH_ENOTSUP;
     H = host;
     struct quota *q = calloc(1, sizeof *q);

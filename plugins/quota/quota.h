@@ -61,6 +61,8 @@ struct quota {
     struct settle *settles;         /* queued for the next batch */
     struct reservation *reserves, **reserves_tail;
     berth_timer *flush;             /* the next batch's commit, when scheduled */
+    struct tot *tots;               /* per-tenant totals in memory (ledger.c) */
+    int64_t gen;                    /* quota_meta's generation after our last batch */
     uint32_t ev_call, ev_refused, ev_key;
     berth_metric *m_calls, *m_refused, *m_spend, *m_tokens, *m_inflight;
     berth_metric *m_overrun;        /* calls billed above their reservation */
@@ -132,16 +134,17 @@ int ledger_migrate(struct quota *q);
 struct reservation {
     struct reservation *next;
     const char *handle, *api, *model;
-    int64_t budget, bound, slots, id;
+    int64_t budget, bound, slots, id;   /* budget: the template's (an override wins) */
+    char period[16];                /* the month it was reserved in, once reserved */
     bool monthly;                   /* the budget is per calendar month (UTC) */
     void (*done)(struct reservation *r, void *arg);
     void *arg;
 };
 void ledger_reserve(struct quota *q, struct reservation *r);
-/* queues the settlement of call id (its reservation replaced by cost, its tokens recorded);
+/* queues the settlement of r's call (its reservation replaced by cost, its tokens recorded);
  * committed with the next batch */
-void ledger_settle(struct quota *q, int64_t id, const char *handle, int64_t reserved,
-                   int64_t cost, const struct usage *u, int status, const char *outcome);
+void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
+                   const struct usage *u, int status, const char *outcome);
 /* commits what is queued now (the instance is going away); ledger_drop frees what is left */
 void ledger_flush(struct quota *q);
 void ledger_drop(struct quota *q);

@@ -61,6 +61,7 @@ struct stream {
     size_t body_len, body_off;
     unsigned pulls;
     berth_timer *pull_timer;
+    size_t largest;             /* the largest piece on_data was given */
 };
 
 static void stream_free(struct stream *s)
@@ -108,6 +109,7 @@ static bool on_data(const char *data, size_t len, void *arg)
 {
     struct stream *s = arg;
     if (s->gone) return false;
+    if (len > s->largest) s->largest = len;
     s->in_cb = true;
     size_t queued = H->respond_write(s->r, data, len);
     s->in_cb = false;
@@ -124,6 +126,8 @@ static void done(const struct berth_http_result *res, void *arg)
 {
     struct stream *s = arg;
     s->call = NULL;
+    H->log(s->rl->self, BERTH_LOG_INFO, "relayed %s, largest piece %zu bytes",
+           H->req_path(s->r), s->largest);
     if (s->gone) H->respond_abort(s->r);
     else if (res->error && s->head_sent) H->respond_abort(s->r);     /* cut short upstream */
     else if (res->error)
@@ -206,6 +210,8 @@ static void serve(berth_req *r, void *arg)
     struct berth_http_opts o = {.size = sizeof o, .method = H->req_method(r), .url = s->url,
                                 .headers = s->hdr, .body = blen ? body : NULL,
                                 .body_len = blen, .on_data = on_data, .on_head = on_head};
+    const char *recv = H->req_header(r, "x-relay-recv");
+    if (recv) o.recv_buffer = strtoul(recv, NULL, 10);
     const char *mode = H->req_header(r, "x-relay-pull");
     if (mode) {
         s->body = body;

@@ -92,8 +92,10 @@ static void tx(berth_req *r, void *arg)
 {
     (void)arg;
     const char *f = H->req_query(r, "fail"), *pub = H->req_query(r, "publish");
+    const char *fl = H->req_query(r, "flags");
     struct txa t = {H->req_param(r, "key"), f ? atoi(f) : 0, pub ? atoi(pub) : 0, {0}};
-    int rc = H->store_tx(self, tx_body, &t);
+    int rc = fl ? H->store_tx_flags(self, tx_body, &t, (unsigned)strtoul(fl, NULL, 0))
+                : H->store_tx(self, tx_body, &t);
     struct buf x = {0};
     char s[96];
     snprintf(s, sizeof s, "\"statements\":[%d,%d,%d]", t.rcs[0], t.rcs[1], t.rcs[2]);

@@ -5,6 +5,7 @@ import http.client
 import http.server
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -197,6 +198,24 @@ class Relay(RelayTest):
         if SLOW == 1:   # ASan's quarantine keeps every freed chunk: RSS says nothing there
             self.assertLess(rss_kb(self.b.proc.pid) - base, 20 * 1024)
         c.close()
+
+    def test_receive_buffer_per_call(self):
+        # a proxy holding many streams asks for a small receive buffer (recv_buffer)
+        def pieces():
+            return re.findall(r"relayed /big, largest piece (\d+) bytes", self.b.log())
+        for recv in ("1024", ""):
+            seen = len(pieces())
+            c = self.conn()
+            c.request("GET", "/big", headers={"x-relay-recv": recv} if recv else {})
+            r = c.getresponse()
+            self.assertEqual(len(r.read()), BIG)
+            c.close()
+            wait_until(lambda: len(pieces()) > seen, 10, what="the relay's log")
+            largest = int(pieces()[-1])
+            if recv:
+                self.assertLessEqual(largest, 1024)
+            else:
+                self.assertGreater(largest, 1024)      # curl's default, 16 KiB
 
     def test_upstream_head_reaches_the_client_before_its_body(self):
         c = self.conn(timeout=3)

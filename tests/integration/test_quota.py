@@ -322,8 +322,11 @@ class Keys(QuotaBase):
         self.add("bob")
         ka, kb = self.env("ann")["ANTHROPIC_API_KEY"], self.env("bob")["ANTHROPIC_API_KEY"]
         self.assertNotEqual(ka, kb)
-        st, _, body = self.call(ka)
+        st, h, body = self.call(ka)
         self.assertEqual(st, 200, body)
+        # a small whole answer is relayed whole (head and body in one write), not chunked
+        self.assertEqual((h.get("content-length"), h.get("transfer-encoding")),
+                         (str(len(body)), None))
         self.assertEqual(self.usage("ann")["calls"], 1)
         self.assertEqual(self.usage("bob")["calls"], 0)
         c = self.conn()
@@ -425,6 +428,13 @@ class Budget(QuotaBase):
         self.assertIn(f'berth_quota_spend_microdollars_total{{model="claude-test"}} '
                       f'{u["spent_micro"]}', m)
         self.assertIn(f'berth_quota_refused_total{{reason="budget"}} {len(refused) + 1}', m)
+        # a budget raised while the tenant's totals are held in memory counts at once
+        big = {"model": "claude-test", "max_tokens": 1000,     # a bound above 10,000
+               "messages": [{"role": "user", "content": "big"}]}
+        self.assertEqual(self.call(key, body=big)[0], 402)
+        r = self.b.req("PUT", "/v1/tenants/rich/budget", {"budget": 1.0})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.call(key, body=big)[0], 200)
 
 
 class Limits(QuotaBase):

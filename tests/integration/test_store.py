@@ -99,6 +99,20 @@ class Transactions(StoreCase):
         self.b.start()
         self.assertEqual(self.count("durable-%"), 3)
 
+    def test_unsynced_transaction_is_atomic_and_survives_sigkill(self):
+        # BERTH_TX_NOSYNC (1): written to the WAL at commit, synced within a second
+        r = self.b.post("/v1/storetest/tx/lazybad?flags=1&fail=3")
+        self.assertEqual(r.json["rc"], EEXIST, r)
+        for i in range(5):
+            r = self.b.post(f"/v1/storetest/tx/lazy{i}?flags=1")
+            self.assertEqual(r.json["rc"], 0, r)
+        self.assertEqual(self.b.post("/v1/storetest/tx/odd?flags=2").json["rc"], EINVAL)
+        self.b.kill()
+        self.b.start()
+        self.assertEqual(self.count("lazy%"), 15)
+        self.assertEqual(self.count("lazybad%"), 0)
+        self.assertEqual(self.count("odd%"), 0)
+
     def test_nesting_refused(self):
         r = self.b.post("/v1/storetest/nest")
         self.assertEqual(r.json["inner"], EBUSY, r)
@@ -177,6 +191,21 @@ class Isolation(StoreCase):
         self.assertEqual(self.b.tenant("alice")["observed"], "ready")
         db = self.db_after_stop()
         self.assertEqual(db.execute("SELECT handle FROM tenants").fetchall(), [("alice",)])
+
+    def test_a_kept_statement_is_checked_again_when_the_schema_changes(self):
+        # the store keeps a plugin's prepared statements for its next call with the same SQL:
+        # a view redefined under one must not let the kept statement read the core's tables
+        self.assertEqual(self.b.post("/v1/tenants", {"handle": "alice"}).status, 201)
+        self.assertEqual(self.sql("CREATE VIEW storetest_w AS SELECT k FROM storetest_kv")["rc"],
+                         0)
+        for _ in range(3):
+            self.assertEqual(self.sql("SELECT * FROM storetest_w")["rc"], 0)
+        self.assertEqual(self.sql("DROP VIEW storetest_w")["rc"], 0)
+        self.assertEqual(self.sql("CREATE VIEW storetest_w AS SELECT handle FROM tenants")["rc"],
+                         0)
+        j = self.sql("SELECT * FROM storetest_w")
+        self.assertEqual(j["rc"], EPERM, j)
+        self.assertNotIn("alice", str(j))
 
     def test_a_statement_that_never_ends_is_interrupted(self):
         # the loop is berthd's only thread: a plugin's runaway query held /health forever

@@ -124,7 +124,7 @@ static int body(void *arg)
     if (t->fail) q("INSERT INTO u_t(k,v) VALUES(?1,?2)", p, 2, &err);
     free(err);
     err = NULL;
-    t->nested = store_plugin_tx(S, "u", body, t, &err);
+    t->nested = store_plugin_tx(S, "u", body, t, 0, &err);
     t->begin = store_begin(S);
     t->sync = sync_level();
     free(err);
@@ -134,7 +134,7 @@ static int body(void *arg)
 static int tx(struct txa *t)
 {
     char *err = NULL;
-    int rc = store_plugin_tx(S, "u", body, t, &err);
+    int rc = store_plugin_tx(S, "u", body, t, 0, &err);
     free(err);
     return rc;
 }
