@@ -66,6 +66,11 @@ static const struct berth_cfg_item schema[] = {
      NULL},
     {"order", BERTH_CFG_INT, "200", -100000, 100000, offsetof(struct mx_cfg, order),
      "when it runs among a tenant's provisioners (lower first)", 0, NULL, NULL},
+    {"check", BERTH_CFG_DURATION, "15s", 100, 3600000, offsetof(struct mx_cfg, check),
+     "how often berth asks the homeserver for /_matrix/client/versions", 0, NULL, NULL},
+    {"required", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct mx_cfg, required),
+     "berthd's /health answers 503 while the homeserver fails (false: only listed)", 0,
+     NULL, NULL},
     {0},
 };
 
@@ -338,6 +343,15 @@ static void probed(const struct mx_res *r, void *arg)
     struct mx *mx = arg;
     if (r->error == BERTH_ECANCELED) return;
     if (r->status == 200 && !mx->rooms_ready) rooms_kick(mx);
+    if (!BERTH_HOST_HAS(mx->H, dependency_report)) return;
+    char msg[400] = "";
+    int st = r->status == 200 ? BERTH_OK : r->status ? BERTH_EIO : r->error ? r->error : BERTH_EIO;
+    if (r->status && r->status != 200)
+        snprintf(msg, sizeof msg, "%s answers HTTP %d to /_matrix/client/versions",
+                 mx->cfg.homeserver, r->status);
+    else if (!r->status)
+        snprintf(msg, sizeof msg, "%s: %s", mx->cfg.homeserver, r->message);
+    mx->H->dependency_report(mx->self, "homeserver", mx->cfg.required, st, msg, mx->cfg.check);
 }
 
 static void probe(berth_timer *t, void *arg)
@@ -405,7 +419,7 @@ static int start(void *state)
     mx->ev_deactivated = mx->H->event_register(mx->self, "matrix.account_deactivated");
     mx->ev_room_created = mx->H->event_register(mx->self, "matrix.room_created");
     mx->started = true;
-    mx->probe = mx->H->timer_start(mx->self, 0, 15000, probe, mx);
+    mx->probe = mx->H->timer_start(mx->self, 0, (uint64_t)mx->cfg.check, probe, mx);
     return 0;
 }
 

@@ -32,6 +32,8 @@ struct mx_cfg {
     struct berth_structlist rooms;      /* of struct mx_room_cfg */
     int64_t max_concurrent, timeout, order;
     bool erase;
+    int64_t check;                      /* how often the homeserver is probed */
+    bool required;                      /* /health fails while the homeserver does */
 };
 
 struct mx_acct_cfg { const char *localpart, *display_name; };
