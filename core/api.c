@@ -414,6 +414,7 @@ static void get_metrics(berth_req *r, void *arg)
     buf_printf(&b, "# HELP berth_config_last_reload_ok Whether the last reload succeeded.\n"
                "# TYPE berth_config_last_reload_ok gauge\nberth_config_last_reload_ok %d\n",
                C.reload.ok ? 1 : 0);
+    deps_metrics(&b);
     metrics_render(&b);
     req_respond(r, 200, "text/plain; version=0.0.4", b.p, b.len);
     buf_free(&b);

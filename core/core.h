@@ -445,6 +445,7 @@ void dep_free(struct dep *d);
 /* adds every dependency to o as "<instance>/<name>": {ok, status, required, message, age_ms,
  * ...}; returns why the first failing (or stale) required one fails, or NULL (caller frees) */
 char *deps_json(cJSON *o);
+void deps_metrics(struct buf *b);       /* berth_dependency_up{dependency, required} */
 
 int route_add(berth_instance *owner, const char *method, const char *pattern,
               berth_http_handler h, void *arg, struct route **out);

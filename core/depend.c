@@ -161,6 +161,20 @@ static void dep_json(cJSON *o, const struct dep *d, uint64_t now)
     cJSON_AddNumberToObject(j, "interval_ms", (double)d->interval_ms);
 }
 
+void deps_metrics(struct buf *b)
+{
+    if (list_empty(&deps)) return;
+    uint64_t now = mono_ms();
+    buf_adds(b, "# HELP berth_dependency_up 1 while a dependency a plugin reports is ok and "
+             "fresh.\n# TYPE berth_dependency_up gauge\n");
+    list_each(it, &deps) {
+        const struct dep *d = container_of(it, struct dep, link);
+        buf_printf(b, "berth_dependency_up{dependency=\"%s/%s\",required=\"%s\"} %d\n",
+                   inst_name(d->res.owner), d->name, d->required ? "true" : "false",
+                   d->ok && !stale(d, now));
+    }
+}
+
 char *deps_json(cJSON *o)
 {
     uint64_t now = mono_ms();

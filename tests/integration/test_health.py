@@ -57,11 +57,16 @@ class Reports(BerthTest):
         self.assertRegex(out, r"depends: +deptest/db FAILING \(required, checked \S+ ago\): "
                               r"disk gone")
         self.assertRegex(out, r"depends: +deptest/cache FAILING \(optional, .*\): refused")
+        m = b.get("/metrics").body
+        self.assertIn('berth_dependency_up{dependency="deptest/db",required="true"} 0\n', m)
+        self.assertIn('berth_dependency_up{dependency="deptest/cache",required="false"} 0\n', m)
         p = b.ctl("health", check=False)
         self.assertEqual(p.returncode, 1)
         self.assertIn("deptest/db", p.stderr)
         self.assertEqual(self.report("db", interval=60000), 0)
         self.assertEqual(health(b)[0], 200)
+        self.assertIn('berth_dependency_up{dependency="deptest/db",required="true"} 1\n',
+                      b.get("/metrics").body)
         self.assertIn("dependency db is usable again", b.log())
 
     def test_a_report_not_renewed_goes_stale(self):
