@@ -30,6 +30,13 @@ int cmd_health(int argc, char **argv)
     cJSON *j = ctl_call("GET", "/health?details=1", NULL, &rc);
     if (ctl_json && !rc) ctl_print_json(j);
     else if (!rc) printf("berthd is healthy\n");
+    const cJSON *d;     /* healthy, yet an optional dependency may fail: say so */
+    if (!ctl_json && !rc)
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(cJSON_GetObjectItem(j, "checks"),
+                                                  "dependencies"))
+            if (!cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")))
+                printf("optional dependency %s is %s: %s\n", d->string, ctl_str(d, "status"),
+                       ctl_str(d, "message"));
     cJSON_Delete(j);
     return rc;
 }

@@ -42,6 +42,8 @@ class Reports(BerthTest):
                                      message="refused"), 0)
         st, j = health(b)
         self.assertEqual(st, 200, j)      # an optional failure is listed, not fatal
+        self.assertEqual(b.ctl("health").stdout, "berthd is healthy\noptional dependency "
+                                                 "deptest/cache is failing: refused\n")
         self.assertEqual(j["checks"]["dependencies"]["deptest/cache"]["status"], "failing")
         self.assertEqual(j["checks"]["dependencies"]["deptest/db"]["ok"], True)
         self.assertEqual(self.report("db", status=-5, interval=60000, message="disk gone"), 0)
