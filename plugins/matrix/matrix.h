@@ -95,6 +95,7 @@ struct mx {
     struct mx_verified *verified;       /* user ids whose token was checked this start */
     struct mx_login *logins;            /* login backoff per user */
     berth_timer *probe;
+    bool probing;                       /* a probe is queued or in flight */
     uint32_t ev_registered, ev_adopted, ev_deactivated, ev_room_created;
     bool stopping, started;
     uint64_t gen;                       /* bumped by every configure() */

@@ -5,6 +5,7 @@ Then the shipped reporters: Caddy's admin API (a real Caddy, killed and restarte
 Matrix homeserver (a closed port, then a server that answers)."""
 import http.server
 import os
+import socket
 import threading
 import time
 import unittest
@@ -227,6 +228,27 @@ class Homeserver(unittest.TestCase):
         threading.Thread(target=self.srv.serve_forever, daemon=True).start()
         wait_until(lambda: health(b)[0] == 200, 10 * SLOW, what="/health to recover")
         self.assertTrue(b.get("/v1/system").json["dependencies"]["matrix/homeserver"]["ok"])
+
+    def test_a_homeserver_that_never_answers_goes_stale(self):
+        # connections are taken (the backlog) and never answered; the call's timeout is 30s
+        lsn = socket.socket()
+        lsn.bind(("127.0.0.1", self.port))
+        lsn.listen(16)
+        try:
+            b = self.b.start()
+            st, j = wait_until(lambda: (lambda r: r[0] == 503 and "no report" in
+                                        r[1]["reason"] and r)(health(b)), 10 * SLOW,
+                               what="the homeserver to go stale")
+            self.assertRegex(j["reason"], r"^dependency matrix/homeserver: no report for \S+ "
+                                          r"\(checked every 200ms\)$")
+            d = j["checks"]["dependencies"]["matrix/homeserver"]
+            self.assertEqual((d["status"], d["message"]),
+                             ("stale", f"http://127.0.0.1:{self.port}: not checked yet"))
+            # one probe at a time: the hung ones do not pile up in the queue
+            time.sleep(0.5)     # a few check intervals pass (there is nothing to poll)
+            self.assertEqual(b.get("/v1/matrix/health").json["in_flight"], 1)
+        finally:
+            lsn.close()
 
 
 if __name__ == "__main__":
