@@ -23,6 +23,7 @@ struct dep {
     struct list link;           /* all dependencies, in first-report order */
     char *name;
     bool required, ok;
+    bool logged_failing;        /* the log said it fails and has not said it is back */
     int status;                 /* BERTH_OK or BERTH_E* */
     char *message;              /* may be NULL */
     int64_t at_ms;              /* wall clock of the report, for people */
@@ -83,16 +84,19 @@ static const char *check_args(berth_instance *self, const char *name, int status
     return NULL;
 }
 
-/* a change of state is worth a line in the log; a repeat is not */
-static void log_change(berth_instance *self, const struct dep *d, bool was_ok, bool is_new)
+/* a change of state is worth a line in the log, a repeat is not; BERTH_EAGAIN (not checked
+ * yet, as after every reload) is no news either way */
+static void log_change(berth_instance *self, struct dep *d)
 {
-    if (d->ok && (is_new || was_ok)) return;
-    if (d->ok)
+    if (d->ok && d->logged_failing) {
+        d->logged_failing = false;
         blog(BERTH_LOG_INFO, inst_comp(self), "dependency %s is usable again", d->name);
-    else if (is_new || was_ok)
+    } else if (!d->ok && d->status != BERTH_EAGAIN && !d->logged_failing) {
+        d->logged_failing = true;
         blog(d->required ? BERTH_LOG_WARN : BERTH_LOG_INFO, inst_comp(self),
              "dependency %s%s is failing: %s", d->name, d->required ? "" : " (optional)",
              d->message ? d->message : berth_strerror(d->status));
+    }
 }
 
 int dep_report(berth_instance *self, const char *name, bool required, int status,
@@ -105,7 +109,6 @@ int dep_report(berth_instance *self, const char *name, bool required, int status
         return BERTH_EINVAL;
     }
     struct dep *d = find(inst_name(self), name);
-    bool is_new = !d, was_ok = d && d->ok;
     if (!d) {
         d = xcalloc(1, sizeof *d);
         d->name = xstrdup(name);
@@ -123,7 +126,7 @@ int dep_report(berth_instance *self, const char *name, bool required, int status
     d->interval_ms = interval_ms;
     d->at_ms = wall_ms();
     d->at_mono_ms = mono_ms();
-    log_change(self, d, was_ok, is_new);
+    log_change(self, d);
     return 0;
 }
 
