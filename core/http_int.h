@@ -57,6 +57,7 @@ struct conn {
     int open_handles;
     bool closing, close_after, in_process, reading;
     bool eof;                   /* the client shut its side: answer what came, then close */
+    bool deadline;              /* header_timeout runs for the request being sent */
     bool refused;               /* answered at header time; the body is never read */
     bool linger, lingering;     /* half-close and drop input before closing (conn_done) */
     uv_shutdown_t shut;

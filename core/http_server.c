@@ -295,6 +295,16 @@ static void on_timeout(uv_timer_t *t)
         http_conn_close(c);          /* idle keep-alive connection */
 }
 
+/* The time a client has to send a request counts from its first byte (or the connection's
+ * start) and is never extended by what it sends meanwhile: bytes the parser skips before a
+ * request line (empty lines) would otherwise hold a connection open forever. */
+static void header_deadline(struct conn *c)
+{
+    if (c->deadline) return;
+    c->deadline = true;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+}
+
 /* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
  * the body of the request being read. */
 static void account(struct conn *c)
@@ -315,7 +325,7 @@ static int on_begin(http_parser *p)
     r->conn = c;
     memcpy(r->peer, c->peer, sizeof r->peer);
     c->req = r;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    header_deadline(c);
     return 0;
 }
 
@@ -615,7 +625,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
     if (over_budget(c, (size_t)n)) return;
-    if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    if (!c->req) header_deadline(c);
     if (c->in_off == c->in.len && !c->in_process) {
         process_read(c, b->base, (size_t)n);
     } else {
@@ -674,7 +684,7 @@ static void conn_begin(struct conn *c)
     set_peer(c);
     uv_read_start(&c->u.s, on_alloc, on_read);
     c->reading = true;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    header_deadline(c);
 }
 
 void http_on_connection(uv_stream_t *server, int status)
@@ -727,6 +737,7 @@ static void finish(berth_req *r)
             c->close_after = true;
             conn_done(c);
         } else {
+            c->deadline = false;        /* idle now: the next request's clock starts later */
             arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
             if (!c->reading && !c->eof) {
                 uv_read_start(&c->u.s, on_alloc, on_read);
