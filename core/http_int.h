@@ -37,6 +37,7 @@ struct berth_req {
     struct kv *query; size_t nquery; bool query_parsed;
     size_t header_bytes;
     bool in_value, keep_alive, http10, head, chunked;
+    bool head_done;             /* headers complete: what follows (trailers) is not a header */
     int reject;                 /* status chosen by a limit, sent instead of 400 */
     const char *reject_msg;
     char peer[64];

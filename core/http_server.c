@@ -356,6 +356,8 @@ static void push_header(berth_req *r)
     if (r->hvalue.p) r->hvalue.p[0] = 0;
 }
 
+/* Trailers of a chunked body arrive after authorization has seen the headers: they are
+ * counted against max_header but never become headers a handler (or an upstream) sees. */
 static int on_hfield(http_parser *p, const char *at, size_t n)
 {
     berth_req *r = ((struct conn *)p->data)->req;
@@ -363,6 +365,7 @@ static int on_hfield(http_parser *p, const char *at, size_t n)
         r->reject = 431;
         return -1;
     }
+    if (r->head_done) return 0;
     if (r->in_value) {
         push_header(r);
         r->in_value = false;
@@ -375,6 +378,7 @@ static int on_hvalue(http_parser *p, const char *at, size_t n)
 {
     berth_req *r = ((struct conn *)p->data)->req;
     if (count_header(r, n)) return -1;
+    if (r->head_done) return 0;
     r->in_value = true;
     buf_add(&r->hvalue, at, n);
     return 0;
@@ -442,6 +446,7 @@ static int on_headers_done(http_parser *p)
     struct conn *c = p->data;
     berth_req *r = c->req;
     push_header(r);
+    r->head_done = true;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > lim_body(c->l)) {
         r->reject = 413;
         return -1;
