@@ -69,7 +69,8 @@ static const char *status_text(int s)
     case 409: return "Conflict"; case 413: return "Content Too Large";
     case 422: return "Unprocessable Content"; case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error"; case 502: return "Bad Gateway";
+    case 500: return "Internal Server Error"; case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
     case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
     default: return "Status";
     }
@@ -403,6 +404,43 @@ static bool parse_head(berth_req *r, http_parser *p)
     return true;
 }
 
+/* How many times a Transfer-Encoding names chunked, or -1 if it names anything else:
+ * http-parser requires chunked last and decodes only that, so "gzip, chunked" would hand a
+ * handler (and an upstream it relays to) a body still encoded as nobody will decode. */
+static int chunked_count(const char *v)
+{
+    int k = 0;
+    while (*v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, " \t,");
+        if (n && (n != 7 || strncasecmp(v, "chunked", 7))) return -1;
+        k += n > 0;
+        v += n;
+    }
+    return k;
+}
+
+/* What the head says that the parser lets through but no handler can serve safely: a
+ * coding other than chunked (501), chunked twice in separate fields, two Host fields
+ * (which site is meant?). */
+static bool head_sane(berth_req *r)
+{
+    int hosts = 0, chunked = 0;
+    for (size_t i = 0; i < r->nhdr; i++) {
+        if (!strcasecmp(r->hdr[i].k, "host")) hosts++;
+        if (strcasecmp(r->hdr[i].k, "transfer-encoding")) continue;
+        int k = chunked_count(r->hdr[i].v);
+        if (k < 0) {
+            r->reject = 501;
+            return false;
+        }
+        chunked += k;
+    }
+    if (chunked > 1) r->reject_msg = "chunked is applied more than once";
+    else if (hosts > 1) r->reject_msg = "more than one Host header";
+    return chunked <= 1 && hosts <= 1;
+}
+
 static bool token_ok(const struct listener *l, berth_req *r)
 {
     const char *auth = req_header(r, "authorization");
@@ -455,6 +493,7 @@ static int on_headers_done(http_parser *p)
         r->reject_msg = "malformed request target";
         return -1;
     }
+    if (!head_sane(r)) return -1;
     return authorize(c, r) ? 0 : -1;
 }
 
@@ -497,6 +536,8 @@ static void send_reject(struct conn *c, enum http_errno err)
     if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
     else if (st == 431)
         send_simple(c, 431, "headers_too_large", "the request headers are too large");
+    else if (st == 501)
+        send_simple(c, 501, "not_implemented", "only the chunked transfer coding is supported");
     else
         send_simple(c, 400, "bad_request",
                     r && r->reject_msg ? r->reject_msg : http_errno_description(err));
