@@ -51,9 +51,9 @@ class OpenRedirect(CaddyTest):
     to the request's path unchecked. A link to https://alice.example.test//evil.test/ makes
     Caddy pass X-Berth-Uri "//evil.test/" (refused) and the path "//evil.test/" (used):
     Location: //evil.test/ sends the browser to another site. ("/\\evil.test" would pass the
-    check too and browsers read it the same way; Caddy 2.6 happens to escape it.) Fix: accept a location only if it starts with '/' and
-    its second character is neither '/' nor '\\' (both for the header and the path), and
-    answer "/" otherwise."""
+    check too and browsers read it the same way; Caddy 2.6 happens to escape it.) Fix: accept
+    a location only if it starts with '/' and its second character is neither '/' nor '\\'
+    (both for the header and the path), and answer "/" otherwise."""
 
     def location(self, path):
         c = http.client.HTTPConnection("127.0.0.1", self.caddy.port, timeout=30 * SLOW)
