@@ -115,6 +115,20 @@ class Hostile(RelayTest):
                        b"Connection: close\r\n\r\n")
         self.assertTrue(out.startswith(b"HTTP/1.1 200"), out)
 
+    def test_pipelined_requests_behind_a_refusal_are_never_served(self):
+        ok = b"GET /_headers HTTP/1.1\r\nX-Relay-Token: t0k\r\nX-N: %d\r\n\r\n"
+        out = exchange(self.port, ok % 1 + b"GET /_headers HTTP/1.1\r\nX-N: 2\r\n\r\n" + ok % 3)
+        self.assertEqual(out.count(b"HTTP/1.1 "), 2, out)
+        first, second = out.split(b"HTTP/1.1 ")[1:]
+        self.assertTrue(first.startswith(b"200") and b"X-N: 1\n" in first, out)
+        self.assertTrue(second.startswith(b"401") and b"Connection: close" in second, out)
+        self.assertNotIn(b"X-N: 3", out)
+        # one too large in the middle: answered 413, what follows is dropped
+        out = exchange(self.port, ok % 1 + b"POST /_headers HTTP/1.1\r\nX-Relay-Token: t0k\r\n"
+                       b"Content-Length: 5000\r\n\r\n" + b"a" * 5000 + ok % 3)
+        self.assertEqual([p[:3] for p in out.split(b"HTTP/1.1 ")[1:]], [b"200", b"413"], out)
+        self.assertNotIn(b"X-N: 3", out)
+
     def test_framing_attacks_are_refused(self):
         tok = b"X-Relay-Token: t0k\r\n"
         for data, status in (
