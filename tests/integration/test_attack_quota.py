@@ -282,7 +282,7 @@ class HostileHandler(http.server.BaseHTTPRequestHandler):
             sent += len(piece)
 
 
-class HostileUpstream(Tenant):
+class HostileBase(Tenant):
     def setUp(self):
         self.up = Hostile()
         super().setUp()
@@ -320,6 +320,8 @@ class HostileUpstream(Tenant):
         c.close()
         return r.status, n, tail, dict(r.getheaders())
 
+
+class HostileUpstream(HostileBase):
     def test_a_redirect_is_relayed_never_followed_with_the_real_key(self):
         st, _, _, h = self.stream("[redirect]")
         self.assertEqual(st, 307)
