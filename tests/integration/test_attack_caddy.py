@@ -65,7 +65,6 @@ class OpenRedirect(CaddyTest):
         finally:
             c.close()
 
-    @unittest.expectedFailure
     def test_the_waking_redirect_stays_on_the_site(self):
         self.b.post("/v1/tenants", {"handle": "alice", "desired": "asleep"})
         wait_until(lambda: (self.held() or {}).get("alice") == "berth", 10 * SLOW,
