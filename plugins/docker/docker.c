@@ -8,6 +8,7 @@
 #include <berth/berth.h>
 #include <cJSON.h>
 #include "docker_events.h"
+#include "ports.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -73,7 +74,8 @@ static const struct berth_cfg_item tschema[] = {
     {"network", BERTH_CFG_STR, NULL, 0, 0, T(network), "network, created if missing", 0, NULL,
      NULL},
     {"publish", BERTH_CFG_STR, "127.0.0.1", 0, 0, T(publish),
-     "host address the tenant's port is published on (an ephemeral host port)", 0, NULL, NULL},
+     "host address the tenant's port is published on (a host port kept per tenant)", 0, NULL,
+     NULL},
     {"labels", BERTH_CFG_MAP, NULL, 0, 0, T(labels), "extra container labels", 0, NULL, NULL},
     {"read_only", BERTH_CFG_BOOL, "false", 0, 0, T(read_only), "read-only root filesystem", 0,
      NULL, NULL},
@@ -94,6 +96,9 @@ static const struct berth_host *H;
 
 struct expect { struct expect *next; char handle[BERTH_HANDLE_MAX + 1]; };
 
+/* container ids awaiting an event, the oldest dropped when full */
+struct idlist { char *v[64]; int n; };
+
 /* a network being checked or created: one job does it, the others wait (dockerd does not
  * make "create if missing" atomic, and two creates make two networks of one name) */
 struct netop { struct netop *next; char name[128]; struct job *waiting; };
@@ -109,7 +114,8 @@ struct dk {
     int64_t backoff;
     struct dk_lines ev;     /* the event stream's partial line */
     struct expect *expected;    /* stops and removals berth asked for itself */
-    char *oom[64]; int noom;
+    struct idlist oom;          /* containers whose next die was an OOM kill */
+    struct idlist moved;        /* containers berth removed to publish on another port */
     struct netop *netops;
 };
 
@@ -128,6 +134,8 @@ struct job {
     char *body;                 /* the pending call's request body: sent without a copy */
     struct job *next_waiting;   /* in a netop's queue */
     int64_t wait_ms;            /* what dockerd may take beyond a normal reply (a stop) */
+    int avoid_port;             /* a host port dockerd could not bind: not to be picked */
+    bool moved;                 /* this start already re-created the container once */
 };
 
 /* ---- plumbing ---- */
@@ -161,24 +169,30 @@ static bool expect_take(struct dk *d, const char *h)
     return false;
 }
 
-static bool oom_take(struct dk *d, const char *id)
+static bool id_take(struct idlist *l, const char *id)
 {
-    for (int i = 0; i < d->noom; i++) {
-        if (strcmp(d->oom[i], id)) continue;
-        free(d->oom[i]);
-        d->oom[i] = d->oom[--d->noom];
+    for (int i = 0; i < l->n; i++) {
+        if (strcmp(l->v[i], id)) continue;
+        free(l->v[i]);
+        l->v[i] = l->v[--l->n];
         return true;
     }
     return false;
 }
 
-static void oom_add(struct dk *d, const char *id)
+static void id_add(struct idlist *l, const char *id)
 {
-    if (d->noom == 64) {
-        free(d->oom[0]);
-        d->oom[0] = d->oom[--d->noom];
+    if (l->n == 64) {
+        free(l->v[0]);
+        l->v[0] = l->v[--l->n];
     }
-    d->oom[d->noom++] = strdup(id);
+    l->v[l->n++] = strdup(id);
+}
+
+static void id_clear(struct idlist *l)
+{
+    for (int i = 0; i < l->n; i++) free(l->v[i]);
+    l->n = 0;
 }
 
 /* Docker answers errors as {"message": "..."}; anything else is shown as it came. */
@@ -423,6 +437,20 @@ static cJSON *binds(struct job *j, char *err, size_t n)
     return a;
 }
 
+/* The tenant's kept host port as dockerd wants it ("" lets dockerd pick, when no port can be
+ * had here). Moving it is said: a router following the old address loses the tenant. */
+static const char *host_port(struct job *j)
+{
+    static char buf[8];
+    int from, port = dk_port_pick(j->d->self, j->handle, j->t->publish, j->avoid_port, &from);
+    if (from)
+        H->log(j->d->self, BERTH_LOG_WARN, "tenant %s: host port %d is taken; publishing on "
+               "%d (the tenant's address changes)", j->handle, from, port);
+    if (!port) buf[0] = 0;
+    else snprintf(buf, sizeof buf, "%d", port);
+    return buf;
+}
+
 static char *create_body(struct job *j, char *err, size_t n)
 {
     const struct tcfg *t = j->t;
@@ -479,7 +507,7 @@ static char *create_body(struct job *j, char *err, size_t n)
         cJSON *pb = cJSON_AddObjectToObject(hc, "PortBindings");
         cJSON *one = cJSON_CreateObject();
         cJSON_AddStringToObject(one, "HostIp", t->publish);
-        cJSON_AddStringToObject(one, "HostPort", "");
+        cJSON_AddStringToObject(one, "HostPort", host_port(j));
         cJSON *arr = cJSON_CreateArray();
         cJSON_AddItemToArray(arr, one);
         cJSON_AddItemToObject(pb, key, arr);
@@ -744,10 +772,74 @@ static void op_create(void *st, const berth_spec *s, berth_op *op)
 
 /* ---- start, stop, remove ---- */
 
+static void start_go(struct job *j, const struct berth_http_result *r);
+
+/* dockerd could not bind the tenant's host port: something else took it while the tenant
+ * slept */
+static bool port_taken(const struct berth_http_result *r)
+{
+    char m[640];
+    docker_message(r, m, sizeof m);
+    return r->status == 500 && (strstr(m, "address already in use") ||
+                                strstr(m, "port is already allocated"));
+}
+
+static void recreated(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 201) {
+        job_fail(j, r, "re-creating on another host port");
+        return;
+    }
+    start_go(j, NULL);
+}
+
+static void moved_removed(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 204 && r->status != 404) {
+        job_fail(j, r, "removing to publish on another host port");
+        return;
+    }
+    char err[512], path[128];
+    char *body = create_body(j, err, sizeof err);
+    if (!body) {
+        H->op_done(j->op, BERTH_EINVAL, NULL, err);
+        job_free(j);
+        return;
+    }
+    snprintf(path, sizeof path, "/containers/create?name=%s", j->name);
+    call(j, "POST", path, body, recreated, NULL);
+}
+
+/* The container's port binding is fixed at create: to publish on another port it is made
+ * again (the tenant's data is in its volumes; the container's own layer goes). Its destroy
+ * is ours, not a crash. */
+static void moved_inspected(struct job *j, const struct berth_http_result *r)
+{
+    cJSON *c = r->status == 200 ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
+    char key[32], path[128];
+    snprintf(key, sizeof key, "%d/tcp", H->spec_port(j->spec));
+    cJSON *pb = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "HostConfig"), "PortBindings");
+    const char *hp = cJSON_GetStringValue(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(pb, key), 0), "HostPort"));
+    j->avoid_port = hp ? atoi(hp) : 0;
+    if (id) id_add(&j->d->moved, id);
+    cJSON_Delete(c);
+    snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
+    call(j, "DELETE", path, NULL, moved_removed, NULL);
+}
+
 static void started(struct job *j, const struct berth_http_result *r)
 {
     if (r->status != 204 && r->status != 304) {
-        job_fail(j, r, "start");
+        if (j->moved || !H->spec_port(j->spec) || !port_taken(r)) {
+            job_fail(j, r, "start");
+            return;
+        }
+        j->moved = true;
+        char path[128];
+        snprintf(path, sizeof path, "/containers/%s/json", j->name);
+        call(j, "GET", path, NULL, moved_inspected, NULL);
         return;
     }
     inspect_then_done(j);
@@ -805,6 +897,10 @@ static void removed(struct job *j, const struct berth_http_result *r)
         job_fail(j, r, "remove");
         return;
     }
+    /* a tenant being deleted gives its port up; one re-created keeps it */
+    struct berth_tenant_info ti = {.size = sizeof ti};
+    if (H->tenant_get(j->d->self, j->handle, &ti) != 0 || ti.desired == BERTH_DESIRED_DELETED)
+        dk_port_forget(j->d->self, j->handle);
     struct berth_observed o = {sizeof o, BERTH_OBS_ABSENT, NULL, NULL, -1, false, NULL};
     H->op_done(j->op, 0, &o, NULL);
     job_free(j);
@@ -895,12 +991,13 @@ static void on_event(struct dk *d, const cJSON *m)
     if (!dk_event_parse(m, &ev) || strcmp(ev.instance, H->name(d->self))) return;
     const char *action = ev.action, *id = ev.id, *h = ev.tenant;
     if (!strcmp(action, "oom")) {
-        oom_add(d, id);
+        id_add(&d->oom, id);
         return;
     }
     bool die = !strcmp(action, "die"), destroy = !strcmp(action, "destroy");
     if (!die && !destroy) return;
-    bool oom = oom_take(d, id);
+    bool oom = id_take(&d->oom, id);
+    if (destroy && id_take(&d->moved, id)) return;     /* re-created on another port */
     if (expect_take(d, h)) return;       /* berth stopped or removed it */
     /* ... or the instance a reload replaced did: its expectation went with it, but the
      * tenant still says it is being stopped or removed, or should not run. (A container
@@ -1029,6 +1126,12 @@ static int start(void *state)
 {
     struct dk *d = state;
     d->ev_pull = H->event_register(d->self, "image.pull_progress");
+    int rc = dk_ports_init(H, d->self);
+    if (rc) {
+        H->log(d->self, BERTH_LOG_ERROR, "cannot create the table of host ports: %s",
+               berth_strerror(rc));
+        return rc;
+    }
     follow(d);
     return H->driver_register(d->self, &driver, d);
 }
@@ -1060,7 +1163,8 @@ static void destroy(void *state)
         d->expected = e->next;
         free(e);
     }
-    for (int i = 0; i < d->noom; i++) free(d->oom[i]);
+    id_clear(&d->oom);
+    id_clear(&d->moved);
     while (d->netops) {         /* their jobs' ops are completed as canceled by the host */
         struct netop *n = d->netops;
         d->netops = n->next;
