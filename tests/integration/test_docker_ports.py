@@ -131,5 +131,50 @@ class Ports(unittest.TestCase):
         self.assertEqual(self.sleep_wake("bob")["address"], moved["address"])
 
 
+class TemplateStatus(unittest.TestCase):
+    """A template removed and restored leaves no stale reason on a ready docker tenant, also
+    when its file holds the docker instance too (both go and come back in one reload)."""
+
+    def test_removed_and_restored(self):
+        vol = os.path.join(D.dir, "vol-status")
+        text = conf(vol).replace("  default:", "  box:").replace("berth:\n  reconcile", "berth:\n"
+                                                                   "  log: {level: debug}\n"
+                                                                   "  reconcile")
+        head, box = text.split("templates:\n")
+        plugins = head
+        box = "templates:\n" + box.split("berth:\n")[0]
+        core = "berth:\n" + text.split("berth:\n")[1]
+        b = Berthd({"05-core.yaml": core, "10-docker.yaml": plugins, "20-box.yaml": box},
+                   plugins=())
+        b.install_plugin_from_build("docker")
+        try:
+            b.start()
+            os.makedirs(f"{vol}/bx")
+            self.assertEqual(b.post("/v1/tenants", {"handle": "bx", "template": "box"}).status,
+                             201)
+            b.wait_tenant("bx", "ready", timeout=30)
+            for gone, back in ((("20-box.yaml",), {"20-box.yaml": box}),
+                               (("10-docker.yaml", "20-box.yaml"), {"20-box.yaml": plugins + box})):
+                for f in gone:
+                    b.remove(f)
+                self.assertEqual(b.post("/v1/reload").status, 200)
+                wait_until(lambda: "not" in (b.tenant("bx")["reason"] or ""), 10,
+                           what="a reason while the template is gone")
+                for f, t in back.items():
+                    b.write(f, t)
+                self.assertEqual(b.post("/v1/reload").status, 200)
+                try:
+                    wait_until(lambda: (lambda t: t["observed"] == "ready" and
+                                        t["reason"] is None)(b.tenant("bx")), 15,
+                               what=f"no reason once {list(back)} is back")
+                except AssertionError as e:
+                    raise AssertionError(f"{e}: {b.tenant('bx')}") from None
+            b.req("DELETE", "/v1/tenants/bx")
+            wait_until(lambda: b.get("/v1/tenants/bx").status == 404, 30, what="deletion")
+            self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        finally:
+            b.cleanup()
+
+
 if __name__ == "__main__":
     unittest.main()
