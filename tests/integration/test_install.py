@@ -1,6 +1,7 @@
 """meson install into a temporary tree: the installed berthd runs with the installed conf.d
-and plugins, berthctl talks to it, the unit passes systemd-analyze verify, and berth.conf(5)
-holds every key of the schemas."""
+and plugins, berthctl talks to it, the unit passes systemd-analyze verify, a plugin builds
+against the installed headers through the installed .pc and loads, the man pages render
+without a warning, and berth.conf(5) holds every key of the schemas."""
 import json
 import os
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import BUILD, SLOW, die_with_parent, wait_until
+from harness import BUILD, SLOW, SRC, die_with_parent, wait_until
 
 
 def find(root, suffix):
@@ -88,6 +89,46 @@ class Install(unittest.TestCase):
                            text=True, env=env)
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
         self.assertEqual(p.stderr.strip(), "")
+
+    def test_pc_builds_a_plugin_that_the_installed_berthd_loads(self):
+        pc = find(self.dest, "/pkgconfig/berth-plugin.pc")
+        # the sysroot maps the .pc's final paths into the staged tree, as for a DESTDIR
+        env = dict(os.environ, PKG_CONFIG_PATH=os.path.dirname(pc),
+                   PKG_CONFIG_SYSROOT_DIR=self.dest)
+        flags = subprocess.run(["pkg-config", "--cflags", "berth-plugin"], env=env,
+                               capture_output=True, text=True, check=True).stdout.split()
+        self.assertIn(f"-I{self.dest}{self.prefix}/include", flags)
+        plugdir = subprocess.run(["pkg-config", "--variable=plugindir", "berth-plugin"],
+                                 env=env, capture_output=True, text=True,
+                                 check=True).stdout.strip()
+        self.assertEqual(os.path.realpath(plugdir), os.path.realpath(os.path.dirname(
+            find(self.dest, "/berth/plugins/exec.so"))))
+        with tempfile.TemporaryDirectory() as d:
+            so = os.path.join(d, "echo.so")
+            p = subprocess.run(["cc", "-std=c17", "-Wall", "-Werror", "-shared", *flags,
+                                "-o", so, os.path.join(SRC, "tests", "abi", "echo.c")],
+                               capture_output=True, text=True)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            with open(os.path.join(d, "00.yaml"), "w") as f:
+                f.write(f"berth:\n  plugin_dir: {d}\n")
+            schema = json.loads(subprocess.run([self.berthd, "--dump-schema", "--config", d],
+                                               capture_output=True, text=True,
+                                               check=True).stdout)
+        self.assertIn("echo", [m["module"] for m in schema["plugins"]])
+
+    def test_man_pages_render_without_warnings(self):
+        if not shutil.which("man"):
+            self.skipTest("man is not installed (Debian: man-db)")
+        for page, title in (("/man8/berthd.8", "BERTHD(8)"), ("/man1/berthctl.1", "BERTHCTL(1)"),
+                            ("/man5/berth.conf.5", "BERTH.CONF(5)")):
+            p = subprocess.run(["man", "--warnings", "-l", find(self.dest, page)],
+                               capture_output=True, text=True,
+                               env=dict(os.environ, MANPAGER="cat", MANWIDTH="100",
+                                        LC_ALL="C.UTF-8"))
+            self.assertEqual((p.returncode, p.stderr), (0, ""), page)
+            self.assertTrue(p.stdout.startswith(title), p.stdout[:200])
+            self.assertIn("NAME", p.stdout)
+            self.assertGreater(len(p.stdout.splitlines()), 20, page)
 
     def test_berth_conf_5_has_every_schema_key(self):
         with open(find(self.dest, "/man5/berth.conf.5")) as f:
