@@ -437,18 +437,17 @@ static cJSON *binds(struct job *j, char *err, size_t n)
     return a;
 }
 
-/* The tenant's kept host port as dockerd wants it ("" lets dockerd pick, when no port can be
- * had here). Moving it is said: a router following the old address loses the tenant. */
-static const char *host_port(struct job *j)
+/* The tenant's kept host port into buf as dockerd wants it ("" lets dockerd pick, when no
+ * port can be had here). Moving it is said: a router following the old address loses the
+ * tenant. */
+static void host_port(struct job *j, char *buf, size_t n)
 {
-    static char buf[8];
     int from, port = dk_port_pick(j->d->self, j->handle, j->t->publish, j->avoid_port, &from);
     if (from)
         H->log(j->d->self, BERTH_LOG_WARN, "tenant %s: host port %d is taken; publishing on "
                "%d (the tenant's address changes)", j->handle, from, port);
     if (!port) buf[0] = 0;
-    else snprintf(buf, sizeof buf, "%d", port);
-    return buf;
+    else snprintf(buf, n, "%d", port);
 }
 
 static char *create_body(struct job *j, char *err, size_t n)
@@ -507,7 +506,9 @@ static char *create_body(struct job *j, char *err, size_t n)
         cJSON *pb = cJSON_AddObjectToObject(hc, "PortBindings");
         cJSON *one = cJSON_CreateObject();
         cJSON_AddStringToObject(one, "HostIp", t->publish);
-        cJSON_AddStringToObject(one, "HostPort", host_port(j));
+        char hp[16];
+        host_port(j, hp, sizeof hp);
+        cJSON_AddStringToObject(one, "HostPort", hp);
         cJSON *arr = cJSON_CreateArray();
         cJSON_AddItemToArray(arr, one);
         cJSON_AddItemToObject(pb, key, arr);
