@@ -1,13 +1,11 @@
 /* docker: a driver on the Docker Engine API, through the host's HTTP client (libcurl multi on
  * berthd's loop, never blocking). Containers are named berth-<handle> and labelled
  * berth.managed, berth.tenant, berth.template and berth.instance, so list() adopts what exists
- * and a restart of berthd never creates a duplicate. A follower of GET /events turns a
- * container that dies, is OOM-killed or is removed behind berth's back into a report within a
- * second; it reconnects with backoff when dockerd goes away and asks for a re-list when it is
- * back, to catch what it missed. */
+ * and a restart of berthd never creates a duplicate. follow.c follows dockerd's events
+ * (deaths, OOM kills, removals behind berth's back); ports.c keeps each tenant's host port. */
 #include <berth/berth.h>
 #include <cJSON.h>
-#include "docker_events.h"
+#include "dk.h"
 #include "ports.h"
 
 #include <ctype.h>
@@ -22,10 +20,7 @@
 
 #define MIN_API "1.40"
 
-struct cfg {
-    const char *socket, *host, *tls_ca, *tls_cert, *tls_key;
-    int64_t reconnect_max;
-};
+const struct berth_host *H;
 
 struct tcfg {
     const char *image, *network, *publish, *pull, *user, *volume_owner;
@@ -92,33 +87,6 @@ static const struct berth_cfg_item tschema[] = {
     {0},
 };
 
-static const struct berth_host *H;
-
-struct expect { struct expect *next; char handle[BERTH_HANDLE_MAX + 1]; };
-
-/* container ids awaiting an event, the oldest dropped when full */
-struct idlist { char *v[64]; int n; };
-
-/* a network being checked or created: one job does it, the others wait (dockerd does not
- * make "create if missing" atomic, and two creates make two networks of one name) */
-struct netop { struct netop *next; char name[128]; struct job *waiting; };
-
-struct dk {
-    berth_instance *self;
-    struct cfg cfg;
-    char url[256];          /* scheme://authority */
-    char api[16];           /* negotiated API version, "" until known */
-    uint32_t ev_pull;       /* image.pull_progress */
-    berth_call *events;
-    berth_timer *reconnect;
-    int64_t backoff;
-    struct dk_lines ev;     /* the event stream's partial line */
-    struct expect *expected;    /* stops and removals berth asked for itself */
-    struct idlist oom;          /* containers whose next die was an OOM kill */
-    struct idlist moved;        /* containers berth removed to publish on another port */
-    struct netop *netops;
-};
-
 struct job;
 typedef void (*step_fn)(struct job *j, const struct berth_http_result *r);
 
@@ -144,55 +112,6 @@ struct job {
 static long long stop_secs(const struct tcfg *t)
 {
     return (long long)((t->stop_timeout + 999) / 1000);
-}
-
-static void expect_add(struct dk *d, const char *h)
-{
-    for (struct expect *e = d->expected; e; e = e->next)
-        if (!strcmp(e->handle, h)) return;
-    struct expect *e = calloc(1, sizeof *e);
-    if (!e) return;
-    snprintf(e->handle, sizeof e->handle, "%s", h);
-    e->next = d->expected;
-    d->expected = e;
-}
-
-static bool expect_take(struct dk *d, const char *h)
-{
-    for (struct expect **pp = &d->expected; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->handle, h)) continue;
-        struct expect *e = *pp;
-        *pp = e->next;
-        free(e);
-        return true;
-    }
-    return false;
-}
-
-static bool id_take(struct idlist *l, const char *id)
-{
-    for (int i = 0; i < l->n; i++) {
-        if (strcmp(l->v[i], id)) continue;
-        free(l->v[i]);
-        l->v[i] = l->v[--l->n];
-        return true;
-    }
-    return false;
-}
-
-static void id_add(struct idlist *l, const char *id)
-{
-    if (l->n == 64) {
-        free(l->v[0]);
-        l->v[0] = l->v[--l->n];
-    }
-    l->v[l->n++] = strdup(id);
-}
-
-static void id_clear(struct idlist *l)
-{
-    for (int i = 0; i < l->n; i++) free(l->v[i]);
-    l->n = 0;
 }
 
 /* Docker answers errors as {"message": "..."}; anything else is shown as it came. */
@@ -824,7 +743,7 @@ static void moved_inspected(struct job *j, const struct berth_http_result *r)
     const char *hp = cJSON_GetStringValue(
         cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(pb, key), 0), "HostPort"));
     j->avoid_port = hp ? atoi(hp) : 0;
-    if (id) id_add(&j->d->moved, id);
+    if (id) dk_id_add(&j->d->moved, id);
     cJSON_Delete(c);
     snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
     call(j, "DELETE", path, NULL, moved_removed, NULL);
@@ -850,7 +769,7 @@ static void start_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[128];
-    expect_take(j->d, j->handle);
+    dk_expect_take(j->d, j->handle);
     snprintf(path, sizeof path, "/containers/%s/start", j->name);
     call(j, "POST", path, NULL, started, NULL);
 }
@@ -880,7 +799,7 @@ static void stop_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[160];
-    expect_add(j->d, j->handle);
+    dk_expect_add(j->d, j->handle);
     snprintf(path, sizeof path, "/containers/%s/stop?t=%lld", j->name, stop_secs(j->t));
     j->wait_ms = stop_secs(j->t) * 1000;
     call(j, "POST", path, NULL, stopped, NULL);
@@ -911,7 +830,7 @@ static void remove_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[128];
-    expect_add(j->d, j->handle);
+    dk_expect_add(j->d, j->handle);
     /* volumes stay: a tenant's data is bind-mounted from the host, not a docker volume */
     snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
     call(j, "DELETE", path, NULL, removed, NULL);
@@ -982,113 +901,6 @@ static const struct berth_driver driver = {
     .stop = op_stop, .remove = op_remove, .list = op_list,
 };
 
-/* ---- the event follower ---- */
-
-static void follow(struct dk *d);
-
-static void on_event(struct dk *d, const cJSON *m)
-{
-    struct dk_event ev;
-    if (!dk_event_parse(m, &ev) || strcmp(ev.instance, H->name(d->self))) return;
-    const char *action = ev.action, *id = ev.id, *h = ev.tenant;
-    if (!strcmp(action, "oom")) {
-        id_add(&d->oom, id);
-        return;
-    }
-    bool die = !strcmp(action, "die"), destroy = !strcmp(action, "destroy");
-    if (!die && !destroy) return;
-    bool oom = id_take(&d->oom, id);
-    if (destroy && id_take(&d->moved, id)) return;     /* re-created on another port */
-    if (expect_take(d, h)) return;       /* berth stopped or removed it */
-    /* ... or the instance a reload replaced did: its expectation went with it, but the
-     * tenant still says it is being stopped or removed, or should not run. (A container
-     * destroyed under an asleep tenant is still reported: its id must go.) */
-    struct berth_tenant_info ti = {.size = sizeof ti};
-    if (H->tenant_get(d->self, h, &ti) == 0 &&
-        (ti.observed == BERTH_OBS_STOPPING || ti.desired == BERTH_DESIRED_DELETED ||
-         (die && ti.desired != BERTH_DESIRED_RUNNING)))
-        return;
-    const char *code = ev.exit_code;
-    char msg[128];
-    struct berth_observed o = {sizeof o, die ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT, id, NULL,
-                               code ? atoi(code) : -1, oom, msg};
-    if (destroy) snprintf(msg, sizeof msg, "container removed behind berth's back");
-    else if (oom) snprintf(msg, sizeof msg, "container OOM-killed (exit %d)", o.exit_code);
-    else snprintf(msg, sizeof msg, "container died (exit %d)", o.exit_code);
-    H->log(d->self, BERTH_LOG_WARN, "tenant %s: %s", h, msg);
-    H->driver_report(d->self, h, &o);
-}
-
-static void event_line(const char *line, size_t len, void *arg)
-{
-    struct dk *d = arg;
-    cJSON *m = cJSON_ParseWithLength(line, len);
-    if (m) on_event(d, m);
-    cJSON_Delete(m);
-}
-
-static bool event_data(const char *data, size_t len, void *arg)
-{
-    struct dk *d = arg;
-    if (!dk_lines_feed(&d->ev, data, len, event_line, d)) {
-        H->log(d->self, BERTH_LOG_WARN, "dockerd sent an event line over %u bytes; "
-               "reconnecting", DK_LINE_MAX);
-        return false;
-    }
-    d->backoff = 0;
-    return true;
-}
-
-static void reconnect_fire(berth_timer *t, void *arg)
-{
-    struct dk *d = arg;
-    H->timer_stop(t);
-    d->reconnect = NULL;
-    follow(d);
-}
-
-static void events_ended(const struct berth_http_result *r, void *arg)
-{
-    struct dk *d = arg;
-    d->events = NULL;
-    dk_lines_reset(&d->ev);
-    d->backoff = d->backoff ? d->backoff * 2 : 500;
-    if (d->backoff > d->cfg.reconnect_max) d->backoff = d->cfg.reconnect_max;
-    H->log(d->self, BERTH_LOG_WARN, "dockerd event stream ended (%s); reconnecting in %lldms",
-           r->status ? "closed" : r->message, (long long)d->backoff);
-    d->api[0] = 0;      /* a restarted dockerd may be another version */
-    d->reconnect = H->timer_start(d->self, (uint64_t)d->backoff, 0, reconnect_fire, d);
-}
-
-static void pinged(const struct berth_http_result *r, void *arg)
-{
-    struct dk *d = arg;
-    if (r->status == 200 && d->events) {
-        H->log(d->self, BERTH_LOG_INFO, "following dockerd events; re-listing containers");
-        H->driver_relist(d->self);
-    }
-}
-
-static void follow(struct dk *d)
-{
-    char url[512];
-    snprintf(url, sizeof url, "%s/events?filters=%%7B%%22type%%22%%3A%%5B%%22container%%22"
-             "%%5D%%2C%%22label%%22%%3A%%5B%%22berth.managed%%3Dtrue%%22%%5D%%7D", d->url);
-    struct berth_http_opts o = {
-        .size = sizeof o, .url = url, .unix_socket = d->cfg.host ? NULL : d->cfg.socket,
-        .on_data = event_data, .tls_ca = d->cfg.tls_ca, .tls_cert = d->cfg.tls_cert,
-        .tls_key = d->cfg.tls_key,
-    };
-    d->events = H->http_request(d->self, &o, events_ended, d);
-    /* the stream says nothing until something happens: a ping tells it is up */
-    snprintf(url, sizeof url, "%s/_ping", d->url);
-    struct berth_http_opts p = o;
-    p.url = url;
-    p.on_data = NULL;
-    p.timeout_ms = 5000;
-    H->http_request(d->self, &p, pinged, d);
-}
-
 /* ---- plugin ---- */
 
 static int validate(const void *cfg, char *err, size_t n)
@@ -1133,16 +945,8 @@ static int start(void *state)
                berth_strerror(rc));
         return rc;
     }
-    follow(d);
+    dk_follow(d);
     return H->driver_register(d->self, &driver, d);
-}
-
-static void unfollow(struct dk *d)
-{
-    if (d->events) H->http_cancel(d->events);
-    d->events = NULL;
-    if (d->reconnect) H->timer_stop(d->reconnect);
-    d->reconnect = NULL;
 }
 
 /* The event stream never ends by itself, and the host waits for every call in flight before
@@ -1150,7 +954,7 @@ static void unfollow(struct dk *d)
 static void stop(void *state)
 {
     struct dk *d = state;
-    unfollow(d);
+    dk_unfollow(d);
     H->drained(d->self);
 }
 
@@ -1158,14 +962,14 @@ static void stop(void *state)
 static void destroy(void *state)
 {
     struct dk *d = state;
-    unfollow(d);
+    dk_unfollow(d);
     while (d->expected) {
         struct expect *e = d->expected;
         d->expected = e->next;
         free(e);
     }
-    id_clear(&d->oom);
-    id_clear(&d->moved);
+    dk_id_clear(&d->oom);
+    dk_id_clear(&d->moved);
     while (d->netops) {         /* their jobs' ops are completed as canceled by the host */
         struct netop *n = d->netops;
         d->netops = n->next;
