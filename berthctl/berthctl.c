@@ -14,67 +14,53 @@
 static int cmd_help(int argc, char **argv);
 static int cmd_version(int argc, char **argv);
 
-/* One line per command; `help` is its summary in `berthctl help`. */
-static const struct command {
-    const char *name, *args, *help;
-    int (*fn)(int argc, char **argv);
-} commands[] = {
-    {"health", "", "is berthd usable (exit 0), with details", cmd_health},
-    {"info", "", "version, uptime, plugins, tenants by state, memory, disk", cmd_info},
-    {"tenant", "COMMAND ...", "add, ls, show, rm, wake, sleep, restart, touch, reprovision",
-     cmd_tenant},
-    {"events", "[-f] [--since SEQ] [--type T] ...", "the event journal; -f follows it",
-     cmd_events},
-    {"plugins", "", "loaded plugin instances", cmd_plugins},
-    {"reload", "", "re-read conf.d (like SIGHUP)", cmd_reload},
-    {"backup", "FILE", "a consistent copy of the state, taken while berthd runs", cmd_backup},
-    {"usage", "[HANDLE]", "LLM spending and budget (quota plugin)", cmd_usage},
-    {"matrix", "plan|apply|invite|invites|revoke", "Matrix rooms and invite tokens (matrix plugin)",
-     cmd_matrix},
-    {"routes", "[--instance NAME]", "what Caddy holds against what berth expects (caddy plugin)", cmd_routes},
-    {"version", "", "berthctl's version", cmd_version},
-    {"help", "[COMMAND]", "this list, or a command's help", cmd_help},
+/* Every command berthctl has; a group's own table is beside its commands. */
+static const struct ctl_command commands[] = {
+    {"health", "", "is berthd usable (exit 0), with details", cmd_health, NULL, NULL},
+    {"info", "", "version, uptime, plugins, tenants by state, memory, disk", cmd_info, NULL,
+     NULL},
+    {"tenant", "", "the tenants: create, list, show, delete, wake, sleep", NULL,
+     ctl_tenant_cmds,
+     "T is a duration (30s, 5m) or a number of seconds; the default is 5m.\n"},
+    {"events", "[-f] [--since SEQ] [--type T] [--tenant H]", "the event journal; -f follows it",
+     cmd_events, NULL, NULL},
+    {"plugins", "", "loaded plugin instances", cmd_plugins, NULL, NULL},
+    {"reload", "", "re-read conf.d (like SIGHUP)", cmd_reload, NULL, NULL},
+    {"backup", "FILE", "a consistent copy of the state, taken while berthd runs", cmd_backup,
+     NULL, NULL},
+    {"usage", "[HANDLE]", "LLM spending and budget (quota plugin)", cmd_usage, NULL, NULL},
+    {"matrix", "", "Matrix rooms and invite tokens (matrix plugin)", NULL, ctl_matrix_cmds,
+     NULL},
+    {"routes", "[--instance NAME]", "what Caddy holds against what berth expects (caddy "
+     "plugin)", cmd_routes, NULL, NULL},
+    {"version", "", "berthctl's version", cmd_version, NULL, NULL},
+    {"help", "[COMMAND...]", "this list, or a command's help", cmd_help, NULL, NULL},
+    {0},
 };
 
 static void usage(FILE *f)
 {
     fputs("usage: berthctl [--socket PATH | --url http://HOST:PORT [--token-file F]] [--json] "
           "COMMAND [ARGS]\n\ncommands:\n", f);
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++) {
-        char left[80];
-        snprintf(left, sizeof left, "%s %s", commands[i].name, commands[i].args);
-        fprintf(f, "  %-30s %s\n", left, commands[i].help);
-    }
+    ctl_list_commands(f, commands);
     fputs("\nOptions may come before or after the command. The socket defaults to "
           "$BERTH_SOCKET,\nelse " DEFAULT_SOCKET ". Over TCP the bearer token comes from "
           "--token-file or $BERTH_TOKEN.\n`berthctl COMMAND --help` says more about a "
           "command.\n", f);
 }
 
-static const struct command *find(const char *name)
-{
-    for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        if (!strcmp(commands[i].name, name)) return &commands[i];
-    return NULL;
-}
-
+/* help [COMMAND...]; with --json, every command as JSON (berthctl(1) is made from it) */
 static int cmd_help(int argc, char **argv)
 {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
-        usage(stdout);
+    if (ctl_help(argc, argv, "usage: berthctl help [COMMAND...]\nEvery command, or what "
+                 "one does; with --json, every command as JSON.\n"))
+        return 0;
+    if (argc < 2) {
+        if (ctl_json) ctl_print_commands_json(commands);
+        else usage(stdout);
         return 0;
     }
-    const struct command *c = find(argv[1]);
-    if (!c) {
-        fprintf(stderr, "berthctl: unknown command '%s' (see berthctl help)\n", argv[1]);
-        return 2;
-    }
-    if (c->fn == cmd_help) {
-        usage(stdout);
-        return 0;
-    }
-    char *args[] = {argv[1], "--help", NULL};
-    return c->fn(2, args);
+    return ctl_help_for(commands, argc - 1, argv + 1);
 }
 
 static int cmd_version(int argc, char **argv)
@@ -179,7 +165,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
-    const struct command *c = find(argv[1]);
+    const struct ctl_command *c = ctl_find(commands, argv[1]);
     if (!c) {
         fprintf(stderr, "berthctl: unknown command '%s' (see berthctl help)\n", argv[1]);
         return 2;
@@ -187,7 +173,7 @@ int main(int argc, char **argv)
     bool local = c->fn == cmd_help || c->fn == cmd_version;  /* need no berthd */
     if (!local && (rc = connect_to(&g))) return rc;
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    rc = c->fn(argc - 1, argv + 1);
+    rc = ctl_dispatch(c->name, c, argc - 1, argv + 1);
     ctl_disconnect();
     curl_global_cleanup();
     return rc;

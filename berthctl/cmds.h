@@ -3,14 +3,40 @@
  * A command is `int cmd_<name>(int argc, char **argv)`: argv[0] is the command's name, the
  * rest its arguments with the global options (--json, --socket, --url, --token-file) already
  * taken out, wherever they were written. It returns the exit code: 0 done, 1 berthd refused
- * or failed (the reason printed), 2 a usage error (named). Each command is one line of the
- * table in berthctl.c. */
+ * or failed (the reason printed), 2 a usage error (named). Each command is one line of a
+ * command table (struct ctl_command): the top-level one in berthctl.c, and a group's own
+ * beside the group's commands (tenant.c, quota_cmd.c, matrix_cmd.c). */
 #ifndef BERTHCTL_CMDS_H
 #define BERTHCTL_CMDS_H
 
 #include <cJSON.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
+
+/* One line of a command table, which ends with {0}. Dispatch, `berthctl help` and
+ * `berthctl --json help` (which berthctl(1) is generated from) all read the tables, so what
+ * runs and what is listed cannot differ. */
+struct ctl_command {
+    const char *name;
+    const char *args;                   /* its arguments as help shows them, "" for none */
+    const char *help;                   /* one line for `berthctl help` */
+    int (*fn)(int argc, char **argv);   /* a command: argv[0] is its name */
+    const struct ctl_command *subs;     /* a group instead (like tenant): its commands */
+    const char *more;                   /* a group's note under its list, or NULL */
+};
+
+/* Runs c (path: its words, like "tenant key"): a command's fn, or a group's command named
+ * by argv[1], with the group's help on --help, -h or help (exit 0) or when nothing follows
+ * (on stderr, exit 2), and unknown ones named (exit 2). */
+int ctl_dispatch(const char *path, const struct ctl_command *c, int argc, char **argv);
+const struct ctl_command *ctl_find(const struct ctl_command *table, const char *name);
+/* `berthctl help WORDS...`: the help of the command or group the words name */
+int ctl_help_for(const struct ctl_command *table, int argc, char **argv);
+/* every command under table, a line each with its full words, arguments and help */
+void ctl_list_commands(FILE *f, const struct ctl_command *table);
+/* the same as a JSON array of {command, args, help} on stdout */
+void ctl_print_commands_json(const struct ctl_command *table);
 
 extern bool ctl_json;       /* --json: print the API's JSON instead of text for people */
 
@@ -52,7 +78,7 @@ int ctl_extra(const char *cmd, const char *arg);    /* "unexpected argument", re
 /* --help for a command: prints text to stdout and returns true when argv asks for it */
 bool ctl_help(int argc, char **argv, const char *text);
 
-int cmd_tenant(int argc, char **argv);
+extern const struct ctl_command ctl_tenant_cmds[];    /* tenant.c */
 int cmd_events(int argc, char **argv);
 int cmd_info(int argc, char **argv);
 int cmd_health(int argc, char **argv);
@@ -60,11 +86,10 @@ int cmd_plugins(int argc, char **argv);
 int cmd_reload(int argc, char **argv);
 int cmd_backup(int argc, char **argv);
 int cmd_routes(int argc, char **argv);      /* routes_cmd.c: the caddy plugin's routes */
-/* quota_cmd.c, the quota plugin's: `usage [HANDLE]`, and `tenant key rotate HANDLE` (argv[0]
- * "key") */
+/* quota_cmd.c, the quota plugin's: `usage [HANDLE]`, and `tenant key rotate HANDLE` */
 int cmd_usage(int argc, char **argv);
-int cmd_tenant_key(int argc, char **argv);
-int cmd_matrix(int argc, char **argv);      /* matrix_cmd.c: the matrix plugin's */
+extern const struct ctl_command ctl_key_cmds[];
+extern const struct ctl_command ctl_matrix_cmds[];  /* matrix_cmd.c: the matrix plugin's */
 
 /* tenant wake|add --wait: follows the tenant's events from seq until it is ready (0) or
  * failed (1), up to timeout_ms */

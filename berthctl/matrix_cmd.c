@@ -3,7 +3,8 @@
  *   apply                  rooms, spaces and joins brought to the configuration
  *   invite [USES] [DAYS]   mint a registration token (default 1 use, 7 days; 0 = unlimited)
  *   invites                list them
- *   revoke TOKEN           delete one */
+ *   revoke TOKEN           delete one
+ * Each is a line of ctl_matrix_cmds, the group's table (cmds.h). */
 #include <cJSON.h>
 #include <curl/curl.h>
 #include <stdio.h>
@@ -22,8 +23,14 @@ static int print(cJSON *j, int rc)
     return rc;
 }
 
-static int plan_or_apply(bool plan)
+static int plan_or_apply(int argc, char **argv, bool plan)
 {
+    if (ctl_help(argc, argv, plan ? "usage: berthctl matrix plan [--json]\nWhat `matrix "
+                 "apply` would create, join or change; writes nothing.\n"
+                 : "usage: berthctl matrix apply [--json]\nCreates the configured rooms and "
+                 "spaces, and joins and changes what the plan says.\n"))
+        return 0;
+    if (argc > 1) return ctl_extra(argv[0], argv[1]);
     int rc;
     cJSON *j = ctl_call("POST", plan ? "/v1/matrix/plan" : "/v1/matrix/apply", "{}", &rc);
     if (!rc && !ctl_json) {
@@ -49,8 +56,22 @@ static bool number(const char *s, long *out)
     return true;
 }
 
+static int plan(int argc, char **argv)
+{
+    return plan_or_apply(argc, argv, true);
+}
+
+static int apply(int argc, char **argv)
+{
+    return plan_or_apply(argc, argv, false);
+}
+
 static int invite(int argc, char **argv)
 {
+    if (ctl_help(argc, argv, "usage: berthctl matrix invite [USES] [DAYS] [--json]\n"
+                 "Mints a registration token for people who register themselves: USES\n"
+                 "registrations (default 1), valid DAYS (default 7); 0 is unlimited.\n"))
+        return 0;
     long uses = 1, days = 7;
     if ((argc > 1 && !number(argv[1], &uses)) || (argc > 2 && !number(argv[2], &days)) ||
         argc > 3) {
@@ -70,8 +91,12 @@ static int invite(int argc, char **argv)
     return rc;
 }
 
-static int invites(void)
+static int invites(int argc, char **argv)
 {
+    if (ctl_help(argc, argv, "usage: berthctl matrix invites [--json]\n"
+                 "The registration tokens: uses and expiry.\n"))
+        return 0;
+    if (argc > 1) return ctl_extra("matrix invites", argv[1]);
     int rc;
     cJSON *j = ctl_call("GET", "/v1/matrix/invites", NULL, &rc);
     if (!rc && !ctl_json) {
@@ -96,8 +121,17 @@ static int invites(void)
     return rc;
 }
 
-static int revoke(const char *token)
+static int revoke(int argc, char **argv)
 {
+    if (ctl_help(argc, argv, "usage: berthctl matrix revoke TOKEN\n"
+                 "Deletes a registration token.\n"))
+        return 0;
+    if (argc != 2) {
+        fputs("berthctl: matrix revoke needs one TOKEN (see berthctl matrix revoke --help)\n",
+              stderr);
+        return 2;
+    }
+    const char *token = argv[1];
     char *e = curl_easy_escape(NULL, token, 0);
     if (!e) return 1;
     char path[512];
@@ -111,22 +145,12 @@ static int revoke(const char *token)
     return rc;
 }
 
-int cmd_matrix(int argc, char **argv)
-{
-    if (ctl_help(argc, argv, "usage: berthctl matrix plan | apply | invite [USES] [DAYS] | "
-                 "invites | revoke TOKEN\n"
-                 "plan: what the matrix plugin would create, join or change (writes nothing);\n"
-                 "apply: do it; invite: a registration token for people who register\n"
-                 "themselves (USES, valid DAYS); invites: the tokens; revoke: end one.\n"))
-        return 0;
-    argc--, argv++;     /* argv[0] was "matrix" */
-    const char *sub = argc > 0 ? argv[0] : "";
-    if (!strcmp(sub, "plan") && argc == 1) return plan_or_apply(true);
-    if (!strcmp(sub, "apply") && argc == 1) return plan_or_apply(false);
-    if (!strcmp(sub, "invite")) return invite(argc, argv);
-    if (!strcmp(sub, "invites") && argc == 1) return invites();
-    if (!strcmp(sub, "revoke") && argc == 2) return revoke(argv[1]);
-    fprintf(stderr, "usage: berthctl matrix plan | apply | invite [USES] [DAYS] | invites | "
-            "revoke TOKEN\n");
-    return 2;
-}
+const struct ctl_command ctl_matrix_cmds[] = {
+    {"plan", "", "what apply would create, join or change (writes nothing)", plan, NULL, NULL},
+    {"apply", "", "bring rooms, spaces and joins to the configuration", apply, NULL, NULL},
+    {"invite", "[USES] [DAYS]", "a registration token (default 1 use, 7 days; 0: unlimited)",
+     invite, NULL, NULL},
+    {"invites", "", "the registration tokens", invites, NULL, NULL},
+    {"revoke", "TOKEN", "delete a registration token", revoke, NULL, NULL},
+    {0},
+};

@@ -1,6 +1,7 @@
 /* berthctl's commands for the quota plugin (the LLM proxy):
  *   berthctl usage [HANDLE]            spending, budget and tokens per model
- *   berthctl tenant key rotate HANDLE  a new proxy key for the tenant (the old one stops) */
+ *   berthctl tenant key rotate HANDLE  a new proxy key for the tenant (the old one stops)
+ * (the second through ctl_key_cmds, the table of `tenant key`) */
 #include "cmds.h"
 
 #include <curl/curl.h>
@@ -62,24 +63,31 @@ int cmd_usage(int argc, char **argv)
     return rc;
 }
 
-int cmd_tenant_key(int argc, char **argv)
+static int rotate(int argc, char **argv)
 {
     if (ctl_help(argc, argv, "usage: berthctl tenant key rotate HANDLE\n"
                  "A new LLM proxy key for the tenant; the old one stops working at once and\n"
                  "the workload is re-created with the new one (the quota plugin).\n"))
         return 0;
-    if (argc != 3 || strcmp(argv[1], "rotate")) {
-        fputs("usage: berthctl tenant key rotate HANDLE\n", stderr);
+    if (argc < 2) {
+        fputs("berthctl: tenant key rotate needs a HANDLE (see berthctl tenant key rotate "
+              "--help)\n", stderr);
         return 2;
     }
+    if (argc > 2) return ctl_extra("tenant key rotate", argv[2]);
     char path[256];
-    char *e = curl_easy_escape(NULL, argv[2], 0);
+    char *e = curl_easy_escape(NULL, argv[1], 0);
     snprintf(path, sizeof path, "/v1/tenants/%s/key/rotate", e);
     curl_free(e);
     int rc;
     cJSON *j = ctl_call("POST", path, "{}", &rc);
     cJSON_Delete(j);
     if (!rc && !ctl_json)
-        printf("%s: a new key is being provisioned; the old one no longer works\n", argv[2]);
+        printf("%s: a new key is being provisioned; the old one no longer works\n", argv[1]);
     return rc;
 }
+
+const struct ctl_command ctl_key_cmds[] = {
+    {"rotate", "HANDLE", "a new LLM proxy key; the old one stops at once", rotate, NULL, NULL},
+    {0},
+};

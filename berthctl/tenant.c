@@ -9,20 +9,6 @@
 
 #define DEFAULT_WAIT_MS 300000
 
-static const char tenant_help[] =
-    "usage: berthctl tenant COMMAND [ARGS] [--json]\n"
-    "  add HANDLE [--kind human|agent] [--template NAME] [--asleep] [--wait [--timeout T]]\n"
-    "                          create a tenant; --wait follows pulls and start-up until ready\n"
-    "  ls [--stale]            every tenant: desired and observed state, reason\n"
-    "  show HANDLE             one tenant in full\n"
-    "  rm HANDLE [--force]     delete; --force gives up on deprovisioning what is left\n"
-    "  wake HANDLE [--wait [--timeout T]]   run it; --wait returns once it is ready\n"
-    "  sleep|restart|touch HANDLE           stop it / restart it / mark it active\n"
-    "  reprovision HANDLE      run the tenant's provisioners again\n"
-    "  key rotate HANDLE       a new LLM proxy key (quota plugin)\n"
-    "T is a duration (30s, 5m) or seconds; the default is 5m.\n"
-    "berthctl tenant COMMAND --help says more.\n";
-
 static void show_provisioners(const cJSON *ps)
 {
     const cJSON *p;
@@ -113,10 +99,11 @@ static bool is_stale(const cJSON *t)
 
 static int ls(int argc, char **argv)
 {
-    if (ctl_help(argc, argv, "usage: berthctl tenant ls [--stale] [--json]\n"
-                 "Every tenant: handle, kind, template, desired and observed state, reason.\n"
-                 "--stale: only tenants that missed their heartbeat (lifecycle).\n"))
-        return 0;
+    char help[256];     /* ls or list, as it was called */
+    snprintf(help, sizeof help, "usage: berthctl tenant %s [--stale] [--json]\n"
+             "Every tenant: handle, kind, template, desired and observed state, reason.\n"
+             "--stale: only tenants that missed their heartbeat (lifecycle).\n", argv[0]);
+    if (ctl_help(argc, argv, help)) return 0;
     static const struct option opts[] = {{"stale", no_argument, NULL, 's'}, {0}};
     bool stale_only = false;
     int ch;
@@ -288,21 +275,21 @@ static int action(int argc, char **argv)
     return rc;
 }
 
-int cmd_tenant(int argc, char **argv)
-{
-    static const struct { const char *name; int (*fn)(int, char **); } subs[] = {
-        {"add", add}, {"ls", ls}, {"list", ls}, {"show", show}, {"rm", rm}, {"wake", action},
-        {"sleep", action}, {"restart", action}, {"touch", action}, {"reprovision", action},
-        {"key", cmd_tenant_key},
-    };
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
-        !strcmp(argv[1], "help")) {
-        fputs(tenant_help, argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
-    }
-    for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
-        if (!strcmp(argv[1], subs[i].name)) return subs[i].fn(argc - 1, argv + 1);
-    fprintf(stderr, "berthctl: unknown tenant command '%s' (see berthctl tenant --help)\n",
-            argv[1]);
-    return 2;
-}
+/* berthctl tenant ...: the group's table (cmds.h); each command has its own --help */
+const struct ctl_command ctl_tenant_cmds[] = {
+    {"add", "HANDLE [--kind human|agent] [--template NAME] [--asleep] [--wait [--timeout T]]",
+     "create a tenant; --wait follows pulls and start-up until ready", add, NULL, NULL},
+    {"ls", "[--stale]", "every tenant: desired and observed state, reason", ls, NULL, NULL},
+    {"list", "[--stale]", "the same as ls", ls, NULL, NULL},
+    {"show", "HANDLE", "one tenant in full", show, NULL, NULL},
+    {"rm", "HANDLE [--force]", "delete; --force gives up on deprovisioning what is left", rm,
+     NULL, NULL},
+    {"wake", "HANDLE [--wait [--timeout T]]", "run it; --wait returns once it is ready",
+     action, NULL, NULL},
+    {"sleep", "HANDLE", "stop its workload; it stays, asleep", action, NULL, NULL},
+    {"restart", "HANDLE", "stop and start its workload", action, NULL, NULL},
+    {"touch", "HANDLE", "mark it active (resets its idle timer)", action, NULL, NULL},
+    {"reprovision", "HANDLE", "run its provisioners again", action, NULL, NULL},
+    {"key", "", "its LLM proxy key (quota plugin)", NULL, ctl_key_cmds, NULL},
+    {0},
+};

@@ -1,13 +1,12 @@
 /* docker: a driver on the Docker Engine API, through the host's HTTP client (libcurl multi on
  * berthd's loop, never blocking). Containers are named berth-<handle> and labelled
  * berth.managed, berth.tenant, berth.template and berth.instance, so list() adopts what exists
- * and a restart of berthd never creates a duplicate. A follower of GET /events turns a
- * container that dies, is OOM-killed or is removed behind berth's back into a report within a
- * second; it reconnects with backoff when dockerd goes away and asks for a re-list when it is
- * back, to catch what it missed. */
+ * and a restart of berthd never creates a duplicate. follow.c follows dockerd's events
+ * (deaths, OOM kills, removals behind berth's back); ports.c keeps each tenant's host port. */
 #include <berth/berth.h>
 #include <cJSON.h>
-#include "docker_events.h"
+#include "dk.h"
+#include "ports.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -21,10 +20,7 @@
 
 #define MIN_API "1.40"
 
-struct cfg {
-    const char *socket, *host, *tls_ca, *tls_cert, *tls_key;
-    int64_t reconnect_max;
-};
+const struct berth_host *H;
 
 struct tcfg {
     const char *image, *network, *publish, *pull, *user, *volume_owner;
@@ -73,7 +69,8 @@ static const struct berth_cfg_item tschema[] = {
     {"network", BERTH_CFG_STR, NULL, 0, 0, T(network), "network, created if missing", 0, NULL,
      NULL},
     {"publish", BERTH_CFG_STR, "127.0.0.1", 0, 0, T(publish),
-     "host address the tenant's port is published on (an ephemeral host port)", 0, NULL, NULL},
+     "host address the tenant's port is published on (a host port kept per tenant)", 0, NULL,
+     NULL},
     {"labels", BERTH_CFG_MAP, NULL, 0, 0, T(labels), "extra container labels", 0, NULL, NULL},
     {"read_only", BERTH_CFG_BOOL, "false", 0, 0, T(read_only), "read-only root filesystem", 0,
      NULL, NULL},
@@ -88,29 +85,6 @@ static const struct berth_cfg_item tschema[] = {
     {"user", BERTH_CFG_STR, NULL, 0, 0, T(user), "user[:group] inside the container", 0, NULL,
      NULL},
     {0},
-};
-
-static const struct berth_host *H;
-
-struct expect { struct expect *next; char handle[BERTH_HANDLE_MAX + 1]; };
-
-/* a network being checked or created: one job does it, the others wait (dockerd does not
- * make "create if missing" atomic, and two creates make two networks of one name) */
-struct netop { struct netop *next; char name[128]; struct job *waiting; };
-
-struct dk {
-    berth_instance *self;
-    struct cfg cfg;
-    char url[256];          /* scheme://authority */
-    char api[16];           /* negotiated API version, "" until known */
-    uint32_t ev_pull;       /* image.pull_progress */
-    berth_call *events;
-    berth_timer *reconnect;
-    int64_t backoff;
-    struct dk_lines ev;     /* the event stream's partial line */
-    struct expect *expected;    /* stops and removals berth asked for itself */
-    char *oom[64]; int noom;
-    struct netop *netops;
 };
 
 struct job;
@@ -128,6 +102,8 @@ struct job {
     char *body;                 /* the pending call's request body: sent without a copy */
     struct job *next_waiting;   /* in a netop's queue */
     int64_t wait_ms;            /* what dockerd may take beyond a normal reply (a stop) */
+    int avoid_port;             /* a host port dockerd could not bind: not to be picked */
+    bool moved;                 /* this start already re-created the container once */
 };
 
 /* ---- plumbing ---- */
@@ -136,49 +112,6 @@ struct job {
 static long long stop_secs(const struct tcfg *t)
 {
     return (long long)((t->stop_timeout + 999) / 1000);
-}
-
-static void expect_add(struct dk *d, const char *h)
-{
-    for (struct expect *e = d->expected; e; e = e->next)
-        if (!strcmp(e->handle, h)) return;
-    struct expect *e = calloc(1, sizeof *e);
-    if (!e) return;
-    snprintf(e->handle, sizeof e->handle, "%s", h);
-    e->next = d->expected;
-    d->expected = e;
-}
-
-static bool expect_take(struct dk *d, const char *h)
-{
-    for (struct expect **pp = &d->expected; *pp; pp = &(*pp)->next) {
-        if (strcmp((*pp)->handle, h)) continue;
-        struct expect *e = *pp;
-        *pp = e->next;
-        free(e);
-        return true;
-    }
-    return false;
-}
-
-static bool oom_take(struct dk *d, const char *id)
-{
-    for (int i = 0; i < d->noom; i++) {
-        if (strcmp(d->oom[i], id)) continue;
-        free(d->oom[i]);
-        d->oom[i] = d->oom[--d->noom];
-        return true;
-    }
-    return false;
-}
-
-static void oom_add(struct dk *d, const char *id)
-{
-    if (d->noom == 64) {
-        free(d->oom[0]);
-        d->oom[0] = d->oom[--d->noom];
-    }
-    d->oom[d->noom++] = strdup(id);
 }
 
 /* Docker answers errors as {"message": "..."}; anything else is shown as it came. */
@@ -423,6 +356,19 @@ static cJSON *binds(struct job *j, char *err, size_t n)
     return a;
 }
 
+/* The tenant's kept host port into buf as dockerd wants it ("" lets dockerd pick, when no
+ * port can be had here). Moving it is said: a router following the old address loses the
+ * tenant. */
+static void host_port(struct job *j, char *buf, size_t n)
+{
+    int from, port = dk_port_pick(j->d->self, j->handle, j->t->publish, j->avoid_port, &from);
+    if (from)
+        H->log(j->d->self, BERTH_LOG_WARN, "tenant %s: host port %d is taken; publishing on "
+               "%d (the tenant's address changes)", j->handle, from, port);
+    if (!port) buf[0] = 0;
+    else snprintf(buf, n, "%d", port);
+}
+
 static char *create_body(struct job *j, char *err, size_t n)
 {
     const struct tcfg *t = j->t;
@@ -479,7 +425,9 @@ static char *create_body(struct job *j, char *err, size_t n)
         cJSON *pb = cJSON_AddObjectToObject(hc, "PortBindings");
         cJSON *one = cJSON_CreateObject();
         cJSON_AddStringToObject(one, "HostIp", t->publish);
-        cJSON_AddStringToObject(one, "HostPort", "");
+        char hp[16];
+        host_port(j, hp, sizeof hp);
+        cJSON_AddStringToObject(one, "HostPort", hp);
         cJSON *arr = cJSON_CreateArray();
         cJSON_AddItemToArray(arr, one);
         cJSON_AddItemToObject(pb, key, arr);
@@ -744,10 +692,74 @@ static void op_create(void *st, const berth_spec *s, berth_op *op)
 
 /* ---- start, stop, remove ---- */
 
+static void start_go(struct job *j, const struct berth_http_result *r);
+
+/* dockerd could not bind the tenant's host port: something else took it while the tenant
+ * slept */
+static bool port_taken(const struct berth_http_result *r)
+{
+    char m[640];
+    docker_message(r, m, sizeof m);
+    return r->status == 500 && (strstr(m, "address already in use") ||
+                                strstr(m, "port is already allocated"));
+}
+
+static void recreated(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 201) {
+        job_fail(j, r, "re-creating on another host port");
+        return;
+    }
+    start_go(j, NULL);
+}
+
+static void moved_removed(struct job *j, const struct berth_http_result *r)
+{
+    if (r->status != 204 && r->status != 404) {
+        job_fail(j, r, "removing to publish on another host port");
+        return;
+    }
+    char err[512], path[128];
+    char *body = create_body(j, err, sizeof err);
+    if (!body) {
+        H->op_done(j->op, BERTH_EINVAL, NULL, err);
+        job_free(j);
+        return;
+    }
+    snprintf(path, sizeof path, "/containers/create?name=%s", j->name);
+    call(j, "POST", path, body, recreated, NULL);
+}
+
+/* The container's port binding is fixed at create: to publish on another port it is made
+ * again (the tenant's data is in its volumes; the container's own layer goes). Its destroy
+ * is ours, not a crash. */
+static void moved_inspected(struct job *j, const struct berth_http_result *r)
+{
+    cJSON *c = r->status == 200 ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
+    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
+    char key[32], path[128];
+    snprintf(key, sizeof key, "%d/tcp", H->spec_port(j->spec));
+    cJSON *pb = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "HostConfig"), "PortBindings");
+    const char *hp = cJSON_GetStringValue(
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(pb, key), 0), "HostPort"));
+    j->avoid_port = hp ? atoi(hp) : 0;
+    if (id) dk_id_add(&j->d->moved, id);
+    cJSON_Delete(c);
+    snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
+    call(j, "DELETE", path, NULL, moved_removed, NULL);
+}
+
 static void started(struct job *j, const struct berth_http_result *r)
 {
     if (r->status != 204 && r->status != 304) {
-        job_fail(j, r, "start");
+        if (j->moved || !H->spec_port(j->spec) || !port_taken(r)) {
+            job_fail(j, r, "start");
+            return;
+        }
+        j->moved = true;
+        char path[128];
+        snprintf(path, sizeof path, "/containers/%s/json", j->name);
+        call(j, "GET", path, NULL, moved_inspected, NULL);
         return;
     }
     inspect_then_done(j);
@@ -757,7 +769,7 @@ static void start_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[128];
-    expect_take(j->d, j->handle);
+    dk_expect_take(j->d, j->handle);
     snprintf(path, sizeof path, "/containers/%s/start", j->name);
     call(j, "POST", path, NULL, started, NULL);
 }
@@ -787,7 +799,7 @@ static void stop_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[160];
-    expect_add(j->d, j->handle);
+    dk_expect_add(j->d, j->handle);
     snprintf(path, sizeof path, "/containers/%s/stop?t=%lld", j->name, stop_secs(j->t));
     j->wait_ms = stop_secs(j->t) * 1000;
     call(j, "POST", path, NULL, stopped, NULL);
@@ -805,6 +817,10 @@ static void removed(struct job *j, const struct berth_http_result *r)
         job_fail(j, r, "remove");
         return;
     }
+    /* a tenant being deleted gives its port up; one re-created keeps it */
+    struct berth_tenant_info ti = {.size = sizeof ti};
+    if (H->tenant_get(j->d->self, j->handle, &ti) != 0 || ti.desired == BERTH_DESIRED_DELETED)
+        dk_port_forget(j->d->self, j->handle);
     struct berth_observed o = {sizeof o, BERTH_OBS_ABSENT, NULL, NULL, -1, false, NULL};
     H->op_done(j->op, 0, &o, NULL);
     job_free(j);
@@ -814,7 +830,7 @@ static void remove_go(struct job *j, const struct berth_http_result *r)
 {
     (void)r;
     char path[128];
-    expect_add(j->d, j->handle);
+    dk_expect_add(j->d, j->handle);
     /* volumes stay: a tenant's data is bind-mounted from the host, not a docker volume */
     snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
     call(j, "DELETE", path, NULL, removed, NULL);
@@ -885,112 +901,6 @@ static const struct berth_driver driver = {
     .stop = op_stop, .remove = op_remove, .list = op_list,
 };
 
-/* ---- the event follower ---- */
-
-static void follow(struct dk *d);
-
-static void on_event(struct dk *d, const cJSON *m)
-{
-    struct dk_event ev;
-    if (!dk_event_parse(m, &ev) || strcmp(ev.instance, H->name(d->self))) return;
-    const char *action = ev.action, *id = ev.id, *h = ev.tenant;
-    if (!strcmp(action, "oom")) {
-        oom_add(d, id);
-        return;
-    }
-    bool die = !strcmp(action, "die"), destroy = !strcmp(action, "destroy");
-    if (!die && !destroy) return;
-    bool oom = oom_take(d, id);
-    if (expect_take(d, h)) return;       /* berth stopped or removed it */
-    /* ... or the instance a reload replaced did: its expectation went with it, but the
-     * tenant still says it is being stopped or removed, or should not run. (A container
-     * destroyed under an asleep tenant is still reported: its id must go.) */
-    struct berth_tenant_info ti = {.size = sizeof ti};
-    if (H->tenant_get(d->self, h, &ti) == 0 &&
-        (ti.observed == BERTH_OBS_STOPPING || ti.desired == BERTH_DESIRED_DELETED ||
-         (die && ti.desired != BERTH_DESIRED_RUNNING)))
-        return;
-    const char *code = ev.exit_code;
-    char msg[128];
-    struct berth_observed o = {sizeof o, die ? BERTH_OBS_STOPPED : BERTH_OBS_ABSENT, id, NULL,
-                               code ? atoi(code) : -1, oom, msg};
-    if (destroy) snprintf(msg, sizeof msg, "container removed behind berth's back");
-    else if (oom) snprintf(msg, sizeof msg, "container OOM-killed (exit %d)", o.exit_code);
-    else snprintf(msg, sizeof msg, "container died (exit %d)", o.exit_code);
-    H->log(d->self, BERTH_LOG_WARN, "tenant %s: %s", h, msg);
-    H->driver_report(d->self, h, &o);
-}
-
-static void event_line(const char *line, size_t len, void *arg)
-{
-    struct dk *d = arg;
-    cJSON *m = cJSON_ParseWithLength(line, len);
-    if (m) on_event(d, m);
-    cJSON_Delete(m);
-}
-
-static bool event_data(const char *data, size_t len, void *arg)
-{
-    struct dk *d = arg;
-    if (!dk_lines_feed(&d->ev, data, len, event_line, d)) {
-        H->log(d->self, BERTH_LOG_WARN, "dockerd sent an event line over %u bytes; "
-               "reconnecting", DK_LINE_MAX);
-        return false;
-    }
-    d->backoff = 0;
-    return true;
-}
-
-static void reconnect_fire(berth_timer *t, void *arg)
-{
-    struct dk *d = arg;
-    H->timer_stop(t);
-    d->reconnect = NULL;
-    follow(d);
-}
-
-static void events_ended(const struct berth_http_result *r, void *arg)
-{
-    struct dk *d = arg;
-    d->events = NULL;
-    dk_lines_reset(&d->ev);
-    d->backoff = d->backoff ? d->backoff * 2 : 500;
-    if (d->backoff > d->cfg.reconnect_max) d->backoff = d->cfg.reconnect_max;
-    H->log(d->self, BERTH_LOG_WARN, "dockerd event stream ended (%s); reconnecting in %lldms",
-           r->status ? "closed" : r->message, (long long)d->backoff);
-    d->api[0] = 0;      /* a restarted dockerd may be another version */
-    d->reconnect = H->timer_start(d->self, (uint64_t)d->backoff, 0, reconnect_fire, d);
-}
-
-static void pinged(const struct berth_http_result *r, void *arg)
-{
-    struct dk *d = arg;
-    if (r->status == 200 && d->events) {
-        H->log(d->self, BERTH_LOG_INFO, "following dockerd events; re-listing containers");
-        H->driver_relist(d->self);
-    }
-}
-
-static void follow(struct dk *d)
-{
-    char url[512];
-    snprintf(url, sizeof url, "%s/events?filters=%%7B%%22type%%22%%3A%%5B%%22container%%22"
-             "%%5D%%2C%%22label%%22%%3A%%5B%%22berth.managed%%3Dtrue%%22%%5D%%7D", d->url);
-    struct berth_http_opts o = {
-        .size = sizeof o, .url = url, .unix_socket = d->cfg.host ? NULL : d->cfg.socket,
-        .on_data = event_data, .tls_ca = d->cfg.tls_ca, .tls_cert = d->cfg.tls_cert,
-        .tls_key = d->cfg.tls_key,
-    };
-    d->events = H->http_request(d->self, &o, events_ended, d);
-    /* the stream says nothing until something happens: a ping tells it is up */
-    snprintf(url, sizeof url, "%s/_ping", d->url);
-    struct berth_http_opts p = o;
-    p.url = url;
-    p.on_data = NULL;
-    p.timeout_ms = 5000;
-    H->http_request(d->self, &p, pinged, d);
-}
-
 /* ---- plugin ---- */
 
 static int validate(const void *cfg, char *err, size_t n)
@@ -1029,16 +939,14 @@ static int start(void *state)
 {
     struct dk *d = state;
     d->ev_pull = H->event_register(d->self, "image.pull_progress");
-    follow(d);
+    int rc = dk_ports_init(H, d->self);
+    if (rc) {
+        H->log(d->self, BERTH_LOG_ERROR, "cannot create the table of host ports: %s",
+               berth_strerror(rc));
+        return rc;
+    }
+    dk_follow(d);
     return H->driver_register(d->self, &driver, d);
-}
-
-static void unfollow(struct dk *d)
-{
-    if (d->events) H->http_cancel(d->events);
-    d->events = NULL;
-    if (d->reconnect) H->timer_stop(d->reconnect);
-    d->reconnect = NULL;
 }
 
 /* The event stream never ends by itself, and the host waits for every call in flight before
@@ -1046,7 +954,7 @@ static void unfollow(struct dk *d)
 static void stop(void *state)
 {
     struct dk *d = state;
-    unfollow(d);
+    dk_unfollow(d);
     H->drained(d->self);
 }
 
@@ -1054,13 +962,14 @@ static void stop(void *state)
 static void destroy(void *state)
 {
     struct dk *d = state;
-    unfollow(d);
+    dk_unfollow(d);
     while (d->expected) {
         struct expect *e = d->expected;
         d->expected = e->next;
         free(e);
     }
-    for (int i = 0; i < d->noom; i++) free(d->oom[i]);
+    dk_id_clear(&d->oom);
+    dk_id_clear(&d->moved);
     while (d->netops) {         /* their jobs' ops are completed as canceled by the host */
         struct netop *n = d->netops;
         d->netops = n->next;
