@@ -30,6 +30,13 @@ int cmd_health(int argc, char **argv)
     cJSON *j = ctl_call("GET", "/health?details=1", NULL, &rc);
     if (ctl_json && !rc) ctl_print_json(j);
     else if (!rc) printf("berthd is healthy\n");
+    const cJSON *d;     /* healthy, yet an optional dependency may fail: say so */
+    if (!ctl_json && !rc)
+        cJSON_ArrayForEach(d, cJSON_GetObjectItem(cJSON_GetObjectItem(j, "checks"),
+                                                  "dependencies"))
+            if (!cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")))
+                printf("optional dependency %s is %s: %s\n", d->string, ctl_str(d, "status"),
+                       ctl_str(d, "message"));
     cJSON_Delete(j);
     return rc;
 }
@@ -59,6 +66,30 @@ static void print_tenants(const cJSON *t)
     printf("\n");
 }
 
+/* drivers' engines ("docker") and what plugins report ("caddy/admin": a '/' in the name) */
+static void print_dependencies(const cJSON *deps)
+{
+    const cJSON *d;
+    cJSON_ArrayForEach(d, deps) {
+        bool ok = cJSON_IsTrue(cJSON_GetObjectItem(d, "ok"));
+        const char *why = cJSON_IsString(cJSON_GetObjectItem(d, "message")) ?
+                          ctl_str(d, "message") : cJSON_IsString(cJSON_GetObjectItem(d,
+                          "reason")) ? ctl_str(d, "reason") : NULL;
+        if (!strchr(d->string, '/')) {
+            printf("driver:    %s %s%s%s\n", d->string, ok ? "ok" : "FAILING", why ? ": " : "",
+                   why ? why : "");
+            continue;
+        }
+        char age[32];
+        ctl_fmt_duration(ctl_num(d, "age_ms"), age, sizeof age);
+        const char *st = ctl_str(d, "status");
+        printf("depends:   %s %s (%s, checked %s ago)%s%s\n", d->string,
+               ok ? "ok" : !strcmp(st, "stale") ? "STALE" : "FAILING",
+               cJSON_IsTrue(cJSON_GetObjectItem(d, "required")) ? "required" : "optional",
+               age, why ? ": " : "", why ? why : "");
+    }
+}
+
 static void print_info(const cJSON *j)
 {
     char up[32], a[32], b[32], c[32];
@@ -85,12 +116,7 @@ static void print_info(const cJSON *j)
     ctl_fmt_bytes(ctl_num(mem, "berthd_rss_bytes"), c, sizeof c);
     printf("memory:    host %s available of %s; berthd %s\n", a, b, c);
     print_tenants(cJSON_GetObjectItem(j, "tenants"));
-    const cJSON *d;
-    cJSON_ArrayForEach(d, cJSON_GetObjectItem(j, "dependencies"))
-        printf("driver:    %s %s%s%s\n", d->string,
-               cJSON_IsTrue(cJSON_GetObjectItem(d, "ok")) ? "ok" : "FAILING",
-               cJSON_IsString(cJSON_GetObjectItem(d, "reason")) ? ": " : "",
-               cJSON_IsString(cJSON_GetObjectItem(d, "reason")) ? ctl_str(d, "reason") : "");
+    print_dependencies(cJSON_GetObjectItem(j, "dependencies"));
     print_plugins(cJSON_GetObjectItem(j, "plugins"));
 }
 

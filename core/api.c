@@ -271,6 +271,9 @@ static void get_health(berth_req *r, void *arg)
     if (store_ok && !failed && !drivers_ok) cJSON_ArrayForEach(d, drivers)
         if (!reason && cJSON_IsString(cJSON_GetObjectItem(d, "reason")))
             reason = xstrdup(cJSON_GetObjectItem(d, "reason")->valuestring);
+    char *dep_failing = deps_json(cJSON_AddObjectToObject(checks, "dependencies"));
+    if (!reason) reason = dep_failing;
+    else free(dep_failing);
     cJSON_AddStringToObject(o, "status", reason ? "failing" : "ok");
     if (reason) cJSON_AddStringToObject(o, "reason", reason);
     const char *details = req_query(r, "details");
@@ -371,7 +374,9 @@ static void get_info(berth_req *r, void *arg)
     cJSON_AddItemToObject(lr, "errors", C.reload.errors ? cJSON_Duplicate(C.reload.errors, 1)
                                                         : cJSON_CreateArray());
     add_memory(o);
-    drivers_health(cJSON_AddObjectToObject(o, "dependencies"));     /* dockerd, ... */
+    cJSON *deps = cJSON_AddObjectToObject(o, "dependencies");
+    drivers_health(deps);                                           /* dockerd, ... */
+    free(deps_json(deps));                                          /* Caddy, homeserver */
     cJSON *ev = cJSON_AddObjectToObject(o, "events");
     cJSON_AddNumberToObject(ev, "last_seq", (double)bus_last_seq());
     cJSON_AddItemToObject(o, "loop_handles", loop_handles_json());
@@ -410,6 +415,7 @@ static void get_metrics(berth_req *r, void *arg)
     buf_printf(&b, "# HELP berth_config_last_reload_ok Whether the last reload succeeded.\n"
                "# TYPE berth_config_last_reload_ok gauge\nberth_config_last_reload_ok %d\n",
                C.reload.ok ? 1 : 0);
+    deps_metrics(&b);
     metrics_render(&b);
     req_respond(r, 200, "text/plain; version=0.0.4", b.p, b.len);
     buf_free(&b);

@@ -289,7 +289,7 @@ struct res {
     int kind;
 };
 enum { RES_TIMER = 1, RES_WATCH, RES_SUB, RES_ROUTE, RES_CALL, RES_CONTRIB, RES_DRIVER, RES_OP,
-       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC, RES_PROV };
+       RES_LISTEN, RES_BUSY, RES_WAIT, RES_METRIC, RES_PROV, RES_DEP };
 void res_attach(berth_instance *owner, struct res *r, int kind);
 void res_detach(struct res *r);
 
@@ -439,6 +439,17 @@ int metric_add(berth_metric *m, const char *const *values, double delta);
 int metric_set(berth_metric *m, const char *const *values, double value);
 void metric_free(berth_metric *m);
 void metrics_render(struct buf *b);     /* every plugin metric, in the text format */
+
+/* ---- depend.c: dependencies plugins report (host->dependency_report), owned by their
+ * instance ---- */
+struct dep;
+int dep_report(berth_instance *self, const char *name, bool required, int status,
+               const char *message, int64_t interval_ms);
+void dep_free(struct dep *d);
+/* adds every dependency to o as "<instance>/<name>": {ok, status, required, message, age_ms,
+ * ...}; returns why the first failing (or stale) required one fails, or NULL (caller frees) */
+char *deps_json(cJSON *o);
+void deps_metrics(struct buf *b);       /* berth_dependency_up{dependency, required} */
 
 int route_add(berth_instance *owner, const char *method, const char *pattern,
               berth_http_handler h, void *arg, struct route **out);

@@ -467,4 +467,5 @@ const struct berth_host berth_host_api = {
     .unlisten = h_unlisten,
     .respond_with = req_respond_with,
     .respond_abort = req_abort,
+    .dependency_report = dep_report,
 };

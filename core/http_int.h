@@ -37,6 +37,7 @@ struct berth_req {
     struct kv *query; size_t nquery; bool query_parsed;
     size_t header_bytes;
     bool in_value, keep_alive, http10, head, chunked;
+    bool head_done;             /* headers complete: what follows (trailers) is not a header */
     int reject;                 /* status chosen by a limit, sent instead of 400 */
     const char *reject_msg;
     char peer[64];
@@ -57,6 +58,7 @@ struct conn {
     int open_handles;
     bool closing, close_after, in_process, reading;
     bool eof;                   /* the client shut its side: answer what came, then close */
+    bool deadline;              /* header_timeout runs for the request being sent */
     bool refused;               /* answered at header time; the body is never read */
     bool linger, lingering;     /* half-close and drop input before closing (conn_done) */
     uv_shutdown_t shut;

@@ -69,7 +69,8 @@ static const char *status_text(int s)
     case 409: return "Conflict"; case 413: return "Content Too Large";
     case 422: return "Unprocessable Content"; case 429: return "Too Many Requests";
     case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error"; case 502: return "Bad Gateway";
+    case 500: return "Internal Server Error"; case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
     case 503: return "Service Unavailable"; case 504: return "Gateway Timeout";
     default: return "Status";
     }
@@ -295,6 +296,16 @@ static void on_timeout(uv_timer_t *t)
         http_conn_close(c);          /* idle keep-alive connection */
 }
 
+/* The time a client has to send a request counts from its first byte (or the connection's
+ * start) and is never extended by what it sends meanwhile: bytes the parser skips before a
+ * request line (empty lines) would otherwise hold a connection open forever. */
+static void header_deadline(struct conn *c)
+{
+    if (c->deadline) return;
+    c->deadline = true;
+    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+}
+
 /* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
  * the body of the request being read. */
 static void account(struct conn *c)
@@ -315,7 +326,7 @@ static int on_begin(http_parser *p)
     r->conn = c;
     memcpy(r->peer, c->peer, sizeof r->peer);
     c->req = r;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    header_deadline(c);
     return 0;
 }
 
@@ -346,6 +357,8 @@ static void push_header(berth_req *r)
     if (r->hvalue.p) r->hvalue.p[0] = 0;
 }
 
+/* Trailers of a chunked body arrive after authorization has seen the headers: they are
+ * counted against max_header but never become headers a handler (or an upstream) sees. */
 static int on_hfield(http_parser *p, const char *at, size_t n)
 {
     berth_req *r = ((struct conn *)p->data)->req;
@@ -353,6 +366,7 @@ static int on_hfield(http_parser *p, const char *at, size_t n)
         r->reject = 431;
         return -1;
     }
+    if (r->head_done) return 0;
     if (r->in_value) {
         push_header(r);
         r->in_value = false;
@@ -365,6 +379,7 @@ static int on_hvalue(http_parser *p, const char *at, size_t n)
 {
     berth_req *r = ((struct conn *)p->data)->req;
     if (count_header(r, n)) return -1;
+    if (r->head_done) return 0;
     r->in_value = true;
     buf_add(&r->hvalue, at, n);
     return 0;
@@ -387,6 +402,43 @@ static bool parse_head(berth_req *r, http_parser *p)
     if (u.field_set & (1 << UF_QUERY))
         r->query_raw = xstrndup(url + u.field_data[UF_QUERY].off, u.field_data[UF_QUERY].len);
     return true;
+}
+
+/* How many times a Transfer-Encoding names chunked, or -1 if it names anything else:
+ * http-parser requires chunked last and decodes only that, so "gzip, chunked" would hand a
+ * handler (and an upstream it relays to) a body still encoded as nobody will decode. */
+static int chunked_count(const char *v)
+{
+    int k = 0;
+    while (*v) {
+        v += strspn(v, " \t,");
+        size_t n = strcspn(v, " \t,");
+        if (n && (n != 7 || strncasecmp(v, "chunked", 7))) return -1;
+        k += n > 0;
+        v += n;
+    }
+    return k;
+}
+
+/* What the head says that the parser lets through but no handler can serve safely: a
+ * coding other than chunked (501), chunked twice in separate fields, two Host fields
+ * (which site is meant?). */
+static bool head_sane(berth_req *r)
+{
+    int hosts = 0, chunked = 0;
+    for (size_t i = 0; i < r->nhdr; i++) {
+        if (!strcasecmp(r->hdr[i].k, "host")) hosts++;
+        if (strcasecmp(r->hdr[i].k, "transfer-encoding")) continue;
+        int k = chunked_count(r->hdr[i].v);
+        if (k < 0) {
+            r->reject = 501;
+            return false;
+        }
+        chunked += k;
+    }
+    if (chunked > 1) r->reject_msg = "chunked is applied more than once";
+    else if (hosts > 1) r->reject_msg = "more than one Host header";
+    return chunked <= 1 && hosts <= 1;
 }
 
 static bool token_ok(const struct listener *l, berth_req *r)
@@ -432,6 +484,7 @@ static int on_headers_done(http_parser *p)
     struct conn *c = p->data;
     berth_req *r = c->req;
     push_header(r);
+    r->head_done = true;
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > lim_body(c->l)) {
         r->reject = 413;
         return -1;
@@ -440,6 +493,7 @@ static int on_headers_done(http_parser *p)
         r->reject_msg = "malformed request target";
         return -1;
     }
+    if (!head_sane(r)) return -1;
     return authorize(c, r) ? 0 : -1;
 }
 
@@ -482,6 +536,8 @@ static void send_reject(struct conn *c, enum http_errno err)
     if (st == 413) send_simple(c, 413, "too_large", "the request body is too large");
     else if (st == 431)
         send_simple(c, 431, "headers_too_large", "the request headers are too large");
+    else if (st == 501)
+        send_simple(c, 501, "not_implemented", "only the chunked transfer coding is supported");
     else
         send_simple(c, 400, "bad_request",
                     r && r->reject_msg ? r->reject_msg : http_errno_description(err));
@@ -615,7 +671,7 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
     }
     if (!n || c->close_after || c->refused) return;     /* an unread body is dropped */
     if (over_budget(c, (size_t)n)) return;
-    if (!c->req) arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    if (!c->req) header_deadline(c);
     if (c->in_off == c->in.len && !c->in_process) {
         process_read(c, b->base, (size_t)n);
     } else {
@@ -674,7 +730,7 @@ static void conn_begin(struct conn *c)
     set_peer(c);
     uv_read_start(&c->u.s, on_alloc, on_read);
     c->reading = true;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    header_deadline(c);
 }
 
 void http_on_connection(uv_stream_t *server, int status)
@@ -727,6 +783,7 @@ static void finish(berth_req *r)
             c->close_after = true;
             conn_done(c);
         } else {
+            c->deadline = false;        /* idle now: the next request's clock starts later */
             arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
             if (!c->reading && !c->eof) {
                 uv_read_start(&c->u.s, on_alloc, on_read);

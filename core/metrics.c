@@ -29,7 +29,7 @@ static struct list metrics = {&metrics, &metrics};
 static const char *const core_families[] = {
     "berth_info", "berth_uptime_seconds", "berth_tenants", "berth_events_published_total",
     "berth_http_requests_total", "berth_http_connections", "berth_plugins",
-    "berth_config_generation", "berth_config_last_reload_ok",
+    "berth_config_generation", "berth_config_last_reload_ok", "berth_dependency_up",
 };
 
 static bool name_ok(const char *s)

@@ -533,6 +533,7 @@ static int release_all(berth_instance *i)
         case RES_BUSY: busy_drop(r); break;
         case RES_WAIT: waiter_drop(r); break;
         case RES_METRIC: metric_free((berth_metric *)r); break;
+        case RES_DEP: dep_free((struct dep *)r); break;
         case RES_LISTEN: {
             struct plisten *p = (struct plisten *)r;
             res_detach(r);

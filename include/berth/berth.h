@@ -522,6 +522,20 @@ struct berth_host {
     /* store_tx with flags (BERTH_TX_NOSYNC, above; 0 is store_tx). Unknown flags:
      * BERTH_EINVAL. (1.1) */
     int (*store_tx_flags)(berth_instance *self, berth_tx_fn fn, void *arg, unsigned flags);
+
+    /* Dependency health (1.1, appended): the result of the plugin's own check of a service it
+     * needs (Caddy's admin API, a homeserver). `name` ([a-z0-9][a-z0-9._-]*, 64 at most)
+     * names the dependency within the instance; it is shown as "<instance>/<name>" in
+     * /health, GET /v1/system and `berthctl info`. status is BERTH_OK or the BERTH_E* code
+     * of the failure; message (may be NULL; copied) says what is wrong. interval_ms is how
+     * often the plugin checks (10ms..1d): a report older than 3 intervals is stale and
+     * counts as failing, so report on every check, ok or not. When `required`, /health
+     * answers 503 while the dependency fails or is stale; otherwise it is listed only.
+     * Each report replaces the last of its name; the reports are cleared when the instance
+     * unloads (a reload's new instance takes over the names it reports again). At most 32
+     * names per instance. Returns BERTH_EINVAL (and logs why) for a bad argument. */
+    int (*dependency_report)(berth_instance *self, const char *name, bool required,
+                             int status, const char *message, int64_t interval_ms);
 };
 
 #define BERTH_HOST_HAS(host, fn) \

@@ -57,6 +57,9 @@ static const struct berth_cfg_item schema[] = {
     {"server_listen", BERTH_CFG_LIST, NULL, 0, 0, offsetof(struct caddy_cfg, server_listen),
      "listen addresses of the server berth creates when Caddy has none (e.g. [\":8080\"]); "
      "unset: berth never creates it", 0, NULL, NULL},
+    {"required", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct caddy_cfg, required),
+     "berthd's /health answers 503 while Caddy's admin API fails (false: only listed)", 0,
+     NULL, NULL},
     {0},
 };
 

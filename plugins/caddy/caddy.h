@@ -27,6 +27,7 @@ struct caddy_cfg {
     struct caddy_waking waking;
     struct berth_strlist extra_hosts;
     struct berth_strlist server_listen;     /* empty: berth never creates the server */
+    bool required;                          /* /health fails while the admin API does */
 };
 
 struct caddy_blk { const char *domain; };

@@ -450,9 +450,31 @@ static bool tag_matches(struct caddy *c, const struct berth_http_result *res)
     return n == strlen(want) && !memcmp(res->body, want, n);
 }
 
+/* Caddy's admin API as a dependency of berthd's /health, reported on every answer of it
+ * (the periodic check included): any answer below 500 shows it usable. res NULL: not asked
+ * yet. A call that hangs stops the reports and the host calls them stale. */
+static void admin_health(struct caddy *c, const struct berth_http_result *res)
+{
+    if (!BERTH_HOST_HAS(H, dependency_report)) return;
+    char msg[300] = "";
+    int st = BERTH_OK;
+    if (!res) {
+        st = BERTH_EAGAIN;
+        snprintf(msg, sizeof msg, "admin API %s: not checked yet", c->cfg.admin);
+    } else if (!res->status) {
+        st = res->error ? res->error : BERTH_EIO;
+        snprintf(msg, sizeof msg, "admin API %s: %s", c->cfg.admin, res->message);
+    } else if (res->status >= 500) {
+        st = BERTH_EIO;
+        snprintf(msg, sizeof msg, "admin API %s answers HTTP %d", c->cfg.admin, res->status);
+    }
+    H->dependency_report(c->self, "admin", c->cfg.required, st, msg, c->cfg.check);
+}
+
 static void on_call(const struct berth_http_result *res, void *arg)
 {
     struct caddy *c = arg;
+    admin_health(c, res);
     int kind = c->call_kind;
     char *body = c->call_body;
     c->call = NULL;
@@ -669,6 +691,7 @@ void routes_start(struct caddy *c)
         snprintf(c->admin_origin, sizeof c->admin_origin, "http://%s", c->admin_host);
     }
     c->started = true;
+    admin_health(c, NULL);
     c->check_timer = H->timer_start(c->self, (uint64_t)c->cfg.check, (uint64_t)c->cfg.check,
                                     check_fire, c);
     char path[300];

@@ -71,12 +71,21 @@ static void redirect(berth_req *r, const char *location)
 
 /* The URL Caddy was asked for (its X-Berth-Uri header), or the path: a relative Location
  * keeps the scheme and host the client used. */
+/* a path of this site: one slash first, never "//host" or "/\\host", which browsers
+ * follow to another site */
+static bool same_site(const char *u, size_t n)
+{
+    return u && u[0] == '/' && u[1] != '/' && u[1] != '\\' && !strpbrk(u, "\r\n") &&
+           strlen(u) < n;
+}
+
+/* where the held request goes once the tenant is up: the URI Caddy saw, or the path berth
+ * saw, whichever is a path of this site; else the site's root (no open redirect) */
 static void location_of(berth_req *r, char *out, size_t n)
 {
     const char *u = H->req_header(r, "x-berth-uri");
-    if (!u || u[0] != '/' || u[1] == '/' || strpbrk(u, "\r\n") || strlen(u) >= n)
-        u = H->req_path(r);
-    snprintf(out, n, "%s", u);
+    if (!same_site(u, n)) u = H->req_path(r);
+    snprintf(out, n, "%s", same_site(u, n) ? u : "/");
 }
 
 static void hold_unlink(struct hold *h)

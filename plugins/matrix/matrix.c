@@ -66,6 +66,11 @@ static const struct berth_cfg_item schema[] = {
      NULL},
     {"order", BERTH_CFG_INT, "200", -100000, 100000, offsetof(struct mx_cfg, order),
      "when it runs among a tenant's provisioners (lower first)", 0, NULL, NULL},
+    {"check", BERTH_CFG_DURATION, "15s", 100, 3600000, offsetof(struct mx_cfg, check),
+     "how often berth asks the homeserver for /_matrix/client/versions", 0, NULL, NULL},
+    {"required", BERTH_CFG_BOOL, "true", 0, 0, offsetof(struct mx_cfg, required),
+     "berthd's /health answers 503 while the homeserver fails (false: only listed)", 0,
+     NULL, NULL},
     {0},
 };
 
@@ -331,20 +336,42 @@ void mx_event(struct mx *mx, uint32_t type, const char *tenant, const char *key,
     free(js);
 }
 
-/* the homeserver's reachability, for /metrics and GET /v1/matrix/health; rooms that could
- * not be applied (the homeserver was down) are applied once it answers */
+/* the homeserver as a dependency of berthd's /health: a probe's answer, or (r NULL) not
+ * probed yet. A probe that never comes back stops the reports and the host calls them
+ * stale. */
+static void hs_health(struct mx *mx, const struct mx_res *r)
+{
+    if (!BERTH_HOST_HAS(mx->H, dependency_report)) return;
+    char msg[400] = "";
+    int st = !r ? BERTH_EAGAIN : r->status == 200 ? BERTH_OK : r->status ? BERTH_EIO
+           : r->error ? r->error : BERTH_EIO;
+    if (!r)
+        snprintf(msg, sizeof msg, "%s: not checked yet", mx->cfg.homeserver);
+    else if (r->status && r->status != 200)
+        snprintf(msg, sizeof msg, "%s answers HTTP %d to /_matrix/client/versions",
+                 mx->cfg.homeserver, r->status);
+    else if (!r->status)
+        snprintf(msg, sizeof msg, "%s: %s", mx->cfg.homeserver, r->message);
+    mx->H->dependency_report(mx->self, "homeserver", mx->cfg.required, st, msg, mx->cfg.check);
+}
+
+/* the homeserver's reachability, for /health, /metrics and GET /v1/matrix/health; rooms
+ * that could not be applied (the homeserver was down) are applied once it answers */
 static void probed(const struct mx_res *r, void *arg)
 {
     struct mx *mx = arg;
+    mx->probing = false;
     if (r->error == BERTH_ECANCELED) return;
     if (r->status == 200 && !mx->rooms_ready) rooms_kick(mx);
+    hs_health(mx, r);
 }
 
 static void probe(berth_timer *t, void *arg)
 {
     (void)t;
     struct mx *mx = arg;
-    hs_call(mx->hs, "GET", "/_matrix/client/versions", NULL, NULL, probed, mx);
+    if (mx->probing) return;    /* one at a time: a hung homeserver does not grow the queue */
+    mx->probing = !hs_call(mx->hs, "GET", "/_matrix/client/versions", NULL, NULL, probed, mx);
 }
 
 /* a tenant's status entries are the instance's and go with it: set again at start */
@@ -405,7 +432,8 @@ static int start(void *state)
     mx->ev_deactivated = mx->H->event_register(mx->self, "matrix.account_deactivated");
     mx->ev_room_created = mx->H->event_register(mx->self, "matrix.room_created");
     mx->started = true;
-    mx->probe = mx->H->timer_start(mx->self, 0, 15000, probe, mx);
+    hs_health(mx, NULL);
+    mx->probe = mx->H->timer_start(mx->self, 0, (uint64_t)mx->cfg.check, probe, mx);
     return 0;
 }
 

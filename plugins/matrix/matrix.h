@@ -32,6 +32,8 @@ struct mx_cfg {
     struct berth_structlist rooms;      /* of struct mx_room_cfg */
     int64_t max_concurrent, timeout, order;
     bool erase;
+    int64_t check;                      /* how often the homeserver is probed */
+    bool required;                      /* /health fails while the homeserver does */
 };
 
 struct mx_acct_cfg { const char *localpart, *display_name; };
@@ -93,6 +95,7 @@ struct mx {
     struct mx_verified *verified;       /* user ids whose token was checked this start */
     struct mx_login *logins;            /* login backoff per user */
     berth_timer *probe;
+    bool probing;                       /* a probe is queued or in flight */
     uint32_t ev_registered, ev_adopted, ev_deactivated, ev_room_created;
     bool stopping, started;
     uint64_t gen;                       /* bumped by every configure() */

@@ -104,14 +104,26 @@ size_t meter_absorb(struct usage *u, const cJSON *doc)
     return n;
 }
 
-bool meter_price(const struct quota *q, const char *model, struct price *out)
+static const struct price *listed(const struct quota *q, const char *model)
 {
     const struct berth_structmap *m = &q->cfg.prices;
     for (size_t i = 0; model && i < m->n; i++)
-        if (!strcmp(m->keys[i], model)) {
-            *out = ((const struct price *)m->vals)[i];
-            return true;
-        }
+        if (!strcmp(m->keys[i], model)) return &((const struct price *)m->vals)[i];
+    return NULL;
+}
+
+const char *meter_label(const struct quota *q, const char *model)
+{
+    return listed(q, model) ? model : "(default price)";
+}
+
+bool meter_price(const struct quota *q, const char *model, struct price *out)
+{
+    const struct price *p = listed(q, model);
+    if (p) {
+        *out = *p;
+        return true;
+    }
     if (q->cfg.default_price.output > 0) {
         *out = q->cfg.default_price;
         return true;
@@ -120,10 +132,24 @@ bool meter_price(const struct quota *q, const char *model, struct price *out)
 }
 
 /* USD per million tokens is micro-dollars per token. Prices are taken in thousandths of that
- * (exact for the decimals price lists use) and the sum is rounded up: never under-billed. */
+ * (exact for the decimals price lists use) and the sum is rounded up: never under-billed.
+ * Token counts come from clients (max_tokens) and upstreams: a product or sum that would
+ * overflow saturates at COST_MAX, a cost no budget admits, instead of wrapping to a small or
+ * negative one that any budget would. */
+#define COST_MAX (INT64_MAX / 8)
+
 static int64_t part(int64_t tokens, double usd_per_m)
 {
-    return tokens * (int64_t)llround(usd_per_m * 1000);
+    int64_t r;
+    if (tokens < 0) tokens = 0;
+    if (__builtin_mul_overflow(tokens, (int64_t)llround(usd_per_m * 1000), &r) || r > COST_MAX)
+        return COST_MAX;
+    return r;
+}
+
+static int64_t add_sat(int64_t a, int64_t b)
+{
+    return a > COST_MAX - b ? COST_MAX : a + b;
 }
 
 /* an hour's cache write unpriced: Anthropic's 2x input, or the 5-minute price if higher */
@@ -136,10 +162,12 @@ static double write_1h(const struct price *p)
 int64_t meter_cost(const struct price *p, const struct usage *u)
 {
     int64_t hour = u->cache_write_1h < u->cache_write ? u->cache_write_1h : u->cache_write;
-    int64_t nano = part(u->input, p->input) + part(u->output, p->output) +
-                   part(u->cache_read, p->cache_read ? p->cache_read : p->input) +
-                   part(u->cache_write - hour, p->cache_write ? p->cache_write : p->input) +
-                   part(hour, write_1h(p));
+    int64_t nano = part(u->input, p->input);
+    nano = add_sat(nano, part(u->output, p->output));
+    nano = add_sat(nano, part(u->cache_read, p->cache_read ? p->cache_read : p->input));
+    nano = add_sat(nano, part(u->cache_write - hour, p->cache_write ? p->cache_write
+                                                                    : p->input));
+    nano = add_sat(nano, part(hour, write_1h(p)));
     return (nano + 999) / 1000;
 }
 
@@ -199,7 +227,7 @@ void sse_feed(struct sse *s, struct usage *u, const char *data, size_t len)
 {
     if (s->len + len > s->cap) {
         if (s->len + len > SSE_EVENT_MAX) {     /* an event this large carries no usage */
-            s->len = 0;
+            s->len = s->scanned = 0;
             s->overflow = true;
             return;
         }
@@ -211,18 +239,22 @@ void sse_feed(struct sse *s, struct usage *u, const char *data, size_t len)
     }
     memcpy(s->buf + s->len, data, len);
     s->len += len;
-    size_t body, end, off = 0;
-    while ((end = event_end(s->buf + off, s->len - off, &body))) {
-        sse_event(s, u, s->buf + off, body);
-        off += end;
+    /* the scan resumes where the last one stopped (less the 2 bytes an event's end may have
+     * begun with): an event arriving in many small pieces costs linear time, not quadratic */
+    size_t body, end, off = 0, from = s->scanned > 2 ? s->scanned - 2 : 0;
+    while ((end = event_end(s->buf + from, s->len - from, &body))) {
+        sse_event(s, u, s->buf + off, from - off + body);
+        off = from + end;
+        from = off;
     }
     memmove(s->buf, s->buf + off, s->len - off);
     s->len -= off;
+    s->scanned = s->len;
 }
 
 void sse_free(struct sse *s)
 {
     free(s->buf);
     s->buf = NULL;
-    s->len = s->cap = 0;
+    s->len = s->cap = s->scanned = 0;
 }

@@ -271,12 +271,13 @@ static void account(struct call *c, const char *outcome, bool interrupted)
     ledger_settle(q, &c->res, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
-    const char *mv[] = {c->model, NULL};
+    const char *label = meter_label(q, c->model);
+    const char *mv[] = {label, NULL};
     H->metric_add(q->m_spend, mv, (double)cost);
     const char *kinds[] = {"input", "output", "cache_read", "cache_write"};
     int64_t n[] = {c->u.input, c->u.output, c->u.cache_read, c->u.cache_write};
     for (int i = 0; i < 4; i++) {
-        const char *kv[] = {c->model, kinds[i], NULL};
+        const char *kv[] = {label, kinds[i], NULL};
         if (n[i]) H->metric_add(q->m_tokens, kv, (double)n[i]);
     }
     char ev[512];
@@ -457,7 +458,10 @@ static bool hop_by_hop(const char *name)
 static int64_t int_field(const cJSON *j, const char *k)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, k);
-    return cJSON_IsNumber(v) && v->valuedouble >= 0 ? (int64_t)v->valuedouble : -1;
+    if (!cJSON_IsNumber(v) || !(v->valuedouble >= 0)) return -1;
+    /* converting a double beyond int64 is undefined; any count this large prices as a cost
+     * no budget admits (meter.c saturates) */
+    return v->valuedouble < 1e15 ? (int64_t)v->valuedouble : (int64_t)1e15;
 }
 
 /* the budget line joins the system prompt: after a string, or as a last text block */
@@ -496,10 +500,15 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
         cJSON_Delete(j);
         return "the body is not a JSON object";
     }
-    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
-    if (!cJSON_IsString(m) || !m->valuestring[0] || strlen(m->valuestring) >= sizeof c->model) {
+    const char *bad = body_check(j);
+    if (bad) {
         cJSON_Delete(j);
-        return "model: a model name is required";
+        return bad;
+    }
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "model");
+    if (!cJSON_IsString(m) || !body_model_ok(m->valuestring, sizeof c->model)) {
+        cJSON_Delete(j);
+        return "model: a model name is required (letters, digits and -._:/@+)";
     }
     snprintf(c->model, sizeof c->model, "%s", m->valuestring);
     c->streamed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "stream"));
@@ -548,7 +557,7 @@ static const char *shape_body(struct call *c, const struct blk *b, const char *b
         if (c->body) memcpy(c->body, body, len);
         c->body_len = len;
     }
-    const char *bad = c->body ? NULL : "out of memory";
+    bad = c->body ? NULL : "out of memory";
     if (!bad && c->api != API_COUNT_TOKENS)
         bad = bound_call(c->api, j, c->body_len, c->out_bound, &c->in_bound, &c->out_bound);
     c->hour_cache = c->api == API_ANTHROPIC && bound_hour_cache(j);

@@ -85,6 +85,9 @@ struct usage {
 size_t meter_absorb(struct usage *u, const struct cJSON *doc);
 /* price of model in micro-dollars per million tokens; false when unpriced */
 bool meter_price(const struct quota *q, const char *model, struct price *out);
+/* the model's label in metrics: a listed model's name; the models a default price admits
+ * share one, so a tenant naming models at random cannot grow /metrics without bound */
+const char *meter_label(const struct quota *q, const char *model);
 int64_t meter_cost(const struct price *p, const struct usage *u);
 /* the highest price an input token of p can cost: input, cache read, 5-minute cache write,
  * and the hour's cache write when the call asks for one */
@@ -94,6 +97,7 @@ double meter_max_input_price(const struct price *p, bool hour);
 struct sse {
     char *buf;
     size_t len, cap;
+    size_t scanned;                 /* bytes of buf known to hold no event's end */
     size_t text_after;              /* streamed text bytes since the last usage report */
     bool overflow;
 };
@@ -111,6 +115,12 @@ bool bound_hour_cache(const struct cJSON *j);
 /* an upstream reported more than the reservation: warns and counts it (the cost is billed) */
 void bound_overrun(struct quota *q, const char *handle, int64_t id, const char *api,
                    const char *model, int64_t reserved, int64_t cost);
+
+/* ---- body.c ---- */
+/* NULL, or why the body cannot be billed as it will be read upstream (a repeated key) */
+const char *body_check(const struct cJSON *j);
+/* is m a model name of the characters real ones use, shorter than max? */
+bool body_model_ok(const char *m, size_t max);
 
 /* ---- hide.c ---- */
 struct hide {

@@ -2,6 +2,7 @@
 fake upstream that follows the Anthropic and OpenAI references (tests/quota/fake_upstream.py),
 and clients that use the key and URLs the provisioner put into a real tenant's environment:
 the official SDKs from npm, and raw HTTP where a test needs to cut a stream short."""
+import fcntl
 import hashlib
 import http.client
 import json
@@ -81,17 +82,22 @@ def clients():
     with open(os.path.join(CLIENTS, "package-lock.json"), "rb") as f:
         digest = hashlib.sha256(f.read()).hexdigest()[:12]
     d = os.path.join(BUILD, "quota-clients", digest)
-    if not os.path.isdir(os.path.join(d, "node_modules")):
-        tmp = d + ".tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        os.makedirs(tmp)
-        for n in ("package.json", "package-lock.json"):
-            shutil.copy(os.path.join(CLIENTS, n), tmp)
-        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=tmp, check=True,
-                       capture_output=True, timeout=300)
-        shutil.rmtree(d, ignore_errors=True)
-        os.rename(tmp, d)
-    shutil.copy(os.path.join(CLIENTS, "run.mjs"), d)
+    os.makedirs(os.path.dirname(d), exist_ok=True)
+    # test files run in parallel and more than one needs the SDKs: one installs, the others
+    # wait for it on the lock instead of racing it in the same directory
+    with open(d + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not os.path.isdir(os.path.join(d, "node_modules")):
+            tmp = d + ".tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.makedirs(tmp)
+            for n in ("package.json", "package-lock.json"):
+                shutil.copy(os.path.join(CLIENTS, n), tmp)
+            subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=tmp, check=True,
+                           capture_output=True, timeout=300)
+            shutil.rmtree(d, ignore_errors=True)
+            os.rename(tmp, d)
+        shutil.copy(os.path.join(CLIENTS, "run.mjs"), d)
     return d
 
 
