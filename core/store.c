@@ -512,31 +512,33 @@ static struct store_cached *cache_find(struct store *s, const char *module, cons
 {
     for (size_t i = 0; i < s->ncache; i++) {
         struct store_cached *e = &s->cache[i];
-        if (!strcmp(e->sql, sql) && !strcmp(e->module, module)) return e;
+        if (e->sql && !strcmp(e->sql, sql) && !strcmp(e->module, module)) return e;
     }
     return NULL;
 }
 
-static void cache_drop(struct store *s, size_t i)
+/* Empties the entry where it is: an entry never moves, because a call stepping one further
+ * up the stack (a row callback's caller) holds a pointer to it. */
+static void cache_drop(struct store_cached *e)
 {
-    struct store_cached *e = &s->cache[i];
     sqlite3_finalize(e->st);
     free(e->module);
     free(e->sql);
-    s->cache[i] = s->cache[--s->ncache];
+    *e = (struct store_cached){0};
 }
 
-/* a slot for a new entry: a free one, or the least recently used one not stepping now */
+/* a slot for a new entry: an empty one, or the least recently used one not stepping now */
 static struct store_cached *cache_slot(struct store *s)
 {
-    if (s->ncache < STORE_CACHE_MAX) return &s->cache[s->ncache++];
-    size_t victim = SIZE_MAX;
     for (size_t i = 0; i < s->ncache; i++)
-        if (!s->cache[i].busy && (victim == SIZE_MAX || s->cache[i].used < s->cache[victim].used))
-            victim = i;
-    if (victim == SIZE_MAX) return NULL;
-    cache_drop(s, victim);
-    return &s->cache[s->ncache++];
+        if (!s->cache[i].sql) return &s->cache[i];
+    if (s->ncache < STORE_CACHE_MAX) return &s->cache[s->ncache++];
+    struct store_cached *victim = NULL;
+    for (size_t i = 0; i < s->ncache; i++)
+        if (!s->cache[i].busy && (!victim || s->cache[i].used < victim->used))
+            victim = &s->cache[i];
+    if (victim) cache_drop(victim);
+    return victim;
 }
 
 /* Keeps st (prepared from the whole of sql, one statement) for the module's next call. */
@@ -563,9 +565,10 @@ static int cache_run(struct store *s, struct store_auth *a, struct store_cached 
 
 void store_plugin_forget(struct store *s, const char *module)
 {
-    for (size_t i = s ? s->ncache : 0; i-- > 0;)
-        if (!s->cache[i].busy && (!module || !strcmp(s->cache[i].module, module)))
-            cache_drop(s, i);
+    for (size_t i = 0; s && i < s->ncache; i++)
+        if (s->cache[i].sql && !s->cache[i].busy &&
+            (!module || !strcmp(s->cache[i].module, module)))
+            cache_drop(&s->cache[i]);
 }
 
 int store_run(struct store *s, struct store_auth *a, const char *sql,

@@ -34,7 +34,7 @@ struct store_cached {
 struct store {
     sqlite3 *db;
     struct store_cached cache[STORE_CACHE_MAX];
-    size_t ncache;
+    size_t ncache;              /* entries used so far; an emptied one (sql NULL) is reused */
     uint64_t uses;
     sqlite3_stmt *journal_ins;
     char *path;

@@ -93,11 +93,21 @@ static void part(struct walk *w, const cJSON *o, const char *type)
     }
 }
 
+/* An Anthropic tool call's input is JSON the model wrote, tokenized as text whatever it
+ * holds: an image-like object in it must not take its bytes out of the count, nor a
+ * {"type": "file"} argument refuse the call. (OpenAI's arguments are strings already.) */
+static bool tool_call(const char *type)
+{
+    return !strcmp(type, "tool_use") || !strcmp(type, "server_tool_use") ||
+           !strcmp(type, "mcp_tool_use");
+}
+
 static void walk(struct walk *w, const cJSON *n)
 {
     const cJSON *c;
     if (cJSON_IsObject(n)) {
         const char *type = str(n, "type");
+        if (type && tool_call(type)) return;
         if (type) part(w, n, type);
     }
     if (!cJSON_IsObject(n) && !cJSON_IsArray(n)) return;

@@ -185,6 +185,35 @@ static void exec_multi(berth_req *r, void *arg)
     answer(r, rc, NULL);
 }
 
+/* ---- a row callback's own statement while the plugin's statement cache is full ---- */
+
+static bool reenter_row(int n, const char *const *names, const struct berth_value *v, void *arg)
+{
+    (void)n; (void)names; (void)v;
+    *(int *)arg = H->store_query(self, "SELECT 'inside a row callback'", NULL, 0, NULL, NULL);
+    return false;   /* the outer statement stops after its first row */
+}
+
+/* Fills the store's statement cache with distinct statements, then runs one more whose row
+ * callback makes a store call of yet another SQL text (so an entry must be evicted). */
+static void reenter(berth_req *r, void *arg)
+{
+    (void)arg;
+    int rc = 0, inner = -1;
+    for (int i = 0; i < 200 && !rc; i++) {
+        char q[48];
+        snprintf(q, sizeof q, "SELECT %d", i);
+        rc = H->store_query(self, q, NULL, 0, NULL, NULL);
+    }
+    if (!rc)
+        rc = H->store_query(self, "SELECT 1 UNION ALL SELECT 2", NULL, 0, reenter_row, &inner);
+    char s[32];
+    snprintf(s, sizeof s, "\"inner\":%d", inner);
+    struct buf x = {0};
+    puts_(&x, s);
+    answer(r, rc, &x);
+}
+
 /* ---- typed round trip ---- */
 
 static const unsigned char nul_blob[] = {0, 1, 0, 255, 0, 'x', 0};
@@ -302,6 +331,7 @@ static int start(void *state)
     H->route(self, "POST", "/v1/storetest/exec", exec_multi, NULL);
     H->route(self, "POST", "/v1/storetest/roundtrip", roundtrip, NULL);
     H->route(self, "POST", "/v1/storetest/burst/{n}", burst, NULL);
+    H->route(self, "POST", "/v1/storetest/reenter", reenter, NULL);
     return 0;
 }
 

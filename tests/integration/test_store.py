@@ -207,6 +207,17 @@ class Isolation(StoreCase):
         self.assertEqual(j["rc"], EPERM, j)
         self.assertNotIn("alice", str(j))
 
+    def test_a_row_callback_that_evicts_from_a_full_cache_leaves_no_statement_open(self):
+        # eviction moved the last kept entry, the running one, under its caller's pointer:
+        # the caller then reset another statement and its own stayed open past the stop
+        j = self.b.post("/v1/storetest/reenter").json
+        self.assertEqual((j["rc"], j["inner"]), (0, 0), j)
+        self.assertEqual(self.sql("SELECT 1 UNION ALL SELECT 2")["rows"], [["1"], ["2"]])
+        self.db_after_stop().close()
+        # a closed connection folds the WAL back and removes it; an open statement keeps it
+        self.assertFalse(os.path.exists(os.path.join(self.b.state, "berth.db-wal")),
+                         self.b.log()[-2000:])
+
     def test_a_statement_that_never_ends_is_interrupted(self):
         # the loop is berthd's only thread: a plugin's runaway query held /health forever
         b = self.b

@@ -246,6 +246,12 @@ class Handler(BaseHTTPRequestHandler):
                 self.event("ping", {"type": "ping"})
         if "[slow]" in text:
             time.sleep(0.05)
+        if "[halfdie]" in text and i == 0:
+            # the upstream fails inside an event: half of it sent, then the connection closes
+            self.chunk(b'event: content_block_delta\ndata: {"type": "content_bl')
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            raise ConnectionAbortedError("died on purpose")
         if "[die]" in text and i == 0:
             # the upstream fails mid-body: no terminating chunk, the connection just closes
             self.close_connection = True

@@ -107,11 +107,34 @@ static void hidden_usage_chunk(void)
     }
 }
 
+/* A tool call's input is JSON the model wrote, tokenized as text whatever shapes it holds:
+ * an image-like object inside it is no image (its "data" is text, not left out) and a
+ * {"type": "file"} argument is no file upload. */
+static void tool_call_input(void)
+{
+    char *big = malloc(100100);
+    memset(big, 'A', 100000);
+    big[100000] = 0;
+    char *body = malloc(100600);
+    snprintf(body, 100600, "{\"messages\":[{\"role\":\"assistant\",\"content\":[{\"type\":"
+             "\"tool_use\",\"id\":\"t1\",\"name\":\"f\",\"input\":{\"type\":\"image\","
+             "\"source\":{\"type\":\"base64\",\"data\":\"%s\"}}}]}]}", big);
+    int64_t in = 0, out = 0;
+    CHECK(!bound(API_ANTHROPIC, body, 10, &in, &out));
+    CHECK(in >= (int64_t)strlen(body));
+    CHECK(!bound(API_ANTHROPIC, "{\"messages\":[{\"role\":\"assistant\",\"content\":[{"
+                 "\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"open\",\"input\":{\"type\":"
+                 "\"file\",\"path\":\"a.c\"}}]}]}", 10, &in, &out));
+    free(big);
+    free(body);
+}
+
 int main(void)
 {
     images();
     refusals_and_output();
     hidden_usage_chunk();
     hour_cache();
+    tool_call_input();
     return unit_report("test_quota_bound");
 }
