@@ -64,7 +64,7 @@ size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out
         memcpy(h->out, h->buf, h->len);
         memcpy(h->out + h->len, data, len);
         len += h->len;
-        h->len = 0;
+        h->len = h->scanned = 0;
         *out = h->out;
         return len;
     }
@@ -72,16 +72,19 @@ size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out
         return len;             /* out of memory: the bytes pass as they are */
     memcpy(h->buf + h->len, data, len);
     h->len += len;
-    size_t off = 0, end, body;
-    while ((end = next_event(h->buf + off, h->len - off, &body))) {
-        if (!usage_chunk(h->buf + off, body)) {
-            memcpy(h->out + h->out_len, h->buf + off, end);
-            h->out_len += end;
+    /* resume the scan where the last stopped (less the 2 bytes an event's end may have begun
+     * with): an event in many small reads costs linear time, not quadratic */
+    size_t off = 0, end, body, from = h->scanned > 2 ? h->scanned - 2 : 0;
+    while ((end = next_event(h->buf + from, h->len - from, &body))) {
+        if (!usage_chunk(h->buf + off, from - off + body)) {
+            memcpy(h->out + h->out_len, h->buf + off, from - off + end);
+            h->out_len += from - off + end;
         }
-        off += end;
+        off = from = from + end;
     }
     memmove(h->buf, h->buf + off, h->len - off);
     h->len -= off;
+    h->scanned = h->len;
     *out = h->out;
     return h->out_len;
 }
@@ -90,7 +93,7 @@ size_t hide_flush(struct hide *h, const char **out)
 {
     *out = h->buf;
     size_t n = h->len;
-    h->len = 0;
+    h->len = h->scanned = 0;
     return n;
 }
 

@@ -126,6 +126,7 @@ bool body_model_ok(const char *m, size_t max);
 struct hide {
     char *buf, *out;                /* a partial event; what the last call returns */
     size_t len, cap, out_len, out_cap;
+    size_t scanned;                 /* bytes of buf known to hold no event's end */
     bool passthrough;               /* an event too large to be the usage chunk came */
 };
 /* the bytes of whole events in data (and before it) to relay, minus the usage chunk; *out is
