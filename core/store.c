@@ -142,9 +142,17 @@ static void lazy_synced(uv_fs_t *req)
 {
     struct store_lazy *l = container_of(req, struct store_lazy, req);
     l->syncing = false;
-    if (req->result < 0 && !l->failed) {
-        l->failed = true;       /* said once; the next synced commit syncs it all anyway */
-        log_error("store: syncing the WAL: %s", uv_strerror((int)req->result));
+    if (req->result < 0) {
+        /* what it should have synced is still unsynced: try again after LAZY_MS (the next
+         * synced commit syncs it all anyway); said once per run of failures */
+        if (!l->failed) log_error("store: syncing the WAL: %s; retrying",
+                                  uv_strerror((int)req->result));
+        l->failed = true;
+        l->oldest = uv_now(l->s->loop);     /* the retry waits LAZY_MS: no busy loop */
+        l->pending = true;
+    } else if (l->failed) {
+        l->failed = false;
+        log_info("store: the WAL is synced again");
     }
     uv_fs_req_cleanup(req);
     if (l->pending) lazy_arm(l);
