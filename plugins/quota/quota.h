@@ -4,6 +4,7 @@
  *   meter.c   usage parsing (Anthropic and OpenAI, whole bodies and SSE) and pricing
  *   ledger.c  the durable ledger: reservations, settlement, usage reports
  *   bound.c   the reservation's bound: the most a call can cost, from its body
+ *   body.c    what a body must be before it is billed: no repeated keys, a sane model name
  *   hide.c    the streamed usage chunk a client did not ask for, taken out
  * Everything runs on the loop thread. */
 #ifndef QUOTA_H
