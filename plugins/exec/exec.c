@@ -130,18 +130,19 @@ static void save_record(struct drv *d, const char *handle, const struct record *
                "(a lost database would lose it)", handle, d->dir, strerror(-rc));
 }
 
-static void set_state(struct drv *d, const char *handle, const char *state, pid_t pid,
-                      const char *start)
+/* The row first: it is what a restart reads. 0, or the store's error. */
+static int set_state(struct drv *d, const char *handle, const char *state, pid_t pid,
+                     const char *start)
 {
     char spid[16];
     snprintf(spid, sizeof spid, "%d", (int)pid);
     const char *p[] = {H->name(d->self), handle, state, pid ? spid : NULL, start};
-    H->store_exec(d->self, "UPDATE exec_procs SET state=?3, pid=?4, start_time=?5 "
-                  "WHERE instance=?1 AND handle=?2", p, 5, NULL, NULL);
+    int rc = H->store_exec(d->self, "UPDATE exec_procs SET state=?3, pid=?4, start_time=?5 "
+                           "WHERE instance=?1 AND handle=?2", p, 5, NULL, NULL);
     struct record r;
     if (record_read(d, handle, &r)) {
         struct row w = get_row(d, handle);
-        if (!w.found) return;
+        if (!w.found) return rc < 0 ? rc : 0;
         memset(&r, 0, sizeof r);
         snprintf(r.tmpl, sizeof r.tmpl, "%s", w.tmpl);
         r.port = w.port;
@@ -150,6 +151,7 @@ static void set_state(struct drv *d, const char *handle, const char *state, pid_
     snprintf(r.start, sizeof r.start, "%s", start ? start : "");
     r.pid = pid;
     save_record(d, handle, &r);
+    return rc < 0 ? rc : 0;
 }
 
 /* ---- processes ---- */
@@ -176,6 +178,18 @@ static bool start_time(pid_t pid, char *out, size_t n)
     memcpy(out, p, len);
     out[len] = 0;
     return true;
+}
+
+int exec_run_recorded(struct drv *d, const char *handle, pid_t pid, char *err, size_t n)
+{
+    char st[32] = "";
+    if (!start_time(pid, st, sizeof st)) {
+        snprintf(err, n, "cannot read the start time of pid %d", (int)pid);
+        return BERTH_EIO;
+    }
+    int rc = set_state(d, handle, "running", pid, st);
+    if (rc) snprintf(err, n, "cannot record the process in the database (%d); not started", rc);
+    return rc;
 }
 
 static void addr_of(struct drv *d, int port, char *out, size_t n)
@@ -315,18 +329,17 @@ static void op_start(void *st, const berth_spec *s, berth_op *op)
     pid_t pid;
     int rc = spawn(d, s, r.port, &pid, err, sizeof err);
     if (rc) {
+        set_state(d, handle, "stopped", 0, NULL);   /* a run recorded by spawn did not start */
         H->op_done(op, rc, NULL, err);
         return;
     }
-    char st_[32] = "";
-    start_time(pid, st_, sizeof st_);
     if (!proc_watch(d, handle, pid, true)) {
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
+        set_state(d, handle, "stopped", 0, NULL);
         H->op_done(op, BERTH_EIO, NULL, "cannot watch the process (pidfd_open)");
         return;
     }
-    set_state(d, handle, "running", pid, st_);
     H->log(d->self, BERTH_LOG_INFO, "tenant %s: started pid %d", handle, (int)pid);
     H->op_done(op, 0, &o, NULL);
 }

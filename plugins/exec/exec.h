@@ -69,6 +69,11 @@ struct tree_end {
     char handle[BERTH_HANDLE_MAX + 1], msg[128];
 };
 void exec_tree_gone(struct drv *d, const struct tree_end *e);
+/* Records the run of pid (running, with its start time) in the table and the record file
+ * (defined in exec.c). spawn calls it between fork and letting the child run anything of the
+ * tenant, so a berthd killed at any moment of a start leaves no run, or one its table names
+ * and a restart adopts: never one it would start a second time. 0 or BERTH_E* with err. */
+int exec_run_recorded(struct drv *d, const char *handle, pid_t pid, char *err, size_t n);
 
 struct proc *proc_find(struct drv *d, const char *handle);
 /* Watches a leader (child: ours to reap). NULL when its pidfd cannot be opened. */
@@ -89,8 +94,9 @@ void proc_release_all(struct drv *d);
 /* ---- spawn.c ---- */
 
 /* Forks the tenant's process into its cgroup (created with its limits) and execs it. The
- * call returns once the child has exec'd or failed; a failure before execve is reported
- * with its stage in err. */
+ * forked process waits until exec_run_recorded has made its pid durable; the call returns
+ * once the child has exec'd or failed; a failure before execve is reported with its stage in
+ * err (the run is recorded then: the caller records its end). */
 int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, size_t n);
 
 /* What failed before the workload's execve, sent back on spawn's pipe as {stage, errno}. */

@@ -82,6 +82,8 @@ static bool parse_user(const char *u, uid_t *uid, gid_t *gid)
 
 /* What the child needs, prepared by the parent. */
 struct plan {
+    struct drv *d;
+    const char *handle;
     const struct tcfg *t;
     const char *wd, *prog;
     char **argv, **envp;
@@ -162,39 +164,82 @@ static bool resolve(const char *name, const char *path, char *out, size_t n)
     return false;
 }
 
-/* Forks and waits for the child's verdict: EOF on the pipe means execve succeeded. The wait
- * is the child's few system calls before execve, not the workload's start-up. */
+/* The forked process's first step: wait until berthd has recorded its pid (exec_run_recorded)
+ * and says go. EOF instead means berthd could not record it or died before it did: nothing
+ * of the tenant may run then, as no table would name the run and a restarted berthd would
+ * start a second one beside it. */
+static void await_go(int go[2])
+{
+    char c;
+    ssize_t k;
+    close(go[1]);
+    while ((k = read(go[0], &c, 1)) < 0 && errno == EINTR) {}
+    if (k != 1) _exit(0);
+    close(go[0]);
+}
+
+/* Records the run of pid, then lets the child go on. On failure the write end is closed
+ * unwritten: the child sees EOF and exits; it is reaped here. */
+static int release(const struct plan *pl, pid_t pid, int go, char *err, size_t n)
+{
+    int rc = exec_run_recorded(pl->d, pl->handle, pid, err, n);
+    if (!rc && write(go, "g", 1) != 1) {
+        snprintf(err, n, "cannot release the tenant's process: %s", strerror(errno));
+        rc = BERTH_EIO;
+    }
+    close(go);
+    if (rc) waitpid(pid, NULL, 0);
+    return rc;
+}
+
+/* The child's verdict: EOF on the pipe means execve succeeded. The wait is the child's few
+ * system calls before execve, not the workload's start-up. */
+static int verdict(int fd, pid_t pid, char *err, size_t n)
+{
+    int msg[2];
+    ssize_t k;
+    while ((k = read(fd, msg, sizeof msg)) < 0 && errno == EINTR) {}
+    close(fd);
+    if (k != (ssize_t)sizeof msg) return 0;
+    waitpid(pid, NULL, 0);      /* it has _exit'ed or is about to */
+    int st = msg[0] >= ST_CGROUP && msg[0] <= ST_SUPERVISOR ? msg[0] : ST_EXEC;
+    snprintf(err, n, "the tenant's process failed %s: %s", stage_names[st], strerror(msg[1]));
+    return st == ST_CGROUP ? BERTH_EIO : BERTH_EINVAL;
+}
+
+/* Forks, records the run, releases the child and waits for its verdict. */
 static int fork_exec(struct plan *pl, pid_t *out, char *err, size_t n)
 {
-    int pfd[2];
+    int pfd[2], go[2];
     if (pipe2(pfd, O_CLOEXEC) < 0) {
         snprintf(err, n, "pipe: %s", strerror(errno));
         return BERTH_EAGAIN;
     }
+    if (pipe2(go, O_CLOEXEC) < 0) {
+        snprintf(err, n, "pipe: %s", strerror(errno));
+        close(pfd[0]);
+        close(pfd[1]);
+        return BERTH_EAGAIN;
+    }
     pl->errfd = pfd[1];
     pid_t pid = fork();
+    if (pid == 0) await_go(go);
     if (pid == 0 && !pl->supervised) child(pl);
     if (pid == 0) supervise(workload, pl, pl->errfd, pl->t->stop_timeout);
     int e = errno;
     close(pfd[1]);
+    close(go[0]);
     if (pid < 0) {
         close(pfd[0]);
+        close(go[1]);
         snprintf(err, n, "fork: %s", strerror(e));
         return BERTH_EAGAIN;
     }
-    int msg[2];
-    ssize_t k;
-    while ((k = read(pfd[0], msg, sizeof msg)) < 0 && errno == EINTR) {}
-    close(pfd[0]);
-    if (k == (ssize_t)sizeof msg) {
-        waitpid(pid, NULL, 0);      /* it has _exit'ed or is about to */
-        int st = msg[0] >= ST_CGROUP && msg[0] <= ST_SUPERVISOR ? msg[0] : ST_EXEC;
-        snprintf(err, n, "the tenant's process failed %s: %s", stage_names[st],
-                 strerror(msg[1]));
-        return st == ST_CGROUP ? BERTH_EIO : BERTH_EINVAL;
-    }
-    *out = pid;
-    return 0;
+    int rc = release(pl, pid, go[1], err, n);
+    if (rc) close(pfd[0]);
+    else rc = verdict(pfd[0], pid, err, n);
+    if (!rc) *out = pid;
+    return rc;
 }
 
 /* argv with {handle}, {port} and {dir} expanded, and the environment; NULL when out of
@@ -242,8 +287,8 @@ int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, s
     char wd[600], logpath[600], prog[1024];
     snprintf(wd, sizeof wd, "%s/%s", d->dir, handle);
     snprintf(logpath, sizeof logpath, "%s/%s.log", d->dir, handle);
-    struct plan pl = {.t = t, .wd = wd, .prog = prog, .logfd = -1, .as_user = t->user != NULL,
-                      .supervised = d->cg.mode == CG_NONE};
+    struct plan pl = {.d = d, .handle = handle, .t = t, .wd = wd, .prog = prog, .logfd = -1,
+                      .as_user = t->user != NULL, .supervised = d->cg.mode == CG_NONE};
     struct cg_limits lim = {t->cpus, t->memory, t->pids};
     if (pl.as_user && !parse_user(t->user, &pl.uid, &pl.gid)) {
         snprintf(err, n, "user '%s' is not uid[:gid]", t->user);

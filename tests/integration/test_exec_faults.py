@@ -66,6 +66,23 @@ FORKER = ("import os, time\\n"
           "time.sleep(600)\\n")
 
 
+def descends(pid, ancestor):
+    """True when ancestor is pid or one of its ancestors (by /proc's parent pids)."""
+    while pid > 1 and pid != ancestor:
+        try:
+            pid = int(read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[1])
+        except OSError:
+            return False
+    return pid == ancestor
+
+
+def alive(pid):
+    try:
+        return read(f"/proc/{pid}/stat").rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def cgroups_in_use(b):
     return "no cgroups (" not in b.log()
 
@@ -261,6 +278,38 @@ class ExecFaults(unittest.TestCase):
         b.post("/v1/tenants/keep/sleep")
         b.wait_tenant("keep", "stopped")
         self.assertEqual(marked(self.mark), [])
+
+    def test_berthd_killed_before_it_recorded_a_start_runs_it_once(self):
+        """The window of a start between fork and the durable record of the pid: the
+        database is held locked (berthd waits up to its busy timeout in its write), a crash
+        restarts the tenant, berthd is SIGKILLed while its new process is forked. A restart
+        must not run the tenant a second time beside a run it never recorded."""
+        b = self.b
+        old = set(self.start_tree("once")) | {self.pid("once")}
+        berthd = b.proc.pid
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"), timeout=10,
+                             isolation_level=None)
+        db.execute("BEGIN EXCLUSIVE")
+        try:
+            os.kill(self.leader("once"), signal.SIGKILL)
+
+            def forked():
+                kids = read(f"/proc/{berthd}/task/{berthd}/children").split()
+                return [k for k in map(int, kids) if k not in old and alive(k)]
+            wait_until(forked, 20 * SLOW, what="berthd forking the tenant's new run")
+            b.kill()
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        b.start()
+        b.wait_tenant("once", "ready", timeout=20 * SLOW)
+
+        def run():      # the marked processes of the run berthd recorded, once all started
+            pid = self.pid("once")
+            mine = [p for p in marked(self.mark) if descends(p, pid)]
+            return pid not in old and len(mine) == 3 and mine
+        mine = wait_until(run, 10 * SLOW, what="the recorded run")
+        self.assertEqual(sorted(marked(self.mark)), sorted(mine), "the tenant runs twice")
 
 
 class ExecFaultsSupervised(ExecFaults):
