@@ -10,6 +10,8 @@
 #include <curl/curl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 struct berth_call {
     struct res res;             /* linked into its instance when a plugin made it */
@@ -32,9 +34,27 @@ struct berth_call {
 #define OPT_HAS(o, f) \
     ((o)->size >= offsetof(struct berth_http_opts, f) + sizeof((o)->f))
 
-struct sock_ctx { struct list link; uv_poll_t poll; curl_socket_t fd; };
+/* A socket's watch. curl drops it (CURL_POLL_REMOVE) whenever a transfer ends and its
+ * connection goes back to the cache, and asks for it again when the next transfer takes that
+ * connection: a uv_poll closed and made anew each time cost an ioctl and two or three
+ * epoll_ctl per call, and even a uv_poll_start with unchanged events registers again. So a
+ * watch is kept per fd (by_fd) and only changed when its events change. A connection's
+ * socket, which curl opened through open_cb and closes through close_cb, even stays watched
+ * for reading while idle in the cache: close_cb ends the watch before the fd can be reused,
+ * and an event while idle (the peer closing) just stops it. Other sockets curl watches (its
+ * resolver's socketpair) are closed without close_cb, so their watch stops on REMOVE. */
+struct sock_ctx {
+    struct list link;
+    uv_poll_t poll;
+    curl_socket_t fd;
+    int events;                 /* what the poll is started with, 0 when stopped */
+    bool watched;               /* curl wants it (between its ADD and its REMOVE) */
+};
 
 static struct list socks = {&socks, &socks};
+static struct sock_ctx **by_fd;    /* curl's sockets' watches, by fd */
+static bool *conn_fd;              /* opened by open_cb: close_cb will be told of its close */
+static size_t nfd;
 
 static CURLM *multi;
 static uv_timer_t timer;
@@ -121,9 +141,16 @@ static void check_done(void)
     }
 }
 
+static void sock_set(struct sock_ctx *s, int events);
+
 static void on_poll(uv_poll_t *p, int status, int events)
 {
     struct sock_ctx *s = p->data;
+    if (status < 0) s->events = 0;     /* libuv stopped the poll */
+    if (!s->watched) {                  /* an idle connection: curl checks it when reused */
+        sock_set(s, 0);
+        return;
+    }
     /* libuv reports POLLERR as a status (and stops the poll): the socket may still hold
      * bytes that say why (a peer's TLS alert before its reset), so curl is also told it may
      * read and write, and finds the reason instead of a bare "select/poll returned error" */
@@ -150,32 +177,88 @@ static void poll_closed(uv_handle_t *h)
     free(s);
 }
 
+static void sock_set(struct sock_ctx *s, int events)
+{
+    if (events == s->events) return;
+    if (events) uv_poll_start(&s->poll, events, on_poll);
+    else uv_poll_stop(&s->poll);
+    s->events = events;
+}
+
+static void fd_grow(curl_socket_t fd)
+{
+    if ((size_t)fd < nfd) return;
+    size_t n = nfd ? nfd : 64;
+    while (n <= (size_t)fd) n *= 2;
+    by_fd = xrealloc(by_fd, n * sizeof *by_fd);
+    conn_fd = xrealloc(conn_fd, n * sizeof *conn_fd);
+    memset(by_fd + nfd, 0, (n - nfd) * sizeof *by_fd);
+    memset(conn_fd + nfd, 0, (n - nfd) * sizeof *conn_fd);
+    nfd = n;
+}
+
+/* the watch goes (its memory when libuv is done with the handle) before the fd can be reused */
+static void sock_forget(curl_socket_t fd)
+{
+    if ((size_t)fd >= nfd) return;
+    conn_fd[fd] = false;
+    struct sock_ctx *s = by_fd[fd];
+    if (!s) return;
+    by_fd[fd] = NULL;
+    uv_close((uv_handle_t *)&s->poll, poll_closed);
+}
+
+static struct sock_ctx *sock_new(curl_socket_t fd)
+{
+    struct sock_ctx *s = xcalloc(1, sizeof *s);
+    s->fd = fd;
+    if (uv_poll_init_socket(C.loop, &s->poll, fd) < 0) {
+        free(s);
+        return NULL;
+    }
+    s->poll.data = s;
+    list_add_tail(&socks, &s->link);
+    fd_grow(fd);
+    by_fd[fd] = s;
+    return s;
+}
+
 static int sock_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *sockp)
 {
-    (void)e; (void)userp;
-    struct sock_ctx *s = sockp;
+    (void)e; (void)userp; (void)sockp;
+    if (fd < 0) return -1;
+    struct sock_ctx *s = (size_t)fd < nfd ? by_fd[fd] : NULL;
     if (what == CURL_POLL_REMOVE) {
-        if (s) {
-            uv_poll_stop(&s->poll);
-            uv_close((uv_handle_t *)&s->poll, poll_closed);
-            curl_multi_assign(multi, fd, NULL);
-        }
+        if (!s) return 0;
+        s->watched = false;
+        if (!conn_fd[fd]) sock_forget(fd);     /* it may be closed without close_cb */
+        else if (s->events != UV_READABLE) sock_set(s, 0);
         return 0;
     }
-    if (!s) {
-        s = xcalloc(1, sizeof *s);
-        s->fd = fd;
-        if (uv_poll_init_socket(C.loop, &s->poll, fd) < 0) {
-            free(s);
-            return -1;
-        }
-        s->poll.data = s;
-        list_add_tail(&socks, &s->link);
-        curl_multi_assign(multi, fd, s);
-    }
-    int ev = (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0);
-    uv_poll_start(&s->poll, ev, on_poll);
+    if (!s && !(s = sock_new(fd))) return -1;
+    s->watched = true;
+    sock_set(s, (what & CURL_POLL_IN ? UV_READABLE : 0) | (what & CURL_POLL_OUT ? UV_WRITABLE : 0));
     return 0;
+}
+
+static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    (void)arg; (void)purpose;
+    /* close-on-exec: a spawned tenant must not inherit an upstream connection */
+    curl_socket_t fd = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    if (fd >= 0) {
+        sock_forget(fd);    /* nothing is left of an earlier socket of that number */
+        fd_grow(fd);
+        conn_fd[fd] = true;
+    }
+    return fd;
+}
+
+static int close_cb(void *arg, curl_socket_t fd)
+{
+    (void)arg;
+    sock_forget(fd);
+    return close(fd);
 }
 
 static int timer_cb(CURLM *m, long ms, void *userp)
@@ -307,6 +390,8 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, c);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                      (long)(o->connect_timeout_ms > 0 ? o->connect_timeout_ms : 10000));
@@ -389,6 +474,11 @@ void http_client_shutdown(void)
         struct sock_ctx *s = container_of(it, struct sock_ctx, link);
         if (!uv_is_closing((uv_handle_t *)&s->poll)) uv_close((uv_handle_t *)&s->poll, poll_closed);
     }
+    free(by_fd);
+    free(conn_fd);
+    by_fd = NULL;
+    conn_fd = NULL;
+    nfd = 0;
     uv_close((uv_handle_t *)&timer, NULL);
     curl_global_cleanup();
 }

@@ -90,6 +90,9 @@ static bool ints(int n, const char *const *names, const struct berth_value *v, v
 struct tot {
     struct tot *next;
     int64_t spent, reserved, period_spent, budget, open;   /* budget: the override, or -1 */
+    /* what this batch changed, written to the tenant's row by one statement at its end */
+    int64_t d_spent, d_reserved, d_calls, d_period_spent;
+    bool dirty;
     char period[16];
     char handle[BERTH_HANDLE_MAX + 1];
 };
@@ -155,10 +158,21 @@ static struct tot *tot_get(struct quota *q, const char *handle, int64_t now, con
  * ends. Both are queued and committed together on the next loop turn: one transaction
  * (settlements first, then reservations in arrival order, each checked against the totals the
  * previous ones left), committed without waiting for the disk (BERTH_TX_NOSYNC: in the WAL at
- * once, so a SIGKILL of berthd loses none; synced within a second, for a power loss). */
+ * once, so a SIGKILL of berthd loses none; synced within a second, for a power loss).
+ * Within the batch, a tenant's totals change in memory and reach its row in one UPDATE at the
+ * end (tots_write), and call ids are given from max(id) (no last_insert_rowid() per call):
+ * three statements per call instead of six, the transaction keeping it all or nothing. */
 
-static int reserve_one(struct quota *q, struct reservation *r)
+struct batch {
+    struct quota *q;
+    struct settle *settles;
+    struct reservation *res;
+    int64_t gen, next_id;
+};
+
+static int reserve_one(struct batch *b, struct reservation *r)
 {
+    struct quota *q = b->q;
     berth_instance *s = q->self;
     int64_t now = H->now_ms(s);
     char month[16];
@@ -173,6 +187,7 @@ static int reserve_one(struct quota *q, struct reservation *r)
         if (rc) return rc;
         snprintf(t->period, sizeof t->period, "%s", month);
         t->period_spent = 0;
+        t->d_period_spent = 0;      /* what this batch settled belonged to the month gone */
     }
     if (t->open >= r->slots) {
         r->id = BERTH_EBUSY;
@@ -183,19 +198,20 @@ static int reserve_one(struct quota *q, struct reservation *r)
         r->id = 0;
         return 0;
     }
-    rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved + ?2 WHERE tenant = ?1",
-                        p, 2, NULL, NULL);
+    int64_t id = b->next_id + 1;
     struct berth_value c[] = {BERTH_TEXT(r->handle), BERTH_TEXT(r->api), BERTH_TEXT(r->model),
                               BERTH_TEXT(owner()), BERTH_INT(now), BERTH_INT(r->bound),
-                              BERTH_TEXT(month)};
-    if (!rc) rc = H->store_query(s, "INSERT INTO quota_calls(tenant, api, model, owner, state,"
-                                 " started_ms, reserved, period) VALUES(?1,?2,?3,?4,'open',?5,"
-                                 "?6,?7)", c, 7, NULL, NULL);
-    /* (not RETURNING: it builds a temporary table per statement) */
-    if (!rc) rc = H->store_query(s, "SELECT last_insert_rowid()", NULL, 0, ints, &r->id);
+                              BERTH_TEXT(month), BERTH_INT(id)};
+    rc = H->store_query(s, "INSERT INTO quota_calls(id, tenant, api, model, owner, state,"
+                        " started_ms, reserved, period) VALUES(?8,?1,?2,?3,?4,'open',?5,"
+                        "?6,?7)", c, 8, NULL, NULL);
     if (rc) return rc;
+    b->next_id = id;
+    r->id = id;
     snprintf(r->period, sizeof r->period, "%s", month);
     t->reserved += r->bound;
+    t->d_reserved += r->bound;
+    t->dirty = true;
     t->open++;
     return 0;
 }
@@ -230,27 +246,49 @@ static int settle_one(struct quota *q, const struct settle *st)
     if (!rc) rc = H->store_query(s, "SELECT changes()", NULL, 0, ints, &changed);
     if (rc || !changed) return rc;      /* settled already: nothing is billed twice */
     bool this_period = !strcmp(st->period, t->period);
-    struct berth_value v[] = {BERTH_TEXT(st->handle), BERTH_INT(st->reserved),
-                              BERTH_INT(st->cost), BERTH_INT(this_period)};
-    rc = H->store_query(s, "UPDATE quota_tenants SET reserved = reserved - ?2,"
-                        " spent = spent + ?3, calls = calls + 1, period_spent ="
-                        " period_spent + CASE WHEN ?4 THEN ?3 ELSE 0 END"
-                        " WHERE tenant = ?1", v, 4, NULL, NULL);
-    if (rc) return rc;
     t->reserved -= st->reserved;
     t->spent += st->cost;
-    if (this_period) t->period_spent += st->cost;
+    t->d_reserved -= st->reserved;
+    t->d_spent += st->cost;
+    t->d_calls++;
+    if (this_period) {
+        t->period_spent += st->cost;
+        t->d_period_spent += st->cost;
+    }
+    t->dirty = true;
     t->open--;
     return 0;
 }
 
-/* another writer since our last batch: the totals in memory are stale */
-static int gen_check(struct quota *q, int64_t *gen)
+/* another writer since our last batch: the totals in memory are stale; and the last call id */
+static int gen_check(struct batch *b)
 {
-    int rc = H->store_query(q->self, "SELECT v FROM quota_meta WHERE k = 'gen'", NULL, 0, ints,
-                            gen);
-    if (!rc && *gen != q->gen) tots_drop(q);
+    int64_t v[2] = {-1, 0};
+    int rc = H->store_query(b->q->self, "SELECT v, (SELECT coalesce(max(id), 0) FROM"
+                            " quota_calls) FROM quota_meta WHERE k = 'gen'", NULL, 0, ints, v);
+    b->gen = v[0];
+    b->next_id = v[1];
+    if (!rc && b->gen != b->q->gen) tots_drop(b->q);
     return rc;
+}
+
+/* each changed tenant's row, once per batch */
+static int tots_write(struct quota *q)
+{
+    for (struct tot *t = q->tots; t; t = t->next) {
+        if (!t->dirty) continue;
+        struct berth_value v[] = {BERTH_TEXT(t->handle), BERTH_INT(t->d_reserved),
+                                  BERTH_INT(t->d_spent), BERTH_INT(t->d_calls),
+                                  BERTH_INT(t->d_period_spent)};
+        int rc = H->store_query(q->self, "UPDATE quota_tenants SET reserved = reserved + ?2,"
+                                " spent = spent + ?3, calls = calls + ?4,"
+                                " period_spent = period_spent + ?5 WHERE tenant = ?1",
+                                v, 5, NULL, NULL);
+        if (rc) return rc;
+        t->d_reserved = t->d_spent = t->d_calls = t->d_period_spent = 0;
+        t->dirty = false;
+    }
+    return 0;
 }
 
 static int gen_bump(struct quota *q)
@@ -259,14 +297,13 @@ static int gen_bump(struct quota *q)
                           NULL, NULL);
 }
 
-struct batch { struct quota *q; struct settle *settles; struct reservation *res; int64_t gen; };
-
 static int batch_tx(void *arg)
 {
     struct batch *b = arg;
-    int rc = gen_check(b->q, &b->gen);
+    int rc = gen_check(b);
     for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
-    for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b->q, r);
+    for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b, r);
+    if (!rc) rc = tots_write(b->q);
     if (!rc) rc = gen_bump(b->q);
     b->gen++;
     return rc;
@@ -290,7 +327,7 @@ static void schedule(struct quota *q)
 
 void ledger_flush(struct quota *q)
 {
-    struct batch b = {q, q->settles, q->reserves, -1};
+    struct batch b = {q, q->settles, q->reserves, -1, 0};
     q->settles = NULL;
     q->reserves = NULL;
     q->reserves_tail = &q->reserves;
