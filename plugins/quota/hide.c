@@ -6,8 +6,10 @@
  * meter has read it). The `"usage": null` the other chunks then carry is left as sent: a
  * field the SDKs' types declare nullable.
  *
- * The relay stays event by event: whole events pass at once, a partial one waits for its
- * end (or for the stream's end: hide_flush). */
+ * The relay goes event by event for every SSE stream, hidden chunk or not: whole events pass
+ * at once, a partial one waits for its end (or for the stream's end: hide_flush). So an
+ * upstream cut inside an event leaves the client no half event for the error event written
+ * after the cut to join (stream_error in proxy.c), which would leave an SDK reading neither. */
 #include "quota.h"
 
 #include <cjson/cJSON.h>
@@ -53,10 +55,39 @@ static size_t next_event(const char *b, size_t n, size_t *body)
     return 0;
 }
 
-size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out)
+/* the end of the last whole event in b, or 0 */
+static size_t last_event_end(const char *b, size_t n)
+{
+    for (size_t i = n; i >= 2; i--) {
+        if (b[i - 1] != '\n') continue;
+        if (b[i - 2] == '\n' || (i >= 3 && b[i - 2] == '\r' && b[i - 3] == '\n')) return i;
+    }
+    return 0;
+}
+
+/* Nothing to hide and nothing held: the whole events of data pass without a copy, the rest is
+ * kept. Upstreams flush event by event, so most reads take this path and a held stream owns
+ * no buffer at all. */
+static bool pass_whole(struct hide *h, const char *data, size_t len, const char **out,
+                       size_t *n)
+{
+    size_t cut = last_event_end(data, len);
+    if (cut < len && !grow(&h->buf, &h->cap, len - cut)) return false;
+    memcpy(h->buf, data + cut, len - cut);
+    h->len = h->scanned = len - cut;
+    *out = data;
+    *n = cut;
+    return true;
+}
+
+size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out,
+                  bool drop_usage)
 {
     h->out_len = 0;
     *out = data;
+    size_t n;
+    if (!drop_usage && !h->len && !h->passthrough && pass_whole(h, data, len, out, &n))
+        return n;
     if (h->passthrough || h->len + len > HIDE_EVENT_MAX) {    /* too large to be usage */
         h->passthrough = true;
         if (!h->len) return len;
@@ -76,7 +107,7 @@ size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out
      * with): an event in many small reads costs linear time, not quadratic */
     size_t off = 0, end, body, from = h->scanned > 2 ? h->scanned - 2 : 0;
     while ((end = next_event(h->buf + from, h->len - from, &body))) {
-        if (!usage_chunk(h->buf + off, from - off + body)) {
+        if (!drop_usage || !usage_chunk(h->buf + off, from - off + body)) {
             memcpy(h->out + h->out_len, h->buf + off, from - off + end);
             h->out_len += from - off + end;
         }

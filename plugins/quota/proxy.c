@@ -145,7 +145,7 @@ static void stream_error(struct call *c, const struct berth_http_result *res)
     char *data = cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
     if (!data) return;
-    size_t len = strlen(data) + 32;     /* a partial event held back is dropped */
+    size_t len = strlen(data) + 32;     /* a partial event held back (hide.c) is dropped */
     char *ev = malloc(len);
     if (ev) {
         snprintf(ev, len, "%s%s%sdata: %s\n\n", name ? "event: " : "", name ? name : "",
@@ -380,7 +380,7 @@ static bool on_data(const char *data, size_t len, void *arg)
     meter_bytes(c, data, len);
     if (c->held)        /* more than its Content-Length said: cut short, answered in done() */
         return c->acc_len <= WHOLE_MAX;
-    if (c->hide_usage && c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data)))
+    if (c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data, c->hide_usage)))
         return true;
     c->in_cb = true;
     size_t queued = H->respond_write(c->r, data, len);
@@ -416,7 +416,7 @@ static void done(const struct berth_http_result *res, void *arg)
         outcome = "upstream_error";
     } else {
         const char *rest;
-        size_t n = c->hide_usage && c->sse_mode ? hide_flush(&c->hide, &rest) : 0;
+        size_t n = c->sse_mode ? hide_flush(&c->hide, &rest) : 0;
         if (n) H->respond_write(c->r, rest, n);
         if (!c->head_seen) H->respond(c->r, res->status, NULL, NULL, 0);
         else if (c->held) H->respond_with(c->r, c->status, c->uphdr, c->acc, c->acc_len);

@@ -130,9 +130,11 @@ struct hide {
     size_t scanned;                 /* bytes of buf known to hold no event's end */
     bool passthrough;               /* an event too large to be the usage chunk came */
 };
-/* the bytes of whole events in data (and before it) to relay, minus the usage chunk; *out is
+/* the bytes of whole events in data (and before it) to relay, minus the usage chunk when
+ * drop_usage; *out is
  * h's (valid until the next call) or data itself */
-size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out);
+size_t hide_usage(struct hide *h, const char *data, size_t len, const char **out,
+                  bool drop_usage);
 /* what is left at the stream's end */
 size_t hide_flush(struct hide *h, const char **out);
 void hide_free(struct hide *h);

@@ -91,10 +91,10 @@ static void hidden_usage_chunk(void)
         char got[sizeof stream] = "";
         size_t len = 0;
         const char *o;
-        size_t k = hide_usage(&h, stream, cut, &o);
+        size_t k = hide_usage(&h, stream, cut, &o, true);
         memcpy(got + len, o, k);
         len += k;
-        k = hide_usage(&h, stream + cut, n - cut, &o);
+        k = hide_usage(&h, stream + cut, n - cut, &o, true);
         memcpy(got + len, o, k);
         len += k;
         k = hide_flush(&h, &o);
@@ -103,6 +103,39 @@ static void hidden_usage_chunk(void)
         size_t head = (size_t)(chunk - stream), tail = n - (size_t)(after - stream);
         CHECK(len == head + tail && !memcmp(got, stream, head) &&
               !memcmp(got + head, after, tail));
+        hide_free(&h);
+    }
+}
+
+/* With nothing to hide the relay still goes event by event: a stream cut at every byte, in
+ * three reads, comes out whole, and every piece but the last (the flush) ends an event. */
+static bool ends_event(const char *p, size_t k)
+{
+    return k == 0 || (k >= 2 && p[k - 1] == '\n' && (p[k - 2] == '\n' ||
+                                                      (k >= 3 && p[k - 2] == '\r' &&
+                                                       p[k - 3] == '\n')));
+}
+
+static void whole_events_only(void)
+{
+    size_t n = sizeof stream - 1;
+    for (size_t cut = 0; cut <= n; cut++) {
+        size_t cut2 = cut + (n - cut) / 2;
+        struct hide h = {0};
+        char got[sizeof stream] = "";
+        size_t len = 0, k;
+        const char *o;
+        const size_t at[] = {0, cut, cut2, n};
+        for (int i = 0; i < 3; i++) {
+            k = hide_usage(&h, stream + at[i], at[i + 1] - at[i], &o, false);
+            CHECK(ends_event(o, k));
+            memcpy(got + len, o, k);
+            len += k;
+        }
+        k = hide_flush(&h, &o);
+        memcpy(got + len, o, k);
+        len += k;
+        CHECK(len == n && !memcmp(got, stream, n));
         hide_free(&h);
     }
 }
@@ -134,6 +167,7 @@ int main(void)
     images();
     refusals_and_output();
     hidden_usage_chunk();
+    whole_events_only();
     hour_cache();
     tool_call_input();
     return unit_report("test_quota_bound");
