@@ -72,8 +72,10 @@ static bool pass_whole(struct hide *h, const char *data, size_t len, const char 
                        size_t *n)
 {
     size_t cut = last_event_end(data, len);
-    if (cut < len && !grow(&h->buf, &h->cap, len - cut)) return false;
-    memcpy(h->buf, data + cut, len - cut);
+    if (cut < len) {
+        if (!grow(&h->buf, &h->cap, len - cut)) return false;
+        memcpy(h->buf, data + cut, len - cut);
+    }
     h->len = h->scanned = len - cut;
     *out = data;
     *n = cut;
