@@ -359,27 +359,30 @@ static void resume(berth_req *r, void *arg)
     H->http_resume(c->up);
 }
 
-static void meter_bytes(struct call *c, const char *data, size_t len)
+/* false when a whole answer's bytes could not be kept (out of memory) */
+static bool meter_bytes(struct call *c, const char *data, size_t len)
 {
     if (c->sse_mode) {
         sse_feed(&c->sse, &c->u, data, len);
-        return;
+        return true;
     }
-    if (c->acc_len + len > BODY_MAX) return;
+    if (c->acc_len + len > BODY_MAX) return true;     /* relayed, its usage unread */
     char *p = realloc(c->acc, c->acc_len + len + 1);
-    if (!p) return;
+    if (!p) return false;
     memcpy(p + c->acc_len, data, len);
     c->acc = p;
     c->acc_len += len;
+    return true;
 }
 
 static bool on_data(const char *data, size_t len, void *arg)
 {
     struct call *c = arg;
     if (c->gone) return false;
-    meter_bytes(c, data, len);
-    if (c->held)        /* more than its Content-Length said: cut short, answered in done() */
-        return c->acc_len <= WHOLE_MAX;
+    bool kept = meter_bytes(c, data, len);
+    /* a held answer missing a piece, or longer than its Content-Length said: cut short,
+     * answered 502 in done(), never relayed as a truncated 200 */
+    if (c->held) return kept && c->acc_len <= WHOLE_MAX;
     if (c->sse_mode && !(len = hide_usage(&c->hide, data, len, &data, c->hide_usage)))
         return true;
     c->in_cb = true;
