@@ -309,14 +309,23 @@ static int batch_tx(void *arg)
     return rc;
 }
 
-#define SETTLE_ATTEMPTS 5
-
 static void flush_timer(berth_timer *t, void *arg)
 {
     struct quota *q = arg;
     H->timer_stop(t);
-    q->flush = NULL;
+    if (t == q->retry) q->retry = NULL;
+    else q->flush = NULL;
     ledger_flush(q);
+}
+
+/* A batch that failed (a full disk, say) leaves its settlements queued: they are tried again
+ * with a backoff until the store takes them, since each holds its call's slot and reserved
+ * money until it is settled. New reservations do not wait for the retry. */
+static void retry_later(struct quota *q)
+{
+    if (q->retry) return;
+    q->retry_ms = q->retry_ms ? (q->retry_ms * 2 > 5000 ? 5000 : q->retry_ms * 2) : 100;
+    q->retry = H->timer_start(q->self, q->retry_ms, 0, flush_timer, q);
 }
 
 static void schedule(struct quota *q)
@@ -339,15 +348,17 @@ void ledger_flush(struct quota *q)
     while (b.settles) {
         struct settle *st = b.settles;
         b.settles = st->next;
-        if (rc && ++st->attempts < SETTLE_ATTEMPTS) {   /* kept for the next batch */
+        if (rc) {                                       /* kept for the retry */
+            if (!st->attempts++)
+                H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: cannot settle (%s); "
+                       "retrying", (long long)st->id, st->handle, berth_strerror(rc));
             st->next = q->settles;
             q->settles = st;
             continue;
         }
-        if (rc)
-            H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: cannot settle (%s); it is "
-                   "settled at its reservation on the next start", (long long)st->id,
-                   st->handle, berth_strerror(rc));
+        if (st->attempts)
+            H->log(q->self, BERTH_LOG_INFO, "call %lld of %s: settled after %d failed tries",
+                   (long long)st->id, st->handle, st->attempts);
         free(st);
     }
     while (b.res) {         /* each callback may queue more work: it goes to the next batch */
@@ -356,7 +367,9 @@ void ledger_flush(struct quota *q)
         if (rc) r->id = rc;
         r->done(r, r->arg);
     }
-    if (q->settles) schedule(q);
+    if (!rc) q->retry_ms = 0;
+    if (q->settles && rc) retry_later(q);
+    else if (q->settles) schedule(q);
     quota_idle(q);
 }
 
@@ -397,10 +410,13 @@ void ledger_drop(struct quota *q)
 {
     tots_drop(q);
     if (q->flush) H->timer_stop(q->flush);
-    q->flush = NULL;
-    while (q->settles) {
+    if (q->retry) H->timer_stop(q->retry);
+    q->flush = q->retry = NULL;
+    while (q->settles) {        /* the store refused them to the end: settled at a restart */
         struct settle *st = q->settles;
         q->settles = st->next;
+        H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: unsettled at unload; it is settled "
+               "at its reservation on the next start", (long long)st->id, st->handle);
         free(st);
     }
 }

@@ -62,6 +62,8 @@ struct quota {
     struct settle *settles;         /* queued for the next batch */
     struct reservation *reserves, **reserves_tail;
     berth_timer *flush;             /* the next batch's commit, when scheduled */
+    berth_timer *retry;             /* settlements' next try after a failed batch */
+    int64_t retry_ms;               /* its delay, doubled per failure up to 5 s */
     struct tot *tots;               /* per-tenant totals in memory (ledger.c) */
     int64_t gen;                    /* quota_meta's generation after our last batch */
     uint32_t ev_call, ev_refused, ev_key;

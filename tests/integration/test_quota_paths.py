@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import signal
+import subprocess
 import unittest
 
 from harness import wait_until
@@ -329,6 +330,65 @@ class Formats(QuotaBase):
         self.assertEqual((r.status, json.loads(r.read())["error"]["type"]),
                          (401, "authentication_error"))
         c.close()
+
+
+class FullDisk(QuotaBase):
+    """A settlement the store cannot take (its disk full) is retried until it can: the call's
+    slot and reserved money come back once there is room, without a restart."""
+    concurrency = 1
+
+    def setUp(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root to mount a small tmpfs as the state dir")
+        super().setUp()
+        self.assertEqual(self.b.stop(), 0)
+        os.makedirs(self.b.state, exist_ok=True)
+        self.mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs",
+                                       self.b.state], capture_output=True).returncode == 0
+        if self.mounted:
+            self.b.start()
+
+    def tearDown(self):
+        try:
+            if self.b.proc and self.b.proc.poll() is None:
+                self.assertEqual(self.b.stop(), 0, self.b.log()[-5000:])
+        finally:
+            if self.mounted:
+                subprocess.run(["umount", "-l", self.b.state], capture_output=True)
+            super().tearDown()
+
+    def fill(self, path):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def test_a_settlement_the_disk_refused_is_retried_until_it_fits(self):
+        if not self.mounted:
+            self.skipTest("cannot mount a tmpfs here")
+        self.add("alice")
+        key = self.env("alice")["ANTHROPIC_API_KEY"]
+        c, r = self.open_stream(key, "[hold:full] [long:3]")
+        filler = os.path.join(self.b.state, "filler")
+        self.fill(filler)
+        self.fake.release("full")
+        self.assertIn(b"message_stop", r.read())
+        c.close()
+        wait_until(lambda: "cannot settle" in self.b.log(), 10, what="the refused settlement")
+        st, _, _ = self.call(key)           # its slot is still taken: concurrency 1
+        self.assertNotEqual(st, 200)
+        os.unlink(filler)
+        u = wait_until(lambda: (lambda u: u["reserved_micro"] == 0 and u)(self.usage("alice")),
+                       15, what="the settlement retried once there is room")
+        self.assertEqual(u["calls"], 1)
+        self.assertGreater(u["spent_micro"], 0)
+        st, _, body = self.call(key)
+        self.assertEqual(st, 200, body)     # the slot came back without a restart
+        self.assertIn("settled after", self.b.log())
 
 
 if __name__ == "__main__":
