@@ -56,6 +56,7 @@ struct ent {
     int64_t hb_last;            /* last heartbeat, ms; 0: none */
     char *hb_status;            /* its JSON object, or NULL */
     bool stale;
+    bool catching_up;           /* `fire` is a run missed while berthd was down (catch_up one) */
 };
 
 struct probe;

@@ -83,6 +83,7 @@ static int64_t next_run(const struct sched_cfg *s, int64_t after_ms)
 void sched_plan(struct lc *lc, struct ent *e, const struct tcfg *c, int64_t after_sim)
 {
     int64_t next = c->schedule.cron ? next_run(&c->schedule, after_sim) : -1;
+    e->catching_up = false;
     if (next < 0) {
         dq_del(lc, &e->fire);
         e->fire_sim = 0;
@@ -108,7 +109,8 @@ void sched_fire(struct lc *lc, struct ent *e)
     const struct tcfg *c = tcfg_of(lc, t.template_name);
     if (!c->schedule.cron) return;
     int64_t now = sim_now(lc);
-    bool catch_up = now - e->fire_sim >= 60000;
+    bool catch_up = e->catching_up;     /* not guessed from lateness: a run is late for */
+    e->catching_up = false;             /* other reasons, and a missed one may be recent */
     if (t.desired == BERTH_DESIRED_ASLEEP) {
         H->log(lc->self, BERTH_LOG_INFO, "tenant %s: schedule '%s' is due; waking it%s",
                e->handle, c->schedule.cron, catch_up ? " (a run missed while down)" : "");
@@ -176,6 +178,7 @@ static void plan_first(struct lc *lc, const struct berth_tenant_info *t, int64_t
     lc->missed++;
     if (c->schedule.catch_up && !strcmp(c->schedule.catch_up, "one")) {
         e->fire_sim = missed;
+        e->catching_up = true;
         dq_set(lc, &e->fire, H->now_ms(lc->self));     /* once, now */
         return;
     }

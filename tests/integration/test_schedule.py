@@ -121,18 +121,36 @@ class Schedule(unittest.TestCase):
         self.assertEqual(ev[0]["payload"]["due_ms"], boundary_ms)
         self.assertEqual(b.tenant("none")["desired"], "asleep")
         self.assertEqual(self.woke("none"), [])
+        # the next run is planned after now, not at the missed ones
+        for h in ("one", "none"):
+            nxt = b.tenant(h)["plugins"]["lifecycle"]["schedule"]["next_ms"]
+            self.assertEqual(nxt, boundary_ms + 180000, h)
+        # never a burst: the missed runs after the first did not run against the awake tenant
         info = b.get("/v1/lifecycle").json
         self.assertEqual(info["missed_while_down"], 2)
         self.assertEqual(info["scheduled_wakes"], 1)
-        # the next run is planned after now, not at the missed ones
-        nxt = b.tenant("none")["plugins"]["lifecycle"]["schedule"]["next_ms"]
-        self.assertEqual(nxt, boundary_ms + 180000)
+        self.assertEqual(info["scheduled_skipped"], 0)
         # a restart without time passing across a due time runs nothing
         b.req("POST", "/v1/tenants/one/sleep")
         self.assertEqual(b.stop(), 0)
         b.start()       # the start itself plans: checked at once below
         self.assertEqual(b.tenant("one")["desired"], "asleep")
         self.assertEqual(b.get("/v1/lifecycle").json["missed_while_down"], 0)
+
+    def test_catch_up_of_a_run_missed_moments_before_the_restart(self):
+        offset, boundary_ms = offset_for(30)
+        self.configure(offset)
+        b = self.b
+        b.start()
+        b.post("/v1/tenants", {"handle": "one", "desired": "asleep"})
+        self.assertEqual(b.stop(), 0)
+        self.configure(offset + 50000)      # back 20 s after the run it missed
+        b.start()
+        wait_until(lambda: self.woke("one"), 5 * SLOW, what="the catch-up run")
+        ev = self.woke("one")
+        self.assertEqual(len(ev), 1, ev)
+        self.assertEqual(ev[0]["payload"]["due_ms"], boundary_ms)
+        self.assertTrue(ev[0]["payload"]["catch_up"], ev)
 
     def test_run_for_puts_an_unused_tenant_back_to_sleep(self):
         lead = 2.0 * SLOW
