@@ -141,12 +141,14 @@ void sched_fire(struct lc *lc, struct ent *e)
 void sched_run_end(struct lc *lc, struct ent *e)
 {
     struct berth_tenant_info t = {.size = sizeof t};
-    if (H->tenant_get(lc->self, e->handle, &t) < 0 || t.desired != BERTH_DESIRED_RUNNING)
-        return;
-    if (t.busy > 0 || t.last_activity_ms > e->act0) return;    /* the idle sweep decides */
-    H->log(lc->self, BERTH_LOG_INFO, "tenant %s: run_for is over and it was not used; "
-           "putting it to sleep", e->handle);
-    H->tenant_set_desired(lc->self, e->handle, BERTH_DESIRED_ASLEEP, "schedule");
+    if (H->tenant_get(lc->self, e->handle, &t) < 0) return;
+    /* used meanwhile (or put to sleep already): the idle sweep decides, as for any tenant */
+    if (t.desired == BERTH_DESIRED_RUNNING && !t.busy && t.last_activity_ms <= e->act0) {
+        H->log(lc->self, BERTH_LOG_INFO, "tenant %s: run_for is over and it was not used; "
+               "putting it to sleep", e->handle);
+        H->tenant_set_desired(lc->self, e->handle, BERTH_DESIRED_ASLEEP, "schedule");
+    }
+    lc_status(lc, e->handle);       /* its run_until_ms is gone */
 }
 
 void sched_save(struct lc *lc)

@@ -100,6 +100,7 @@ class Schedule(unittest.TestCase):
         self.assertEqual(nxt, boundary_ms + 60000)
         info = b.get("/v1/lifecycle").json
         self.assertEqual(info["scheduled_wakes"], 1)
+        self.assertEqual(info["scheduled_skipped"], 1)      # the awake one's run
         self.assertIn("berth_lifecycle_scheduled_wakes_total 1", b.get("/metrics").body)
 
     def test_restart_across_due_times_follows_catch_up(self):
@@ -161,12 +162,20 @@ class Schedule(unittest.TestCase):
         b = self.b
         b.start()
         b.post("/v1/tenants", {"handle": "brief", "template": "brief", "desired": "asleep"})
+        b.post("/v1/tenants", {"handle": "used", "template": "brief", "desired": "asleep"})
         wait_until(lambda: b.tenant("brief")["desired"] == "running", 10 * SLOW,
                    what="the scheduled wake")
         t_woke = time.time()
+        wait_until(lambda: b.tenant("used")["desired"] == "running", 2 * SLOW,
+                   what="the other scheduled wake")
+        self.assertEqual(b.post("/v1/tenants/used/touch").status, 202)     # used meanwhile
         wait_until(lambda: b.tenant("brief")["desired"] == "asleep", 10 * SLOW,
                    what="sleep after run_for")
         self.assertGreaterEqual(time.time() - t_woke, 1.3 * SLOW)
+        # run_for is over for both; the one that was used stays up (idle_timeout decides)
+        sched = lambda: b.tenant("used")["plugins"]["lifecycle"]["schedule"]
+        wait_until(lambda: "run_until_ms" not in sched(), 5 * SLOW, what="used's run_for end")
+        self.assertEqual(b.tenant("used")["desired"], "running")
 
 
     def test_reload_replans_and_drops_schedules(self):
