@@ -99,7 +99,9 @@ static int element(struct pctx *c, const struct field *f, uint64_t *bits, bool f
         if (c->p == s || v < 1 || v > f->hi)
             return fail(c, s, "%s: the step must be 1-%d", f->name, f->hi, 0);
         step = (int)v;
-        if (!range) hi = f->hi == 7 ? 6 : f->hi;        /* a/n runs from a to the end */
+        /* a/n runs from a to the field's end, which for weekdays is 7: 1/2 is mon, wed,
+         * fri and sun, as in cronie and croniter (a-7/n the same) */
+        if (!range) hi = f->hi;
     }
     for (int v = lo; v <= hi; v += step) *bits |= 1ull << (v == 7 && f->hi == 7 ? 0 : v);
     return 0;

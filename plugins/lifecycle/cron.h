@@ -20,7 +20,7 @@ struct cron {
 
 /* Parses `expr`: five fields (minute hour day-of-month month day-of-week) of numbers, names
  * (jan-dec, sun-sat), ranges a-b, lists a,b, steps
- * (a star, a range or a start followed by /n; a/n is a-max/n), or one of
+ * (a star, a range or a start followed by /n; a/n is a-max/n, max 7 for weekdays), or one of
  * @yearly @annually @monthly @weekly @daily @midnight @hourly. On error returns -1, writes a
  * message to err and the 0-based offset in expr of the offending text to *col. */
 int cron_parse(const char *expr, struct cron *out, char *err, size_t errlen, int *col);

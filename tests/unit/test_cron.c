@@ -55,6 +55,8 @@ int main(void)
     CHECK(next("0 0 */2 * tue", NULL, t0) == at(2026, 12, 1, 0, 0));   /* odd day, Tuesday */
     CHECK(next("0 0 1 * *", NULL, t0) == at(2026, 12, 1, 0, 0));
     CHECK(next("5/20 * * * *", NULL, t0) == at(2026, 11, 22, 3, 25));
+    /* a weekday's a/n runs to 7, Sunday: 5/2 is Friday and Sunday */
+    CHECK(next("0 0 * * 5/2", NULL, at(2026, 11, 27, 1, 0)) == at(2026, 11, 29, 0, 0));
     /* zones: 09:00 in Berlin (UTC+1 in November) and in Kolkata (UTC+5:30) */
     CHECK(next("0 9 * * *", "Europe/Berlin", t0) == at(2026, 11, 22, 8, 0));
     CHECK(next("0 9 * * *", "Asia/Kolkata", t0) == at(2026, 11, 22, 3, 30));

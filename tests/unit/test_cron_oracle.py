@@ -1,5 +1,6 @@
 """The lifecycle plugin's cron parser against Debian's python3-croniter as an oracle: thousands
-of random five-field expressions x times x zones, next due time compared.
+of random five-field expressions (numbers, names, 7 for Sunday, ranges, lists, steps of '*', of a
+range and of a start, and the @ aliases) x times x zones, next due time compared.
 
 Vixie cron's day rule differs from croniter's default in two corners: a day field starting with
 '*' (like */2) makes both day fields required in Vixie cron, and croniter's day_or=False gives
@@ -23,6 +24,9 @@ from zoneinfo import ZoneInfo
 
 TOOL = os.path.join(os.environ.get("BERTH_BUILD", "build"), "tests", "unit", "cron_tool")
 ZONES = ["UTC", "Asia/Kolkata", "America/New_York", "Europe/Berlin", "Australia/Sydney"]
+ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+           "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *",
+           "@hourly": "0 * * * *"}
 FIELDS = [(0, 59, None), (0, 23, None), (1, 31, None),
           (1, 12, "jan feb mar apr may jun jul aug sep oct nov dec".split()),
           (0, 6, "sun mon tue wed thu fri sat".split())]
@@ -44,10 +48,18 @@ def element(rng, lo, hi, names):
     (a, va), (b, vb) = value(rng, lo, hi, names), value(rng, lo, hi, names)
     if va > vb:
         (a, va), (b, vb) = (b, vb), (a, va)
-    if r < 0.65:
+    if names and names[0] == "sun" and rng.random() < 0.2:
+        # 7 is Sunday too: alone, or ending a range (5-7 is fri, sat, sun)
+        if va == 0 and b == a:
+            a = b = "7"
+        elif va > 0:
+            b = "7"
+    if r < 0.6:
         return a
-    if r < 0.85:
+    if r < 0.75:
         return "%s-%s" % (a, b)
+    if r < 0.88:
+        return "%s/%d" % (a, rng.randint(1, max(1, hi - lo)))      # a/n: from a to the end
     return "%s-%s/%d" % (a, b, rng.randint(1, max(1, hi - lo)))
 
 
@@ -71,8 +83,12 @@ class Oracle(unittest.TestCase):
         rng = random.Random(int(os.environ.get("CRON_ORACLE_SEED", "13")))
         cases, skipped = [], 0
         while len(cases) < 6000:
-            f = [field(rng, i) for i in range(5)]
-            expr = " ".join(f)
+            if rng.random() < 0.03:
+                expr = rng.choice(sorted(ALIASES))
+                f = ALIASES[expr].split()       # for the day rule; croniter reads the alias
+            else:
+                f = [field(rng, i) for i in range(5)]
+                expr = " ".join(f)
             dom_star, dow_star = f[2].startswith("*"), f[4].startswith("*")
             if not dom_star and not dow_star and (covers_all(f[2], 2) or covers_all(f[4], 4)):
                 skipped += 1
@@ -106,6 +122,7 @@ class Oracle(unittest.TestCase):
               f"{len(cases) - compared} near a DST change or croniter's February bug",
               file=sys.stderr)
         self.assertGreater(compared, 5000)
+        self.maxDiff = None
         self.assertEqual(bad[:10], [], f"{len(bad)} mismatches")
 
 
