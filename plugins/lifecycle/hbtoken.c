@@ -4,9 +4,10 @@
  * tenant whose template expects heartbeats HEARTBEAT_URL and HEARTBEAT_TOKEN (BERTH_* is the
  * core's).
  *
- * A token is "<handle>.<hex HMAC-SHA256(key, handle)>" under a random key kept in the store
- * (lifecycle_secret): provisioning is idempotent without storing tokens, a token names the
- * one tenant it is good for, and it stops working when that tenant is deleted. The check runs
+ * A token is "<handle>.<hex HMAC-SHA256(key, handle "/" created_ms)>" under a random key kept
+ * in the store (lifecycle_secret): provisioning is idempotent without storing tokens, a token
+ * names the one tenant it is good for, and it stops working when that tenant is deleted, even
+ * if a tenant of the same handle is created later (its creation time differs). The check runs
  * at the headers (authorize), so an unauthenticated body is never buffered. */
 #include "lc.h"
 
@@ -21,18 +22,24 @@
 #define MAC_HEX (2 * 32)
 #define TOKEN_MAX (BERTH_HANDLE_MAX + 1 + MAC_HEX)
 
-static int mac_hex(const struct lc *lc, const char *handle, char out[MAC_HEX + 1])
+/* The MAC of one tenant: its handle and creation time, so a token outlives no tenant. */
+static int mac_hex(const struct lc *lc, const char *handle, int64_t created_ms,
+                   char out[MAC_HEX + 1])
 {
+    char msg[BERTH_HANDLE_MAX + 32];
+    int n = snprintf(msg, sizeof msg, "%s/%lld", handle, (long long)created_ms);
     unsigned char mac[EVP_MAX_MD_SIZE];
     unsigned len = 0;
-    if (!HMAC(EVP_sha256(), lc->hb_key, KEY_LEN, (const unsigned char *)handle,
-              strlen(handle), mac, &len) || len != 32)
+    if (n < 0 || (size_t)n >= sizeof msg ||
+        !HMAC(EVP_sha256(), lc->hb_key, KEY_LEN, (const unsigned char *)msg, (size_t)n, mac,
+              &len) || len != 32)
         return BERTH_EIO;
     for (unsigned i = 0; i < len; i++) snprintf(out + 2 * i, 3, "%02x", mac[i]);
     return 0;
 }
 
-/* The tenant a token is good for, copied to handle; false when it is not a valid token. */
+/* The existing tenant a token is good for, copied to handle; false when it is not a valid
+ * token of a tenant that exists now. */
 static bool token_handle(const struct lc *lc, const char *token, char handle[BERTH_HANDLE_MAX + 1])
 {
     const char *dot = token ? strchr(token, '.') : NULL;
@@ -40,8 +47,11 @@ static bool token_handle(const struct lc *lc, const char *token, char handle[BER
         return false;
     memcpy(handle, token, (size_t)(dot - token));
     handle[dot - token] = 0;
+    struct berth_tenant_info t = {.size = sizeof t};
+    if (H->tenant_get(lc->self, handle, &t) < 0) return false;
     char want[MAC_HEX + 1];
-    return mac_hex(lc, handle, want) == 0 && CRYPTO_memcmp(want, dot + 1, MAC_HEX) == 0;
+    return mac_hex(lc, handle, t.created_ms, want) == 0 &&
+           CRYPTO_memcmp(want, dot + 1, MAC_HEX) == 0;
 }
 
 static bool bearer(const struct lc *lc, berth_req *r, char handle[BERTH_HANDLE_MAX + 1])
@@ -54,9 +64,7 @@ static bool bearer(const struct lc *lc, berth_req *r, char handle[BERTH_HANDLE_M
 static bool authorize(berth_req *r, void *arg)
 {
     char handle[BERTH_HANDLE_MAX + 1];
-    struct berth_tenant_info t = {.size = sizeof t};
-    if (bearer(arg, r, handle) && H->tenant_get(((struct lc *)arg)->self, handle, &t) == 0)
-        return true;
+    if (bearer(arg, r, handle)) return true;
     H->respond_error(r, 401, "unauthorized", "a tenant's heartbeat token is required "
                      "(Authorization: Bearer $HEARTBEAT_TOKEN)");
     return false;
@@ -90,8 +98,13 @@ static void provision(void *state, const berth_spec *s, berth_op *op)
         return;
     }
     const char *handle = H->spec_handle(s);
+    struct berth_tenant_info t = {.size = sizeof t};
     char mac[MAC_HEX + 1], token[TOKEN_MAX + 1];
-    if (mac_hex(lc, handle, mac) < 0) {
+    if (H->tenant_get(lc->self, handle, &t) < 0) {
+        H->op_done(op, BERTH_ENOENT, NULL, "the tenant is gone");
+        return;
+    }
+    if (mac_hex(lc, handle, t.created_ms, mac) < 0) {
         H->op_done(op, BERTH_EIO, NULL, "cannot compute the heartbeat token");
         return;
     }

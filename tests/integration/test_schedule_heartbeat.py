@@ -131,7 +131,7 @@ TENANT_CONF = """plugins:
 templates:
   default:
     driver: exec
-    command: [python3, "%(beat)s"]
+    command: [python3, "%(beat)s", "%(token)s"]
     lifecycle:
       idle_timeout: 0
       heartbeat: {expect_every: 1m}
@@ -147,9 +147,11 @@ class TenantForm(unittest.TestCase):
 
     def setUp(self):
         self.port = free_port()
-        self.b = Berthd({"10.yaml": TENANT_CONF % {
-            "port": self.port, "beat": os.path.join(SRC, "tests", "schedule", "beat.py")}},
-            plugins=())
+        self.b = Berthd(plugins=())
+        self.token_file = os.path.join(self.b.dir, "agent-token")
+        self.b.write("10.yaml", TENANT_CONF % {
+            "port": self.port, "beat": os.path.join(SRC, "tests", "schedule", "beat.py"),
+            "token": self.token_file})
         self.b.install_plugin_from_build("exec")
         self.b.install_plugin_from_build("lifecycle")
         self.b.start()
@@ -192,14 +194,25 @@ class TenantForm(unittest.TestCase):
         # a tenant without heartbeat expectations gets nothing
         self.assertEqual(b.tenant("other")["provisioners"].get("lifecycle", {}).get("env", []),
                          [])
+        # the token the tenant holds works from outside too
+        with open(self.token_file) as f:
+            token = f.read()
+        self.assertEqual(self.post(token, b'{"progress": "by hand"}')[0], 200)
         # no token, a forged one, another tenant's name on agent's mac: refused
         self.assertEqual(self.post(None)[0], 401)
         self.assertEqual(self.post("agent." + "0" * 64)[0], 401)
         self.assertEqual(self.post("garbage")[0], 401)
+        self.assertEqual(self.post("other." + token.split(".", 1)[1])[0], 401)
+        self.assertNotIn("heartbeat", b.tenant("other")["plugins"].get("lifecycle", {}))
+        # the token dies with its tenant, also for a later tenant of the same handle
         b.req("DELETE", "/v1/tenants/agent")
         wait_until(lambda: all(t["handle"] != "agent"
                                for t in b.get("/v1/tenants").json["tenants"]), 20 * SLOW,
                    what="agent deleted")
+        self.assertEqual(self.post(token)[0], 401)
+        b.post("/v1/tenants", {"handle": "agent", "template": "quiet"})
+        self.assertEqual(self.post(token)[0], 401)
+        self.assertNotIn("heartbeat", b.tenant("agent")["plugins"].get("lifecycle", {}))
 
 
 if __name__ == "__main__":

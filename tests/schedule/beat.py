@@ -1,4 +1,5 @@
-"""A tenant that reports: posts a heartbeat with its provisioned token, then sleeps."""
+"""A tenant that reports: posts a heartbeat with its provisioned token, then sleeps. With an
+argument, it first writes the token it holds to that file (for tests of forged and old tokens)."""
 import json
 import os
 import sys
@@ -6,6 +7,10 @@ import time
 import urllib.request
 
 url, token = os.environ["HEARTBEAT_URL"], os.environ["HEARTBEAT_TOKEN"]
+if len(sys.argv) > 1:
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(token)
+    os.rename(sys.argv[1] + ".tmp", sys.argv[1])
 n = 0
 while True:
     n += 1
