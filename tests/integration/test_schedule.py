@@ -202,6 +202,56 @@ class Schedule(unittest.TestCase):
         self.assertEqual(b.get("/v1/lifecycle").json["due_queue"], 0)
 
 
+class OneTimer(unittest.TestCase):
+    """the scheduler's cost: however many tenants have a schedule and a heartbeat deadline,
+    the plugin holds one timer for all of them (plus the idle sweep's)"""
+
+    CONF = """plugins:
+  testdrv: {delay: 1ms}
+  lifecycle: {check_interval: 1h}
+templates:
+  default:
+    driver: testdrv
+    port: 8080
+    lifecycle:
+      idle_timeout: 0
+      schedule: {cron: "*/5 * * * *"}
+      heartbeat: {expect_every: 1h}
+berth: {log: {level: info}}
+"""
+    N = 500
+
+    def test_many_tenants_cost_one_timer(self):
+        b = Berthd({"10.yaml": self.CONF}, plugins=("testdrv",))
+        try:
+            b.install_plugin_from_build("lifecycle")
+            b.start()
+            timers = lambda: b.get("/v1/system/info").json["loop_handles"].get("lifecycle")
+            b.post("/v1/tenants", {"handle": "first"})
+            b.wait_tenant("first", "ready")
+            self.assertEqual(b.get("/v1/lifecycle").json["due_queue"], 2)    # run + deadline
+            self.assertEqual(timers(), 2)       # the sweep and the due-queue
+            for i in range(self.N):
+                r = b.post("/v1/tenants", {"handle": f"t{i}",
+                                           "desired": "asleep" if i % 2 else "running"})
+                self.assertEqual(r.status, 201, r.body)
+            wait_until(lambda: b.get("/v1/system/info").json["tenants"]["ready"] ==
+                       1 + self.N // 2, 30 * SLOW, what="the running half ready")
+            # every tenant has its next run queued, every running one its deadline
+            info = b.get("/v1/lifecycle").json
+            self.assertEqual(info["due_queue"], (1 + self.N) + (1 + self.N // 2))
+            self.assertEqual(timers(), 2)
+            for t in b.get("/v1/tenants").json["tenants"]:
+                b.req("DELETE", f"/v1/tenants/{t['handle']}")
+            wait_until(lambda: not b.get("/v1/tenants").json["tenants"], 30 * SLOW,
+                       what="cleanup")
+            self.assertEqual(b.get("/v1/lifecycle").json["due_queue"], 0)
+            self.assertEqual(timers(), 1)       # nothing due: the sweep's alone
+            self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        finally:
+            b.cleanup()
+
+
 class Check(unittest.TestCase):
     def test_bad_cron_fails_check_at_its_line(self):
         b = Berthd({}, plugins=())
