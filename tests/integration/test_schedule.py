@@ -103,6 +103,51 @@ class Schedule(unittest.TestCase):
         self.assertEqual(info["scheduled_skipped"], 1)      # the awake one's run
         self.assertIn("berth_lifecycle_scheduled_wakes_total 1", b.get("/metrics").body)
 
+    def test_a_scheduled_wake_is_single_flight_like_any_wake(self):
+        """a slow starter: a user's wake during the scheduled start joins it, and a run due
+        while a user's wake is starting the tenant leaves it alone; each starts once"""
+        lead = 2.0 * SLOW
+        offset, boundary_ms = offset_for(lead)
+        t_due = boundary_ms / 1000 - offset / 1000
+        starts = os.path.join(self.b.dir, "starts-")
+        slow = (f'echo x >> {starts}{{handle}}; sleep {1.2 * SLOW:.1f}; '
+                'exec python3 -m http.server $PORT --bind 127.0.0.1')
+        self.b.write("10.yaml", f"""plugins:
+  exec: {{ports: {self.ports[0]}-{self.ports[1]}}}
+  lifecycle: {{check_interval: 200ms, test_clock_offset: {offset}}}
+templates:
+  default:
+    driver: exec
+    port: 8080
+    command: [sh, -c, "{slow}"]
+    lifecycle:
+      idle_timeout: 0
+      health: {{tcp: true, interval: 100ms, timeout: 1s, retries: 100}}
+      schedule: {{cron: "* * * * *"}}
+""")
+        b = self.b
+        b.start()
+        b.post("/v1/tenants", {"handle": "sched", "desired": "asleep"})
+        b.post("/v1/tenants", {"handle": "early", "desired": "asleep"})
+        while time.time() < t_due - 0.5 * SLOW:
+            time.sleep(0.05)
+        r = b.req("POST", "/v1/tenants/early/wake")
+        self.assertEqual(r.status, 202, r.body)     # still starting when the run is due
+        wait_until(lambda: b.tenant("sched")["desired"] == "running", 5 * SLOW,
+                   what="the scheduled wake")
+        self.assertNotEqual(b.tenant("sched")["observed"], "ready")        # still starting
+        r = b.req("POST", "/v1/tenants/sched/wake?wait=30s", timeout=40)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(b.tenant("sched")["observed"], "ready")
+        b.wait_tenant("early", "ready", timeout=10 * SLOW)
+        for h in ("sched", "early"):
+            with open(starts + h) as f:
+                self.assertEqual(f.read(), "x\n", h)
+        self.assertEqual(len(self.woke("sched")), 1)
+        self.assertEqual(self.woke("early"), [])
+        info = b.get("/v1/lifecycle").json
+        self.assertEqual((info["scheduled_wakes"], info["scheduled_skipped"]), (1, 1))
+
     def test_restart_across_due_times_follows_catch_up(self):
         offset, boundary_ms = offset_for(30)        # the next run is 30 s away
         self.configure(offset)
@@ -219,7 +264,7 @@ templates:
       heartbeat: {expect_every: 1h}
 berth: {log: {level: info}}
 """
-    N = 500
+    N = 300
 
     def test_many_tenants_cost_one_timer(self):
         b = Berthd({"10.yaml": self.CONF}, plugins=("testdrv",))
