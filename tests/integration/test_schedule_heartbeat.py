@@ -66,6 +66,7 @@ class Heartbeat(unittest.TestCase):
         b.wait_tenant("other", "ready")
         r = self.beat("agent", {"progress": "indexing", "percent": 40})
         self.assertEqual(r.status, 200, r.body)
+        at_ms = r.json["at_ms"]
         hb = self.lc("agent")
         self.assertFalse(hb["stale"])
         self.assertEqual(hb["heartbeat"]["status"], {"progress": "indexing", "percent": 40})
@@ -76,6 +77,8 @@ class Heartbeat(unittest.TestCase):
         ev = self.events("heartbeat.missed", "agent")
         self.assertEqual(len(ev), 1, ev)
         self.assertEqual(ev[0]["payload"]["expect_every_ms"], self.every)
+        self.assertEqual(ev[0]["payload"]["last_ms"], at_ms)
+        self.assertGreaterEqual(ev[0]["time_ms"] - at_ms, self.every)     # not before
         self.assertEqual(self.stale_listed(), ["agent"])
         metrics = b.get("/metrics").body
         self.assertIn('berth_lifecycle_stale{tenant="agent"} 1', metrics)
