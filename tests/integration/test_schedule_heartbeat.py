@@ -207,6 +207,10 @@ class TenantForm(unittest.TestCase):
         self.assertEqual(self.post("garbage")[0], 401)
         self.assertEqual(self.post("other." + token.split(".", 1)[1])[0], 401)
         self.assertNotIn("heartbeat", b.tenant("other")["plugins"].get("lifecycle", {}))
+        # it outlives a restart of berthd (the key is kept; the tenant runs on)
+        self.assertEqual(b.stop(), 0)
+        b.start()
+        self.assertEqual(self.post(token)[0], 200)
         # the token dies with its tenant, also for a later tenant of the same handle
         b.req("DELETE", "/v1/tenants/agent")
         wait_until(lambda: all(t["handle"] != "agent"
