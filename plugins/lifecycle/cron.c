@@ -275,11 +275,31 @@ static void to_wall(int64_t t, bool utc, struct wall *w)
     *w = (struct wall){tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min};
 }
 
+static bool same_wall(const struct wall *a, const struct wall *b)
+{
+    return a->y == b->y && a->mon == b->mon && a->d == b->d && a->h == b->h &&
+           a->min == b->min;
+}
+
+/* The instant of a wall time. One a fall-back repeats has two: the first is the run (mktime
+ * with tm_isdst -1 picks either, glibc the later). One a spring-forward skips has none:
+ * mktime normalises it, an hour later. */
 static int64_t from_wall(const struct wall *w, bool utc)
 {
     struct tm tm = {.tm_year = w->y - 1900, .tm_mon = w->mon - 1, .tm_mday = w->d,
                     .tm_hour = w->h, .tm_min = w->min, .tm_isdst = -1};
-    return utc ? (int64_t)timegm(&tm) : (int64_t)mktime(&tm);
+    if (utc) return (int64_t)timegm(&tm);
+    int64_t first = -1;
+    for (int dst = 0; dst <= 1; dst++) {
+        struct tm c = tm;
+        c.tm_isdst = dst;
+        time_t t = mktime(&c);
+        struct wall back;
+        if (t == (time_t)-1) continue;
+        to_wall((int64_t)t, false, &back);
+        if (same_wall(&back, w) && (first < 0 || t < first)) first = (int64_t)t;
+    }
+    return first >= 0 ? first : (int64_t)mktime(&tm);
 }
 
 int64_t cron_next(const struct cron *c, const char *tz, int64_t after_s)

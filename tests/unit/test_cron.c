@@ -63,6 +63,15 @@ int main(void)
     /* the spring-forward gap in Berlin (02:30 does not exist on 2026-03-29) runs an hour on */
     CHECK(next("30 2 * * *", "Europe/Berlin", at(2026, 3, 28, 12, 0)) ==
           at(2026, 3, 29, 1, 30));
+    /* the fall-back in Berlin repeats 02:30 on 2026-10-25: it runs once, at the first */
+    CHECK(next("30 2 * * *", "Europe/Berlin", at(2026, 10, 24, 12, 0)) ==
+          at(2026, 10, 25, 0, 30));
+    CHECK(next("30 2 * * *", "Europe/Berlin", at(2026, 10, 25, 0, 30)) ==
+          at(2026, 10, 26, 1, 30));
+    CHECK(next("30 2 * * *", "Europe/Berlin", at(2026, 10, 25, 1, 10)) ==
+          at(2026, 10, 26, 1, 30));
+    CHECK(next("*/30 * * * *", "Europe/Berlin", at(2026, 10, 25, 0, 30)) ==
+          at(2026, 10, 25, 2, 0));      /* the repeated hour's wall times ran already */
     /* the process's TZ is restored */
     setenv("TZ", "America/New_York", 1);
     tzset();
