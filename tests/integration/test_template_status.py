@@ -17,7 +17,7 @@ BOX = """templates:
     port: 8080
     stop_timeout: 2s
     lifecycle:
-      health: {http: /, interval: 200ms, timeout: 1s, retries: 2}
+      health: {http: /, interval: 200ms, timeout: 1s, retries: 2, start_period: 10s}
 """
 EXEC = """plugins:
   exec: {ports: 23100-23199}
@@ -116,7 +116,6 @@ class Exec(unittest.TestCase):
         slow = BOX.replace('command: [python3,', 'command: [sh, -c, "sleep 1; exec python3 '
                            '-m http.server --bind 127.0.0.1 $PORT"]\n    x: [python3,')
         slow = "\n".join(ln for ln in slow.split("\n") if not ln.startswith("    x:"))
-        slow = slow.replace("retries: 2}", "retries: 2, start_period: 10s}")
         b.write("20-box.yaml", slow)
         self.reload()
         self.assertEqual(b.post("/v1/tenants", {"handle": "bx", "template": "box"}).status, 201)
