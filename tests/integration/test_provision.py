@@ -62,6 +62,8 @@ class Provisioners(BerthTest):
         self.assertEqual(t["provisioners"]["keys"]["state"], "done")
         self.assertEqual(t["provisioners"]["keys"]["env"], ["API_KEY"])
         self.assertEqual(t["provisioners"]["routes"]["labels"], {"testprov.routes": "web"})
+        # the driver was given the label, not only the record
+        self.assertEqual(self.b.get("/v1/testdrv/alice").json["labels"], "testprov.routes=web;")
         self.assertNotIn("k1-alice", str(t["provisioners"]))   # values stay inside
         self.assertEqual(t["plugins"]["keys"], {"value": "k1-alice"})
         ev = types(b, "alice")
