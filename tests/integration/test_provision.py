@@ -256,6 +256,50 @@ class ProvisionerRestart(BerthTest):
         self.assertEqual(b.tenant("gina")["provisioners"]["keys"]["state"], "done")
 
 
+class ProvisionerFailureRestart(BerthTest):
+    """A failed provision is remembered across a restart: its message, attempts, next retry
+    (an hour away here) and permanence, and it does not run again before that retry."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(fail=5).replace("retry_base: 50ms, retry_max: 200ms",
+                                                 "retry_base: 1h, retry_max: 1h")
+            + "  refuse:\n    driver: testdrv\n"
+            "    keys: {env: API_KEY, value: k1, fail: 1, eperm: true}\n"}
+    FIELDS = ("state", "message", "attempts", "next_retry_ms", "permanent")
+
+    def failed(self, handle):
+        return wait_until(lambda: (lambda t: "provisioner 'keys' failed" in (t["reason"] or "")
+                                   and t)(self.b.tenant(handle)), what=f"{handle}'s failure")
+
+    def test_a_failure_survives_a_restart_and_keeps_its_retry(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "kim"})
+        b.post("/v1/tenants", {"handle": "lea", "template": "refuse"})
+        before = {h: self.failed(h)["provisioners"]["keys"] for h in ("kim", "lea")}
+        self.assertEqual((before["kim"]["attempts"], before["kim"]["permanent"]), (1, False))
+        self.assertGreater(before["kim"]["next_retry_ms"], time.time() * 1000 + 1800 * 1000)
+        self.assertEqual((before["lea"]["attempts"], before["lea"]["permanent"]), (1, True))
+        for stop in (b.kill, b.stop):
+            stop()
+            b.start()
+            for h in ("kim", "lea"):
+                t = b.tenant(h)
+                self.assertIn("provisioner 'keys' failed", t["reason"] or "")
+                after = t["provisioners"]["keys"]
+                self.assertEqual({k: after[k] for k in self.FIELDS},
+                                 {k: before[h][k] for k in self.FIELDS}, h)
+            # neither runs again on start: one is an hour away, the other is permanent
+            end = time.time() + 1.0
+            while time.time() < end:
+                for h in ("kim", "lea"):
+                    self.assertEqual(b.get(f"/v1/keys/calls/{h}").json["provision_started"],
+                                     1, h)
+                time.sleep(0.05)
+        self.assertEqual(b.get("/v1/testdrv/kim").status, 404)     # nothing was created
+        b.ctl("tenant", "reprovision", "lea")
+        b.wait_tenant("lea", "ready")
+        self.assertIn("API_KEY=k1-lea;", b.get("/v1/testdrv/lea").json["env"])
+
+
 class ProvisionerDoneTwice(BerthTest):
     """A provisioner that misuses the SDK: it finishes each op twice and touches it after."""
     plugins = ("testdrv", "echo", "testprov")
