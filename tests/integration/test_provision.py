@@ -257,13 +257,16 @@ class ProvisionerRestart(BerthTest):
 
 
 class ProvisionerFailureRestart(BerthTest):
-    """A failed provision is remembered across a restart: its message, attempts, next retry
-    (an hour away here) and permanence, and it does not run again before that retry."""
+    """A failed provision or deprovision is remembered across a restart: its message,
+    attempts, next retry (an hour away here) and permanence, and it does not run again before
+    that retry."""
     plugins = ("testdrv", "echo", "testprov")
     conf = {"10-test.yaml": conf(fail=5).replace("retry_base: 50ms, retry_max: 200ms",
                                                  "retry_base: 1h, retry_max: 1h")
             + "  refuse:\n    driver: testdrv\n"
-            "    keys: {env: API_KEY, value: k1, fail: 1, eperm: true}\n"}
+            "    keys: {env: API_KEY, value: k1, fail: 1, eperm: true}\n"
+            "  leave:\n    driver: testdrv\n"
+            "    keys: {env: API_KEY, value: k1, deprov_fail: 1}\n"}
     FIELDS = ("state", "message", "attempts", "next_retry_ms", "permanent")
 
     def failed(self, handle):
@@ -298,6 +301,32 @@ class ProvisionerFailureRestart(BerthTest):
         b.ctl("tenant", "reprovision", "lea")
         b.wait_tenant("lea", "ready")
         self.assertIn("API_KEY=k1-lea;", b.get("/v1/testdrv/lea").json["env"])
+
+
+    def test_a_failed_deprovision_survives_a_restart(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "mia", "template": "leave"})
+        b.wait_tenant("mia", "ready")
+        self.assertEqual(b.req("DELETE", "/v1/tenants/mia").status, 202)
+        t = wait_until(lambda: (lambda t: "deprovisioner 'keys' failed" in (t["reason"] or "")
+                                and t)(b.tenant("mia")), what="the failed deprovision")
+        before = t["provisioners"]["keys"]
+        self.assertEqual((before["state"], before["attempts"]), ("deprovision_failed", 1))
+        b.kill()
+        b.start()
+        t = b.tenant("mia")
+        self.assertEqual(t["desired"], "deleted")
+        self.assertIn("deprovisioner 'keys' failed", t["reason"] or "")
+        self.assertEqual({k: t["provisioners"]["keys"][k] for k in self.FIELDS},
+                         {k: before[k] for k in self.FIELDS})
+        end = time.time() + 1.0         # its retry is an hour away
+        while time.time() < end:
+            self.assertEqual(b.get("/v1/keys/calls/mia").json["deprovision_started"], 1)
+            time.sleep(0.05)
+        b.ctl("tenant", "rm", "mia", "--force")
+        wait_until(lambda: b.get("/v1/tenants/mia").status == 404, what="the forced delete")
+        ab = [e["payload"] for e in b.events(tenant="mia") if e["type"] == "tenant.abandoned"]
+        self.assertEqual(ab, [{"provisioner": "keys", "state": "deprovision_failed"}])
 
 
 class ProvisionerDoneTwice(BerthTest):
