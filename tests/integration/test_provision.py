@@ -159,7 +159,10 @@ class Provisioners(BerthTest):
 
     def test_force_rm_abandons_what_is_left(self):
         b = self.b
-        b.write("10-test.yaml", conf(deprov=1000))
+        # the failed deprovision's retry an hour away: --force finds it failed, not running
+        # again (with 50ms it raced the retry and found it `deprovisioning`)
+        b.write("10-test.yaml", conf(deprov=1000).replace("retry_base: 50ms, retry_max: 200ms",
+                                                          "retry_base: 1h, retry_max: 1h"))
         self.assertEqual(b.post("/v1/reload").status, 200)
         b.post("/v1/tenants", {"handle": "dave"})
         b.wait_tenant("dave", "ready")
