@@ -142,7 +142,8 @@ enum berth_log_level { BERTH_LOG_DEBUG, BERTH_LOG_INFO, BERTH_LOG_WARN, BERTH_LO
 
 /* ---- HTTP ------------------------------------------------------------------------------- */
 
-/* A handler must eventually answer `req` with respond() or start()+write()+end(), possibly from
+/* A handler must eventually answer `req` with respond(), respond_with() or
+ * respond_start()+respond_write()+respond_end() (respond_abort() to cut it short), possibly from
  * a later callback. The request object lives until the answer ends or the client goes away;
  * on_close tells the handler the latter. */
 typedef void (*berth_http_handler)(berth_req *req, void *arg);

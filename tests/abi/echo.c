@@ -1,7 +1,8 @@
 /* echo: a plugin for tests that uses most of the host table: a core-owned listener that
  * survives reloads, control-API routes, bus subscriptions and a custom event type, timers,
- * the HTTP client, finalizers and a spec contribution. ECHO_VERSION is set at build time so
- * a test can swap the .so and see the new code answer. */
+ * the HTTP client, finalizers and a spec contribution, and config lists and maps of structs
+ * with secrets inside (GET /v1/echo/lists shows them, secrets by length only). ECHO_VERSION
+ * is set at build time so a test can swap the .so and see the new code answer. */
 #include <berth/berth.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,11 +15,33 @@
 #define STR(x) STR_(x)
 #define ECHO_VERSION_STR STR(ECHO_VERSION)
 
+struct peer { const char *name; int64_t port; const char *token; };
+struct zone { int64_t weight; const char *key; };
+
 struct cfg {
     const char *listen, *greeting;
     bool finalize;
     int64_t finalize_delay, drain_delay;
     const char *secret;
+    struct berth_structlist peers;      /* of struct peer */
+    struct berth_structmap zones;       /* of struct zone */
+};
+
+static const struct berth_cfg_item peer_schema[] = {
+    {"name", BERTH_CFG_STR, NULL, 0, 0, offsetof(struct peer, name), "the peer's name",
+     BERTH_CFG_REQUIRED, NULL, NULL},
+    {"port", BERTH_CFG_INT, "80", 1, 65535, offsetof(struct peer, port), "its port", 0, NULL,
+     NULL},
+    {"token", BERTH_CFG_SECRET, NULL, 0, 0, offsetof(struct peer, token),
+     "its token (only its length is ever shown)", 0, NULL, NULL},
+    BERTH_CFG_ELEM_END(struct peer),
+};
+static const struct berth_cfg_item zone_schema[] = {
+    {"weight", BERTH_CFG_INT, "1", 0, 100, offsetof(struct zone, weight), "its weight", 0,
+     NULL, NULL},
+    {"key", BERTH_CFG_SECRET, NULL, 0, 0, offsetof(struct zone, key),
+     "its key (only its length is ever shown)", 0, NULL, NULL},
+    BERTH_CFG_ELEM_END(struct zone),
 };
 
 static const struct berth_cfg_item schema[] = {
@@ -35,6 +58,10 @@ static const struct berth_cfg_item schema[] = {
      "stop() takes this long", BERTH_CFG_RELOAD, NULL, NULL},
     {"secret", BERTH_CFG_SECRET, NULL, 0, 0, offsetof(struct cfg, secret),
      "a secret (only its length is ever shown)", BERTH_CFG_RELOAD, NULL, NULL},
+    {"peers", BERTH_CFG_STRUCT_LIST, NULL, 0, 0, offsetof(struct cfg, peers),
+     "a list of peers", 0, NULL, peer_schema},
+    {"zones", BERTH_CFG_STRUCT_MAP, NULL, 0, 0, offsetof(struct cfg, zones),
+     "zone name -> zone", 0, NULL, zone_schema},
     {0},
 };
 
@@ -78,6 +105,30 @@ static void info(berth_req *r, void *arg)
                      ECHO_VERSION, e->cfg.greeting, H->name(e->self), e->events, e->configured,
                      e->ticks, e->cfg.secret ? strlen(e->cfg.secret) : 0);
     H->respond(r, 200, "application/json", body, (size_t)n);
+}
+
+/* GET /v1/echo/lists: the lists and maps of structs as the host filled them */
+static void lists(berth_req *r, void *arg)
+{
+    const struct cfg *c = &((struct echo *)arg)->cfg;
+    char body[2048];
+    size_t n = (size_t)snprintf(body, sizeof body, "{\"peers\":[");
+    const struct peer *p = c->peers.v;
+    for (size_t i = 0; i < c->peers.n && n < sizeof body; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n,
+                              "%s{\"name\":\"%s\",\"port\":%lld,\"token_len\":%zu}",
+                              i ? "," : "", p[i].name, (long long)p[i].port,
+                              p[i].token ? strlen(p[i].token) : 0);
+    if (n < sizeof body) n += (size_t)snprintf(body + n, sizeof body - n, "],\"zones\":{");
+    const struct zone *z = c->zones.vals;
+    for (size_t i = 0; i < c->zones.n && n < sizeof body; i++)
+        n += (size_t)snprintf(body + n, sizeof body - n,
+                              "%s\"%s\":{\"weight\":%lld,\"key_len\":%zu}", i ? "," : "",
+                              c->zones.keys[i], (long long)z[i].weight,
+                              z[i].key ? strlen(z[i].key) : 0);
+    if (n < sizeof body) n += (size_t)snprintf(body + n, sizeof body - n, "}}\n");
+    if (n >= sizeof body) H->respond_error(r, 500, "too_long", "the lists do not fit");
+    else H->respond(r, 200, "application/json", body, n);
 }
 
 static void ping(berth_req *r, void *arg)
@@ -226,6 +277,7 @@ static int start(void *state)
     if (!e->pinged) return BERTH_EINVAL;
     H->subscribe(e->self, 0, on_event, e);
     H->route(e->self, "GET", "/v1/echo/info", info, e);
+    H->route(e->self, "GET", "/v1/echo/lists", lists, e);
     H->route(e->self, "POST", "/v1/echo/ping", ping, e);
     H->route(e->self, "GET", "/v1/echo/fetch", fetch, e);
     H->route(e->self, "GET", "/v1/echo/stream", stream, e);

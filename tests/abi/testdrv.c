@@ -31,11 +31,13 @@ static const struct berth_host *H;
 struct drv { berth_instance *self; struct cfg cfg; };
 
 enum kind { K_CREATE, K_START, K_STOP, K_REMOVE, K_LIST };
-struct pending { struct drv *d; berth_op *op; enum kind k; char handle[40], tmpl[64]; char env[512]; };
+struct pending { struct drv *d; berth_op *op; enum kind k; char handle[40], tmpl[64]; char env[512],
+                 labels[256]; };
 
 static const char *const steps[] = {
     "CREATE TABLE testdrv_containers (handle TEXT PRIMARY KEY, template TEXT, id TEXT,"
     " state TEXT, env TEXT)",
+    "ALTER TABLE testdrv_containers ADD COLUMN labels TEXT",
 };
 
 struct row { char state[16], id[64]; bool found; };
@@ -94,9 +96,9 @@ static void complete(berth_timer *t, void *arg)
         if (!r.found) {
             char id[64];
             snprintf(id, sizeof id, "tc-%s-%lld", p->handle, (long long)H->now_ms(d->self));
-            const char *q[] = {p->handle, p->tmpl, id, p->env};
-            H->store_exec(d->self, "INSERT INTO testdrv_containers(handle,template,id,state,env)"
-                          " VALUES(?1,?2,?3,'created',?4)", q, 4, NULL, NULL);
+            const char *q[] = {p->handle, p->tmpl, id, p->env, p->labels};
+            H->store_exec(d->self, "INSERT INTO testdrv_containers(handle,template,id,state,env,"
+                          "labels) VALUES(?1,?2,?3,'created',?4,?5)", q, 5, NULL, NULL);
             r = lookup(d, p->handle);
         }
         o.id = r.id;
@@ -154,6 +156,12 @@ static void later(struct drv *d, enum kind k, const berth_spec *s, berth_op *op)
             const char *n = H->spec_env(s, i, &v);
             off += (size_t)snprintf(p->env + off, sizeof p->env - off, "%s=%s;", n, v);
         }
+        off = 0;
+        for (size_t i = 0; i < H->spec_label_count(s) && off < sizeof p->labels; i++) {
+            const char *v;
+            const char *n = H->spec_label(s, i, &v);
+            off += (size_t)snprintf(p->labels + off, sizeof p->labels - off, "%s=%s;", n, v);
+        }
     }
     H->timer_start(d->self, (uint64_t)d->cfg.delay, 0, complete, p);
 }
@@ -196,11 +204,12 @@ static void crash(berth_req *r, void *arg)
     H->respond(r, 200, "application/json", "{\"crashed\":true}\n", 17);
 }
 
-/* GET /v1/testdrv/{handle}: what the pretend container is, env included */
+/* GET /v1/testdrv/{handle}: what the pretend container is, env and labels included */
 static bool env_row(int n, const char *const *names, const char *const *v, void *arg)
 {
     (void)n; (void)names;
-    snprintf(arg, 1024, "{\"state\":\"%s\",\"env\":\"%s\"}\n", v[0], v[1] ? v[1] : "");
+    snprintf(arg, 1024, "{\"state\":\"%s\",\"env\":\"%s\",\"labels\":\"%s\"}\n", v[0],
+             v[1] ? v[1] : "", v[2] ? v[2] : "");
     return false;
 }
 
@@ -209,7 +218,7 @@ static void show(berth_req *r, void *arg)
     struct drv *d = arg;
     char out[1024] = "";
     const char *p[] = {H->req_param(r, "handle")};
-    H->store_exec(d->self, "SELECT state,env FROM testdrv_containers WHERE handle=?1", p, 1,
+    H->store_exec(d->self, "SELECT state,env,labels FROM testdrv_containers WHERE handle=?1", p, 1,
                   env_row, out);
     if (!out[0]) H->respond_error(r, 404, "not_found", "no container");
     else H->respond(r, 200, "application/json", out, strlen(out));
@@ -234,7 +243,7 @@ static int configure(void *state, const void *cfg)
 static int start(void *state)
 {
     struct drv *d = state;
-    int rc = H->store_migrate(d->self, steps, 1);
+    int rc = H->store_migrate(d->self, steps, 2);
     if (rc) return rc;
     H->route(d->self, "POST", "/v1/testdrv/{handle}/crash", crash, d);
     H->route(d->self, "GET", "/v1/testdrv/{handle}", show, d);

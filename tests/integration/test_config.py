@@ -121,6 +121,54 @@ class Check(unittest.TestCase):
         self.assertIn("'secret' is a secret: write {file: PATH} or {env: NAME}", err)
         self.assertNotIn("plain-text", err)
 
+    def test_lists_and_maps_of_structs_with_secrets_inside(self):
+        """echo's peers (a list of structs) and zones (a map of name -> struct), each element
+        with a secret: errors point at the element, a secret inside one is resolved like any
+        other ({file:} relative to the file that names it) and never logged."""
+        os.mkdir(self.path("secrets"))
+        with open(self.path("secrets/peer.txt"), "w") as f:
+            f.write("peer-token-1\n")
+        self.b.write("20-lists.yaml", "plugins:\n  echo:\n    peers:\n"
+                     "      - {name: a, token: {file: secrets/peer.txt}}\n"
+                     "      - name: b\n        port: 8080\n"
+                     "    zones: {eu: {weight: 3, key: {env: ECHO_ZONE_KEY}}, us: {}}\n")
+        # zones merge key by key with a later file: each error against its own file
+        self.b.write("30-bad.yaml", "plugins:\n  echo:\n    zones:\n"
+                     "      eu: {weight: many}\n      ap: [x]\n")
+        rc, out, err = check(self.b)
+        self.assertEqual(rc, 1)
+        good, bad = self.path("20-lists.yaml"), self.path("30-bad.yaml")
+        self.assertEqual(err.splitlines(), [
+            f"{good}:7:34: 'key': environment variable ECHO_ZONE_KEY is not set",
+            f"{bad}:4:20: 'weight' must be an integer, not 'many'",
+            f"{bad}:5:11: 'zones.ap' must be a mapping",
+            f"berthd: {self.b.conf}: 3 error(s)"])
+        # a list is replaced whole by a later file's: its elements' errors are that file's
+        self.b.write("30-bad.yaml", "plugins:\n  echo:\n    peers:\n"
+                     "      - {name: a, prt: 1}\n      - {port: 0}\n      - [x]\n")
+        rc, out, err = check(self.b, {"ECHO_ZONE_KEY": "zk"})
+        self.assertEqual(rc, 1)
+        self.assertEqual(err.splitlines(), [
+            f"{bad}:4:19: unknown key 'prt' in peers[0]; did you mean 'port'?",
+            f"{bad}:5:9: peers[1]: required key 'name' is missing",
+            f"{bad}:5:16: 'port' must be between 1 and 65535, not 0",
+            f"{bad}:6:9: 'peers[2]' must be a mapping",
+            f"berthd: {self.b.conf}: 4 error(s)"])
+        self.b.remove("30-bad.yaml")
+        os.environ["ECHO_ZONE_KEY"] = "zone-key-12345"
+        self.addCleanup(os.environ.pop, "ECHO_ZONE_KEY")
+        self.b.start()
+        try:
+            self.assertEqual(self.b.get("/v1/echo/lists").json, {
+                "peers": [{"name": "a", "port": 80, "token_len": 12},
+                          {"name": "b", "port": 8080, "token_len": 0}],
+                "zones": {"eu": {"weight": 3, "key_len": 14},
+                          "us": {"weight": 1, "key_len": 0}}})
+        finally:
+            self.assertEqual(self.b.stop(), 0)
+        self.assertNotIn("peer-token-1", self.b.log())
+        self.assertNotIn("zone-key-12345", self.b.log())
+
     def test_plugin_validate_hook(self):
         self.b.write("40-v.yaml", "plugins:\n  echo: {greeting: forbidden}\n")
         rc, out, err = check(self.b)

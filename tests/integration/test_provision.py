@@ -62,6 +62,8 @@ class Provisioners(BerthTest):
         self.assertEqual(t["provisioners"]["keys"]["state"], "done")
         self.assertEqual(t["provisioners"]["keys"]["env"], ["API_KEY"])
         self.assertEqual(t["provisioners"]["routes"]["labels"], {"testprov.routes": "web"})
+        # the driver was given the label, not only the record
+        self.assertEqual(self.b.get("/v1/testdrv/alice").json["labels"], "testprov.routes=web;")
         self.assertNotIn("k1-alice", str(t["provisioners"]))   # values stay inside
         self.assertEqual(t["plugins"]["keys"], {"value": "k1-alice"})
         ev = types(b, "alice")
@@ -157,7 +159,10 @@ class Provisioners(BerthTest):
 
     def test_force_rm_abandons_what_is_left(self):
         b = self.b
-        b.write("10-test.yaml", conf(deprov=1000))
+        # the failed deprovision's retry an hour away: --force finds it failed, not running
+        # again (with 50ms it raced the retry and found it `deprovisioning`)
+        b.write("10-test.yaml", conf(deprov=1000).replace("retry_base: 50ms, retry_max: 200ms",
+                                                          "retry_base: 1h, retry_max: 1h"))
         self.assertEqual(b.post("/v1/reload").status, 200)
         b.post("/v1/tenants", {"handle": "dave"})
         b.wait_tenant("dave", "ready")
@@ -252,6 +257,79 @@ class ProvisionerRestart(BerthTest):
         b.wait_tenant("gina", "ready")
         self.assertEqual(b.get("/v1/keys/calls/gina").json["provision_started"], 2)
         self.assertEqual(b.tenant("gina")["provisioners"]["keys"]["state"], "done")
+
+
+class ProvisionerFailureRestart(BerthTest):
+    """A failed provision or deprovision is remembered across a restart: its message,
+    attempts, next retry (an hour away here) and permanence, and it does not run again before
+    that retry."""
+    plugins = ("testdrv", "echo", "testprov")
+    conf = {"10-test.yaml": conf(fail=5).replace("retry_base: 50ms, retry_max: 200ms",
+                                                 "retry_base: 1h, retry_max: 1h")
+            + "  refuse:\n    driver: testdrv\n"
+            "    keys: {env: API_KEY, value: k1, fail: 1, eperm: true}\n"
+            "  leave:\n    driver: testdrv\n"
+            "    keys: {env: API_KEY, value: k1, deprov_fail: 1}\n"}
+    FIELDS = ("state", "message", "attempts", "next_retry_ms", "permanent")
+
+    def failed(self, handle):
+        return wait_until(lambda: (lambda t: "provisioner 'keys' failed" in (t["reason"] or "")
+                                   and t)(self.b.tenant(handle)), what=f"{handle}'s failure")
+
+    def test_a_failure_survives_a_restart_and_keeps_its_retry(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "kim"})
+        b.post("/v1/tenants", {"handle": "lea", "template": "refuse"})
+        before = {h: self.failed(h)["provisioners"]["keys"] for h in ("kim", "lea")}
+        self.assertEqual((before["kim"]["attempts"], before["kim"]["permanent"]), (1, False))
+        self.assertGreater(before["kim"]["next_retry_ms"], time.time() * 1000 + 1800 * 1000)
+        self.assertEqual((before["lea"]["attempts"], before["lea"]["permanent"]), (1, True))
+        for stop in (b.kill, b.stop):
+            stop()
+            b.start()
+            for h in ("kim", "lea"):
+                t = b.tenant(h)
+                self.assertIn("provisioner 'keys' failed", t["reason"] or "")
+                after = t["provisioners"]["keys"]
+                self.assertEqual({k: after[k] for k in self.FIELDS},
+                                 {k: before[h][k] for k in self.FIELDS}, h)
+            # neither runs again on start: one is an hour away, the other is permanent
+            end = time.time() + 1.0
+            while time.time() < end:
+                for h in ("kim", "lea"):
+                    self.assertEqual(b.get(f"/v1/keys/calls/{h}").json["provision_started"],
+                                     1, h)
+                time.sleep(0.05)
+        self.assertEqual(b.get("/v1/testdrv/kim").status, 404)     # nothing was created
+        b.ctl("tenant", "reprovision", "lea")
+        b.wait_tenant("lea", "ready")
+        self.assertIn("API_KEY=k1-lea;", b.get("/v1/testdrv/lea").json["env"])
+
+
+    def test_a_failed_deprovision_survives_a_restart(self):
+        b = self.b
+        b.post("/v1/tenants", {"handle": "mia", "template": "leave"})
+        b.wait_tenant("mia", "ready")
+        self.assertEqual(b.req("DELETE", "/v1/tenants/mia").status, 202)
+        t = wait_until(lambda: (lambda t: "deprovisioner 'keys' failed" in (t["reason"] or "")
+                                and t)(b.tenant("mia")), what="the failed deprovision")
+        before = t["provisioners"]["keys"]
+        self.assertEqual((before["state"], before["attempts"]), ("deprovision_failed", 1))
+        b.kill()
+        b.start()
+        t = b.tenant("mia")
+        self.assertEqual(t["desired"], "deleted")
+        self.assertIn("deprovisioner 'keys' failed", t["reason"] or "")
+        self.assertEqual({k: t["provisioners"]["keys"][k] for k in self.FIELDS},
+                         {k: before[k] for k in self.FIELDS})
+        end = time.time() + 1.0         # its retry is an hour away
+        while time.time() < end:
+            self.assertEqual(b.get("/v1/keys/calls/mia").json["deprovision_started"], 1)
+            time.sleep(0.05)
+        b.ctl("tenant", "rm", "mia", "--force")
+        wait_until(lambda: b.get("/v1/tenants/mia").status == 404, what="the forced delete")
+        ab = [e["payload"] for e in b.events(tenant="mia") if e["type"] == "tenant.abandoned"]
+        self.assertEqual(ab, [{"provisioner": "keys", "state": "deprovision_failed"}])
 
 
 class ProvisionerDoneTwice(BerthTest):

@@ -6,6 +6,7 @@ import shutil
 import sqlite3
 import subprocess
 import threading
+import time
 import unittest
 
 from harness import BERTHD, SLOW, BerthTest, Berthd, wait_until
@@ -118,6 +119,61 @@ class Transactions(StoreCase):
         self.assertEqual(r.json["inner"], EBUSY, r)
         self.assertEqual(r.json["rc"], 0, r)
         self.assertIn("do not nest", self.b.log())
+
+
+class Synced(StoreCase):
+    """The power-loss half of the durability promise, which a SIGKILL cannot show (the WAL is
+    in the page cache either way): a committed store_tx is synced before it returns, and a
+    BERTH_TX_NOSYNC commit does not wait for the disk but is synced within a second."""
+
+    def setUp(self):
+        if not shutil.which("strace"):
+            self.skipTest("needs strace")
+        super().setUp()
+
+    def traced(self):
+        with open(f"/proc/{self.b.proc.pid}/status") as f:
+            return any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
+
+    def trace(self, path, after=lambda lines: True):
+        """berthd's syncs and writes (every thread) while it answers POST path, and until
+        after(lines after the answer) holds; the lines before the answer, those after."""
+        out = os.path.join(self.b.dir, "strace.out")
+        tracer = subprocess.Popen(["strace", "-f", "-s", "16", "-e",
+                                   "trace=fsync,fdatasync,write,writev,sendmsg", "-o", out,
+                                   "-p", str(self.b.proc.pid)], stderr=subprocess.DEVNULL)
+        try:
+            wait_until(self.traced, what="strace to attach")
+            r = self.b.post(path)
+            self.assertEqual(r.json["rc"], 0, r)
+
+            def split():
+                with open(out) as f:
+                    lines = f.readlines()
+                answer = [i for i, ln in enumerate(lines) if "HTTP/1.1 200" in ln]
+                return answer and after(lines[answer[0] + 1:]) and (lines[:answer[0]],
+                                                                   lines[answer[0] + 1:])
+            return wait_until(split, 5, what=f"the trace of POST {path}")
+        finally:
+            tracer.terminate()
+            tracer.wait()
+
+    @staticmethod
+    def syncs(lines):
+        return [ln for ln in lines if "sync(" in ln and "resumed" not in ln]
+
+    def test_a_committed_transaction_is_synced_before_it_returns(self):
+        before, _ = self.trace("/v1/storetest/tx/synced")
+        self.assertTrue(self.syncs(before), "store_tx returned before the WAL was synced")
+        self.assertEqual(self.count("synced-%"), 3)
+
+    def test_an_unsynced_transaction_is_synced_within_a_second(self):
+        t0 = time.time()
+        before, after = self.trace("/v1/storetest/tx/lazy?flags=1", self.syncs)
+        self.assertEqual(self.syncs(before), [], "BERTH_TX_NOSYNC waited for the disk")
+        self.assertLess(time.time() - t0, 3 * SLOW)
+        self.assertIn("fdatasync(", self.syncs(after)[0])
+        self.assertEqual(self.count("lazy-%"), 3)
 
 
 class Values(StoreCase):

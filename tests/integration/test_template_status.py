@@ -10,15 +10,19 @@ import unittest
 from exec_util import marked
 from harness import Berthd, BerthTest, TESTDRV, wait_until
 
+# the tenant's processes carry this run's mark, so a test kills its own and not those of a
+# run of this file in another checkout on the same machine (same handle)
+RUN = f"r{os.getpid()}r"
 BOX = """templates:
   box:
     driver: exec
     command: [python3, -m, http.server, --bind, 127.0.0.1, "{port}"]
+    env: {BOX_RUN: RUN}
     port: 8080
     stop_timeout: 2s
     lifecycle:
       health: {http: /, interval: 200ms, timeout: 1s, retries: 2, start_period: 10s}
-"""
+""".replace("RUN}", RUN + "}")
 EXEC = """plugins:
   exec: {ports: 23100-23199}
   lifecycle: {check_interval: 200ms}
@@ -83,7 +87,7 @@ class Exec(unittest.TestCase):
     def test_crashed_while_removed_then_restored(self):
         t = self.add()
         self.without_box()
-        for pid in marked("BERTH_HANDLE=bx", "python3"):
+        for pid in marked(f"BOX_RUN={RUN}", "python3"):
             os.kill(pid, signal.SIGKILL)
         wait_until(lambda: self.b.tenant("bx")["observed"] != "ready", 10, what="the crash")
         self.back()
