@@ -279,6 +279,29 @@ class ExecFaults(unittest.TestCase):
         b.wait_tenant("keep", "stopped")
         self.assertEqual(marked(self.mark), [])
 
+    def test_database_deleted_under_a_running_berthd_never_runs_a_tenant_twice(self):
+        """Issue 8 #4 as reported: the database deleted while berthd runs, then a restart."""
+        b = self.b
+        pids = self.start_tree("gone")
+        leader = self.pid("gone")
+        os.unlink(os.path.join(b.state, "berth.db"))
+        wait_until(lambda: "was deleted while berthd had it open" in b.log(), 10,
+                   what="the deletion to be noticed")
+        r = b.post("/v1/tenants", {"handle": "late", "template": "tree"})
+        self.assertEqual(r.status, 503, r.body)       # nothing is acknowledged meanwhile
+        self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        self.assertEqual(sorted(marked(self.mark)), sorted(pids), "kept running")
+        b.start()
+        b.wait_tenant("gone", "ready")
+        self.assertIsNone(b.tenant("late"))
+        b.post("/v1/tenants", {"handle": "gone", "template": "tree"})
+        b.wait_tenant("gone", "ready")
+        self.assertEqual(self.pid("gone"), leader)
+        self.assertEqual(sorted(marked(self.mark)), sorted(pids), "the tenant runs twice")
+        b.req("DELETE", "/v1/tenants/gone")
+        wait_until(lambda: b.get("/v1/tenants/gone").status == 404, what="deletion")
+        self.assertEqual(marked(self.mark), [])
+
     def test_berthd_killed_before_it_recorded_a_start_runs_it_once(self):
         """The window of a start between fork and the durable record of the pid: the
         database is held locked (berthd waits up to its busy timeout in its write), a crash
