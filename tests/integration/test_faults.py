@@ -4,6 +4,8 @@ import json
 import os
 import signal
 import subprocess
+import threading
+import time
 import unittest
 
 from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, wait_until
@@ -67,6 +69,47 @@ class BadPluginOnReload(BerthTest):
         self.assertIn("truncated", b.log())
         self.assertEqual(b.get("/health").status, 200)
         write_in_place(echo, good)
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class RewrittenDuringReload(BerthTest):
+    """The issue's own reproduction: a non-atomic copy over a plugin while reloads run. Each
+    reload either loads a complete file or refuses what it read; berthd never dies."""
+
+    def test_reloads_racing_an_in_place_copy(self):
+        b = self.b
+        echo = os.path.join(b.plugin_dir, "echo.so")
+        with open(echo, "rb") as f:
+            good = f.read()
+        stop = threading.Event()
+
+        def copier():       # what `cp` does: truncate, then write a block at a time
+            while not stop.is_set():
+                with open(echo, "r+b") as f:
+                    f.truncate(0)
+                    for off in range(0, len(good), 4096):
+                        f.write(good[off:off + 4096])
+                        f.flush()
+                        time.sleep(0.0005)
+        t = threading.Thread(target=copier)
+        t.start()
+        said = set()
+        try:
+            deadline = time.time() + 3
+            while time.time() < deadline:
+                r = b.post("/v1/reload")
+                self.assertIn(r.status, (200, 422), r.body)
+                if r.status == 422:
+                    details = " ".join(r.json["error"]["details"])
+                    self.assertIn(f"refusing to load {echo}:", details)
+                    said.add(details.split(f"refusing to load {echo}: ")[1][:24])
+                self.assertEqual(b.get("/v1/echo/info").status, 200)
+        finally:
+            stop.set()
+            t.join()
+        print("\nrefusals seen:", sorted(said))
+        self.assertTrue(said, "no reload read the file half-written: the race was not run")
         self.assertEqual(b.post("/v1/reload").status, 200)
         self.assertEqual(b.get("/v1/echo/info").status, 200)
 
