@@ -50,7 +50,18 @@ templates:
     command: [python3, -c, "%s"]
     env: {MARK: "%s"}
     pids: 16
+  hog:
+    driver: exec
+    command: [python3, -c, "%s"]
+    env: {MARK: "%s"}
+    memory: 48m
 """
+
+# Takes memory a MiB at a time, touching every page, far past the template's 48m.
+HOG = ("x = []\\n"
+       "for i in range(1024):\\n"
+       "    x.append(bytearray(1 << 20))\\n"
+       "print('took 1 GiB', flush=True)\\n")
 
 FORKER = ("import os, time\\n"
           "n = 0\\n"
@@ -95,7 +106,7 @@ class ExecFaults(unittest.TestCase):
         base = 23000 + (os.getpid() % 200) * 10 + (5 if self.cgroups == "off" else 0)
         self.mark = "berth-test-" + uuid.uuid4().hex
         conf = EXEC % (base, base + 4, self.cgroups, TREE, self.mark, TREE, self.mark,
-                       self.mark, FORKER, self.mark)
+                       self.mark, FORKER, self.mark, HOG, self.mark)
         self.b = Berthd({"10-exec.yaml": conf}, plugins=())
         self.b.install_plugin_from_build("exec")
         self.b.start()
@@ -255,6 +266,19 @@ class ExecFaults(unittest.TestCase):
         wait_until(lambda: b.get("/v1/tenants/fb").status == 404, what="deletion")
         self.assertEqual(marked(self.mark), [])
 
+    def test_memory_limit_kills_a_tree_that_takes_more(self):
+        self.need_cgroups("memory")
+        b = self.b
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        b.post("/v1/tenants", {"handle": "hog", "template": "hog"})
+        ev = wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="hog"),
+                        10, what="the hog's end")[0]["payload"]
+        self.assertEqual(ev["exit_code"], 128 + signal.SIGKILL, ev)
+        self.assertNotIn("took 1 GiB", read(os.path.join(b.state, "exec", "hog.log")))
+        b.req("DELETE", "/v1/tenants/hog")
+        wait_until(lambda: b.get("/v1/tenants/hog").status == 404, what="deletion")
+        self.assertEqual(marked(self.mark), [])
+
     def test_lost_database_adopts_instead_of_running_twice(self):
         b = self.b
         pids = self.start_tree("keep")
@@ -341,6 +365,7 @@ class ExecFaultsSupervised(ExecFaults):
     cgroups = "off"
     test_cpu_limit_holds_a_busy_loop_to_half_a_cpu = None
     test_pids_limit_refuses_a_fork_bombs_extra_forks = None
+    test_memory_limit_kills_a_tree_that_takes_more = None
     test_a_tree_started_without_cgroups_is_stopped_after_they_are_turned_on = None
 
     def test_the_supervisor_is_in_use(self):
