@@ -8,7 +8,7 @@ import threading
 import time
 import unittest
 
-from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, wait_until
+from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, free_port, wait_until
 
 SIGBUS_EXIT = 128 + signal.SIGBUS
 
@@ -111,6 +111,54 @@ class RewrittenDuringReload(BerthTest):
         print("\nrefusals seen:", sorted(said))
         self.assertTrue(said, "no reload read the file half-written: the race was not run")
         self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class NotRegularFiles(BerthTest):
+    """A FIFO where a plugin, a conf.d file or a secret file belongs used to hold the loop
+    in open() until a writer came (forever: /health no longer answered); /dev/zero as a
+    conf.d file was read without end. Each is refused without being read."""
+
+    def reload_refused(self, what):
+        r = self.b.req("POST", "/v1/reload", body={}, timeout=5)
+        self.assertEqual(r.status, 422, r.body)
+        details = " ".join(r.json["error"]["details"])
+        self.assertIn(what, details)
+        self.assertIn("not a regular file", details)
+        self.assertEqual(self.b.get("/v1/echo/info").status, 200)
+        return details
+
+    def test_plugin_conf_and_secret_fifos_are_refused(self):
+        b = self.b
+        echo = os.path.join(b.plugin_dir, "echo.so")
+        os.rename(echo, echo + ".good")
+        os.mkfifo(echo, 0o755)
+        self.assertIn(f"refusing to load {echo}:", self.reload_refused(echo))
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("not a regular file", p.stderr)
+        os.unlink(echo)
+        os.rename(echo + ".good", echo)
+        fifo = os.path.join(b.conf, "30-fifo.yaml")
+        os.mkfifo(fifo)
+        self.reload_refused(fifo)
+        os.unlink(fifo)
+        os.symlink("/dev/zero", fifo)
+        self.reload_refused(fifo)
+        os.unlink(fifo)
+        token = os.path.join(b.conf, "token")
+        os.mkfifo(token)
+        b.write("20-tcp.yaml", f"berth:\n  tcp: {{listen: '127.0.0.1:{free_port()}', "
+                "token: {file: token}}\n")
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"cannot read secret file {token}: it is not a regular file", p.stderr)
+        os.unlink(token)
+        b.remove("20-tcp.yaml")
+        r = b.post("/v1/reload")
+        self.assertEqual(r.status, 200, r.body)
         self.assertEqual(b.get("/v1/echo/info").status, 200)
 
 
