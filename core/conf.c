@@ -524,6 +524,10 @@ static char *read_secret_file(const char *path, char *err, size_t n)
         snprintf(err, n, "secret file %s is larger than 4 KiB", path);
         return NULL;
     }
+    if (memchr(data, 0, k)) {     /* as a C string it would end there, cut short */
+        snprintf(err, n, "secret file %s holds a NUL byte", path);
+        return NULL;
+    }
     data[k] = 0;
     while (k && (data[k - 1] == '\n' || data[k - 1] == '\r')) data[--k] = 0;
     if (!k) {

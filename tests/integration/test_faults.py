@@ -162,6 +162,31 @@ class NotRegularFiles(BerthTest):
         self.assertEqual(b.get("/v1/echo/info").status, 200)
 
 
+class SecretWithNul(unittest.TestCase):
+    """A NUL in a secret file cut the secret short (`t0k\\0...` became the token `t0k`): like
+    a NUL in any string from outside (issue 8 #5), it is refused whole."""
+
+    def test_a_nul_in_a_secret_file_is_refused(self):
+        from harness import Berthd
+        b = Berthd({"10-test.yaml": TESTDRV,
+                    "20-tcp.yaml": f"berth:\n  tcp: {{listen: '127.0.0.1:{free_port()}', "
+                                   "token: {file: token}}\n"})
+        self.addCleanup(b.cleanup)
+        token = os.path.join(b.conf, "token")
+        for data, rc in ((b"t0k\0the rest of a long token\n", 1), (b"t0k-whole\n", 0)):
+            with open(token, "wb") as f:
+                f.write(data)
+            p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(p.returncode, rc, p.stderr)
+        self.assertNotIn("NUL", p.stderr)
+        with open(token, "wb") as f:
+            f.write(b"t0k\0the rest\n")
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertIn(f"secret file {token} holds a NUL byte", p.stderr)
+
+
 class BadConfigShapes(BerthTest):
     """A list where a mapping belongs crashed a reload (found by fuzz_conf)."""
 
