@@ -4,12 +4,13 @@ by a marker in their environment, which every descendant inherits."""
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 import unittest
 import uuid
 
-from exec_util import (controller_dir, cpu_ticks, has_controller, marked, read,
-                       stop_and_clean)
+from exec_util import (cgroup_name, controller_dir, cpu_ticks, has_controller, marked,
+                       read, stop_and_clean)
 from harness import SLOW, Berthd, wait_until
 
 # A leader with a child that ignores SIGTERM and one that leaves the session with setsid;
@@ -279,6 +280,33 @@ class ExecFaults(unittest.TestCase):
         wait_until(lambda: b.get("/v1/tenants/hog").status == 404, what="deletion")
         self.assertEqual(marked(self.mark), [])
 
+    def test_a_cgroup_with_neither_row_nor_record_is_emptied_and_removed(self):
+        """Processes in a tenant cgroup berthd has no row or record of (both lost): nothing
+        can tell what they run, so they are killed and the cgroup removed at start."""
+        self.need_cgroups()
+        b = self.b
+        self.assertEqual(b.stop(), 0)
+        # where berthd keeps this instance's tenants, in the hierarchies exec uses
+        name = cgroup_name(os.path.join(b.state, "exec"))
+        roots = [os.path.join(controller_dir(os.getpid(), c), name)
+                 for c in ("memory", "pids", "freezer") if controller_dir(os.getpid(), c)]
+        ghost = subprocess.Popen(["sleep", "600"], env={"MARK": self.mark})
+        self.addCleanup(ghost.wait)
+        self.addCleanup(ghost.kill)
+        dirs = [os.path.join(r, "exec", "ghost") for r in roots]
+        for d in dirs:
+            os.makedirs(d)
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(ghost.pid))
+        self.assertEqual(marked(self.mark), [ghost.pid])
+        b.start()
+        wait_until(lambda: ghost.poll() is not None, 10, what="the ghost to be killed")
+        self.assertEqual(ghost.returncode, -signal.SIGKILL)
+        wait_until(lambda: not any(os.path.isdir(d) for d in dirs), 3,
+                   what=f"the ghost's cgroups to be removed: {[d for d in dirs if os.path.isdir(d)]}")
+        self.assertIn("tenant ghost: processes without their leader; killing them", b.log())
+        self.assertIsNone(b.tenant("ghost"))
+
     def test_lost_database_adopts_instead_of_running_twice(self):
         b = self.b
         pids = self.start_tree("keep")
@@ -309,10 +337,9 @@ class ExecFaults(unittest.TestCase):
         pids = self.start_tree("gone")
         leader = self.pid("gone")
         os.unlink(os.path.join(b.state, "berth.db"))
-        wait_until(lambda: "was deleted while berthd had it open" in b.log(), 10,
-                   what="the deletion to be noticed")
         r = b.post("/v1/tenants", {"handle": "late", "template": "tree"})
-        self.assertEqual(r.status, 503, r.body)       # nothing is acknowledged meanwhile
+        self.assertEqual(r.status, 503, r.body)       # noticed at this write, refused
+        self.assertIn("was deleted while berthd had it open", b.log())
         self.assertEqual(b.stop(), 0, b.log()[-3000:])
         self.assertEqual(sorted(marked(self.mark)), sorted(pids), "kept running")
         b.start()
@@ -366,6 +393,7 @@ class ExecFaultsSupervised(ExecFaults):
     test_cpu_limit_holds_a_busy_loop_to_half_a_cpu = None
     test_pids_limit_refuses_a_fork_bombs_extra_forks = None
     test_memory_limit_kills_a_tree_that_takes_more = None
+    test_a_cgroup_with_neither_row_nor_record_is_emptied_and_removed = None
     test_a_tree_started_without_cgroups_is_stopped_after_they_are_turned_on = None
 
     def test_the_supervisor_is_in_use(self):
