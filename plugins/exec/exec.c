@@ -210,7 +210,7 @@ void exec_tree_gone(struct drv *d, const struct tree_end *e)
         return;
     }
     set_state(d, e->handle, "stopped", 0, NULL);
-    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, e->exit_code, false,
+    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, e->exit_code, e->oom,
                                e->msg};
     if (e->stop_op) {
         H->op_done(e->stop_op, 0, &o, NULL);

@@ -275,6 +275,8 @@ class ExecFaults(unittest.TestCase):
         ev = wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="hog"),
                         10, what="the hog's end")[0]["payload"]
         self.assertEqual(ev["exit_code"], 128 + signal.SIGKILL, ev)
+        self.assertTrue(ev["oom"], ev)      # said as docker says it: not any SIGKILL
+        self.assertIn("out of memory", ev["message"])
         self.assertNotIn("took 1 GiB", read(os.path.join(b.state, "exec", "hog.log")))
         b.req("DELETE", "/v1/tenants/hog")
         wait_until(lambda: b.get("/v1/tenants/hog").status == 404, what="deletion")
