@@ -7,6 +7,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <yaml.h>
 
 /* ---- errors ---- */
@@ -379,6 +381,17 @@ int conf_load_string(const char *name, const char *text, struct conf *out, struc
     return add_text(out, name, text, strlen(text), e);
 }
 
+/* A conf.d or secret file that is a FIFO or a device is refused unread (see open_regular). */
+static FILE *open_file(const char *path, const char **why)
+{
+    struct stat st;
+    int fd = open_regular(path, &st);
+    FILE *f = fd >= 0 ? fdopen(fd, "rb") : NULL;
+    if (!f) *why = fd == -2 ? "it is not a regular file" : strerror(errno);
+    if (fd >= 0 && !f) close(fd);
+    return f;
+}
+
 static int cmp_str(const void *a, const void *b)
 {
     return strcmp(*(char *const *)a, *(char *const *)b);
@@ -411,9 +424,10 @@ int conf_load_dir(const char *dir, struct conf *out, struct errs *e)
     int rc = 0;
     for (size_t i = 0; i < n; i++) {
         char *path = xasprintf("%s/%s", dir, names[i]);
-        FILE *f = fopen(path, "rb");
+        const char *why = NULL;
+        FILE *f = open_file(path, &why);
         if (!f) {
-            errs_addf(e, "%s: %s", path, strerror(errno));
+            errs_addf(e, "%s: %s", path, why);
             rc = -1;
         } else {
             struct buf b = {0};
@@ -497,9 +511,10 @@ static bool choice_ok(const char *choices, const char *v)
 
 static char *read_secret_file(const char *path, char *err, size_t n)
 {
-    FILE *f = fopen(path, "rb");
+    const char *why = NULL;
+    FILE *f = open_file(path, &why);
     if (!f) {
-        snprintf(err, n, "cannot read secret file %s: %s", path, strerror(errno));
+        snprintf(err, n, "cannot read secret file %s: %s", path, why);
         return NULL;
     }
     char data[4097];
@@ -507,6 +522,10 @@ static char *read_secret_file(const char *path, char *err, size_t n)
     fclose(f);
     if (k == sizeof data - 1) {
         snprintf(err, n, "secret file %s is larger than 4 KiB", path);
+        return NULL;
+    }
+    if (memchr(data, 0, k)) {     /* as a C string it would end there, cut short */
+        snprintf(err, n, "secret file %s holds a NUL byte", path);
         return NULL;
     }
     data[k] = 0;

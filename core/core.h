@@ -21,6 +21,12 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 char *xstrndup(const char *s, size_t n);
 char *xasprintf(const char *fmt, ...) BERTH_PRINTF(1, 2);
+/* Opens a file the core reads (config, secret, plugin) for reading, without blocking on
+ * what is not a regular file: a FIFO would wait for a writer, a device like /dev/zero never
+ * ends. Returns a close-on-exec descriptor the caller closes and fills st; -1 with errno
+ * when it cannot be opened, -2 when it is not a regular file. */
+struct stat;
+int open_regular(const char *path, struct stat *st);
 int64_t wall_ms(void);
 bool handle_valid(const char *h);
 bool utf8_valid(const char *s, size_t n);

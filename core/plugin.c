@@ -140,11 +140,14 @@ static int copy_checked(int fd, const struct stat *st, const char *path, struct 
 
 static struct module *module_load(const char *path, struct errs *e, const struct cnode *at)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    if (fd < 0 || fstat(fd, &st) < 0) {
+    int fd = open_regular(path, &st);
+    if (fd == -2) {
+        errs_add(e, at, "refusing to load %s: it is not a regular file", path);
+        return NULL;
+    }
+    if (fd < 0) {
         errs_add(e, at, "cannot open plugin %s: %s", path, strerror(errno));
-        if (fd >= 0) close(fd);
         return NULL;
     }
     if (!perms_ok(path, &st, e, at)) {

@@ -6,6 +6,7 @@
 #include <berth/berth.h>
 #include <cJSON.h>
 #include "dk.h"
+#include "docker_answers.h"
 #include "ports.h"
 
 #include <ctype.h>
@@ -99,6 +100,7 @@ struct job {
     char handle[BERTH_HANDLE_MAX + 1], name[64], id[80];
     step_fn next, then;         /* the pending reply's handler; what follows /version */
     char *pull_status;          /* an error reported inside a pull's stream */
+    struct dk_lines pull_lines; /* the pull stream's partial line */
     char *body;                 /* the pending call's request body: sent without a copy */
     struct job *next_waiting;   /* in a netop's queue */
     int64_t wait_ms;            /* what dockerd may take beyond a normal reply (a stop) */
@@ -131,6 +133,7 @@ static void job_free(struct job *j)
 {
     cJSON_free(j->body);
     free(j->pull_status);
+    dk_lines_reset(&j->pull_lines);
     free(j);
 }
 
@@ -234,28 +237,14 @@ static void versioned(struct job *j, step_fn then)
 
 /* ---- inspect: observed state and the published address ---- */
 
-static void fill_observed(struct job *j, cJSON *c, struct berth_observed *o, char *addr,
-                          size_t n)
+static void fill_observed(struct job *j, cJSON *c, struct berth_observed *o,
+                          struct dk_inspect *in)
 {
-    cJSON *st = cJSON_GetObjectItem(c, "State");
-    bool running = cJSON_IsTrue(cJSON_GetObjectItem(st, "Running"));
-    const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
-    if (id) snprintf(j->id, sizeof j->id, "%s", id);
-    *o = (struct berth_observed){sizeof *o, running ? BERTH_OBS_RUNNING : BERTH_OBS_STOPPED,
-                                 j->id, NULL,
-                                 (int)cJSON_GetNumberValue(cJSON_GetObjectItem(st, "ExitCode")),
-                                 cJSON_IsTrue(cJSON_GetObjectItem(st, "OOMKilled")), NULL};
-    int port = j->spec ? H->spec_port(j->spec) : 0;
-    char key[32];
-    snprintf(key, sizeof key, "%d/tcp", port);
-    cJSON *ports = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "NetworkSettings"), "Ports");
-    cJSON *b = cJSON_GetArrayItem(cJSON_GetObjectItem(ports, key), 0);
-    const char *ip = cJSON_GetStringValue(cJSON_GetObjectItem(b, "HostIp"));
-    const char *hp = cJSON_GetStringValue(cJSON_GetObjectItem(b, "HostPort"));
-    if (port && ip && hp && *hp) {
-        snprintf(addr, n, "%s:%s", !*ip || !strcmp(ip, "0.0.0.0") ? "127.0.0.1" : ip, hp);
-        o->address = addr;
-    }
+    dk_inspect_read(c, j->spec ? H->spec_port(j->spec) : 0, in);
+    if (in->id) snprintf(j->id, sizeof j->id, "%s", in->id);
+    *o = (struct berth_observed){sizeof *o, in->running ? BERTH_OBS_RUNNING : BERTH_OBS_STOPPED,
+                                 j->id, in->addr[0] ? in->addr : NULL, in->exit_code, in->oom,
+                                 NULL};
 }
 
 static void inspected(struct job *j, const struct berth_http_result *r)
@@ -266,8 +255,8 @@ static void inspected(struct job *j, const struct berth_http_result *r)
     }
     cJSON *c = cJSON_ParseWithLength(r->body, r->body_len);
     struct berth_observed o;
-    char addr[96];
-    fill_observed(j, c, &o, addr, sizeof addr);
+    struct dk_inspect in;
+    fill_observed(j, c, &o, &in);
     H->op_done(j->op, 0, &o, NULL);
     cJSON_Delete(c);
     job_free(j);
@@ -462,8 +451,8 @@ static void adopt_conflict(struct job *j, const struct berth_http_result *r)
         return;
     }
     struct berth_observed o;
-    char addr[96];
-    fill_observed(j, c, &o, addr, sizeof addr);   /* ours already: create is idempotent */
+    struct dk_inspect in;
+    fill_observed(j, c, &o, &in);   /* ours already: create is idempotent */
     H->op_done(j->op, 0, &o, NULL);
     cJSON_Delete(c);
     job_free(j);
@@ -588,43 +577,39 @@ static void ensure_network(struct job *j, const struct berth_http_result *r)
     call(j, "GET", path, NULL, network_checked, NULL);
 }
 
-/* Pull progress arrives as JSON lines; an error can come inside a 200 stream, and a refused
- * pull (HTTP 4xx/5xx) says why as {"message": ...}. */
+/* Pull progress arrives as JSON lines, cut anywhere by the network; an error can come inside
+ * a 200 stream, and a refused pull (HTTP 4xx/5xx) says why as {"message": ...}. */
+static void pull_line(const char *line, size_t len, void *arg)
+{
+    struct job *j = arg;
+    cJSON *m = cJSON_ParseWithLength(line, len);
+    struct dk_pull p;
+    dk_pull_read(m, &p);
+    if (p.error) {
+        free(j->pull_status);
+        j->pull_status = strdup(p.error);
+    } else if (p.status && j->d->ev_pull) {
+        cJSON *ev = cJSON_CreateObject();
+        cJSON_AddStringToObject(ev, "image", j->t->image);
+        cJSON_AddStringToObject(ev, "status", p.status);
+        if (p.layer) cJSON_AddStringToObject(ev, "layer", p.layer);
+        if (p.progress) cJSON_AddStringToObject(ev, "progress", p.progress);
+        char *js = cJSON_PrintUnformatted(ev);
+        struct berth_ev_custom c = {sizeof c, js};
+        H->publish(j->d->self, j->d->ev_pull, j->handle, &c);
+        cJSON_free(js);
+        cJSON_Delete(ev);
+    }
+    cJSON_Delete(m);
+}
+
 static bool pull_data(const char *data, size_t len, void *arg)
 {
     struct job *j = arg;
-    char line[4096];
-    size_t start = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (data[i] != '\n') continue;
-        size_t l = i - start < sizeof line - 1 ? i - start : sizeof line - 1;
-        memcpy(line, data + start, l);
-        line[l] = 0;
-        start = i + 1;
-        cJSON *m = cJSON_Parse(line);
-        const char *e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "error"));
-        if (!e) e = cJSON_GetStringValue(cJSON_GetObjectItem(m, "message"));
-        const char *st = cJSON_GetStringValue(cJSON_GetObjectItem(m, "status"));
-        if (e) {
-            free(j->pull_status);
-            j->pull_status = strdup(e);
-        } else if (st && j->d->ev_pull) {
-            cJSON *ev = cJSON_CreateObject();
-            cJSON_AddStringToObject(ev, "image", j->t->image);
-            cJSON_AddStringToObject(ev, "status", st);
-            const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(m, "id"));
-            if (id) cJSON_AddStringToObject(ev, "layer", id);
-            const char *pr = cJSON_GetStringValue(cJSON_GetObjectItem(m, "progress"));
-            if (pr) cJSON_AddStringToObject(ev, "progress", pr);
-            char *js = cJSON_PrintUnformatted(ev);
-            struct berth_ev_custom c = {sizeof c, js};
-            H->publish(j->d->self, j->d->ev_pull, j->handle, &c);
-            cJSON_free(js);
-            cJSON_Delete(ev);
-        }
-        cJSON_Delete(m);
-    }
-    return true;
+    if (dk_lines_feed(&j->pull_lines, data, len, pull_line, j)) return true;
+    free(j->pull_status);
+    j->pull_status = strdup("a progress line over 1 MiB");
+    return false;
 }
 
 static void pulled(struct job *j, const struct berth_http_result *r)
@@ -737,12 +722,8 @@ static void moved_inspected(struct job *j, const struct berth_http_result *r)
 {
     cJSON *c = r->status == 200 ? cJSON_ParseWithLength(r->body, r->body_len) : NULL;
     const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
-    char key[32], path[128];
-    snprintf(key, sizeof key, "%d/tcp", H->spec_port(j->spec));
-    cJSON *pb = cJSON_GetObjectItem(cJSON_GetObjectItem(c, "HostConfig"), "PortBindings");
-    const char *hp = cJSON_GetStringValue(
-        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(pb, key), 0), "HostPort"));
-    j->avoid_port = hp ? atoi(hp) : 0;
+    char path[128];
+    j->avoid_port = dk_bound_port(c, H->spec_port(j->spec));
     if (id) dk_id_add(&j->d->moved, id);
     cJSON_Delete(c);
     snprintf(path, sizeof path, "/containers/%s?force=true", j->name);
@@ -853,26 +834,12 @@ static void listed(struct job *j, const struct berth_http_result *r)
     cJSON *a = cJSON_ParseWithLength(r->body, r->body_len);
     cJSON *c;
     cJSON_ArrayForEach(c, a) {
-        cJSON *labels = cJSON_GetObjectItem(c, "Labels");
-        const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(labels, "berth.tenant"));
-        const char *tm = cJSON_GetStringValue(cJSON_GetObjectItem(labels, "berth.template"));
-        const char *state = cJSON_GetStringValue(cJSON_GetObjectItem(c, "State"));
-        const char *id = cJSON_GetStringValue(cJSON_GetObjectItem(c, "Id"));
-        if (!h || !state) continue;
-        char addr[96] = "";
-        cJSON *p;
-        cJSON_ArrayForEach(p, cJSON_GetObjectItem(c, "Ports")) {
-            const char *ip = cJSON_GetStringValue(cJSON_GetObjectItem(p, "IP"));
-            cJSON *pub = cJSON_GetObjectItem(p, "PublicPort");
-            if (!cJSON_IsNumber(pub) || (ip && strchr(ip, ':'))) continue;
-            snprintf(addr, sizeof addr, "%s:%d", !ip || !strcmp(ip, "0.0.0.0") ? "127.0.0.1" : ip,
-                     (int)pub->valuedouble);
-            break;
-        }
-        struct berth_observed o = {sizeof o, !strcmp(state, "running") ? BERTH_OBS_RUNNING
-                                                                        : BERTH_OBS_STOPPED,
-                                   id, addr[0] ? addr : NULL, -1, false, NULL};
-        H->op_list_add(j->op, h, tm, &o);
+        struct dk_listed l;
+        if (!dk_list_read(c, &l)) continue;
+        struct berth_observed o = {sizeof o, !strcmp(l.state, "running") ? BERTH_OBS_RUNNING
+                                                                          : BERTH_OBS_STOPPED,
+                                   l.id, l.addr[0] ? l.addr : NULL, -1, false, NULL};
+        H->op_list_add(j->op, l.tenant, l.tmpl, &o);
     }
     cJSON_Delete(a);
     H->op_done(j->op, 0, NULL, NULL);

@@ -327,6 +327,21 @@ static int freezer_set(const struct cg_sys *s, const char *inst, const char *han
     return -1;
 }
 
+long cg_oom_kills(const struct cg_sys *s, const char *inst, const char *handle)
+{
+    for (int i = 0; i < s->n; i++) {
+        if (!(s->h[i].ctls & CG_MEMORY)) continue;
+        char path[700], buf[1024];
+        if (tenant_dir(&s->h[i], inst, handle,
+                       s->mode == CG_V2 ? "memory.events" : "memory.oom_control", path,
+                       sizeof path) || read_file(path, buf, sizeof buf) < 0)
+            return -1;
+        const char *at = strstr(buf, "oom_kill ");     /* not oom_kill_disable */
+        return at ? strtol(at + 9, NULL, 10) : -1;
+    }
+    return -1;
+}
+
 void cg_thaw(const struct cg_sys *s, const char *inst, const char *handle)
 {
     freezer_set(s, inst, handle, false);

@@ -70,6 +70,10 @@ int cg_signal(const struct cg_sys *s, const char *inst, const char *handle, int 
  * the cgroup is empty). Returns the number of processes found. */
 int cg_kill(const struct cg_sys *s, const char *inst, const char *handle);
 
+/* How many times the kernel's OOM killer acted in the tenant's memory cgroup since it was
+ * made (v1 memory.oom_control, v2 memory.events: "oom_kill N"); -1 when it cannot say. */
+long cg_oom_kills(const struct cg_sys *s, const char *inst, const char *handle);
+
 /* Thaws the tenant's cgroup: one left frozen by a berthd that died inside cg_kill. */
 void cg_thaw(const struct cg_sys *s, const char *inst, const char *handle);
 

@@ -203,8 +203,14 @@ void exec_tree_gone(struct drv *d, const struct tree_end *e)
         remove_files(d, e->handle, e->remove_op);
         return;
     }
+    if (!e->stop_op && e->expected && !get_row(d, e->handle).found) {
+        /* leftovers in a cgroup no row or record names (orphan_cgroup): no tenant will
+         * run there again, and an empty cgroup left behind is litter in every hierarchy */
+        if (d->cg.mode != CG_NONE) cg_remove(&d->cg, H->name(d->self), e->handle);
+        return;
+    }
     set_state(d, e->handle, "stopped", 0, NULL);
-    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, e->exit_code, false,
+    struct berth_observed o = {sizeof o, BERTH_OBS_STOPPED, NULL, NULL, e->exit_code, e->oom,
                                e->msg};
     if (e->stop_op) {
         H->op_done(e->stop_op, 0, &o, NULL);

@@ -57,6 +57,7 @@ struct proc {
     berth_timer *sweep;         /* while the leader is gone and the cgroup is not empty */
     int exit_code;
     char msg[128];              /* how the leader ended */
+    long oom_base;              /* the cgroup's OOM kills when watching began; -1: unknown */
     berth_op *stop_op;          /* finished when the tree is gone */
     berth_op *remove_op;        /* removal goes on when the tree is gone */
 };
@@ -65,8 +66,9 @@ struct proc {
 struct tree_end {
     berth_op *stop_op, *remove_op;
     bool expected;
+    bool oom;                   /* the OOM killer acted in the tenant's cgroup meanwhile */
     int exit_code;
-    char handle[BERTH_HANDLE_MAX + 1], msg[128];
+    char handle[BERTH_HANDLE_MAX + 1], msg[192];
 };
 void exec_tree_gone(struct drv *d, const struct tree_end *e);
 /* Records the run of pid (running, with its start time) in the table and the record file

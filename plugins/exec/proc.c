@@ -108,9 +108,15 @@ static int kill_tree(struct proc *p)
 static void finish(struct proc *p)
 {
     struct drv *d = p->d;
-    struct tree_end e = {p->stop_op, p->remove_op, p->stopping, p->exit_code, ""};
+    struct tree_end e = {.stop_op = p->stop_op, .remove_op = p->remove_op,
+                         .expected = p->stopping, .exit_code = p->exit_code};
+    /* the kernel says who it killed only in the cgroup's counter: a SIGKILL alone could be
+     * anyone's; an end berth asked for is not the memory limit's doing */
+    e.oom = !p->stopping && p->oom_base >= 0 &&
+            cg_oom_kills(&d->cg, H->name(d->self), p->handle) > p->oom_base;
     snprintf(e.handle, sizeof e.handle, "%s", p->handle);
-    snprintf(e.msg, sizeof e.msg, "%s", p->msg);
+    snprintf(e.msg, sizeof e.msg, "%s%s", p->msg,
+             e.oom ? ": out of memory (the template's memory limit)" : "");
     proc_free(p);
     exec_tree_gone(d, &e);
 }
@@ -177,6 +183,7 @@ static struct proc *proc_new(struct drv *d, const char *handle)
     p->d = d;
     p->pidfd = -1;
     p->exit_code = -1;
+    p->oom_base = d->cg.mode != CG_NONE ? cg_oom_kills(&d->cg, H->name(d->self), handle) : -1;
     snprintf(p->msg, sizeof p->msg, "exited (status unknown: adopted process)");
     snprintf(p->handle, sizeof p->handle, "%s", handle);
     p->next = d->procs;

@@ -3,7 +3,8 @@
  * Docker keeps labels on its containers; this is the exec driver's equivalent: if the state
  * database is lost, list() rebuilds its rows from these files, so the running processes are
  * adopted instead of started a second time. The file sits beside the tenant's working
- * directory, not in it, so the tenant cannot rewrite it. */
+ * directory, not in it, so a tenant with a user of its own cannot rewrite it; one that runs
+ * as berthd's user can, and only regular files are read (never through a symlink). */
 #include "exec.h"
 
 #include <dirent.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define SUFFIX ".run"
@@ -30,7 +32,7 @@ int record_write(const struct drv *d, const char *handle, const struct record *r
     int len = snprintf(text, sizeof text,
                        "template=%s\nport=%d\npid=%d\nstart_time=%s\nstate=%s\n", r->tmpl,
                        r->port, (int)r->pid, r->start, r->state);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0640);
     if (fd < 0) return -errno;
     int rc = write(fd, text, (size_t)len) == len && fsync(fd) == 0 ? 0 : -(errno ? errno : EIO);
     close(fd);
@@ -54,8 +56,15 @@ int record_read(const struct drv *d, const char *handle, struct record *r)
 {
     char path[600], text[512], num[16];
     path_of(d, handle, SUFFIX, path, sizeof path);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* the tenant may reach this file (as ../<handle>.run when it runs as berthd's user): a
+     * FIFO would hold the loop in open() and a symlink point anywhere */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
     if (fd < 0) return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     ssize_t k = read(fd, text, sizeof text - 1);
     close(fd);
     if (k <= 0) return -EINVAL;

@@ -280,6 +280,23 @@ static int build(const berth_spec *s, int port, const char *wd, char ***argvp, c
     return 0;
 }
 
+/* The log sits beside the working directory, where a tenant running as berthd's user can
+ * reach it: a FIFO there would hold the loop in open(), a symlink send the output anywhere.
+ * Returns the fd, -1 with errno, or -2 when it is not a regular file. */
+static int open_log(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW,
+                  0640);
+    if (fd < 0) return errno == ENXIO || errno == ELOOP ? -2 : -1;    /* a FIFO, a symlink */
+    struct stat st;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -2;
+    }
+    fcntl(fd, F_SETFL, O_APPEND);     /* the tenant's stdout: blocking, as it expects */
+    return fd;
+}
+
 int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, size_t n)
 {
     const struct tcfg *t = H->spec_config(s);
@@ -302,9 +319,10 @@ int spawn(struct drv *d, const berth_spec *s, int port, pid_t *out, char *err, s
         snprintf(err, n, "command '%s' not found in PATH %s", pl.argv[0] ? pl.argv[0] : "",
                  path);
         rc = BERTH_EINVAL;
-    } else if ((pl.logfd = open(logpath, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC,
-                                0640)) < 0) {
-        snprintf(err, n, "cannot open %s: %s", logpath, strerror(errno));
+    } else if ((pl.logfd = open_log(logpath)) < 0) {
+        snprintf(err, n, "cannot open %s: %s", logpath,
+                 pl.logfd == -2 ? "it is not a regular file" : strerror(errno));
+        pl.logfd = -1;
         rc = BERTH_EIO;
     } else if (d->cg.mode != CG_NONE &&
                cg_prepare(&d->cg, H->name(d->self), handle, &lim, pl.cgfds, &pl.ncg, err, n)) {

@@ -84,13 +84,18 @@ def cpu_ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
-def cgroup_roots(exec_dir):
-    """Where a berthd started by this test keeps its tenants' cgroups, in every hierarchy:
-    <mount><our cgroup>/berth-<FNV-1a of the exec directory's real path> (see exec.c)."""
+def cgroup_name(exec_dir):
+    """berth-<FNV-1a of the exec directory's real path> (see exec.c)."""
     h = 2166136261
     for c in os.path.realpath(exec_dir).encode():
         h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    name = "berth-%08x" % h
+    return "berth-%08x" % h
+
+
+def cgroup_roots(exec_dir):
+    """Where a berthd started by this test keeps its tenants' cgroups, in every hierarchy:
+    <mount><our cgroup>/<cgroup_name>."""
+    name = cgroup_name(exec_dir)
     with open("/proc/self/cgroup") as f:
         own = [ln.rstrip("\n").split(":", 2) for ln in f]
     roots = []

@@ -3,8 +3,10 @@ provisioner (issue 8): nothing the API acknowledged is lost, a deletion it ackno
 comes back, no tenant runs twice and no process is left without a tenant. Processes are
 counted from /proc by a marker in their environment; the seed is printed so a failure can be
 replayed (BERTH_BURST_SEED)."""
+import http.client
 import os
 import random
+import threading
 import unittest
 import uuid
 
@@ -59,10 +61,17 @@ class CrashBursts(unittest.TestCase):
         self.assertEqual(rc, 0, log[-3000:])
 
     def burst(self, state, n):
-        """Creates and deletes at random; records what each answer acknowledged: True (to
-        exist), False (deleted) or None (no answer: either may be true)."""
+        """Creates and deletes at random, with berthd SIGKILLed at a random moment of one of
+        them; records what each answer acknowledged: True (to exist), False (deleted) or
+        None (no answer: either may be true)."""
         b, rng = self.b, self.rng
-        for _ in range(rng.randrange(5, 25)):
+        count = rng.randrange(5, 25)
+        kill_at, delay = rng.randrange(count), rng.random() * 0.004
+        killer = None
+        for i in range(count):
+            if i == kill_at:      # lands before, during or just after this request
+                killer = threading.Timer(delay, b.proc.kill)
+                killer.start()
             live = [h for h, s in state.items() if s is not False]
             if live and rng.random() < 0.35:
                 h = rng.choice(live)
@@ -70,8 +79,10 @@ class CrashBursts(unittest.TestCase):
                     st = b.req("DELETE", f"/v1/tenants/{h}", timeout=3).status
                     self.assertIn(st, (202, 204, 404))
                     state[h] = False if st in (202, 204) else state[h]
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     state[h] = None
+                    self.unanswered += 1
+                    break       # killed: the rest would only be refused
             else:
                 h = f"b{n:03d}"
                 n += 1
@@ -79,8 +90,12 @@ class CrashBursts(unittest.TestCase):
                     st = b.post("/v1/tenants", {"handle": h}, timeout=3).status
                     self.assertEqual(st, 201)
                     state[h] = True
-                except OSError:
+                except (OSError, http.client.HTTPException):
                     state[h] = None
+                    self.unanswered += 1
+                    break       # killed: the rest would only be refused
+        killer.join()
+        b.proc.wait()
         return n
 
     def check_after_restart(self, state):
@@ -99,11 +114,12 @@ class CrashBursts(unittest.TestCase):
 
     def test_sigkill_in_create_and_delete_bursts(self):
         b, state, n = self.b, {}, 0
+        self.unanswered = 0
         for _ in range(self.rounds):
             n = self.burst(state, n)
-            b.kill()
             b.start()
             self.check_after_restart(state)
+        print(f"{self.unanswered} requests unanswered (berthd killed before or during them)")
         want = sorted(h for h, s in state.items() if s)
 
         def settled():

@@ -213,6 +213,33 @@ class Exec(unittest.TestCase):
                    what="the adopted process's exit")
         wait_until(lambda: (self.pid("ann") or 0) not in (0, before["ann"]), what="a restart")
 
+    def test_a_record_or_log_that_is_not_a_regular_file_never_holds_berthd(self):
+        """The record and the log beside the working directory are opened by berthd; a tenant
+        running as berthd's user can reach them (`../<handle>.run`). A FIFO there used to
+        hold the loop in open() until a writer came: no answer to anything, ever."""
+        b = self.b
+        b.post("/v1/tenants", {"handle": "fifo"})
+        b.wait_tenant("fifo", "ready")
+        rec = os.path.join(b.state, "exec", "fifo.run")
+        os.unlink(rec)
+        os.mkfifo(rec)
+        self.assertEqual(b.post("/v1/tenants/fifo/sleep").status, 202)
+        b.wait_tenant("fifo", "stopped")
+        self.assertTrue(os.path.isfile(rec), "the record is written again, as a file")
+        self.assertIn("state=stopped", read(rec))
+        self.assertEqual(b.get("/health").status, 200)
+        # the log beside it: opened by berthd at each start, refused unless a regular file
+        log = os.path.join(b.state, "exec", "fifo.log")
+        os.unlink(log)
+        os.mkfifo(log)
+        self.assertEqual(b.post("/v1/tenants/fifo/wake").status, 202)
+        wait_until(lambda: "not a regular file" in (b.tenant("fifo")["reason"] or ""),
+                   what="the start to be refused")
+        self.assertEqual(b.get("/health").status, 200)
+        os.unlink(log)
+        b.wait_tenant("fifo", "ready", timeout=15)
+        self.assertTrue(os.path.isfile(log))
+
     def test_sigterm_ignored_escalates_to_sigkill(self):
         b = self.b
         b.post("/v1/tenants", {"handle": "stub", "template": "stubborn"})

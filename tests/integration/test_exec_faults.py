@@ -4,12 +4,13 @@ by a marker in their environment, which every descendant inherits."""
 import os
 import signal
 import sqlite3
+import subprocess
 import time
 import unittest
 import uuid
 
-from exec_util import (controller_dir, cpu_ticks, has_controller, marked, read,
-                       stop_and_clean)
+from exec_util import (cgroup_name, controller_dir, cpu_ticks, has_controller, marked,
+                       read, stop_and_clean)
 from harness import SLOW, Berthd, wait_until
 
 # A leader with a child that ignores SIGTERM and one that leaves the session with setsid;
@@ -50,7 +51,18 @@ templates:
     command: [python3, -c, "%s"]
     env: {MARK: "%s"}
     pids: 16
+  hog:
+    driver: exec
+    command: [python3, -c, "%s"]
+    env: {MARK: "%s"}
+    memory: 48m
 """
+
+# Takes memory a MiB at a time, touching every page, far past the template's 48m.
+HOG = ("x = []\\n"
+       "for i in range(1024):\\n"
+       "    x.append(bytearray(1 << 20))\\n"
+       "print('took 1 GiB', flush=True)\\n")
 
 FORKER = ("import os, time\\n"
           "n = 0\\n"
@@ -95,7 +107,7 @@ class ExecFaults(unittest.TestCase):
         base = 23000 + (os.getpid() % 200) * 10 + (5 if self.cgroups == "off" else 0)
         self.mark = "berth-test-" + uuid.uuid4().hex
         conf = EXEC % (base, base + 4, self.cgroups, TREE, self.mark, TREE, self.mark,
-                       self.mark, FORKER, self.mark)
+                       self.mark, FORKER, self.mark, HOG, self.mark)
         self.b = Berthd({"10-exec.yaml": conf}, plugins=())
         self.b.install_plugin_from_build("exec")
         self.b.start()
@@ -255,6 +267,48 @@ class ExecFaults(unittest.TestCase):
         wait_until(lambda: b.get("/v1/tenants/fb").status == 404, what="deletion")
         self.assertEqual(marked(self.mark), [])
 
+    def test_memory_limit_kills_a_tree_that_takes_more(self):
+        self.need_cgroups("memory")
+        b = self.b
+        seq = b.get("/v1/system/info").json["events"]["last_seq"]
+        b.post("/v1/tenants", {"handle": "hog", "template": "hog"})
+        ev = wait_until(lambda: b.events(since=seq, type="container.stopped", tenant="hog"),
+                        10, what="the hog's end")[0]["payload"]
+        self.assertEqual(ev["exit_code"], 128 + signal.SIGKILL, ev)
+        self.assertTrue(ev["oom"], ev)      # said as docker says it: not any SIGKILL
+        self.assertIn("out of memory", ev["message"])
+        self.assertNotIn("took 1 GiB", read(os.path.join(b.state, "exec", "hog.log")))
+        b.req("DELETE", "/v1/tenants/hog")
+        wait_until(lambda: b.get("/v1/tenants/hog").status == 404, what="deletion")
+        self.assertEqual(marked(self.mark), [])
+
+    def test_a_cgroup_with_neither_row_nor_record_is_emptied_and_removed(self):
+        """Processes in a tenant cgroup berthd has no row or record of (both lost): nothing
+        can tell what they run, so they are killed and the cgroup removed at start."""
+        self.need_cgroups()
+        b = self.b
+        self.assertEqual(b.stop(), 0)
+        # where berthd keeps this instance's tenants, in the hierarchies exec uses
+        name = cgroup_name(os.path.join(b.state, "exec"))
+        roots = [os.path.join(controller_dir(os.getpid(), c), name)
+                 for c in ("memory", "pids", "freezer") if controller_dir(os.getpid(), c)]
+        ghost = subprocess.Popen(["sleep", "600"], env={"MARK": self.mark})
+        self.addCleanup(ghost.wait)
+        self.addCleanup(ghost.kill)
+        dirs = [os.path.join(r, "exec", "ghost") for r in roots]
+        for d in dirs:
+            os.makedirs(d)
+            with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                f.write(str(ghost.pid))
+        self.assertEqual(marked(self.mark), [ghost.pid])
+        b.start()
+        wait_until(lambda: ghost.poll() is not None, 10, what="the ghost to be killed")
+        self.assertEqual(ghost.returncode, -signal.SIGKILL)
+        wait_until(lambda: not any(os.path.isdir(d) for d in dirs), 3,
+                   what=f"the ghost's cgroups to be removed: {[d for d in dirs if os.path.isdir(d)]}")
+        self.assertIn("tenant ghost: processes without their leader; killing them", b.log())
+        self.assertIsNone(b.tenant("ghost"))
+
     def test_lost_database_adopts_instead_of_running_twice(self):
         b = self.b
         pids = self.start_tree("keep")
@@ -277,6 +331,28 @@ class ExecFaults(unittest.TestCase):
         # and it is still supervised: a stop ends all of it
         b.post("/v1/tenants/keep/sleep")
         b.wait_tenant("keep", "stopped")
+        self.assertEqual(marked(self.mark), [])
+
+    def test_database_deleted_under_a_running_berthd_never_runs_a_tenant_twice(self):
+        """Issue 8 #4 as reported: the database deleted while berthd runs, then a restart."""
+        b = self.b
+        pids = self.start_tree("gone")
+        leader = self.pid("gone")
+        os.unlink(os.path.join(b.state, "berth.db"))
+        r = b.post("/v1/tenants", {"handle": "late", "template": "tree"})
+        self.assertEqual(r.status, 503, r.body)       # noticed at this write, refused
+        self.assertIn("was deleted while berthd had it open", b.log())
+        self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        self.assertEqual(sorted(marked(self.mark)), sorted(pids), "kept running")
+        b.start()
+        b.wait_tenant("gone", "ready")
+        self.assertIsNone(b.tenant("late"))
+        b.post("/v1/tenants", {"handle": "gone", "template": "tree"})
+        b.wait_tenant("gone", "ready")
+        self.assertEqual(self.pid("gone"), leader)
+        self.assertEqual(sorted(marked(self.mark)), sorted(pids), "the tenant runs twice")
+        b.req("DELETE", "/v1/tenants/gone")
+        wait_until(lambda: b.get("/v1/tenants/gone").status == 404, what="deletion")
         self.assertEqual(marked(self.mark), [])
 
     def test_berthd_killed_before_it_recorded_a_start_runs_it_once(self):
@@ -318,6 +394,8 @@ class ExecFaultsSupervised(ExecFaults):
     cgroups = "off"
     test_cpu_limit_holds_a_busy_loop_to_half_a_cpu = None
     test_pids_limit_refuses_a_fork_bombs_extra_forks = None
+    test_memory_limit_kills_a_tree_that_takes_more = None
+    test_a_cgroup_with_neither_row_nor_record_is_emptied_and_removed = None
     test_a_tree_started_without_cgroups_is_stopped_after_they_are_turned_on = None
 
     def test_the_supervisor_is_in_use(self):

@@ -4,9 +4,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
+import time
 import unittest
 
-from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, wait_until
+from harness import ABI, BERTHD, BUILD, BerthTest, TESTDRV, free_port, wait_until
 
 SIGBUS_EXIT = 128 + signal.SIGBUS
 
@@ -69,6 +71,120 @@ class BadPluginOnReload(BerthTest):
         write_in_place(echo, good)
         self.assertEqual(b.post("/v1/reload").status, 200)
         self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class RewrittenDuringReload(BerthTest):
+    """The issue's own reproduction: a non-atomic copy over a plugin while reloads run. Each
+    reload either loads a complete file or refuses what it read; berthd never dies."""
+
+    def test_reloads_racing_an_in_place_copy(self):
+        b = self.b
+        echo = os.path.join(b.plugin_dir, "echo.so")
+        with open(echo, "rb") as f:
+            good = f.read()
+        stop = threading.Event()
+
+        def copier():       # what `cp` does: truncate, then write a block at a time
+            while not stop.is_set():
+                with open(echo, "r+b") as f:
+                    f.truncate(0)
+                    for off in range(0, len(good), 4096):
+                        f.write(good[off:off + 4096])
+                        f.flush()
+                        time.sleep(0.0005)
+        t = threading.Thread(target=copier)
+        t.start()
+        said = set()
+        try:
+            deadline = time.time() + 3
+            while time.time() < deadline:
+                r = b.post("/v1/reload")
+                self.assertIn(r.status, (200, 422), r.body)
+                if r.status == 422:
+                    details = " ".join(r.json["error"]["details"])
+                    self.assertIn(f"refusing to load {echo}:", details)
+                    said.add(details.split(f"refusing to load {echo}: ")[1][:24])
+                self.assertEqual(b.get("/v1/echo/info").status, 200)
+        finally:
+            stop.set()
+            t.join()
+        print("\nrefusals seen:", sorted(said))
+        self.assertTrue(said, "no reload read the file half-written: the race was not run")
+        self.assertEqual(b.post("/v1/reload").status, 200)
+        self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class NotRegularFiles(BerthTest):
+    """A FIFO where a plugin, a conf.d file or a secret file belongs used to hold the loop
+    in open() until a writer came (forever: /health no longer answered); /dev/zero as a
+    conf.d file was read without end. Each is refused without being read."""
+
+    def reload_refused(self, what):
+        r = self.b.req("POST", "/v1/reload", body={}, timeout=5)
+        self.assertEqual(r.status, 422, r.body)
+        details = " ".join(r.json["error"]["details"])
+        self.assertIn(what, details)
+        self.assertIn("not a regular file", details)
+        self.assertEqual(self.b.get("/v1/echo/info").status, 200)
+        return details
+
+    def test_plugin_conf_and_secret_fifos_are_refused(self):
+        b = self.b
+        echo = os.path.join(b.plugin_dir, "echo.so")
+        os.rename(echo, echo + ".good")
+        os.mkfifo(echo, 0o755)
+        self.assertIn(f"refusing to load {echo}:", self.reload_refused(echo))
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("not a regular file", p.stderr)
+        os.unlink(echo)
+        os.rename(echo + ".good", echo)
+        fifo = os.path.join(b.conf, "30-fifo.yaml")
+        os.mkfifo(fifo)
+        self.reload_refused(fifo)
+        os.unlink(fifo)
+        os.symlink("/dev/zero", fifo)
+        self.reload_refused(fifo)
+        os.unlink(fifo)
+        token = os.path.join(b.conf, "token")
+        os.mkfifo(token)
+        b.write("20-tcp.yaml", f"berth:\n  tcp: {{listen: '127.0.0.1:{free_port()}', "
+                "token: {file: token}}\n")
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=10)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn(f"cannot read secret file {token}: it is not a regular file", p.stderr)
+        os.unlink(token)
+        b.remove("20-tcp.yaml")
+        r = b.post("/v1/reload")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(b.get("/v1/echo/info").status, 200)
+
+
+class SecretWithNul(unittest.TestCase):
+    """A NUL in a secret file cut the secret short (`t0k\\0...` became the token `t0k`): like
+    a NUL in any string from outside (issue 8 #5), it is refused whole."""
+
+    def test_a_nul_in_a_secret_file_is_refused(self):
+        from harness import Berthd
+        b = Berthd({"10-test.yaml": TESTDRV,
+                    "20-tcp.yaml": f"berth:\n  tcp: {{listen: '127.0.0.1:{free_port()}', "
+                                   "token: {file: token}}\n"})
+        self.addCleanup(b.cleanup)
+        token = os.path.join(b.conf, "token")
+        for data, rc in ((b"t0k\0the rest of a long token\n", 1), (b"t0k-whole\n", 0)):
+            with open(token, "wb") as f:
+                f.write(data)
+            p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                               text=True, timeout=30)
+            self.assertEqual(p.returncode, rc, p.stderr)
+        self.assertNotIn("NUL", p.stderr)
+        with open(token, "wb") as f:
+            f.write(b"t0k\0the rest\n")
+        p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                           text=True, timeout=30)
+        self.assertIn(f"secret file {token} holds a NUL byte", p.stderr)
 
 
 class BadConfigShapes(BerthTest):

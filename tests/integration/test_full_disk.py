@@ -5,7 +5,9 @@ import os
 import shutil
 import subprocess
 import unittest
+import uuid
 
+from exec_util import marked, stop_and_clean
 from harness import Berthd, TESTDRV, wait_until
 
 
@@ -68,6 +70,118 @@ class FullDisk(unittest.TestCase):
         b.start()
         have = {t["handle"] for t in b.get("/v1/tenants").json["tenants"]}
         self.assertEqual(have, set(ok))
+
+
+EXEC = """plugins:
+  exec: {ports: %d-%d, cgroups: auto}
+templates:
+  default:
+    driver: exec
+    command: [sh, -c, "exec sleep 600"]
+    env: {MARK: "%s"}
+    stop_timeout: 300ms
+"""
+
+
+def handles_of(pids):
+    """BERTH_HANDLE of each process (a handle twice is a tenant running twice)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+        except OSError:
+            continue
+        out += [e[13:].decode() for e in env if e.startswith(b"BERTH_HANDLE=")]
+    return sorted(out)
+
+
+def fill_up(path):
+    """Takes every free byte of the filesystem at path; returns the file that holds them."""
+    filler = os.path.join(path, "filler")
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+class FullDiskExec(unittest.TestCase):
+    """Issue 8's reproduction: exec tenants (with working directories, logs and records in
+    the same state dir) created until the disk is full."""
+
+    def setUp(self):
+        base = 26000 + (os.getpid() % 100) * 100
+        self.mark = "berth-full-" + uuid.uuid4().hex
+        self.b = Berthd({"10-exec.yaml": EXEC % (base, base + 99, self.mark)}, plugins=())
+        if os.geteuid() != 0 or not mount_tmpfs(self.b.state, "2m"):
+            self.b.cleanup()
+            self.skipTest("needs root to mount a small tmpfs as the state dir")
+        self.b.install_plugin_from_build("exec")
+        self.b.start()
+
+    def tearDown(self):
+        b = self.b
+        try:
+            rc, log = stop_and_clean(b, self.mark)
+            self.assertEqual(rc, 0, log[-3000:])
+        finally:
+            subprocess.run(["umount", "-l", b.state], capture_output=True)
+            b.cleanup()
+
+    def settled(self, want):
+        """Every tenant of want ready, one process each, and nothing else running."""
+        ts = self.b.get("/v1/tenants").json["tenants"]
+        return (sorted(t["handle"] for t in ts) == want and
+                all(t["observed"] == "ready" for t in ts) and
+                handles_of(marked(self.mark, "sleep")) == want)
+
+    def test_only_what_is_stored_is_acknowledged_and_nothing_is_left_half_made(self):
+        b = self.b
+        ok, refused = [], []
+        for i in range(400):
+            r = b.post("/v1/tenants", {"handle": f"x{i}"})
+            if r.status == 201:
+                ok.append(f"x{i}")
+                continue
+            self.assertEqual(r.status, 507, r.body)
+            refused.append(f"x{i}")
+            if len(refused) >= 5:
+                break
+        self.assertTrue(ok and len(refused) == 5, (len(ok), len(refused)))
+        print(len(ok), "exec tenants acknowledged before the disk filled")
+        exec_dir = os.path.join(b.state, "exec")
+        for h in refused:
+            self.assertEqual(b.get(f"/v1/tenants/{h}").status, 404)
+            self.assertFalse(os.path.exists(os.path.join(exec_dir, h)), h)
+        self.assertEqual(b.get("/health").status, 200)
+        subprocess.run(["mount", "-o", "remount,size=64m", b.state], check=True)
+        want = sorted(ok)
+        wait_until(lambda: self.settled(want), 30, what="every acknowledged tenant running once")
+        self.assertEqual(b.stop(), 0, b.log()[-3000:])
+        b.start()
+        wait_until(lambda: self.settled(want), 30, what="the same after a restart")
+        # a full disk again, now with nothing free at all: a state change and a deletion
+        # are refused whole, and done once there is room
+        filler = fill_up(b.state)
+        h = ok[0]
+        r = b.post(f"/v1/tenants/{h}/sleep")
+        self.assertEqual(r.status, 507, r.body)
+        self.assertEqual(b.tenant(h)["desired"], "running")
+        r = b.req("DELETE", f"/v1/tenants/{h}")
+        self.assertEqual(r.status, 507, r.body)
+        self.assertEqual(b.tenant(h)["desired"], "running")
+        os.unlink(filler)
+        self.assertEqual(b.post(f"/v1/tenants/{h}/sleep").status, 202)
+        b.wait_tenant(h, "stopped")
+        for t in ok:
+            self.assertIn(b.req("DELETE", f"/v1/tenants/{t}").status, (202, 204))
+        wait_until(lambda: not b.get("/v1/tenants").json["tenants"], 30, what="deletions")
+        self.assertEqual(marked(self.mark), [])
+        left = sorted(n for n in os.listdir(exec_dir) if not n.startswith("."))
+        self.assertEqual(left, [], "working directories, logs or records left behind")
 
 
 class Durable(unittest.TestCase):
