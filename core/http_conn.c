@@ -30,7 +30,7 @@
 
 struct pool {
     struct list link;
-    char *key;                  /* "host|port" or "unix|path" */
+    char *name;                 /* the URL's host; with port (or path) the pool's key */
     char *host, *path;          /* host to resolve (NULL: a literal or unix); socket path */
     int port;
     struct list idle;           /* struct conn, most recently used first */
@@ -114,7 +114,7 @@ static void pool_unref(struct pool *p)
 {
     if (--p->refs || p->nidle) return;
     list_del(&p->link);
-    free(p->key);
+    free(p->name);
     free(p->host);
     free(p->path);
     free(p);
@@ -128,17 +128,16 @@ static bool addr_literal(const char *host, int port, struct sockaddr_storage *ss
 
 static struct pool *pool_get(const char *host, int port, const char *path)
 {
-    char *key = path ? xasprintf("unix|%s", path) : xasprintf("%s|%d", host, port);
     list_each(it, &pools) {
         struct pool *p = container_of(it, struct pool, link);
-        if (!strcmp(p->key, key)) {
-            free(key);
+        if (path ? p->path && !strcmp(p->path, path)
+                 : !p->path && p->port == port && !strcmp(p->name, host)) {
             p->refs++;
             return p;
         }
     }
     struct pool *p = xcalloc(1, sizeof *p);
-    p->key = key;
+    p->name = xstrdup(path ? "" : host);
     p->port = port;
     list_init(&p->idle);
     if (path) p->path = xstrdup(path);
@@ -694,9 +693,9 @@ static void send_request(struct hcall *c)
     c->body_done = !c->read_body;
     head_reset(c);
     conn_read_start(k);
-    uv_buf_t b[2] = {uv_buf_init(c->req.p, (unsigned)c->req.len)};
+    uv_buf_t b[2] = {{.base = c->req.p, .len = c->req.len}};
     unsigned nb = 1;
-    if (c->body && c->body_len) b[nb++] = uv_buf_init((char *)c->body, (unsigned)c->body_len);
+    if (c->body && c->body_len) b[nb++] = (uv_buf_t){.base = (char *)c->body, .len = c->body_len};
     if (!write_bufs(c, b, nb)) return;
     c->state = ST_RECV;
     if (c->read_body && !c->writing) pump(c);
@@ -829,25 +828,43 @@ static bool build_head(struct hcall *c, const struct berth_http_opts *o, const c
                        const char *target, size_t tlen, const char *auth, size_t alen)
 {
     struct buf *b = &c->req;
-    buf_printf(b, "%s %s%.*s HTTP/1.1\r\n", method, tlen && *target == '/' ? "" : "/",
-               (int)tlen, target);
-    bool host = false;
+    size_t need = strlen(method) + tlen + alen + 96;
+    for (const struct berth_header *h = o->headers; h && h->name; h++)
+        need += strlen(h->name) + (h->value ? strlen(h->value) : 0) + 4;
+    b->p = xmalloc(need);       /* one allocation; buf_add grows it if ever short */
+    b->cap = need;
+    buf_adds(b, method);
+    buf_add(b, " /", tlen && *target == '/' ? 1 : 2);
+    buf_add(b, target, tlen);
+    buf_adds(b, " HTTP/1.1\r\n");
+    bool host = false, accept = false;
     for (const struct berth_header *h = o->headers; h && h->name; h++) {
         const char *v = h->value ? h->value : "";
         if (!token(h->name) || !line_safe(v)) return false;
         if (!strcasecmp(h->name, "content-length") || !strcasecmp(h->name, "transfer-encoding"))
             continue;
         if (!strcasecmp(h->name, "host")) host = true;
+        if (!strcasecmp(h->name, "accept")) accept = true;
         if (!strcasecmp(h->name, "connection") && strcasestr(v, "close")) c->no_reuse = true;
-        buf_printf(b, "%s: %s\r\n", h->name, v);
+        buf_adds(b, h->name);
+        buf_add(b, ": ", 2);
+        buf_adds(b, v);
+        buf_add(b, "\r\n", 2);
     }
-    if (!host) buf_printf(b, "Host: %.*s\r\n", (int)alen, auth);
+    if (!host) {
+        buf_add(b, "Host: ", 6);
+        buf_add(b, auth, alen);
+        buf_add(b, "\r\n", 2);
+    }
+    char n[48];
     if (c->read_body && c->chunked) buf_adds(b, "Transfer-Encoding: chunked\r\n");
-    else if (c->read_body || o->body) buf_printf(b, "Content-Length: %zu\r\n", c->body_len);
+    else if (c->read_body || o->body)
+        buf_add(b, n, (size_t)snprintf(n, sizeof n, "Content-Length: %zu\r\n", c->body_len));
     else if (strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "DELETE") &&
              strcmp(method, "OPTIONS"))
         buf_adds(b, "Content-Length: 0\r\n");
-    buf_adds(b, "Accept: */*\r\n\r\n");
+    if (!accept) buf_adds(b, "Accept: */*\r\n");
+    buf_add(b, "\r\n", 2);
     return true;
 }
 
