@@ -26,4 +26,20 @@ int hconn_resume(berth_call *c);
 void hconn_init(void);
 void hconn_shutdown(void);
 
+/* ---- http_head.c: what http_conn.c sends ---- */
+struct http_target {            /* an http:// URL taken apart */
+    const char *auth, *target;  /* in the URL: host[:port], and path?query (no fragment) */
+    size_t alen, tlen;
+    char host[256];             /* without an IPv6 literal's brackets */
+    int port;
+};
+/* false unless http://, with a host and no userinfo, and a target without blanks */
+bool http_target_parse(const char *url, struct http_target *t);
+enum { HEAD_CHUNKED = -1, HEAD_NO_BODY = -2 };
+/* The request head into b (empty; the caller frees it), its body framed by `framing`: a
+ * Content-Length, HEAD_CHUNKED or HEAD_NO_BODY. *close is set when the caller asked for
+ * Connection: close. False when the method or a header cannot be sent as it is. */
+bool http_head_build(struct buf *b, const char *method, const struct http_target *t,
+                     const struct berth_header *h, int64_t framing, bool *close);
+
 #endif

@@ -393,6 +393,11 @@ static struct berth_header *head_array(struct hcall *c)
 static int on_head_done(http_parser *p)
 {
     struct hcall *c = call_of(p);
+    if (p->status_code < 100) {     /* status 0 would read as a transport failure */
+        c->err = BERTH_EIO;
+        snprintf(c->msg, sizeof c->msg, "malformed answer: status %u", p->status_code);
+        return -1;
+    }
     if (p->status_code < 200 && p->status_code != 101) {
         head_reset(c);              /* 100 Continue and friends: the real head follows */
         return 0;
@@ -807,104 +812,14 @@ static void connect_next(struct hcall *c)
 
 /* ---- starting a call ---- */
 
-static bool token(const char *s)
-{
-    if (!*s) return false;
-    for (; *s; s++)
-        if (*s <= ' ' || *s >= 127 || strchr("()<>@,;:\\\"/[]?={}", *s)) return false;
-    return true;
-}
-
-static bool line_safe(const char *s)
-{
-    for (; *s; s++)
-        if (*s == '\r' || *s == '\n') return false;
-    return true;
-}
-
-/* the request head: request line, Host (unless the caller gives one), the caller's
- * headers but the framing ones, which follow from the body; false when one is unsafe */
-static bool build_head(struct hcall *c, const struct berth_http_opts *o, const char *method,
-                       const char *target, size_t tlen, const char *auth, size_t alen)
-{
-    struct buf *b = &c->req;
-    size_t need = strlen(method) + tlen + alen + 96;
-    for (const struct berth_header *h = o->headers; h && h->name; h++)
-        need += strlen(h->name) + (h->value ? strlen(h->value) : 0) + 4;
-    b->p = xmalloc(need);       /* one allocation; buf_add grows it if ever short */
-    b->cap = need;
-    buf_adds(b, method);
-    buf_add(b, " /", tlen && *target == '/' ? 1 : 2);
-    buf_add(b, target, tlen);
-    buf_adds(b, " HTTP/1.1\r\n");
-    bool host = false, accept = false;
-    for (const struct berth_header *h = o->headers; h && h->name; h++) {
-        const char *v = h->value ? h->value : "";
-        if (!token(h->name) || !line_safe(v)) return false;
-        if (!strcasecmp(h->name, "content-length") || !strcasecmp(h->name, "transfer-encoding"))
-            continue;
-        if (!strcasecmp(h->name, "host")) host = true;
-        if (!strcasecmp(h->name, "accept")) accept = true;
-        if (!strcasecmp(h->name, "connection") && strcasestr(v, "close")) c->no_reuse = true;
-        buf_adds(b, h->name);
-        buf_add(b, ": ", 2);
-        buf_adds(b, v);
-        buf_add(b, "\r\n", 2);
-    }
-    if (!host) {
-        buf_add(b, "Host: ", 6);
-        buf_add(b, auth, alen);
-        buf_add(b, "\r\n", 2);
-    }
-    char n[48];
-    if (c->read_body && c->chunked) buf_adds(b, "Transfer-Encoding: chunked\r\n");
-    else if (c->read_body || o->body)
-        buf_add(b, n, (size_t)snprintf(n, sizeof n, "Content-Length: %zu\r\n", c->body_len));
-    else if (strcmp(method, "GET") && strcmp(method, "HEAD") && strcmp(method, "DELETE") &&
-             strcmp(method, "OPTIONS"))
-        buf_adds(b, "Content-Length: 0\r\n");
-    if (!accept) buf_adds(b, "Accept: */*\r\n");
-    buf_add(b, "\r\n", 2);
-    return true;
-}
-
-/* the URL's parts: authority (for Host), host, port, and the request target */
-struct url {
-    const char *auth, *target;
-    size_t alen, tlen;
-    char host[256];
-    int port;
-};
-
-static bool url_parse(const char *s, struct url *u)
-{
-    struct http_parser_url pu;
-    http_parser_url_init(&pu);
-    size_t len = strlen(s);
-    if (strncasecmp(s, "http://", 7) || http_parser_parse_url(s, len, 0, &pu) ||
-        !(pu.field_set & (1 << UF_HOST)) || (pu.field_set & (1 << UF_USERINFO)) ||
-        pu.field_data[UF_HOST].len >= sizeof u->host)
-        return false;
-    memcpy(u->host, s + pu.field_data[UF_HOST].off, pu.field_data[UF_HOST].len);
-    u->host[pu.field_data[UF_HOST].len] = 0;
-    u->port = pu.field_set & (1 << UF_PORT) ? pu.port : 80;
-    u->auth = s + 7;
-    u->alen = strcspn(u->auth, "/?#");
-    u->target = u->auth + u->alen;
-    u->tlen = strcspn(u->target, "#");
-    for (size_t i = 0; i < u->tlen; i++)
-        if ((unsigned char)u->target[i] <= ' ' || u->target[i] == 127) return false;
-    return true;
-}
-
 bool hconn_wants(const struct berth_http_opts *o)
 {
     if (!up || disabled || strncasecmp(o->url, "http://", 7)) return false;
     if (o->size >= offsetof(struct berth_http_opts, tls_key) + sizeof o->tls_key &&
         (o->tls_ca || o->tls_cert || o->tls_key))
         return false;
-    struct url u;
-    return url_parse(o->url, &u);
+    struct http_target u;
+    return http_target_parse(o->url, &u);
 }
 
 #define OPT_HAS(o, f) ((o)->size >= offsetof(struct berth_http_opts, f) + sizeof((o)->f))
@@ -931,8 +846,8 @@ static void call_opts(struct hcall *c, const struct berth_http_opts *o)
 berth_call *hconn_call(berth_instance *owner, const struct berth_http_opts *o,
                        berth_http_done cb, void *arg)
 {
-    struct url u;
-    if (!url_parse(o->url, &u)) return NULL;
+    struct http_target u;
+    if (!http_target_parse(o->url, &u)) return NULL;
     struct hcall *c = xcalloc(1, sizeof *c);
     c->base.native = true;
     c->cb = cb;
@@ -943,8 +858,9 @@ berth_call *hconn_call(berth_instance *owner, const struct berth_http_opts *o,
     call_opts(c, o);
     const char *method = o->method ? o->method : "GET";
     c->head_req = !strcmp(method, "HEAD");
-    bool ok = token(method) &&
-              build_head(c, o, method, u.target, u.tlen, u.auth, u.alen);
+    int64_t framing = c->read_body && c->chunked ? HEAD_CHUNKED
+                      : c->read_body || o->body ? (int64_t)c->body_len : HEAD_NO_BODY;
+    bool ok = http_head_build(&c->req, method, &u, o->headers, framing, &c->no_reuse);
     c->pool = pool_get(u.host, u.port, o->unix_socket);
     if (c->timeout_ms) c->deadline = now_ms() + c->timeout_ms;
     if (owner) {
