@@ -89,7 +89,7 @@ struct hcall {
     int state, naddr_tried, err, status;
     bool head_req, no_reuse, chunked, pulled, body_done, writing;
     bool got_byte, head_done, complete, retried;
-    bool paused, send_paused, in_cb, in_parse, canceled;
+    bool paused, send_paused, in_cb, in_parse, canceled, starting;
     char msg[192];
 };
 
@@ -107,6 +107,16 @@ static void send_request(struct hcall *c);
 static void pump(struct hcall *c);
 
 static int64_t now_ms(void) { return (int64_t)uv_now(C.loop); }
+
+static void on_kick(uv_timer_t *t);
+
+/* the call goes on at the next turn (on_kick) */
+static void kick(struct hcall *c)
+{
+    list_del(&c->kick);
+    list_add_tail(&kicks, &c->kick);
+    uv_timer_start(&kick_timer, on_kick, 0, 0);
+}
 
 /* ---- pools ---- */
 
@@ -270,6 +280,11 @@ static void finish(struct hcall *c, bool reuse)
     call_free(c);
 }
 
+static void on_timer(uv_timer_t *t);
+static void arm_timer(struct hcall *c);
+
+/* Ends the call with an error; one found before http_request returned is reported on a
+ * later turn (the timer, which runs before any read of that turn). */
 static void fail(struct hcall *c, int err, const char *fmt, ...) BERTH_PRINTF(3, 4);
 static void fail(struct hcall *c, int err, const char *fmt, ...)
 {
@@ -280,17 +295,8 @@ static void fail(struct hcall *c, int err, const char *fmt, ...)
         va_end(ap);
         c->err = err;
     }
-    finish(c, false);
-}
-
-/* a failure found before http_request returned: reported on a later turn */
-static void on_timer(uv_timer_t *t);
-static void arm_timer(struct hcall *c);
-static void fail_later(struct hcall *c, int err, const char *msg)
-{
-    c->err = err;
-    snprintf(c->msg, sizeof c->msg, "%s", msg);
-    uv_timer_start(&c->timer, on_timer, 0, 0);
+    if (c->starting) uv_timer_start(&c->timer, on_timer, 0, 0);
+    else finish(c, false);
 }
 
 static void on_timer(uv_timer_t *t)
@@ -703,7 +709,9 @@ static void send_request(struct hcall *c)
     if (c->body && c->body_len) b[nb++] = (uv_buf_t){.base = (char *)c->body, .len = c->body_len};
     if (!write_bufs(c, b, nb)) return;
     c->state = ST_RECV;
-    if (c->read_body && !c->writing) pump(c);
+    if (!c->read_body || c->writing) return;
+    if (!c->starting) pump(c);
+    else kick(c);               /* read_body is the caller's: not inside http_request */
 }
 
 static void on_connected(uv_connect_t *req, int status)
@@ -720,8 +728,10 @@ static void on_connected(uv_connect_t *req, int status)
             return;
         }
         if (p->host) p->addr_at = 0;        /* resolved again next time */
-        fail(c, BERTH_ECONNREFUSED, "connecting to %s: %s",
-             p->path ? p->path : p->host ? p->host : "the address", uv_strerror(status));
+        if (p->path) fail(c, BERTH_ECONNREFUSED, "connecting to %s: %s", p->path,
+                          uv_strerror(status));
+        else fail(c, BERTH_ECONNREFUSED, "connecting to %s port %d: %s", p->name, p->port,
+                  uv_strerror(status));
         return;
     }
     send_request(c);
@@ -867,11 +877,13 @@ berth_call *hconn_call(berth_instance *owner, const struct berth_http_opts *o,
         res_attach(owner, &c->base.res, RES_CALL);
         inst_pending(owner, 1);
     }
-    if (!ok) fail_later(c, BERTH_EINVAL, "a method or header that cannot be sent");
+    c->starting = true;     /* nothing of the caller's runs inside http_request */
+    if (!ok) fail(c, BERTH_EINVAL, "a method or header that cannot be sent");
     else {
         arm_timer(c);
         connect_next(c);
     }
+    c->starting = false;
     return &c->base;
 }
 
@@ -916,9 +928,7 @@ int hconn_resume(berth_call *bc)
     struct hcall *c = (struct hcall *)bc;
     if (!c->paused && !c->send_paused) return 0;
     c->paused = c->send_paused = false;
-    list_del(&c->kick);
-    list_add_tail(&kicks, &c->kick);
-    uv_timer_start(&kick_timer, on_kick, 0, 0);
+    kick(c);
     return 0;
 }
 
