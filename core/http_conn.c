@@ -16,6 +16,7 @@
 
 #include <http_parser.h>
 #include <stdlib.h>
+#include <sys/un.h>
 #include <string.h>
 #include <strings.h>
 
@@ -615,6 +616,10 @@ static bool write_bufs(struct hcall *c, uv_buf_t *b, unsigned n)
     struct conn *k = c->conn;
     int w = uv_try_write(&k->u.s, b, n);
     if (w == UV_EAGAIN || w == UV_ENOSYS) w = 0;
+    if (w < 0 && c->got_byte) {     /* the answer came early (a refusal): it decides */
+        c->body_done = c->no_reuse = true;
+        return false;
+    }
     if (w < 0) {
         if (replayable(c)) retry(c);
         else fail(c, BERTH_EIO, "sending the request: %s", uv_strerror(w));
@@ -750,6 +755,10 @@ static void conn_open(struct hcall *c)
     int rc;
     if (p->path) {
         uv_pipe_init(C.loop, &k->u.pipe, 0);
+        if (strlen(p->path) >= sizeof ((struct sockaddr_un *)0)->sun_path) {
+            on_connected(&k->creq, UV_ENAMETOOLONG);    /* libuv would cut it short */
+            return;
+        }
         uv_pipe_connect(&k->creq, &k->u.pipe, p->path, on_connected);
         return;
     }

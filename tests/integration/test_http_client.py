@@ -332,6 +332,10 @@ class ClientTest(unittest.TestCase):
         self.assertEqual((r["status"], r["error"]), (0, -111), r)
         r = self.fetch(None, url="http://127.0.0.1:1/", unix="/nonexistent/sock")
         self.assertEqual((r["status"], r["error"]), (0, -111), r)
+        # a socket path longer than sun_path is refused, not cut short to another path
+        r = self.fetch(None, url="http://x/", unix="/tmp/" + "s" * 120)
+        self.assertEqual((r["status"], r["error"]), (0, -111), r)
+        self.assertIn("too long", r["message"])
 
     def test_unix_socket_names_and_ipv6(self):
         r = self.fetch(None, url="http://upstream.test/echo", unix=self.up.path)
