@@ -1,11 +1,13 @@
-/* Outgoing HTTP through libcurl's multi-socket API driven by libuv: curl tells us which
- * sockets to watch and when to wake it; the loop never blocks on the network.
+/* Outgoing HTTP. Plain http:// goes to berth's own keep-alive client (http_conn.c); https,
+ * TLS options and whatever that one does not take go through libcurl's multi-socket API
+ * driven by libuv: curl tells us which sockets to watch and when to wake it; the loop never
+ * blocks on the network.
  *
  * For proxies: the response head is handed over before the first body byte (on_head), a
  * streaming body can be paused both ways (curl_easy_pause; curl buffers at most what it had
  * already read), and a request body is either the caller's memory, sent without a copy, or
  * pulled through read_body as the connection takes it. */
-#include "core.h"
+#include "http_call.h"
 
 #include <curl/curl.h>
 #include <stdlib.h>
@@ -13,8 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-struct berth_call {
-    struct res res;             /* linked into its instance when a plugin made it */
+struct ccall {
+    struct berth_call base;     /* first: res, linked into its instance when a plugin made it */
     CURL *easy;
     struct curl_slist *headers;
     struct buf body;
@@ -60,7 +62,7 @@ static CURLM *multi;
 static uv_timer_t timer;
 static bool up;
 
-static void head_clear(berth_call *c)
+static void head_clear(struct ccall *c)
 {
     for (size_t i = 0; i < c->nhead; i++) {
         free((char *)c->head[i].name);
@@ -93,7 +95,7 @@ static void easy_put(CURL *e)
     easy_pool[easy_pooled++] = e;
 }
 
-static void call_free(berth_call *c)
+static void call_free(struct ccall *c)
 {
     easy_put(c->easy);
     curl_slist_free_all(c->headers);
@@ -109,7 +111,7 @@ static void check_done(void)
     int left;
     while ((m = curl_multi_info_read(multi, &left))) {
         if (m->msg != CURLMSG_DONE) continue;
-        berth_call *c;
+        struct ccall *c;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&c);
         CURLcode cc = m->data.result;
         long status = 0;
@@ -132,9 +134,9 @@ static void check_done(void)
         void *arg = c->arg;
         /* detach before the callback so it may start new calls or cancel nothing twice */
         curl_multi_remove_handle(multi, c->easy);
-        if (c->res.owner) {
-            res_detach(&c->res);
-            inst_pending(c->res.owner, -1);
+        if (c->base.res.owner) {
+            res_detach(&c->base.res);
+            inst_pending(c->base.res.owner, -1);
         }
         cb(&r, arg);
         call_free(c);
@@ -272,7 +274,7 @@ static int timer_cb(CURLM *m, long ms, void *userp)
 /* One header line; the blank line that ends a final (non-1xx) head hands it to on_head. */
 static size_t on_header(char *data, size_t size, size_t n, void *arg)
 {
-    berth_call *c = arg;
+    struct ccall *c = arg;
     size_t len = size * n, l = len;
     if (!c->on_head || c->head_sent) return len;
     while (l && (data[l - 1] == '\n' || data[l - 1] == '\r')) l--;
@@ -306,7 +308,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *arg)
 
 static size_t on_read_body(char *buf, size_t size, size_t n, void *arg)
 {
-    berth_call *c = arg;
+    struct ccall *c = arg;
     int64_t got = c->read_body(buf, size * n, c->arg);
     if (got == BERTH_EAGAIN) {
         c->paused = true;       /* until http_resume() */
@@ -318,7 +320,7 @@ static size_t on_read_body(char *buf, size_t size, size_t n, void *arg)
 
 static size_t on_body(char *data, size_t size, size_t n, void *arg)
 {
-    berth_call *c = arg;
+    struct ccall *c = arg;
     size_t len = size * n;
     if (c->on_data) return c->on_data(data, len, c->arg) ? len : 0;
     if (c->body.len + len > (64u << 20)) return 0;     /* a runaway peer */
@@ -328,7 +330,7 @@ static size_t on_body(char *data, size_t size, size_t n, void *arg)
 
 /* The request body: pulled through read_body, or o->body itself (POSTFIELDS, not
  * COPYPOSTFIELDS: a relayed body is not copied; the caller keeps it alive until cb). */
-static bool set_body(berth_call *c, const struct berth_http_opts *o)
+static bool set_body(struct ccall *c, const struct berth_http_opts *o)
 {
     CURL *e = c->easy;
     if (c->read_body) {
@@ -348,7 +350,7 @@ static bool set_body(berth_call *c, const struct berth_http_opts *o)
 /* curl decodes gzip and friends for a buffered or streamed body. Not for a proxy: a caller
  * that sees the head (on_head) or asks for an encoding itself gets the bytes its headers
  * describe, or a relayed Content-Encoding would lie about the body. */
-static void set_decoding(berth_call *c, const struct berth_http_opts *o)
+static void set_decoding(struct ccall *c, const struct berth_http_opts *o)
 {
     bool raw = c->on_head != NULL;
     for (const struct berth_header *h = o->headers; h && h->name; h++)
@@ -362,7 +364,8 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
 {
     if (!up || !o || !o->url || !cb || o->size < offsetof(struct berth_http_opts, on_data))
         return NULL;
-    berth_call *c = xcalloc(1, sizeof *c);
+    if (hconn_wants(o)) return hconn_call(owner, o, cb, arg);
+    struct ccall *c = xcalloc(1, sizeof *c);
     c->easy = easy_get();
     c->cb = cb;
     c->arg = arg;
@@ -413,37 +416,46 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, c->headers);
     set_decoding(c, o);
     if (owner) {
-        res_attach(owner, &c->res, RES_CALL);
+        res_attach(owner, &c->base.res, RES_CALL);
         inst_pending(owner, 1);
     }
     curl_multi_add_handle(multi, e);
-    return c;
+    return &c->base;
 }
 
-void http_call_cancel(berth_call *c)
+void http_call_cancel(berth_call *bc)
 {
-    if (!c) return;
+    if (!bc) return;
+    if (bc->native) {
+        hconn_cancel(bc);
+        return;
+    }
+    struct ccall *c = (struct ccall *)bc;
     curl_multi_remove_handle(multi, c->easy);
-    if (c->res.owner) {
-        res_detach(&c->res);
-        inst_pending(c->res.owner, -1);
+    if (c->base.res.owner) {
+        res_detach(&c->base.res);
+        inst_pending(c->base.res.owner, -1);
     }
     call_free(c);
 }
 
 /* Paused, curl neither reads the response nor pulls the request body; it keeps at most what
  * it already read. Resuming may deliver that at once, inside this call. */
-int http_call_pause(berth_call *c)
+int http_call_pause(berth_call *bc)
 {
-    if (!c) return BERTH_EINVAL;
+    if (!bc) return BERTH_EINVAL;
+    if (bc->native) return hconn_pause(bc);
+    struct ccall *c = (struct ccall *)bc;
     if (curl_easy_pause(c->easy, CURLPAUSE_ALL) != CURLE_OK) return BERTH_EIO;
     c->paused = true;
     return 0;
 }
 
-int http_call_resume(berth_call *c)
+int http_call_resume(berth_call *bc)
 {
-    if (!c) return BERTH_EINVAL;
+    if (!bc) return BERTH_EINVAL;
+    if (bc->native) return hconn_resume(bc);
+    struct ccall *c = (struct ccall *)bc;
     if (!c->paused) return 0;
     c->paused = false;
     /* curl arms its timer to go on at once (timer_cb), which wakes the transfer */
@@ -460,6 +472,7 @@ int http_client_init(void)
      * the connections a proxy is about to need again */
     curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 256L);
     uv_timer_init(C.loop, &timer);
+    hconn_init();
     up = true;
     return 0;
 }
@@ -468,6 +481,7 @@ void http_client_shutdown(void)
 {
     if (!up) return;
     up = false;
+    hconn_shutdown();
     while (easy_pooled) curl_easy_cleanup(easy_pool[--easy_pooled]);
     curl_multi_cleanup(multi);  /* closes the sockets; sock_cb is not called any more */
     list_each(it, &socks) {

@@ -382,7 +382,8 @@ struct berth_host {
     int (*store_exec)(berth_instance *self, const char *sql, const char *const *params,
                       size_t nparams, berth_row_cb cb, void *arg);
 
-    /* HTTP client (libcurl multi on the loop); cb is called exactly once unless canceled */
+    /* HTTP client on the loop (berth's own HTTP/1.1 client for http://, libcurl for https);
+     * cb is called exactly once unless canceled, never inside http_request */
     berth_call *(*http_request)(berth_instance *self, const struct berth_http_opts *o,
                                 berth_http_done cb, void *arg);
     void (*http_cancel)(berth_call *c);

@@ -139,13 +139,35 @@ static void ping(berth_req *r, void *arg)
     H->respond(r, rc ? 500 : 202, "application/json", "{}\n", 3);
 }
 
-/* GET /v1/echo/fetch?url=...: proxies through the host's HTTP client */
+/* GET /v1/echo/fetch?url=...[&unix=PATH][&method=M][&timeout=MS]: a buffered call through the
+ * host's HTTP client; answers its result: status, error, message, content type, length and
+ * the body's first 4000 bytes (JSON-escaped) */
+static void json_str(char *out, size_t cap, const char *s, size_t n)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n && k + 8 < cap; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch == '"' || ch == '\\') k += (size_t)snprintf(out + k, cap - k, "\\%c", ch);
+        else if (ch < 0x20 || ch >= 0x7f) k += (size_t)snprintf(out + k, cap - k, "\\u%04x", ch);
+        else out[k++] = (char)ch;
+    }
+    out[k] = 0;
+}
+
 static void fetched(const struct berth_http_result *res, void *arg)
 {
     berth_req *r = arg;
-    char body[512];
-    int n = snprintf(body, sizeof body, "{\"status\":%d,\"error\":%d,\"length\":%zu}\n",
-                     res->status, res->error, res->body_len);
+    static char body[4000 * 6 + 1024], text[4000 * 6 + 16], msg[600], type[300];
+    json_str(text, sizeof text, res->body, res->body_len < 4000 ? res->body_len : 4000);
+    json_str(msg, sizeof msg, res->message, strlen(res->message));
+    json_str(type, sizeof type, res->content_type ? res->content_type : "",
+             res->content_type ? strlen(res->content_type) : 0);
+    int n = snprintf(body, sizeof body,
+                     "{\"status\":%d,\"error\":%d,\"length\":%zu,\"message\":\"%s\","
+                     "\"type\":%s%s%s,\"body\":\"%s\"}\n",
+                     res->status, res->error, res->body_len, msg,
+                     res->content_type ? "\"" : "", res->content_type ? type : "null",
+                     res->content_type ? "\"" : "", text);
     H->respond(r, 200, "application/json", body, (size_t)n);
 }
 
@@ -154,8 +176,10 @@ static void fetch(berth_req *r, void *arg)
     struct echo *e = arg;
     const char *url = H->req_query(r, "url");
     const char *sock = H->req_query(r, "unix");
+    const char *timeout = H->req_query(r, "timeout");
     struct berth_http_opts o = {.size = sizeof o, .url = url, .unix_socket = sock,
-                                .timeout_ms = 5000};
+                                .method = H->req_query(r, "method"),
+                                .timeout_ms = timeout ? strtoll(timeout, NULL, 10) : 5000};
     if (!url || !H->http_request(e->self, &o, fetched, r))
         H->respond_error(r, 400, "bad_request", "url is required");
 }
