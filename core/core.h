@@ -265,7 +265,6 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
 void http_call_cancel(berth_call *c);
 int http_call_pause(berth_call *c);     /* both directions; safe inside the call's callbacks */
 int http_call_resume(berth_call *c);
-void http_cancel_owner(berth_instance *owner);
 
 /* ---- plugin.c ---- */
 struct core_cfg;
