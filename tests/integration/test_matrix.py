@@ -14,6 +14,7 @@ import unittest
 from harness import BERTHD, Berthd, free_port, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
+from proxy import Proxy  # noqa: E402
 from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
 
 HS = None
@@ -87,12 +88,21 @@ class Matrix(unittest.TestCase):
         self.admin = "berth" + tag
         self.prefix = "r" + tag + "-"
 
-    def berthd(self, files=None, registration=None):
-        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+    def berthd(self, files=None, registration=None, proxied=False, extra="", plugins=()):
+        """proxied: berthd talks to the homeserver through self.proxy, which records every
+        call; extra: lines added to the plugin's configuration"""
+        url = HS.url
+        if proxied:
+            self.proxy = Proxy(HS.url)
+            self.addCleanup(self.proxy.stop)
+            url = self.proxy.url
+        conf = CONF.format(url=url, secret=HS.secret_file(self.tmp), admin=self.admin,
                            prefix=self.prefix)
         if registration:
             conf = conf.replace(conf.split("registration: ")[1].split("\n")[0], registration)
-        self.b = Berthd(dict({"10-matrix.yaml": conf}, **(files or {})), plugins=("testdrv",))
+        conf = conf.replace("    rooms:\n", extra + "    rooms:\n")
+        self.b = Berthd(dict({"10-matrix.yaml": conf}, **(files or {})),
+                        plugins=("testdrv",) + plugins)
         self.b.install_plugin_from_build("matrix")
         if files:
             self.b.install_plugin_from_build("exec")
@@ -380,6 +390,22 @@ class Matrix(unittest.TestCase):
         st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
                           token=env["MATRIX_ACCESS_TOKEN"])
         self.assertEqual((st, who.get("user_id")), (200, "@jo_ai:test.local"))
+        self.stop_ok()
+
+    def test_a_later_429_asking_less_never_cuts_a_wait_short(self):
+        b = self.berthd(proxied=True)
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        # two registration nonces in flight at once: the first is answered last, after 1 s,
+        # asking 0.1 s; the second at once, asking 2 s. Nothing may go out for those 2 s.
+        mark = self.proxy.mark()
+        self.proxy.fail("GET", "/_synapse/admin/v1/register", (429, 100, 1.0), (429, 2000))
+        for h in ("kai", "lea"):
+            self.assertEqual(b.post("/v1/tenants", {"handle": h}).status, 201)
+        for h in ("kai", "lea"):
+            b.wait_tenant(h, "ready", timeout=30)
+        limited = [c["retry_after_ms"] for c in self.proxy.since(mark) if c["status"] == 429]
+        self.assertEqual(sorted(limited), [100, 2000])
+        self.assertEqual(self.proxy.early_after_429(mark), [], "sent before retry_after_ms")
         self.stop_ok()
 
     def test_bad_configuration_is_refused_at_its_key(self):
