@@ -364,6 +364,36 @@ class Matrix(unittest.TestCase):
         self.assertEqual(b.log().count("logged in"), 1)
         self.stop_ok()
 
+    def test_failing_logins_are_backed_off_and_the_dead_token_asked_once(self):
+        b = self.berthd(proxied=True)
+        self.assertEqual(b.post("/v1/tenants", {"handle": "kim"}).status, 201)
+        b.wait_tenant("kim", "ready", timeout=30)
+        old = env_of(b, "kim")["MATRIX_ACCESS_TOKEN"]
+        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {}, token=old)
+        self.assertEqual(st, 200)
+        self.stop_ok()
+        b.start()
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        # the homeserver fails two logins: the core retries the provisioning every 50 ms,
+        # but the logins come 1 s, then 2 s apart
+        mark = self.proxy.mark()
+        self.proxy.fail("POST", "/_matrix/client/v3/login", 500, 500)
+        b.ctl("tenant", "reprovision", "kim")
+        new = wait_until(lambda: (lambda e: e and e["MATRIX_ACCESS_TOKEN"] != old and e)(
+            env_of(b, "kim")), 30, what="a new token for the workload")
+        logins = self.proxy.since(mark, "POST", "/_matrix/client/v3/login")
+        self.assertEqual([c["status"] for c in logins], [500, 500, 200])
+        gaps = [y["t_in"] - x["t_in"] for x, y in zip(logins, logins[1:])]
+        self.assertGreater(gaps[0], 0.95, gaps)
+        self.assertGreater(gaps[1], 1.95, gaps)
+        # the refused token was asked about once; the attempts after went to the login
+        whoami = self.proxy.since(mark, "GET", "/_matrix/client/v3/account/whoami")
+        self.assertEqual(len([c for c in whoami if c["token"] == old]), 1)
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+                          token=new["MATRIX_ACCESS_TOKEN"])
+        self.assertEqual((st, who.get("user_id")), (200, "@kim_ai:test.local"))
+        self.stop_ok()
+
     def test_registration_whose_answer_was_lost_is_adopted(self):
         import sqlite3
         b = self.berthd()
