@@ -175,13 +175,15 @@ class Matrix(unittest.TestCase):
         self.stop_ok()
 
     def test_restarts_and_reload_make_no_new_login(self):
-        b = self.berthd()
+        b = self.berthd(proxied=True)
         self.assertEqual(b.post("/v1/tenants", {"handle": "bob"}).status, 201)
         b.wait_tenant("bob", "ready", timeout=30)
         uids = ["@bob:test.local", "@bob_ai:test.local", f"@{self.admin}:test.local"]
         devices = {u: HS.devices(u) for u in uids}
         self.assertEqual([len(d) for d in devices.values()], [1, 1, 1])
         token = env_of(b, "bob")["MATRIX_ACCESS_TOKEN"]
+        rooms = [HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("fleet", "lobby")]
+        mark = self.proxy.mark()
         for _ in range(3):
             self.stop_ok()
             b.start()
@@ -194,7 +196,35 @@ class Matrix(unittest.TestCase):
         self.assertEqual(env_of(b, "bob")["MATRIX_ACCESS_TOKEN"], token)
         self.assertEqual(b.tenant("bob")["plugins"]["matrix"]["accounts"], uids[:2])
         self.assertNotIn("logged in", b.log())
+        # what went to the homeserver: one whoami per start (berth's own account, checked
+        # once), no login, no registration, no room made again
+        calls = self.proxy.since(mark)
+        self.assertEqual([c for c in calls if c["method"] == "POST" and c["path"].endswith(
+            ("/login", "/register", "/createRoom"))], [])
+        whoami = [c["token"] for c in calls if c["path"].endswith("/account/whoami")]
+        self.assertEqual(whoami, [self.admin_token(b)] * 3)
+        self.assertEqual([HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("fleet", "lobby")],
+                         rooms)
+        self.assertEqual(len(b.events(type="matrix.room_created")), 2)
+        # provisioning run again twice in one start checks each stored token once
+        mark = self.proxy.mark()
+        for n in (1, 2):
+            done = len(b.events(tenant="bob", type="tenant.provisioned"))
+            b.ctl("tenant", "reprovision", "bob")
+            wait_until(lambda: len(b.events(tenant="bob", type="tenant.provisioned")) > done,
+                       20, what=f"reprovision {n}")
+        whoami = [c["token"] for c in self.proxy.since(mark, "GET", "/_matrix/client/v3/account")]
+        self.assertEqual(sorted(whoami), sorted([token, self.bob_token(b)]))
         self.stop_ok()
+
+    def bob_token(self, b):
+        import sqlite3
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        try:
+            return db.execute("SELECT token FROM matrix_accounts WHERE user_id="
+                              "'@bob:test.local'").fetchone()[0]
+        finally:
+            db.close()
 
     def test_homeserver_down_while_creating(self):
         b = self.berthd()
