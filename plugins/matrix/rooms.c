@@ -338,9 +338,10 @@ static void space_child(struct walk *w)
     size_t si = 0;
     while (si < mx->cfg.rooms.n && strcmp(room(mx, si)->alias, rc->in_space)) si++;
     if (!w->ids[cur(w)] || si == mx->cfg.rooms.n || !w->ids[si]) {
-        char alias[MX_ID_MAX];
+        char alias[MX_ID_MAX], space[MX_ID_MAX];
         alias_of(mx, cur(w), alias, sizeof alias);
-        note(w, "add %s to space #%s", alias, rc->in_space);   /* only in a plan */
+        snprintf(space, sizeof space, "#%s:%s", rc->in_space, mx->cfg.server_name);
+        note(w, "add %s to space %s", alias, space);   /* only in a plan */
         advance(w);
         return;
     }

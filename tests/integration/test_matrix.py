@@ -328,24 +328,64 @@ class Matrix(unittest.TestCase):
         self.stop_ok()
 
     def test_plan_writes_nothing_and_apply_restores_the_config(self):
-        b = self.berthd()
+        b = self.berthd(proxied=True)
         self.assertEqual(b.post("/v1/tenants", {"handle": "hal"}).status, 201)
         b.wait_tenant("hal", "ready", timeout=30)
         p = self.prefix
-        lobby = HS.room_of(f"#{p}lobby:test.local")
+        lobby, fleet = (HS.room_of(f"#{p}{r}:test.local") for r in ("lobby", "fleet"))
+        admin = self.admin_token(b)
 
-        def name():
-            return [e["content"].get("name") for e in HS.state(lobby)
-                    if e["type"] == "m.room.name"]
-        # drift on the server: plan shows it and changes nothing; apply restores it
-        st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(lobby)}/state/m.room.name/",
-                        {"name": "renamed"}, token=self.admin_token(b))
-        self.assertEqual(st, 200)
+        def state(room, kind, key=""):
+            return [e["content"] for e in HS.state(room) if e["type"] == kind and
+                    e["state_key"] == key]
+
+        def put(room, kind, content, key=""):
+            st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/{kind}/{q(key)}",
+                            content, token=admin)
+            self.assertEqual(st, 200)
+
+        def writes(mark):
+            return [(c["method"], c["path"]) for c in self.proxy.since(mark)
+                    if c["method"] != "GET"]
+        # drift on the server (name, topic, place in the space): plan shows it and changes
+        # nothing; apply restores it
+        put(lobby, "m.room.name", {"name": "renamed"})
+        put(lobby, "m.room.topic", {"topic": "changed"})
+        put(fleet, "m.space.child", {}, lobby)
+        mark = self.proxy.mark()
         self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
-                         [f'set the name of #{p}lobby:test.local to "Lobby"'])
-        self.assertEqual(name(), ["renamed"])
+                         [f'set the name of #{p}lobby:test.local to "Lobby"',
+                          f'set the topic of #{p}lobby:test.local to "everyone"',
+                          f"add #{p}lobby:test.local to space #{p}fleet:test.local"])
+        self.assertEqual(writes(mark), [])
+        self.assertEqual(state(lobby, "m.room.name"), [{"name": "renamed"}])
         self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
-        self.assertEqual(name(), ["Lobby"])
+        self.assertEqual(state(lobby, "m.room.name"), [{"name": "Lobby"}])
+        self.assertEqual(state(lobby, "m.room.topic"), [{"topic": "everyone"}])
+        self.assertEqual(state(fleet, "m.space.child", lobby), [{"via": ["test.local"]}])
+        self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
+        # applied again, it only reads
+        mark = self.proxy.mark()
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        self.assertGreater(len(self.proxy.since(mark)), 3)
+        self.assertEqual(writes(mark), [])
+        # a room gone from the directory: plan would create it, put it in its space and join
+        # hal's AI to it, and writes nothing; apply does it
+        st, _ = HS.call("DELETE", f"/_matrix/client/v3/directory/room/{q(f'#{p}lobby:test.local')}",
+                        token=HS.admin())
+        self.assertEqual(st, 200)
+        mark = self.proxy.mark()
+        self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
+                         [f"create room #{p}lobby:test.local",
+                          f"add #{p}lobby:test.local to space #{p}fleet:test.local",
+                          f"join @hal_ai:test.local to #{p}lobby:test.local"])
+        self.assertEqual(writes(mark), [])
+        self.assertIsNone(HS.room_of(f"#{p}lobby:test.local"))
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        lobby2 = HS.room_of(f"#{p}lobby:test.local")
+        self.assertNotIn(lobby2, (None, lobby))
+        self.assertIn(lobby2, HS.joined_rooms("@hal_ai:test.local"))
+        self.assertEqual(state(fleet, "m.space.child", lobby2), [{"via": ["test.local"]}])
         self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
         # a room added by a reload is created, put in its space and joined per `join`
         conf = read(os.path.join(b.conf, "10-matrix.yaml"))
