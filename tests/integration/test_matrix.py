@@ -4,6 +4,7 @@ names, rooms in a space joined, no new login or device across restarts and a rel
 provisioning that waits for a stopped homeserver, deactivation on delete, invite tokens."""
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -115,7 +116,8 @@ class Matrix(unittest.TestCase):
     def test_create_whoami_names_rooms_then_delete(self):
         lo = 23000 + (os.getpid() % 300) * 10
         out = os.path.join(self.tmp, "whoami.json")
-        b = self.berthd({"20-exec.yaml": "plugins:" + EXEC.format(lo=lo, hi=lo + 9, out=out)})
+        b = self.berthd({"20-exec.yaml": "plugins:" + EXEC.format(lo=lo, hi=lo + 9, out=out),
+                         "30-store.yaml": "plugins:\n  storetest: {}\n"}, plugins=("storetest",))
         self.assertEqual(b.post("/v1/tenants", {"handle": "alice"}).status, 201)
         t = b.wait_tenant("alice", "ready", timeout=30)
         env = env_of(b, "alice")
@@ -143,7 +145,18 @@ class Matrix(unittest.TestCase):
         show = b.ctl("tenant", "show", "alice").stdout
         self.assertIn("@alice_ai:test.local", show)
         self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], r.body + show)
-        self.assertNotIn(env["MATRIX_ACCESS_TOKEN"], b.log())
+        # random passwords, one per account; secrets only in the plugin's own table, never
+        # logged (at debug level), and no other plugin may read them
+        rows = self.db(b, "SELECT password, token FROM matrix_accounts")
+        self.assertEqual(len(rows), 3)          # alice's two and berth's own
+        self.assertEqual(len({pw for pw, _ in rows}), 3)
+        for pw, tok in rows:
+            self.assertRegex(pw, "^[0-9a-f]{48}$")
+            self.assertNotIn(pw, b.log())
+            self.assertNotIn(tok, b.log())
+        for sql in ("SELECT token FROM matrix_accounts", "SELECT * FROM matrix_joins"):
+            r = b.post("/v1/storetest/sql", sql)
+            self.assertEqual((r.status, r.json["rc"]), (200, -1), sql)   # BERTH_EPERM
         # the plan of a configuration already applied is empty
         self.assertEqual(b.post("/v1/matrix/plan").json, {"changes": []})
 
@@ -158,9 +171,15 @@ class Matrix(unittest.TestCase):
         # delete: deactivated, and the lobby keeps working for others
         self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
         wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")
-        for uid in ("@alice:test.local", "@alice_ai:test.local"):
+        for uid, name in (("@alice:test.local", "alice"), ("@alice_ai:test.local", "alice's AI")):
             st, u = HS.user(uid)
             self.assertEqual((st, u.get("deactivated")), (200, True))
+            self.assertEqual(u.get("displayname"), name)      # erase: false keeps the profile
+        # nothing of alice's left in the plugin's tables
+        self.assertEqual(self.db(b, "SELECT user_id FROM matrix_accounts WHERE tenant='alice'"),
+                         [])
+        self.assertEqual(self.db(b, "SELECT user_id FROM matrix_joins WHERE user_id LIKE "
+                                 "'@alice%'"), [])
         self.assertEqual(HS.room_of(f"#{self.prefix}lobby:test.local"), lobby)
         self.assertIn(lobby, HS.joined_rooms("@ivy_ai:test.local"))
         self.assertIn(lobby, HS.joined_rooms(f"@{self.admin}:test.local"))
@@ -290,6 +309,14 @@ class Matrix(unittest.TestCase):
         listed = b.ctl("matrix", "invites").stdout
         self.assertIn(token, listed)
         self.assertIn("1/2", listed)
+        # USES and DAYS as given: 2 uses, expiring in a day; 0 0 is unlimited and never expires
+        unlimited = b.ctl("matrix", "invite", "0", "0").stdout.split()[0]
+        tokens = {t["token"]: t for t in b.get("/v1/matrix/invites").json["registration_tokens"]}
+        self.assertEqual(tokens[token]["uses_allowed"], 2)
+        self.assertAlmostEqual(tokens[token]["expiry_time"] / 1000, time.time() + 86400,
+                               delta=300)
+        self.assertEqual((tokens[unlimited]["uses_allowed"], tokens[unlimited]["expiry_time"]),
+                         (None, None))
         b.ctl("matrix", "revoke", token)
         self.assertNotIn(token, b.ctl("matrix", "invites").stdout)
         st, r = HS.register_with_token("frank", token)
@@ -303,7 +330,7 @@ class Matrix(unittest.TestCase):
         path = os.path.join(self.tmp, "regtoken")
         with open(path, "w") as f:
             f.write(tok["token"])
-        b = self.berthd(registration="{token: {file: %s}}" % path)
+        b = self.berthd(registration="{token: {file: %s}}" % path, extra="    erase: true\n")
         self.assertEqual(b.post("/v1/tenants", {"handle": "gus"}).status, 201)
         b.wait_tenant("gus", "ready", timeout=30)
         env = env_of(b, "gus")
@@ -320,11 +347,17 @@ class Matrix(unittest.TestCase):
         r = b.post("/v1/matrix/invites", {"uses": 1})
         self.assertEqual(r.status, 501)
         self.assertIn("not supported", r.body)
-        # each account deactivates itself with its password
+        for args in (("invite",), ("invites",), ("revoke", "x")):
+            p = b.ctl("matrix", *args, check=False)
+            self.assertEqual(p.returncode, 1, args)
+            self.assertIn("not supported", p.stderr)
+        # each account deactivates itself with its password, erased as configured
         self.assertEqual(b.req("DELETE", "/v1/tenants/gus").status, 202)
         wait_until(lambda: b.get("/v1/tenants/gus").status == 404, 30, what="deletion")
         for uid in ("@gus:test.local", "@gus_ai:test.local"):
-            self.assertTrue(HS.user(uid)[1].get("deactivated"), uid)
+            u = HS.user(uid)[1]
+            self.assertTrue(u.get("deactivated"), uid)
+            self.assertFalse(u.get("displayname"), uid)
         self.stop_ok()
 
     def test_plan_writes_nothing_and_apply_restores_the_config(self):
@@ -401,6 +434,14 @@ class Matrix(unittest.TestCase):
         wait_until(lambda: b.ctl("matrix", "plan").stdout.strip() == "matrix: nothing to change",
                    10, what="an empty plan")
         self.stop_ok()
+
+    def db(self, b, sql):
+        import sqlite3
+        db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+        try:
+            return db.execute(sql).fetchall()
+        finally:
+            db.close()
 
     def admin_token(self, b):
         import sqlite3
