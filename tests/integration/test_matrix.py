@@ -180,7 +180,7 @@ class Matrix(MatrixCase):
         self.stop_ok()
 
     def test_invite_tokens_mint_register_revoke(self):
-        b = self.berthd()
+        b = self.berthd(proxied=True)
         out = b.ctl("matrix", "invite", "2", "1").stdout
         token = out.split()[0]
         self.assertTrue(token)
@@ -202,6 +202,11 @@ class Matrix(MatrixCase):
         st, r = HS.register_with_token("frank", token)
         self.assertEqual(st, 401, r)   # the token stage is refused
         self.assertEqual(b.ctl("matrix", "revoke", token, check=False).returncode, 1)
+        # a homeserver without the registration-token admin API: said so, not a failure
+        self.proxy.fail("POST", "/_synapse/admin/v1/registration_tokens/new", 404)
+        r = b.post("/v1/matrix/invites", {"uses": 1})
+        self.assertEqual(r.status, 501, r)
+        self.assertIn("not supported by this homeserver", r.body)
         self.stop_ok()
 
     def test_registration_token_flow_without_admin_api(self):

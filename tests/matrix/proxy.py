@@ -117,9 +117,12 @@ class Proxy:
             self.calls.append({"t_in": t_in, "t_out": time.time(), "method": h.command,
                                "path": path, "token": auth[7:] if auth[:7] == "Bearer " else None,
                                "status": status, "retry_after_ms": retry})
-        h.send_response(status)
-        for k, v in headers:
-            h.send_header(k, v)
-        h.send_header("Content-Length", str(len(data)))
-        h.end_headers()
-        h.wfile.write(data)
+        try:
+            h.send_response(status)
+            for k, v in headers:
+                h.send_header(k, v)
+            h.send_header("Content-Length", str(len(data)))
+            h.end_headers()
+            h.wfile.write(data)
+        except OSError:         # berthd stopped, its call canceled: nobody is left to tell
+            h.close_connection = True
