@@ -20,6 +20,7 @@ class Proxy:
         self.calls = []         # dicts: t_in, t_out, method, path, token, status, retry_after_ms
         self.faults = {}        # (method, path) -> statuses answered instead of forwarding
         self.in_flight = self.peak = 0
+        self.every, self.every_after, self.seen = 0, 0, 0    # see rate_limit()
         self.lock = threading.Lock()
         proxy = self
 
@@ -47,6 +48,11 @@ class Proxy:
         (429, retry_after_ms[, seconds the answer is held])"""
         with self.lock:
             self.faults[(method, path)] = list(answers)
+
+    def rate_limit(self, every, retry_after_ms):
+        """every `every`-th call from now on is answered 429 with retry_after_ms"""
+        with self.lock:
+            self.every, self.every_after, self.seen = every, retry_after_ms, 0
 
     def mark(self):
         with self.lock:
@@ -90,6 +96,10 @@ class Proxy:
             self.peak = max(self.peak, self.in_flight)
             pending = self.faults.get((h.command, path))
             injected = pending.pop(0) if pending else None
+            if not injected and self.every:
+                self.seen += 1
+                if self.seen % self.every == 0:
+                    injected = (429, self.every_after)
         ctype = [("Content-Type", "application/json")]
         try:
             if injected:
