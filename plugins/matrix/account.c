@@ -113,6 +113,14 @@ static bool token_refused(struct mx *mx, const char *user_id)
     return l && l->refused;
 }
 
+void acct_refused(struct mx *mx, const char *user_id)
+{
+    set_verified(mx, user_id, false);
+    struct mx_login *l = login_entry(mx, user_id, true);
+    if (l) l->refused = true;
+    if (!strcmp(user_id, mx->admin_id)) mx->admin_ready = false;
+}
+
 /* may this user log in now? Arms the next backoff step when it may. */
 static bool login_allowed(struct mx *mx, const char *user_id, int64_t *wait_ms)
 {
@@ -477,8 +485,7 @@ static void whoami_done(const struct mx_res *r, void *arg)
     if (r->status == 200) {
         ens_end(e, 0, NULL);
     } else if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN")) {
-        struct mx_login *l = login_entry(e->mx, e->a.user_id, true);
-        if (l) l->refused = true;
+        acct_refused(e->mx, e->a.user_id);
         login(e);
     } else {
         ens_fail(e, "check the token of", r);
@@ -536,6 +543,17 @@ void acct_ensure(struct mx *mx, const char *tenant, const char *localpart,
     }
     e->fresh = true;
     do_register(e);
+}
+
+void acct_live(struct mx *mx, const struct mx_account *a, mx_cb cb, void *arg)
+{
+    if (!token_refused(mx, a->user_id)) {
+        cb(mx, 0, NULL, arg);
+        return;
+    }
+    char lp[MX_LOCALPART_MAX];
+    snprintf(lp, sizeof lp, "%.*s", (int)strcspn(a->user_id + 1, ":"), a->user_id + 1);
+    acct_ensure(mx, a->tenant, lp, NULL, false, cb, arg);
 }
 
 /* ---- berth's admin account ---- */
@@ -633,7 +651,8 @@ static void deact_done(const struct mx_res *r, void *arg)
         deact_end(d, BERTH_ECANCELED, "matrix: stopping");
         return;
     }
-    if (r->status == 401 && mx->admin_token) mx->admin_ready = false;   /* checked again */
+    if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN"))
+        acct_refused(mx, mx->cfg.registration.shared_secret ? mx->admin_id : d->a.user_id);
     if (!r->status)
         snprintf(msg, sizeof msg, "matrix: homeserver unreachable (deactivate %s): %s",
                  d->a.user_id, r->message);
@@ -658,9 +677,21 @@ static void deact_admin(struct mx *mx, int status, const char *msg, void *arg)
     hs_call(mx->hs, "POST", path, mx->admin_token, b, deact_done, d);
 }
 
-/* without an admin API: the account deactivates itself, authenticated with its password */
-static void deact_self(struct deact *d)
+/* without an admin API: the account deactivates itself, authenticated with its password
+ * (and its token, logged in again first if that was refused) */
+static void deact_self(struct mx *mx, int status, const char *msg, void *arg)
 {
+    struct deact *d = arg;
+    if (status) {
+        deact_end(d, status, msg);
+        return;
+    }
+    char uid[MX_ID_MAX];
+    snprintf(uid, sizeof uid, "%s", d->a.user_id);
+    if (!acct_load(mx, uid, &d->a)) {               /* gone meanwhile */
+        deact_next(d);
+        return;
+    }
     cJSON *b = cJSON_CreateObject();
     cJSON *auth = cJSON_AddObjectToObject(b, "auth");
     cJSON_AddStringToObject(auth, "type", "m.login.password");
@@ -691,7 +722,7 @@ static void deact_next(struct deact *d)
         return;
     }
     if (d->mx->cfg.registration.shared_secret) admin_ensure(d->mx, deact_admin, d);
-    else deact_self(d);
+    else acct_live(d->mx, &d->a, deact_self, d);
 }
 
 void acct_deactivate_tenant(struct mx *mx, const char *tenant, mx_cb cb, void *arg)
