@@ -170,6 +170,10 @@ static void join_own(struct mx *mx, int status, const char *msg, void *arg)
         walk_end(w, status, msg);
         return;
     }
+    if (w->gen != mx->gen) {    /* reloaded during the login: room_ids are no longer ours */
+        walk_end(w, BERTH_EAGAIN, "matrix: the rooms' configuration changed; trying again");
+        return;
+    }
     struct pair *p = &w->pairs[w->pi];
     struct mx_account a;
     if (!acct_load(mx, p->user_id, &a) || !a.token[0]) {   /* deleted meanwhile */
