@@ -163,15 +163,14 @@ class Tokens(MatrixCase):
         # the apply after that logs it in once and joins
         p = self.prefix
         conf = read(os.path.join(b.conf, "10-matrix.yaml"))
-        b.write("10-matrix.yaml", conf.replace(
-            "    rooms:\n", f"    rooms:\n      - {{alias: {p}ops, name: Ops, join: [\"{{handle}}_ai\"]}}\n"))
+        ops = f"      - {{alias: {p}ops, name: Ops, join: [\"{{handle}}_ai\"]}}\n"
+        b.write("10-matrix.yaml", conf.replace("    rooms:\n", "    rooms:\n" + ops))
         mark = self.proxy.mark()
         b.ctl("reload")
         wait_until(lambda: "M_UNKNOWN_TOKEN" in b.get("/v1/matrix/health").json.get(
             "rooms_error", ""), 20, what="the refused join")
         self.assertEqual(b.post("/v1/matrix/apply").status, 200)
-        ops = HS.room_of(f"#{p}ops:test.local")
-        self.assertIn(ops, HS.joined_rooms(ned))
+        self.assertIn(HS.room_of(f"#{p}ops:test.local"), HS.joined_rooms(ned))
         logins = self.proxy.since(mark, "POST", "/_matrix/client/v3/login")
         self.assertEqual([c["status"] for c in logins], [200])
         # refused again, then deleted: the account's own deactivation logs in first
