@@ -7,7 +7,8 @@
  *
  * No login storms: a stored token is checked with whoami once per start (the `verified`
  * list), a new login happens only after M_UNKNOWN_TOKEN, and never more often than a
- * per-user backoff allows (1 s doubling to 5 min). */
+ * per-user backoff allows (1 s doubling to 5 min). A token refused once is not asked about
+ * again: the attempts after a failed login go straight to the next login. */
 #include "matrix.h"
 
 #include <openssl/evp.h>
@@ -23,6 +24,7 @@ struct mx_login {
     struct mx_login *next;
     char user_id[MX_ID_MAX];
     int64_t next_ms, delay_ms;
+    bool refused;               /* the stored token got M_UNKNOWN_TOKEN; no login took yet */
 };
 
 static const char *const steps[] = {
@@ -91,19 +93,40 @@ static void set_verified(struct mx *mx, const char *user_id, bool on)
     mx->verified = v;
 }
 
+/* the user's login record, made when create is set (NULL when none, or out of memory) */
+static struct mx_login *login_entry(struct mx *mx, const char *user_id, bool create)
+{
+    struct mx_login *l = mx->logins;
+    while (l && strcmp(l->user_id, user_id)) l = l->next;
+    if (l || !create) return l;
+    l = calloc(1, sizeof *l);
+    if (!l) return NULL;
+    snprintf(l->user_id, sizeof l->user_id, "%s", user_id);
+    l->next = mx->logins;
+    mx->logins = l;
+    return l;
+}
+
+static bool token_refused(struct mx *mx, const char *user_id)
+{
+    struct mx_login *l = login_entry(mx, user_id, false);
+    return l && l->refused;
+}
+
+void acct_refused(struct mx *mx, const char *user_id)
+{
+    set_verified(mx, user_id, false);
+    struct mx_login *l = login_entry(mx, user_id, true);
+    if (l) l->refused = true;
+    if (!strcmp(user_id, mx->admin_id)) mx->admin_ready = false;
+}
+
 /* may this user log in now? Arms the next backoff step when it may. */
 static bool login_allowed(struct mx *mx, const char *user_id, int64_t *wait_ms)
 {
     int64_t now = mx->H->now_ms(mx->self);
-    struct mx_login *l = mx->logins;
-    while (l && strcmp(l->user_id, user_id)) l = l->next;
-    if (!l) {
-        l = calloc(1, sizeof *l);
-        if (!l) return false;
-        snprintf(l->user_id, sizeof l->user_id, "%s", user_id);
-        l->next = mx->logins;
-        mx->logins = l;
-    }
+    struct mx_login *l = login_entry(mx, user_id, true);
+    if (!l) return false;
     if (now < l->next_ms) {
         *wait_ms = l->next_ms - now;
         return false;
@@ -261,6 +284,8 @@ static void login_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
     if (r->status == 200 && take_token(e, r)) {
+        struct mx_login *l = login_entry(e->mx, e->a.user_id, false);
+        if (l) l->refused = false;
         e->mx->H->log(e->mx->self, BERTH_LOG_INFO, "logged in %s again", e->a.user_id);
         mx_event(e->mx, e->mx->ev_adopted, e->tenant, "user_id", e->a.user_id);
         if (e->has_display) set_display(e);
@@ -457,9 +482,14 @@ static void do_register(struct ens *e)
 static void whoami_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
-    if (r->status == 200) ens_end(e, 0, NULL);
-    else if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN")) login(e);
-    else ens_fail(e, "check the token of", r);
+    if (r->status == 200) {
+        ens_end(e, 0, NULL);
+    } else if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN")) {
+        acct_refused(e->mx, e->a.user_id);
+        login(e);
+    } else {
+        ens_fail(e, "check the token of", r);
+    }
 }
 
 static void random_password(char *out)
@@ -495,6 +525,8 @@ void acct_ensure(struct mx *mx, const char *tenant, const char *localpart,
             ens_end(e, BERTH_EPERM, msg);
         } else if (e->a.token[0] && is_verified(mx, uid)) {
             ens_end(e, 0, NULL);
+        } else if (e->a.token[0] && token_refused(mx, uid)) {
+            login(e);
         } else if (e->a.token[0]) {
             hs_call(mx->hs, "GET", "/_matrix/client/v3/account/whoami", e->a.token, NULL,
                     whoami_done, e);
@@ -511,6 +543,17 @@ void acct_ensure(struct mx *mx, const char *tenant, const char *localpart,
     }
     e->fresh = true;
     do_register(e);
+}
+
+void acct_live(struct mx *mx, const struct mx_account *a, mx_cb cb, void *arg)
+{
+    if (!token_refused(mx, a->user_id)) {
+        cb(mx, 0, NULL, arg);
+        return;
+    }
+    char lp[MX_LOCALPART_MAX];
+    snprintf(lp, sizeof lp, "%.*s", (int)strcspn(a->user_id + 1, ":"), a->user_id + 1);
+    acct_ensure(mx, a->tenant, lp, NULL, false, cb, arg);
 }
 
 /* ---- berth's admin account ---- */
@@ -608,7 +651,8 @@ static void deact_done(const struct mx_res *r, void *arg)
         deact_end(d, BERTH_ECANCELED, "matrix: stopping");
         return;
     }
-    if (r->status == 401 && mx->admin_token) mx->admin_ready = false;   /* checked again */
+    if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN"))
+        acct_refused(mx, mx->cfg.registration.shared_secret ? mx->admin_id : d->a.user_id);
     if (!r->status)
         snprintf(msg, sizeof msg, "matrix: homeserver unreachable (deactivate %s): %s",
                  d->a.user_id, r->message);
@@ -633,9 +677,21 @@ static void deact_admin(struct mx *mx, int status, const char *msg, void *arg)
     hs_call(mx->hs, "POST", path, mx->admin_token, b, deact_done, d);
 }
 
-/* without an admin API: the account deactivates itself, authenticated with its password */
-static void deact_self(struct deact *d)
+/* without an admin API: the account deactivates itself, authenticated with its password
+ * (and its token, logged in again first if that was refused) */
+static void deact_self(struct mx *mx, int status, const char *msg, void *arg)
 {
+    struct deact *d = arg;
+    if (status) {
+        deact_end(d, status, msg);
+        return;
+    }
+    char uid[MX_ID_MAX];
+    snprintf(uid, sizeof uid, "%s", d->a.user_id);
+    if (!acct_load(mx, uid, &d->a)) {               /* gone meanwhile */
+        deact_next(d);
+        return;
+    }
     cJSON *b = cJSON_CreateObject();
     cJSON *auth = cJSON_AddObjectToObject(b, "auth");
     cJSON_AddStringToObject(auth, "type", "m.login.password");
@@ -666,7 +722,7 @@ static void deact_next(struct deact *d)
         return;
     }
     if (d->mx->cfg.registration.shared_secret) admin_ensure(d->mx, deact_admin, d);
-    else deact_self(d);
+    else acct_live(d->mx, &d->a, deact_self, d);
 }
 
 void acct_deactivate_tenant(struct mx *mx, const char *tenant, mx_cb cb, void *arg)

@@ -27,6 +27,7 @@ struct mx_hs {
     struct hcall *running;
     int64_t nrunning;
     berth_timer *pause;                 /* set while a 429 is waited out */
+    int64_t pause_until;                /* when that pause ends (wall clock, ms) */
     berth_timer *kick;                  /* a pump pending after hs_call */
     bool up, seen, canceled;            /* canceled: stopping, nothing more is sent */
     char last_error[256];
@@ -108,7 +109,9 @@ static void resume(berth_timer *t, void *arg)
     pump(hs);
 }
 
-/* a 429: back to the head of the queue, and nothing is sent until the server's time is up */
+/* A 429: back to the head of the queue, and nothing is sent until the server's time is up.
+ * A pause only ever grows: a 429 that asks less than one already waited out (two calls were
+ * in flight) must not cut the earlier one's wait short. */
 static void requeue_after(struct hcall *c, int64_t ms)
 {
     struct mx_hs *hs = c->hs;
@@ -117,10 +120,13 @@ static void requeue_after(struct hcall *c, int64_t ms)
     if (hs->tail == &hs->queue) hs->tail = &c->next;
     if (ms < 50) ms = 50;
     if (ms > 60000) ms = 60000;
-    if (hs->pause) hs->H->timer_stop(hs->pause);
-    hs->pause = hs->H->timer_start(hs->self, (uint64_t)ms, 0, resume, hs);
     hs->H->log(hs->self, BERTH_LOG_DEBUG, "homeserver rate-limited %s %s: waiting %lld ms",
                c->method, c->path, (long long)ms);
+    int64_t until = hs->H->now_ms(hs->self) + ms;
+    if (hs->pause && until <= hs->pause_until) return;
+    if (hs->pause) hs->H->timer_stop(hs->pause);
+    hs->pause_until = until;
+    hs->pause = hs->H->timer_start(hs->self, (uint64_t)ms, 0, resume, hs);
 }
 
 static void deliver(struct hcall *c, const struct mx_res *r)

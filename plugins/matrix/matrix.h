@@ -126,6 +126,11 @@ cJSON *acct_list(struct mx *mx, const char *tenant);
 void acct_deactivate_tenant(struct mx *mx, const char *tenant, mx_cb cb, void *arg);
 /* the admin account, registered or verified once; cb at once when it is ready */
 void admin_ensure(struct mx *mx, mx_cb cb, void *arg);
+/* A call with user_id's token got M_UNKNOWN_TOKEN: the token is trusted no more, and the next
+ * acct_ensure (or acct_live, or admin_ensure for berth's own) logs in again, backed off. */
+void acct_refused(struct mx *mx, const char *user_id);
+/* cb at once if a's token is not known to be refused, else after a's login (reload a then) */
+void acct_live(struct mx *mx, const struct mx_account *a, mx_cb cb, void *arg);
 void acct_free_memory(struct mx *mx);
 
 /* ---- rooms (rooms.c) -------------------------------------------------------------------- */

@@ -93,20 +93,28 @@ static void walk_end(struct walk *w, int status, const char *msg)
     walk_free(w);
 }
 
-static void walk_fail(struct walk *w, const char *what, const struct mx_res *r)
+/* a call made with who's token failed */
+static void walk_fail_as(struct walk *w, const char *what, const struct mx_res *r,
+                         const char *who)
 {
     char msg[1024];
     if (r->error == BERTH_ECANCELED) {
         walk_end(w, BERTH_ECANCELED, "matrix: stopping");
         return;
     }
-    if (r->status == 401) w->mx->admin_ready = false;    /* verified again next time */
+    if (r->status == 401 && !strcmp(r->errcode, "M_UNKNOWN_TOKEN")) acct_refused(w->mx, who);
     if (!r->status)
         snprintf(msg, sizeof msg, "matrix: homeserver unreachable (%s): %s", what, r->message);
     else
         snprintf(msg, sizeof msg, "matrix: %s: HTTP %d %s %s", what, r->status, r->errcode,
                  r->message);
     walk_end(w, r->status ? BERTH_EIO : BERTH_ECONNREFUSED, msg);
+}
+
+/* a call made with berth's own token failed */
+static void walk_fail(struct walk *w, const char *what, const struct mx_res *r)
+{
+    walk_fail_as(w, what, r, w->mx->admin_id);
 }
 
 /* a reload replaced the configuration this walk indexes into: it ends, to be run again */
@@ -141,8 +149,9 @@ static void joined(const struct mx_res *r, void *arg)
     struct pair *p = &w->pairs[w->pi];
     char what[MX_ID_MAX + 32];
     snprintf(what, sizeof what, "join %s", p->user_id);
-    if (r->status != 200) {
-        walk_fail(w, what, r);
+    if (r->status != 200) {     /* the account's own token, unless the admin API joined */
+        walk_fail_as(w, what, r, w->mx->cfg.registration.shared_secret ? w->mx->admin_id
+                                                                       : p->user_id);
         return;
     }
     struct berth_value v[] = {BERTH_TEXT(p->user_id), BERTH_TEXT(room(w->mx, p->room)->alias),
@@ -151,6 +160,31 @@ static void joined(const struct mx_res *r, void *arg)
                           "room_id) VALUES(?1,?2,?3)", v, 3, NULL, NULL);
     w->pi++;
     join_next(w);
+}
+
+/* the account joins with its own token, logged in again first if that was refused */
+static void join_own(struct mx *mx, int status, const char *msg, void *arg)
+{
+    struct walk *w = arg;
+    if (status) {
+        walk_end(w, status, msg);
+        return;
+    }
+    if (w->gen != mx->gen) {    /* reloaded during the login: room_ids are no longer ours */
+        walk_end(w, BERTH_EAGAIN, "matrix: the rooms' configuration changed; trying again");
+        return;
+    }
+    struct pair *p = &w->pairs[w->pi];
+    struct mx_account a;
+    if (!acct_load(mx, p->user_id, &a) || !a.token[0]) {   /* deleted meanwhile */
+        w->pi++;
+        join_next(w);
+        return;
+    }
+    char er[MX_ID_MAX * 3], path[MX_PATH_MAX];
+    hs_escape(mx->room_ids[p->room], er, sizeof er);
+    snprintf(path, sizeof path, "/_matrix/client/v3/join/%s", er);
+    hs_call(mx->hs, "POST", path, a.token, cJSON_CreateObject(), joined, w);
 }
 
 static void invited(const struct mx_res *r, void *arg)
@@ -171,10 +205,7 @@ static void invited(const struct mx_res *r, void *arg)
         join_next(w);
         return;
     }
-    char er[MX_ID_MAX * 3], path[MX_PATH_MAX];
-    hs_escape(w->mx->room_ids[p->room], er, sizeof er);
-    snprintf(path, sizeof path, "/_matrix/client/v3/join/%s", er);
-    hs_call(w->mx->hs, "POST", path, a.token, cJSON_CreateObject(), joined, w);
+    acct_live(w->mx, &a, join_own, w);
 }
 
 static void join_next(struct walk *w)
@@ -338,9 +369,10 @@ static void space_child(struct walk *w)
     size_t si = 0;
     while (si < mx->cfg.rooms.n && strcmp(room(mx, si)->alias, rc->in_space)) si++;
     if (!w->ids[cur(w)] || si == mx->cfg.rooms.n || !w->ids[si]) {
-        char alias[MX_ID_MAX];
+        char alias[MX_ID_MAX], space[MX_ID_MAX];
         alias_of(mx, cur(w), alias, sizeof alias);
-        note(w, "add %s to space #%s", alias, rc->in_space);   /* only in a plan */
+        snprintf(space, sizeof space, "#%s:%s", rc->in_space, mx->cfg.server_name);
+        note(w, "add %s to space %s", alias, space);   /* only in a plan */
         advance(w);
         return;
     }

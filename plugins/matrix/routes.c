@@ -162,6 +162,9 @@ static void invite_answer(const struct mx_res *res, void *arg)
         pend_error(p, 503, "stopping", "berthd is stopping");
     } else if (!res->status) {
         pend_error(p, 502, "homeserver", res->message);
+    } else if (res->status == 401 && !strcmp(res->errcode, "M_UNKNOWN_TOKEN")) {
+        acct_refused(p->mx, p->mx->admin_id);      /* the next call logs in again */
+        pend_error(p, 503, "homeserver", "berth's admin token was refused; try again");
     } else if (res->status == 404 || (res->status == 400 && !strcmp(res->errcode,
                                                                    "M_UNRECOGNIZED"))) {
         pend_error(p, 501, "not_supported", "registration tokens are not supported by this "

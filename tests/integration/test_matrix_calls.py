@@ -1,0 +1,124 @@
+"""What plugins/matrix sends to a real Synapse (one for this module), seen through a recording
+proxy: every 429's retry_after_ms waited out, a later 429 asking less never cutting a wait
+short; plan only reads and apply writes only what differs. test_matrix_tokens.py watches
+logins and whoamis."""
+import os
+import sys
+import unittest
+
+from harness import free_port, wait_until
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
+from matrix_case import MatrixCase, read  # noqa: E402
+from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
+
+HS = None
+
+
+def setUpModule():
+    global HS
+    if not synapse_dir():
+        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
+    HS = MatrixCase.hs = Synapse(free_port()).start()
+
+
+def tearDownModule():
+    if HS:
+        HS.stop(wipe=True)
+
+
+class Calls(MatrixCase):
+    def test_a_later_429_asking_less_never_cuts_a_wait_short(self):
+        b = self.berthd(proxied=True)
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        # two registration nonces in flight at once: the first is answered last, after 1 s,
+        # asking 0.1 s; the second at once, asking 2 s. Nothing may go out for those 2 s.
+        mark = self.proxy.mark()
+        self.proxy.fail("GET", "/_synapse/admin/v1/register", (429, 100, 1.0), (429, 2000))
+        for h in ("kai", "lea"):
+            self.assertEqual(b.post("/v1/tenants", {"handle": h}).status, 201)
+        for h in ("kai", "lea"):
+            b.wait_tenant(h, "ready", timeout=30)
+        limited = [c["retry_after_ms"] for c in self.proxy.since(mark) if c["status"] == 429]
+        self.assertEqual(sorted(limited), [100, 2000])
+        self.assertEqual(self.proxy.early_after_429(mark), [], "sent before retry_after_ms")
+        self.stop_ok()
+
+    def test_plan_writes_nothing_and_apply_restores_the_config(self):
+        b = self.berthd(proxied=True)
+        self.assertEqual(b.post("/v1/tenants", {"handle": "hal"}).status, 201)
+        b.wait_tenant("hal", "ready", timeout=30)
+        p = self.prefix
+        lobby, fleet = (HS.room_of(f"#{p}{r}:test.local") for r in ("lobby", "fleet"))
+        admin = self.admin_token(b)
+
+        def state(room, kind, key=""):
+            return [e["content"] for e in HS.state(room) if e["type"] == kind and
+                    e["state_key"] == key]
+
+        def put(room, kind, content, key=""):
+            st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/{kind}/{q(key)}",
+                            content, token=admin)
+            self.assertEqual(st, 200)
+
+        def writes(mark):
+            return [(c["method"], c["path"]) for c in self.proxy.since(mark)
+                    if c["method"] != "GET"]
+        # drift on the server (name, topic, place in the space): plan shows it and changes
+        # nothing; apply restores it
+        put(lobby, "m.room.name", {"name": "renamed"})
+        put(lobby, "m.room.topic", {"topic": "changed"})
+        put(fleet, "m.space.child", {}, lobby)
+        mark = self.proxy.mark()
+        self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
+                         [f'set the name of #{p}lobby:test.local to "Lobby"',
+                          f'set the topic of #{p}lobby:test.local to "everyone"',
+                          f"add #{p}lobby:test.local to space #{p}fleet:test.local"])
+        self.assertEqual(writes(mark), [])
+        self.assertEqual(state(lobby, "m.room.name"), [{"name": "renamed"}])
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        self.assertEqual(state(lobby, "m.room.name"), [{"name": "Lobby"}])
+        self.assertEqual(state(lobby, "m.room.topic"), [{"topic": "everyone"}])
+        self.assertEqual(state(fleet, "m.space.child", lobby), [{"via": ["test.local"]}])
+        self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
+        # applied again, it only reads
+        mark = self.proxy.mark()
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        self.assertGreater(len(self.proxy.since(mark)), 3)
+        self.assertEqual(writes(mark), [])
+        # a room gone from the directory: plan would create it, put it in its space and join
+        # hal's AI to it, and writes nothing; apply does it
+        st, _ = HS.call("DELETE", f"/_matrix/client/v3/directory/room/{q(f'#{p}lobby:test.local')}",
+                        token=HS.admin())
+        self.assertEqual(st, 200)
+        mark = self.proxy.mark()
+        self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
+                         [f"create room #{p}lobby:test.local",
+                          f"add #{p}lobby:test.local to space #{p}fleet:test.local",
+                          f"join @hal_ai:test.local to #{p}lobby:test.local"])
+        self.assertEqual(writes(mark), [])
+        self.assertIsNone(HS.room_of(f"#{p}lobby:test.local"))
+        self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
+        lobby2 = HS.room_of(f"#{p}lobby:test.local")
+        self.assertNotIn(lobby2, (None, lobby))
+        self.assertIn(lobby2, HS.joined_rooms("@hal_ai:test.local"))
+        self.assertEqual(state(fleet, "m.space.child", lobby2), [{"via": ["test.local"]}])
+        self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
+        # a room added by a reload is created, put in its space and joined per `join`
+        conf = read(os.path.join(b.conf, "10-matrix.yaml"))
+        b.write("10-matrix.yaml", conf.replace(
+            "    rooms:\n", f"    rooms:\n      - {{alias: {p}ops, name: Ops, in_space: {p}fleet,"
+            " join: [\"{handle}\"]}\n"))
+        b.ctl("reload")
+        ops = wait_until(lambda: HS.room_of(f"#{p}ops:test.local"), 20, what="the new room")
+        wait_until(lambda: ops in HS.joined_rooms("@hal:test.local"), 20, what="hal joined")
+        fleet = HS.room_of(f"#{p}fleet:test.local")
+        self.assertIn(ops, [e["state_key"] for e in HS.state(fleet)
+                            if e["type"] == "m.space.child"])
+        wait_until(lambda: b.ctl("matrix", "plan").stdout.strip() == "matrix: nothing to change",
+                   10, what="an empty plan")
+        self.stop_ok()
+
+
+if __name__ == "__main__":
+    unittest.main()
