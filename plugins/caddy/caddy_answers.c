@@ -1,0 +1,105 @@
+/* Reading what Caddy sends berth: its access log's lines and its admin API's answers (the
+ * upstreams in use, the container berth holds there, its logging config). No host calls, so
+ * the fuzz target (tests/fuzz/fuzz_caddy_json.c) runs exactly this code. */
+#include "caddy_answers.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool caddy_log_host(const char *line, size_t len, char *host, size_t n)
+{
+    if (n) host[0] = 0;
+    cJSON *o = cJSON_ParseWithLength(line, len);
+    if (!o) return false;
+    const cJSON *req = cJSON_GetObjectItem(o, "request");
+    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(req, "host"));
+    size_t i = 0;
+    for (; h && n && h[i] && h[i] != ':' && i + 1 < n; i++)
+        host[i] = (char)tolower((unsigned char)h[i]);
+    if (n) host[i] = 0;
+    cJSON_Delete(o);
+    return h != NULL;
+}
+
+int caddy_busy_upstreams(const char *body, size_t len,
+                         void (*fn)(const char *addr, void *arg), void *arg)
+{
+    cJSON *list = cJSON_ParseWithLength(body, len);
+    const cJSON *u;
+    int found = 0;
+    cJSON_ArrayForEach(u, list) {
+        const char *addr = cJSON_GetStringValue(cJSON_GetObjectItem(u, "address"));
+        if (!addr || cJSON_GetNumberValue(cJSON_GetObjectItem(u, "num_requests")) <= 0) continue;
+        fn(addr, arg);
+        found++;
+    }
+    cJSON_Delete(list);
+    return found;
+}
+
+bool caddy_held_rev(const cJSON *held, const char *id, uint64_t *rev)
+{
+    const char *group = cJSON_GetStringValue(cJSON_GetObjectItem(held, "group"));
+    size_t idlen = strlen(id);
+    if (!group || strncmp(group, id, idlen) || strncmp(group + idlen, "-rev-", 5)) return false;
+    const char *digits = group + idlen + 5;
+    char *end;
+    unsigned long long r = strtoull(digits, &end, 10);
+    if (*end || end == digits) return false;
+    *rev = r;
+    return true;
+}
+
+bool caddy_tag_matches(const char *body, size_t len, const char *id, uint64_t rev)
+{
+    char want[512];
+    int w = snprintf(want, sizeof want, "\"%s-rev-%llu\"", id, (unsigned long long)rev);
+    if (w < 0 || (size_t)w >= sizeof want) return false;
+    while (len && (body[len - 1] == '\n' || body[len - 1] == ' ')) len--;
+    return len == (size_t)w && !memcmp(body, want, len);
+}
+
+const cJSON *caddy_held_route(const cJSON *held, const char *id)
+{
+    const cJSON *sub = cJSON_GetArrayItem(cJSON_GetObjectItem(held, "handle"), 0);
+    const cJSON *r;
+    cJSON_ArrayForEach(r, cJSON_GetObjectItem(sub, "routes")) {
+        const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r, "@id"));
+        if (rid && !strcmp(rid, id)) return r;
+    }
+    return NULL;
+}
+
+const char *caddy_held_upstream(const cJSON *route)
+{
+    const cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(route, "handle"), 0);
+    const cJSON *ups = cJSON_GetObjectItem(h, "upstreams");
+    if (cJSON_GetArraySize(ups) < 2) return "berth";
+    const char *d = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(ups, 0),
+                                                             "dial"));
+    return d ? d : "?";
+}
+
+/* Caddy 2.6 cannot create a missing parent, so the parent's state decides where it goes */
+bool caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON **body,
+                        char *path, size_t path_len)
+{
+    *body = NULL;
+    const cJSON *logs = cJSON_GetObjectItem(cur, "logs");
+    if (cJSON_Compare(cJSON_GetObjectItem(logs, id), logger, true)) return false;
+    if (!cJSON_IsObject(cur)) {
+        *body = cJSON_CreateObject();
+        cJSON_AddItemToObject(cJSON_AddObjectToObject(*body, "logs"), id, logger);
+        snprintf(path, path_len, "/config/logging");
+    } else if (!cJSON_IsObject(logs)) {
+        *body = cJSON_CreateObject();
+        cJSON_AddItemToObject(*body, id, logger);
+        snprintf(path, path_len, "/config/logging/logs");
+    } else {
+        *body = logger;
+        snprintf(path, path_len, "/config/logging/logs/%s", id);
+    }
+    return true;
+}
