@@ -53,7 +53,16 @@ char *server_create(const char *server, const char *const *listen, size_t nliste
     cJSON *at = root;
     while (depth < nkeys && cJSON_IsObject(at)) {
         cJSON *next = cJSON_GetObjectItemCaseSensitive(at, keys[depth]);
-        if (!cJSON_IsObject(next)) break;
+        if (!next) break;
+        if (!cJSON_IsObject(next)) {
+            /* a PUT cannot replace it, and berth will not: Caddy would refuse every retry */
+            char at_path[300] = "";
+            for (int i = 0; i <= depth; i++)
+                snprintf(at_path + strlen(at_path), sizeof at_path - strlen(at_path), "%s%s",
+                         i ? "." : "", keys[i]);
+            snprintf(err, err_len, "Caddy's config holds %s, and it is not an object", at_path);
+            goto done;
+        }
         at = next;
         depth++;
     }
