@@ -8,13 +8,19 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* Keys are matched exactly, as Caddy's admin API walks its config's paths */
+static const cJSON *key(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
 bool caddy_log_host(const char *line, size_t len, char *host, size_t n)
 {
     if (n) host[0] = 0;
     cJSON *o = cJSON_ParseWithLength(line, len);
     if (!o) return false;
-    const cJSON *req = cJSON_GetObjectItem(o, "request");
-    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(req, "host"));
+    const cJSON *req = key(o, "request");
+    const char *h = cJSON_GetStringValue(key(req, "host"));
     size_t i = 0;
     for (; h && n && h[i] && h[i] != ':' && i + 1 < n; i++)
         host[i] = (char)tolower((unsigned char)h[i]);
@@ -30,8 +36,8 @@ int caddy_busy_upstreams(const char *body, size_t len,
     const cJSON *u;
     int found = 0;
     cJSON_ArrayForEach(u, list) {
-        const char *addr = cJSON_GetStringValue(cJSON_GetObjectItem(u, "address"));
-        if (!addr || cJSON_GetNumberValue(cJSON_GetObjectItem(u, "num_requests")) <= 0) continue;
+        const char *addr = cJSON_GetStringValue(key(u, "address"));
+        if (!addr || cJSON_GetNumberValue(key(u, "num_requests")) <= 0) continue;
         fn(addr, arg);
         found++;
     }
@@ -41,7 +47,7 @@ int caddy_busy_upstreams(const char *body, size_t len,
 
 bool caddy_held_rev(const cJSON *held, const char *id, uint64_t *rev)
 {
-    const char *group = cJSON_GetStringValue(cJSON_GetObjectItem(held, "group"));
+    const char *group = cJSON_GetStringValue(key(held, "group"));
     size_t idlen = strlen(id);
     if (!group || strncmp(group, id, idlen) || strncmp(group + idlen, "-rev-", 5)) return false;
     const char *digits = group + idlen + 5;
@@ -63,10 +69,10 @@ bool caddy_tag_matches(const char *body, size_t len, const char *id, uint64_t re
 
 const cJSON *caddy_held_route(const cJSON *held, const char *id)
 {
-    const cJSON *sub = cJSON_GetArrayItem(cJSON_GetObjectItem(held, "handle"), 0);
+    const cJSON *sub = cJSON_GetArrayItem(key(held, "handle"), 0);
     const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItem(sub, "routes")) {
-        const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r, "@id"));
+    cJSON_ArrayForEach(r, key(sub, "routes")) {
+        const char *rid = cJSON_GetStringValue(key(r, "@id"));
         if (rid && !strcmp(rid, id)) return r;
     }
     return NULL;
@@ -74,11 +80,10 @@ const cJSON *caddy_held_route(const cJSON *held, const char *id)
 
 const char *caddy_held_upstream(const cJSON *route)
 {
-    const cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(route, "handle"), 0);
-    const cJSON *ups = cJSON_GetObjectItem(h, "upstreams");
+    const cJSON *h = cJSON_GetArrayItem(key(route, "handle"), 0);
+    const cJSON *ups = key(h, "upstreams");
     if (cJSON_GetArraySize(ups) < 2) return "berth";
-    const char *d = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(ups, 0),
-                                                             "dial"));
+    const char *d = cJSON_GetStringValue(key(cJSON_GetArrayItem(ups, 0), "dial"));
     return d ? d : "?";
 }
 
@@ -87,8 +92,8 @@ bool caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON *
                         char *path, size_t path_len)
 {
     *body = NULL;
-    const cJSON *logs = cJSON_GetObjectItem(cur, "logs");
-    if (cJSON_Compare(cJSON_GetObjectItem(logs, id), logger, true)) return false;
+    const cJSON *logs = key(cur, "logs");
+    if (cJSON_Compare(key(logs, id), logger, true)) return false;
     if (!cJSON_IsObject(cur)) {
         *body = cJSON_CreateObject();
         cJSON_AddItemToObject(cJSON_AddObjectToObject(*body, "logs"), id, logger);

@@ -26,6 +26,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define SERVER "srv0"
 #define CONTAINER "{\"@id\":\"berth\",\"group\":\"berth-rev-1\",\"handle\":[]}"
 
+/* keys are matched exactly, as Caddy's admin API walks paths */
+static cJSON *get(const cJSON *o, const char *k)
+{
+    return cJSON_GetObjectItemCaseSensitive(o, k);
+}
+
 static size_t read_ok;      /* answers that gave berth something, for the corpus run */
 
 static void must(bool ok, const char *what)
@@ -43,7 +49,7 @@ static void log_line(const char *line, size_t len, size_t n)
     if (!got) return;
     read_ok++;
     cJSON *o = cJSON_ParseWithLength(line, len);
-    const char *h = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetObjectItem(o, "request"),
+    const char *h = cJSON_GetStringValue(get(get(o, "request"),
                                                              "host"));
     must(h != NULL, "a host is read only from a line that has one");
     size_t i = 0;
@@ -85,21 +91,21 @@ static void held(const char *s, size_t len)
     if (caddy_held_rev(j, ID, &rev)) {
         char back[64];
         snprintf(back, sizeof back, ID "-rev-%llu", (unsigned long long)rev);
-        must(!strcmp(back, cJSON_GetStringValue(cJSON_GetObjectItem(j, "group"))),
+        must(!strcmp(back, cJSON_GetStringValue(get(j, "group"))),
              "a held revision prints back to its group");
         read_ok++;
     }
-    const cJSON *sub = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "handle"), 0), *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItem(sub, "routes")) {
-        const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r, "@id"));
+    const cJSON *sub = cJSON_GetArrayItem(get(j, "handle"), 0), *r;
+    cJSON_ArrayForEach(r, get(sub, "routes")) {
+        const char *rid = cJSON_GetStringValue(get(r, "@id"));
         if (!rid) continue;
         const cJSON *found = caddy_held_route(j, rid);
-        must(found && !strcmp(cJSON_GetStringValue(cJSON_GetObjectItem(found, "@id")), rid),
+        must(found && !strcmp(cJSON_GetStringValue(get(found, "@id")), rid),
              "a route found by @id has it");
         const char *up = caddy_held_upstream(found);
-        const cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(found, "handle"), 0);
-        const cJSON *first = cJSON_GetArrayItem(cJSON_GetObjectItem(h, "upstreams"), 0);
-        const char *dial = cJSON_GetStringValue(cJSON_GetObjectItem(first, "dial"));
+        const cJSON *h = cJSON_GetArrayItem(get(found, "handle"), 0);
+        const cJSON *first = cJSON_GetArrayItem(get(h, "upstreams"), 0);
+        const char *dial = cJSON_GetStringValue(get(first, "dial"));
         must(up && (!strcmp(up, "berth") || !strcmp(up, "?") || (dial && !strcmp(up, dial))),
              "a route's upstream is berth or its first dial");
         read_ok++;
@@ -138,7 +144,7 @@ static cJSON *apply(cJSON *root, const char *path, const char *method, cJSON *bo
         must(n < sizeof key && cJSON_IsObject(at), "a write's parent exists");
         memcpy(key, p, n);
         key[n] = 0;
-        cJSON *next = cJSON_GetObjectItemCaseSensitive(at, key);
+        cJSON *next = get(at, key);
         if (!slash) {
             must(!next, "a PUT never meets a key that exists");
             cJSON_AddItemToObject(at, key, body);
@@ -151,7 +157,7 @@ static cJSON *apply(cJSON *root, const char *path, const char *method, cJSON *bo
 
 static cJSON *dig(cJSON *j, const char *const *keys, int n)
 {
-    for (int i = 0; i < n && j; i++) j = cJSON_GetObjectItemCaseSensitive(j, keys[i]);
+    for (int i = 0; i < n && j; i++) j = get(j, keys[i]);
     return j;
 }
 
@@ -210,7 +216,7 @@ static void logging(const char *s, size_t len)
     cJSON_DeleteItemFromObjectCaseSensitive(at, last + 1);
     cJSON_AddItemToObject(at, last + 1, body);
     cJSON *want = logger();
-    must(cJSON_Compare(dig(cJSON_GetObjectItemCaseSensitive(root, "logging"), keys, 2), want,
+    must(cJSON_Compare(dig(get(root, "logging"), keys, 2), want,
                        true), "the logger lands at logging.logs.<id>");
     cJSON_Delete(want);
     cJSON_Delete(root);
