@@ -50,10 +50,17 @@ bool caddy_held_rev(const cJSON *held, const char *id, uint64_t *rev)
     const char *group = cJSON_GetStringValue(key(held, "group"));
     size_t idlen = strlen(id);
     if (!group || strncmp(group, id, idlen) || strncmp(group + idlen, "-rev-", 5)) return false;
-    const char *digits = group + idlen + 5;
-    char *end;
-    unsigned long long r = strtoull(digits, &end, 10);
-    if (*end || end == digits) return false;
+    /* only what berth prints: strtoull alone takes a sign, spaces, leading zeros and wraps
+     * on overflow, and a revision read so is not newer than the tag it came from */
+    const char *d = group + idlen + 5;
+    size_t n = strspn(d, "0123456789");
+    if (!n || d[n] || (d[0] == '0' && n > 1) || n > 20) return false;
+    uint64_t r = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t digit = (uint64_t)(d[i] - '0');
+        if (r > (UINT64_MAX - digit) / 10) return false;
+        r = r * 10 + digit;
+    }
     *rev = r;
     return true;
 }
