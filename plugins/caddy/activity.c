@@ -53,31 +53,14 @@ static void conn_close(struct act_conn *k)
     free(k);
 }
 
-static void one_line(struct caddy *c, const char *line, size_t len)
+static void one_line(const char *line, size_t len, void *arg)
 {
+    struct caddy *c = arg;
     char host[CADDY_HOST_MAX];
     if (!caddy_log_host(line, len, host, sizeof host)) return;
     c->act_lines++;
     struct route *r = route_by_host(c, host);
     if (r) r->active = true;
-}
-
-/* splits what arrived into lines; a partial line stays for the next read */
-static void take_lines(struct act_conn *k)
-{
-    size_t start = 0;
-    for (size_t i = 0; i < k->len; i++) {
-        if (k->buf[i] != '\n') continue;
-        if (!k->skipping) one_line(k->c, k->buf + start, i - start);
-        k->skipping = false;
-        start = i + 1;
-    }
-    memmove(k->buf, k->buf + start, k->len - start);
-    k->len -= start;
-    if (k->len == sizeof k->buf) {  /* a line longer than the buffer: dropped */
-        k->skipping = true;
-        k->len = 0;
-    }
 }
 
 static void conn_readable(berth_watch *w, int events, void *arg)
@@ -88,7 +71,7 @@ static void conn_readable(berth_watch *w, int events, void *arg)
         ssize_t n = read(k->fd, k->buf + k->len, sizeof k->buf - k->len);
         if (n > 0) {
             k->len += (size_t)n;
-            take_lines(k);
+            caddy_lines_take(k->buf, &k->len, sizeof k->buf, &k->skipping, one_line, k->c);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;

@@ -29,6 +29,24 @@ bool caddy_log_host(const char *line, size_t len, char *host, size_t n)
     return h != NULL;
 }
 
+void caddy_lines_take(char *buf, size_t *len, size_t cap, bool *skipping,
+                      void (*fn)(const char *line, size_t len, void *arg), void *arg)
+{
+    size_t start = 0;
+    for (size_t i = 0; i < *len; i++) {
+        if (buf[i] != '\n') continue;
+        if (!*skipping) fn(buf + start, i - start, arg);
+        *skipping = false;
+        start = i + 1;
+    }
+    memmove(buf, buf + start, *len - start);
+    *len -= start;
+    if (*len == cap) {      /* a line longer than the buffer: dropped */
+        *skipping = true;
+        *len = 0;
+    }
+}
+
 int caddy_busy_upstreams(const char *body, size_t len,
                          void (*fn)(const char *addr, void *arg), void *arg)
 {

@@ -15,6 +15,13 @@
  * False (host "") when the line is not JSON or names no host. */
 bool caddy_log_host(const char *line, size_t len, char *host, size_t n);
 
+/* Caddy's `net` log writer's stream: splits buf[0..*len-1] into lines and calls fn with each
+ * whole one (without its newline); the partial line left is moved to the start of buf. A line
+ * that fills all `cap` bytes of buf is dropped, with the rest of it up to its newline
+ * (*skipping), so a line reaches fn exactly when it is shorter than `cap`. */
+void caddy_lines_take(char *buf, size_t *len, size_t cap, bool *skipping,
+                      void (*fn)(const char *line, size_t len, void *arg), void *arg);
+
 /* GET /reverse_proxy/upstreams: calls fn with the address of every upstream that has requests
  * open. Returns how many it found; 0 for an answer that is not such a list. */
 int caddy_busy_upstreams(const char *body, size_t len,

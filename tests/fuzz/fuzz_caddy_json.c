@@ -3,6 +3,7 @@
  * container berth holds in Caddy, its revision tag, Caddy's config (for creating the server)
  * and its logging config. The first byte picks the answer, the second a variation.
  * Checked beyond crashes:
+ *   - Caddy's log stream, cut anywhere, gives the lines that fit the buffer, whole;
  *   - a log line's host is lowercase, portless, within its buffer: the JSON's own host so cut;
  *   - a held revision prints back to exactly the group it was read from;
  *   - a route found by @id has that @id; its upstream is "berth", "?" or its first dial;
@@ -223,10 +224,54 @@ static void logging(const char *s, size_t len)
     read_ok++;
 }
 
+struct text { char *p; size_t n; };
+
+static void add(struct text *t, const char *s, size_t n)
+{
+    memcpy(t->p + t->n, s, n);
+    t->n += n;
+    t->p[t->n++] = '\n';
+}
+
+static void collect(const char *line, size_t len, void *arg)
+{
+    add(arg, line, len);
+    log_line(line, len, 256);
+}
+
+/* the log stream cut into reads of `chunk` bytes, into a buffer of `cap`: every line shorter
+ * than cap arrives whole and in order, nothing else does, wherever the reads end */
+static void stream(const char *s, size_t len, size_t cap, size_t chunk)
+{
+    struct text got = {malloc(len + 1), 0}, want = {malloc(len + 1), 0};
+    size_t start = 0;
+    for (size_t i = 0; i < len; i++)
+        if (s[i] == '\n') {
+            if (i - start < cap) add(&want, s + start, i - start);
+            start = i + 1;
+        }
+    char *buf = malloc(cap);
+    size_t blen = 0;
+    bool skipping = false;
+    for (size_t off = 0; off < len;) {
+        size_t c = cap - blen < chunk ? cap - blen : chunk;
+        if (c > len - off) c = len - off;
+        must(c > 0, "the buffer always has room");
+        memcpy(buf + blen, s + off, c);
+        blen += c;
+        off += c;
+        caddy_lines_take(buf, &blen, cap, &skipping, collect, &got);
+    }
+    must(got.n == want.n && !memcmp(got.p, want.p, got.n), "the stream's lines arrive whole");
+    free(buf);
+    free(got.p);
+    free(want.p);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     if (size < 2) return 0;
-    int kind = data[0] % 6, variant = data[1];
+    int kind = data[0] % 8, variant = data[1];
     const char *s = (const char *)data + 2;
     size_t len = size - 2;
     switch (kind) {
@@ -235,7 +280,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     case 2: held(s, len); break;
     case 3: tag(s, len, 7); tag(s, len, (uint64_t)variant); break;
     case 4: server(s, len, variant); break;
-    default: logging(s, len); break;
+    case 5: logging(s, len); break;
+    default: stream(s, len, (size_t)variant * 4 + 1, (size_t)data[0] / 8 + 1); break;
     }
     return 0;
 }
