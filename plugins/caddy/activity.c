@@ -59,7 +59,7 @@ static void one_line(const char *line, size_t len, void *arg)
     char host[CADDY_HOST_MAX];
     if (!caddy_log_host(line, len, host, sizeof host)) return;
     c->act_lines++;
-    struct route *r = route_by_host(c, host);
+    struct route *r = *host ? route_by_host(c, host) : NULL;
     if (r) r->active = true;
 }
 

@@ -21,12 +21,14 @@ bool caddy_log_host(const char *line, size_t len, char *host, size_t n)
     if (!o) return false;
     const cJSON *req = key(o, "request");
     const char *h = cJSON_GetStringValue(key(req, "host"));
+    bool got = h != NULL;
     size_t i = 0;
     for (; h && n && h[i] && h[i] != ':' && i + 1 < n; i++)
         host[i] = (char)tolower((unsigned char)h[i]);
-    if (n) host[i] = 0;
+    /* a host longer than the buffer is none berth routes: its prefix could be one */
+    if (n) host[h && h[i] && h[i] != ':' ? 0 : i] = 0;
     cJSON_Delete(o);
-    return h != NULL;
+    return got;
 }
 
 void caddy_lines_take(char *buf, size_t *len, size_t cap, bool *skipping,

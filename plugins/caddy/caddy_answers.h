@@ -11,8 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* An access-log line's request.host, lowercased and without its port, in host[0..n-1].
- * False (host "") when the line is not JSON or names no host. */
+/* An access-log line's request.host, lowercased and without its port, in host[0..n-1]; ""
+ * when it does not fit. False (host "") when the line is not JSON or names no host. */
 bool caddy_log_host(const char *line, size_t len, char *host, size_t n);
 
 /* Caddy's `net` log writer's stream: splits buf[0..*len-1] into lines and calls fn with each

@@ -4,7 +4,8 @@
  * and its logging config. The first byte picks the answer, the second a variation.
  * Checked beyond crashes:
  *   - Caddy's log stream, cut anywhere, gives the lines that fit the buffer, whole;
- *   - a log line's host is lowercase, portless, within its buffer: the JSON's own host so cut;
+ *   - a log line's host is the JSON's own, lowercased, without its port, whole (or none when
+ *     it does not fit its buffer: a prefix could name another route);
  *   - a held revision prints back to exactly the group it was read from;
  *   - a route found by @id has that @id; its upstream is "berth", "?" or its first dial;
  *   - the tag matches only an answer that is that tag as a JSON string;
@@ -57,7 +58,8 @@ static void log_line(const char *line, size_t len, size_t n)
     for (; n && host[i]; i++)
         must((unsigned char)host[i] == tolower((unsigned char)h[i]) && h[i] != ':',
              "the host is the line's");
-    must(!n || !h[i] || h[i] == ':' || i + 1 == n, "the host is cut only at its port");
+    must(!n || !h[i] || h[i] == ':' || (!i && strcspn(h, ":") + 1 > n),
+         "the host is the line's whole, or none when it does not fit");
     cJSON_Delete(o);
 }
 
