@@ -49,6 +49,12 @@ char *server_create(const char *server, const char *const *listen, size_t nliste
         goto done;
     }
     cJSON_AddItemToArray(routes, mine);
+    if (!cJSON_IsObject(root) && !cJSON_IsNull(root)) {
+        /* only an empty config (null) is set whole: one berth cannot read is kept */
+        snprintf(err, err_len, "Caddy's config is %s, not an object",
+                 root ? "another JSON value" : "not JSON berth can read");
+        goto done;
+    }
     int depth = 0;      /* how many of keys exist, as objects */
     cJSON *at = root;
     while (depth < nkeys && cJSON_IsObject(at)) {

@@ -134,7 +134,7 @@ static cJSON *apply(cJSON *root, const char *path, const char *method, cJSON *bo
     must(!strncmp(path, "/config/", 8), "a write goes under /config/");
     const char *p = path + 8;
     if (!*p) {
-        must(!strcmp(method, "POST") && !cJSON_IsObject(root), "only an empty config is set whole");
+        must(!strcmp(method, "POST") && cJSON_IsNull(root), "only an empty config is set whole");
         cJSON_Delete(root);
         return body;
     }
