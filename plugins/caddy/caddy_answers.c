@@ -115,23 +115,32 @@ const char *caddy_held_upstream(const cJSON *route)
 }
 
 /* Caddy 2.6 cannot create a missing parent, so the parent's state decides where it goes */
-bool caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON **body,
-                        char *path, size_t path_len)
+int caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON **body,
+                       char *path, size_t path_len)
 {
     *body = NULL;
     const cJSON *logs = key(cur, "logs");
-    if (cJSON_Compare(key(logs, id), logger, true)) return false;
-    if (!cJSON_IsObject(cur)) {
-        *body = cJSON_CreateObject();
-        cJSON_AddItemToObject(cJSON_AddObjectToObject(*body, "logs"), id, logger);
-        snprintf(path, path_len, "/config/logging");
-    } else if (!cJSON_IsObject(logs)) {
-        *body = cJSON_CreateObject();
-        cJSON_AddItemToObject(*body, id, logger);
-        snprintf(path, path_len, "/config/logging/logs");
-    } else {
+    if (cJSON_Compare(key(logs, id), logger, true)) return 0;
+    /* a POST sets its key whole: only where there is nothing (null, missing) to lose */
+    if (!cJSON_IsNull(cur) && !cJSON_IsObject(cur)) return -1;
+    if (logs && !cJSON_IsNull(logs) && !cJSON_IsObject(logs)) return -1;
+    if (cJSON_IsObject(logs)) {
         *body = logger;
         snprintf(path, path_len, "/config/logging/logs/%s", id);
+        return 1;
     }
-    return true;
+    cJSON *outer = cJSON_CreateObject(), *inner = outer;
+    if (cJSON_IsNull(cur)) {
+        inner = cJSON_AddObjectToObject(outer, "logs");
+        snprintf(path, path_len, "/config/logging");
+    } else {
+        snprintf(path, path_len, "/config/logging/logs");
+    }
+    if (!cJSON_AddItemToObject(inner, id, logger)) {
+        cJSON_Delete(logger);       /* out of memory: nothing to write, rather than less */
+        cJSON_Delete(outer);
+        outer = NULL;
+    }
+    *body = outer;
+    return 1;
 }

@@ -41,11 +41,13 @@ const cJSON *caddy_held_route(const cJSON *held, const char *id);
  * tenant before berth), "berth" when it has fewer, "?" when its first has no dial. */
 const char *caddy_held_upstream(const cJSON *route);
 
-/* Where berth's logger goes, given Caddy's current /config/logging (`cur`, NULL when it has
- * none): sets *body to what to POST (taking `logger`, or wrapping it) and path to where.
- * Returns false, with `logger` untouched and *body NULL, when Caddy holds it as it is. */
-bool caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON **body,
-                        char *path, size_t path_len);
+/* Where berth's logger goes, given Caddy's /config/logging answer parsed (`cur`: JSON null
+ * when Caddy has none, NULL when the answer was not JSON). Returns 1 with *body what to POST
+ * (it has taken `logger`, maybe wrapped) and path where; 0 when Caddy holds it as it is; -1
+ * when berth cannot place it without replacing what it cannot read (cur not JSON, or not an
+ * object; logs neither an object nor null). On 0 and -1 `logger` is untouched, *body NULL. */
+int caddy_logger_place(const cJSON *cur, const char *id, cJSON *logger, cJSON **body,
+                       char *path, size_t path_len);
 
 /* server.c: the body and where it goes (`method` on `path`) that give a Caddy whose config is
  * `cfg` the server `server` (listening on listen[0..nlisten-1]) with `container` as its

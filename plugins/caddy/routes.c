@@ -577,11 +577,20 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     cJSON *logger = activity_logger(c);
     cJSON *body;
     char path[300];
-    if (!caddy_logger_place(cur, c->cfg.id, logger, &body, path, sizeof path)) {
-        cJSON_Delete(logger);   /* Caddy holds it as it is: no load */
+    int place = caddy_logger_place(cur, c->cfg.id, logger, &body, path, sizeof path);
+    if (place != 1) cJSON_Delete(logger);
+    if (place == 0) {           /* Caddy holds it as it is: no load */
         cJSON_Delete(cur);
         c->log_written = true;
         if (c->gen > c->acked || c->lost) schedule(c, batch_wait(c));
+        return;
+    }
+    if (place < 0) {
+        cJSON_Delete(cur);
+        snprintf(c->last_error, sizeof c->last_error, "writing berth's access logger: Caddy's "
+                 "logging config is not an object berth can add to; nothing written");
+        failed_msg(c);
+        schedule(c, 1000);
         return;
     }
     char *text = cJSON_PrintUnformatted(body);

@@ -11,7 +11,8 @@
  *   - the tag matches only an answer that is that tag as a JSON string;
  *   - applying what server_create returns with Caddy's own rules (a PUT creates a missing key
  *     under an existing object, never replaces one) gives a config whose server's routes
- *     start with berth's container; likewise the logger lands at logging.logs.<id>.
+ *     start with berth's container; likewise the logger lands at logging.logs.<id>, written
+ *     only beside a logging config berth could read, replacing nothing of anybody else's.
  *   clang: meson setup build-fuzz -Dfuzz=true &&
  *          build-fuzz/tests/fuzz/fuzz_caddy_json corpus/caddy_json
  *   gcc:   runs as a plain program over the seed corpus in the test suite. */
@@ -198,12 +199,13 @@ static void logging(const char *s, size_t len)
 {
     cJSON *cur = cJSON_ParseWithLength(s, len), *body, *mine = logger();
     char path[300];
-    if (!caddy_logger_place(cur, ID, mine, &body, path, sizeof path)) {
-        must(!body, "nothing is written when Caddy holds it");
+    if (caddy_logger_place(cur, ID, mine, &body, path, sizeof path) <= 0) {
+        must(!body, "nothing is written when Caddy holds it or berth cannot place it");
         cJSON_Delete(mine);
         cJSON_Delete(cur);
         return;
     }
+    must(cur != NULL, "the logger is written only beside a logging config berth read");
     /* a POST sets the key; its parent must exist as an object */
     const char *keys[] = {"logs", ID};
     cJSON *root = cJSON_CreateObject();
@@ -216,6 +218,9 @@ static void logging(const char *s, size_t len)
     int depth = !strcmp(parent, "/config") ? 0 : !strcmp(parent, "/config/logging") ? 1 : 2;
     cJSON *at = dig(root, pk, depth);
     must(cJSON_IsObject(at), "the logger's parent exists");
+    const cJSON *old = get(at, last + 1);
+    must(!old || cJSON_IsNull(old) || !strcmp(last + 1, ID),
+         "the logger replaces nothing but null or berth's own logger");
     cJSON_DeleteItemFromObjectCaseSensitive(at, last + 1);
     cJSON_AddItemToObject(at, last + 1, body);
     cJSON *want = logger();
