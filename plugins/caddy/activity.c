@@ -17,7 +17,6 @@
 
 #include <arpa/inet.h>
 #include <cJSON.h>
-#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -54,46 +53,14 @@ static void conn_close(struct act_conn *k)
     free(k);
 }
 
-static void seen_host(struct caddy *c, const char *host)
+static void one_line(const char *line, size_t len, void *arg)
 {
-    char h[CADDY_HOST_MAX];
-    size_t i = 0;
-    for (; host[i] && host[i] != ':' && i + 1 < sizeof h; i++)
-        h[i] = (char)tolower((unsigned char)host[i]);
-    h[i] = 0;
-    struct route *r = route_by_host(c, h);
+    struct caddy *c = arg;
+    char host[CADDY_HOST_MAX];
+    if (!caddy_log_host(line, len, host, sizeof host)) return;
+    c->act_lines++;
+    struct route *r = *host ? route_by_host(c, host) : NULL;
     if (r) r->active = true;
-}
-
-static void one_line(struct caddy *c, const char *line, size_t len)
-{
-    cJSON *o = cJSON_ParseWithLength(line, len);
-    if (!o) return;
-    const cJSON *req = cJSON_GetObjectItem(o, "request");
-    const char *host = cJSON_GetStringValue(cJSON_GetObjectItem(req, "host"));
-    if (host) {
-        seen_host(c, host);
-        c->act_lines++;
-    }
-    cJSON_Delete(o);
-}
-
-/* splits what arrived into lines; a partial line stays for the next read */
-static void take_lines(struct act_conn *k)
-{
-    size_t start = 0;
-    for (size_t i = 0; i < k->len; i++) {
-        if (k->buf[i] != '\n') continue;
-        if (!k->skipping) one_line(k->c, k->buf + start, i - start);
-        k->skipping = false;
-        start = i + 1;
-    }
-    memmove(k->buf, k->buf + start, k->len - start);
-    k->len -= start;
-    if (k->len == sizeof k->buf) {  /* a line longer than the buffer: dropped */
-        k->skipping = true;
-        k->len = 0;
-    }
 }
 
 static void conn_readable(berth_watch *w, int events, void *arg)
@@ -104,7 +71,7 @@ static void conn_readable(berth_watch *w, int events, void *arg)
         ssize_t n = read(k->fd, k->buf + k->len, sizeof k->buf - k->len);
         if (n > 0) {
             k->len += (size_t)n;
-            take_lines(k);
+            caddy_lines_take(k->buf, &k->len, sizeof k->buf, &k->skipping, one_line, k->c);
             continue;
         }
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
@@ -144,20 +111,19 @@ static void accept_ready(berth_watch *w, int events, void *arg)
 /* Requests in flight: Caddy counts them per upstream (GET /reverse_proxy/upstreams, no
  * config load). A tenant with any open request (a stream, a websocket) is active now, though
  * the access log will show the request only when it ends. */
+static void busy(const char *addr, void *arg)
+{
+    struct caddy *c = arg;
+    for (struct route *r = c->routes; r; r = r->next)
+        if (*r->upstream && !strcmp(r->upstream, addr)) r->active = true;
+}
+
 static void upstreams_got(const struct berth_http_result *res, void *arg)
 {
     struct caddy *c = arg;
     c->act_call = NULL;
     if (res->status != 200) return;     /* routes.c notices and reports a Caddy that is gone */
-    cJSON *list = cJSON_ParseWithLength(res->body, res->body_len);
-    const cJSON *u;
-    cJSON_ArrayForEach(u, list) {
-        const char *addr = cJSON_GetStringValue(cJSON_GetObjectItem(u, "address"));
-        if (!addr || cJSON_GetNumberValue(cJSON_GetObjectItem(u, "num_requests")) <= 0) continue;
-        for (struct route *r = c->routes; r; r = r->next)
-            if (*r->upstream && !strcmp(r->upstream, addr)) r->active = true;
-    }
-    cJSON_Delete(list);
+    caddy_busy_upstreams(res->body, res->body_len, busy, c);
 }
 
 static void poll_upstreams(struct caddy *c)

@@ -6,6 +6,8 @@
  *  activity.c  Caddy's access log: requests count as their tenant's activity
  *  list.c    GET /v1/<instance>/routes: Caddy's routes against berth's
  *  domains.c the templates' own domains, each with a catch-all like the plugin's
+ *  server.c  creating the configured server in a Caddy that lacks it
+ *  caddy_answers.c  reading Caddy's answers and log lines (no host calls: fuzzed)
  *
  * Ownership: struct caddy owns every route, op waiter and held request; all of it is freed in
  * destroy(). Everything runs on the loop thread. */
@@ -13,6 +15,7 @@
 #define BERTH_CADDY_H
 
 #include <berth/berth.h>
+#include "caddy_answers.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -112,12 +115,6 @@ void op_wait_add(struct caddy *c, berth_op *op);
  * Content-Type when `json`), NULL-terminated */
 void admin_headers(struct caddy *c, struct berth_header h[4], bool json);
 char *routes_status_json(struct caddy *c, const struct route *r);
-
-/* server.c: the body and where it goes (`method` on `path`) that give a Caddy whose config
- * is `cfg` the configured server with `container` as its routes; NULL with `err` when berth
- * must not or cannot create it. The caller frees the result. */
-char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char *container,
-                    char *path, size_t path_len, const char **method, char *err, size_t err_len);
 
 /* domains.c */
 int domains_load(struct caddy *c);

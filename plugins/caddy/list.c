@@ -23,29 +23,6 @@ static void unlink_listing(struct listing *l)
         }
 }
 
-/* the tenant upstream of one of Caddy's routes: its first dial when it has two (the tenant
- * before berth), else "berth" */
-static const char *held_upstream(const cJSON *route)
-{
-    const cJSON *h = cJSON_GetArrayItem(cJSON_GetObjectItem(route, "handle"), 0);
-    const cJSON *ups = cJSON_GetObjectItem(h, "upstreams");
-    if (cJSON_GetArraySize(ups) < 2) return "berth";
-    const char *d = cJSON_GetStringValue(cJSON_GetObjectItem(cJSON_GetArrayItem(ups, 0),
-                                                             "dial"));
-    return d ? d : "?";
-}
-
-static const cJSON *held_route(const cJSON *held, const char *id)
-{
-    const cJSON *sub = cJSON_GetArrayItem(cJSON_GetObjectItem(held, "handle"), 0);
-    const cJSON *r;
-    cJSON_ArrayForEach(r, cJSON_GetObjectItem(sub, "routes")) {
-        const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r, "@id"));
-        if (rid && !strcmp(rid, id)) return r;
-    }
-    return NULL;
-}
-
 static char *report(struct caddy *c, const cJSON *held, const char *err)
 {
     cJSON *o = cJSON_CreateObject();
@@ -63,8 +40,8 @@ static char *report(struct caddy *c, const cJSON *held, const char *err)
         cJSON_AddStringToObject(e, "handle", r->handle);
         cJSON_AddStringToObject(e, "host", r->host);
         cJSON_AddStringToObject(e, "expected", *r->upstream ? r->upstream : "berth");
-        const cJSON *hr = held ? held_route(held, id) : NULL;
-        if (hr) cJSON_AddStringToObject(e, "caddy", held_upstream(hr));
+        const cJSON *hr = held ? caddy_held_route(held, id) : NULL;
+        if (hr) cJSON_AddStringToObject(e, "caddy", caddy_held_upstream(hr));
         else cJSON_AddNullToObject(e, "caddy");
         cJSON_AddItemToArray(list, e);
     }

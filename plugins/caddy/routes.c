@@ -417,20 +417,15 @@ static bool adopt_answer(struct caddy *c, const struct berth_http_result *res)
 {
     if (res->status != 200) return false;
     cJSON *held = cJSON_ParseWithLength(res->body, res->body_len);
-    const char *group = cJSON_GetStringValue(cJSON_GetObjectItem(held, "group"));
-    size_t idlen = strlen(c->cfg.id);
+    uint64_t rev;
     bool same = false;
-    if (group && !strncmp(group, c->cfg.id, idlen) && !strncmp(group + idlen, "-rev-", 5)) {
-        char *end;
-        unsigned long long rev = strtoull(group + idlen + 5, &end, 10);
-        if (!*end && end != group + idlen + 5) {
-            c->rev = rev;
-            char *mine = container_json(c);
-            cJSON *want = mine ? cJSON_Parse(mine) : NULL;
-            same = want && cJSON_Compare(held, want, true);
-            cJSON_Delete(want);
-            free(mine);
-        }
+    if (caddy_held_rev(held, c->cfg.id, &rev)) {
+        c->rev = rev;
+        char *mine = container_json(c);
+        cJSON *want = mine ? cJSON_Parse(mine) : NULL;
+        same = want && cJSON_Compare(held, want, true);
+        cJSON_Delete(want);
+        free(mine);
     }
     cJSON_Delete(held);
     if (!same) return false;
@@ -439,15 +434,6 @@ static bool adopt_answer(struct caddy *c, const struct berth_http_result *res)
     c->sent = c->gen;
     written(c, false);
     return true;
-}
-
-static bool tag_matches(struct caddy *c, const struct berth_http_result *res)
-{
-    char want[CADDY_HOST_MAX + 64];
-    snprintf(want, sizeof want, "\"%s-rev-%llu\"", c->cfg.id, (unsigned long long)c->rev);
-    size_t n = res->body_len;
-    while (n && (res->body[n - 1] == '\n' || res->body[n - 1] == ' ')) n--;
-    return n == strlen(want) && !memcmp(res->body, want, n);
 }
 
 /* Caddy's admin API as a dependency of berthd's /health, reported on every answer of it
@@ -505,7 +491,7 @@ static void on_call(const struct berth_http_result *res, void *arg)
         return;
     }
     if (kind == CALL_CHECK) {
-        if (ok && tag_matches(c, res)) return;
+        if (ok && caddy_tag_matches(res->body, res->body_len, c->cfg.id, c->rev)) return;
         if (ok || res->status == 404) {
             c->log_written = false;
             H->log(c->self, BERTH_LOG_WARN, "Caddy lost berth's routes (revision %llu): "
@@ -546,8 +532,10 @@ static void server_answer(struct caddy *c, const struct berth_http_result *res)
     char path[300], err[200];
     const char *method = "PUT";
     char *container = container_json(c);
-    char *body = container ? server_create(c, res->body, res->body_len, container, path,
-                                           sizeof path, &method, err, sizeof err) : NULL;
+    char *body = container ? server_create(c->cfg.server, c->cfg.server_listen.v,
+                                           c->cfg.server_listen.n, res->body, res->body_len,
+                                           container, path, sizeof path, &method, err,
+                                           sizeof err) : NULL;
     if (!container) snprintf(err, sizeof err, "out of memory");
     free(container);
     if (body) {
@@ -587,26 +575,23 @@ static void logger_answer(struct caddy *c, int kind, const struct berth_http_res
     }
     cJSON *cur = cJSON_ParseWithLength(res->body, res->body_len);
     cJSON *logger = activity_logger(c);
-    cJSON *body = logger;
+    cJSON *body;
     char path[300];
-    if (cJSON_Compare(cJSON_GetObjectItem(cJSON_GetObjectItem(cur, "logs"), c->cfg.id), logger,
-                      true)) {
-        cJSON_Delete(logger);   /* Caddy holds it as it is: no load */
+    int place = caddy_logger_place(cur, c->cfg.id, logger, &body, path, sizeof path);
+    if (place != 1) cJSON_Delete(logger);
+    if (place == 0) {           /* Caddy holds it as it is: no load */
         cJSON_Delete(cur);
         c->log_written = true;
         if (c->gen > c->acked || c->lost) schedule(c, batch_wait(c));
         return;
     }
-    if (!cJSON_IsObject(cur)) {
-        body = cJSON_CreateObject();
-        cJSON_AddItemToObject(cJSON_AddObjectToObject(body, "logs"), c->cfg.id, logger);
-        snprintf(path, sizeof path, "/config/logging");
-    } else if (!cJSON_IsObject(cJSON_GetObjectItem(cur, "logs"))) {
-        body = cJSON_CreateObject();
-        cJSON_AddItemToObject(body, c->cfg.id, logger);
-        snprintf(path, sizeof path, "/config/logging/logs");
-    } else {
-        snprintf(path, sizeof path, "/config/logging/logs/%s", c->cfg.id);
+    if (place < 0) {
+        cJSON_Delete(cur);
+        snprintf(c->last_error, sizeof c->last_error, "writing berth's access logger: Caddy's "
+                 "logging config is not an object berth can add to; nothing written");
+        failed_msg(c);
+        schedule(c, 1000);
+        return;
     }
     char *text = cJSON_PrintUnformatted(body);
     cJSON_Delete(body);

@@ -6,18 +6,18 @@
  * (it refuses to replace one), so the deepest part of apps.http.servers.<server> that exists
  * decides where the rest goes. A server that exists is never replaced: when it lacks only its
  * routes array, that array is all berth adds. */
-#include "caddy.h"
+#include "caddy_answers.h"
 
 #include <cJSON.h>
 #include <stdio.h>
 #include <string.h>
 
-static cJSON *new_server(struct caddy *c, cJSON *routes)
+static cJSON *new_server(const char *const *listen_v, size_t nlisten, cJSON *routes)
 {
     cJSON *srv = cJSON_CreateObject();
     cJSON *listen = cJSON_AddArrayToObject(srv, "listen");
-    for (size_t i = 0; i < c->cfg.server_listen.n; i++)
-        cJSON_AddItemToArray(listen, cJSON_CreateString(c->cfg.server_listen.v[i]));
+    for (size_t i = 0; i < nlisten; i++)
+        cJSON_AddItemToArray(listen, cJSON_CreateString(listen_v[i]));
     cJSON_AddItemToObject(srv, "routes", routes);
     return srv;
 }
@@ -33,10 +33,11 @@ static cJSON *wrap(const char *const *keys, int from, int n, cJSON *inner)
     return inner;
 }
 
-char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char *container,
+char *server_create(const char *server, const char *const *listen, size_t nlisten,
+                    const char *cfg, size_t cfg_len, const char *container,
                     char *path, size_t path_len, const char **method, char *err, size_t err_len)
 {
-    const char *keys[] = {"apps", "http", "servers", c->cfg.server};
+    const char *keys[] = {"apps", "http", "servers", server};
     const int nkeys = 4;
     cJSON *root = cJSON_ParseWithLength(cfg, cfg_len);
     cJSON *routes = cJSON_CreateArray();
@@ -48,11 +49,26 @@ char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char
         goto done;
     }
     cJSON_AddItemToArray(routes, mine);
+    if (!cJSON_IsObject(root) && !cJSON_IsNull(root)) {
+        /* only an empty config (null) is set whole: one berth cannot read is kept */
+        snprintf(err, err_len, "Caddy's config is %s, not an object",
+                 root ? "another JSON value" : "not JSON berth can read");
+        goto done;
+    }
     int depth = 0;      /* how many of keys exist, as objects */
     cJSON *at = root;
     while (depth < nkeys && cJSON_IsObject(at)) {
         cJSON *next = cJSON_GetObjectItemCaseSensitive(at, keys[depth]);
-        if (!cJSON_IsObject(next)) break;
+        if (!next) break;
+        if (!cJSON_IsObject(next)) {
+            /* a PUT cannot replace it, and berth will not: Caddy would refuse every retry */
+            char at_path[300] = "";
+            for (int i = 0; i <= depth; i++)
+                snprintf(at_path + strlen(at_path), sizeof at_path - strlen(at_path), "%s%s",
+                         i ? "." : "", keys[i]);
+            snprintf(err, err_len, "Caddy's config holds %s, and it is not an object", at_path);
+            goto done;
+        }
         at = next;
         depth++;
     }
@@ -61,17 +77,17 @@ char *server_create(struct caddy *c, const char *cfg, size_t cfg_len, const char
     if (depth == nkeys) {
         if (cJSON_GetObjectItemCaseSensitive(at, "routes")) {
             snprintf(err, err_len, "server %s has routes, yet berth's route could not be "
-                     "inserted", c->cfg.server);
+                     "inserted", server);
             goto done;
         }
         body = routes;
-        snprintf(path, path_len, "/config/apps/http/servers/%s/routes", c->cfg.server);
-    } else if (!c->cfg.server_listen.n) {
+        snprintf(path, path_len, "/config/apps/http/servers/%s/routes", server);
+    } else if (!nlisten) {
         snprintf(err, err_len, "Caddy has no server %s (set server_listen to let berth create "
-                 "it)", c->cfg.server);
+                 "it)", server);
         goto done;
     } else {
-        body = wrap(keys, depth + 1, nkeys, new_server(c, routes));
+        body = wrap(keys, depth + 1, nkeys, new_server(listen, nlisten, routes));
         size_t n = (size_t)snprintf(path, path_len, "/config/");
         for (int i = 0; i <= depth && n < path_len; i++)
             n += (size_t)snprintf(path + n, path_len - n, "%s%s", i ? "/" : "", keys[i]);
