@@ -118,6 +118,7 @@ void store_watch(struct store *s, uv_loop_t *loop, uint64_t every_ms)
     uv_unref((uv_handle_t *)&s->watch);     /* the watch alone does not keep berthd up */
     uv_timer_start(&s->watch, on_watch, every_ms, every_ms);
     s->watching = true;
+    store_ckpt_start(s);
 }
 
 /* ---- commits not synced yet (BERTH_TX_NOSYNC) ----
@@ -242,7 +243,7 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
         sqlite3_close(db);
         return BERTH_EIO;
     }
-    sqlite3_busy_timeout(db, 2000);
+    store_ckpt_init(db);        /* waits up to 2 s for another connection's lock */
     /* more of each statement's small allocations from the connection's own slots */
     sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 1200, 256);
     sqlite3_extended_result_codes(db, 1);
@@ -301,6 +302,7 @@ void store_close(struct store *s)
     if (!s) return;
     store_plugin_forget(s, NULL);
     lazy_close(s);
+    store_ckpt_stop(s);
     sqlite3_finalize(s->journal_ins);
     /* Folds the WAL back so the file is self-contained after a clean stop (not into a file
      * that is no longer the state database). */
