@@ -100,6 +100,7 @@ struct qev {
     struct berth_event ev;
     void *payload;              /* deep copy */
     bool journaled;
+    bool in_tx;                 /* journaled in a plugin's transaction not committed yet */
 };
 
 static struct {
@@ -262,6 +263,49 @@ static void journal_pending(void)
     }
 }
 
+/* A plugin's transaction about to commit takes the pending events with it: one commit, not
+ * two, for a plugin that publishes per write (the quota proxy's quota.call). Written under a
+ * savepoint: a failed insert leaves them to the bus's own batch and the plugin's transaction
+ * as it was. They stay queued, and are delivered by the next round as usual. */
+static void journal_before(void)
+{
+    if (!B.unjournaled || !C.store || store_exec_raw(C.store, "SAVEPOINT core_journal", NULL))
+        return;
+    bool ok = true;
+    list_each(it, &B.queue) {
+        struct qev *q = container_of(it, struct qev, link);
+        if (q->journaled) continue;
+        if (store_journal(C.store, q->ev.seq, q->ev.time_ms, q->ev.type_name, q->ev.tenant,
+                          q->ev.json) < 0) {
+            ok = false;
+            break;
+        }
+        q->journaled = q->in_tx = true;
+    }
+    if (!ok) store_exec_raw(C.store, "ROLLBACK TO core_journal", NULL);
+    if (store_exec_raw(C.store, "RELEASE core_journal", NULL)) ok = false;
+    if (ok) return;
+    list_each(it, &B.queue) {
+        struct qev *q = container_of(it, struct qev, link);
+        if (q->in_tx) q->journaled = q->in_tx = false;
+    }
+}
+
+static void journal_after(bool committed)
+{
+    list_each(it, &B.queue) {
+        struct qev *q = container_of(it, struct qev, link);
+        if (!q->in_tx) continue;
+        q->in_tx = false;
+        if (committed) {
+            B.unjournaled--;
+            B.since_trim++;
+        } else {
+            q->journaled = false;       /* rolled back with it: the bus's batch writes it */
+        }
+    }
+}
+
 static void deliver(const struct berth_event *ev)
 {
     B.depth++;
@@ -373,6 +417,7 @@ int bus_init(void)
     list_init(&B.subs);
     list_init(&B.queue);
     B.seq = C.store ? store_max_seq(C.store) : 0;
+    if (C.store) store_set_tx_hook(C.store, journal_before, journal_after);
     if (C.loop) {
         uv_idle_init(C.loop, &B.idle);
         B.up = true;
@@ -385,6 +430,7 @@ void bus_shutdown(void)
 {
     B.up = false;           /* the flush below must not restart the handle */
     bus_flush();
+    if (C.store) store_set_tx_hook(C.store, NULL, NULL);
     /* berthd that failed to start (no store) never initialised the handle */
     if (C.loop && B.inited) {
         if (uv_is_active((uv_handle_t *)&B.idle)) uv_idle_stop(&B.idle);

@@ -53,6 +53,11 @@ struct store {
     bool in_tx;
     int tx_err;
     char *tx_owner;
+    /* the core's part of a plugin transaction: before() runs inside it just before its
+     * commit (the bus journals its pending events there), after() is told whether the
+     * commit took (store_set_tx_hook) */
+    void (*tx_before)(void);
+    void (*tx_after)(bool committed);
     /* uv_hrtime() past which the plugin statement running is interrupted (0: none) */
     uint64_t deadline;
 };
@@ -98,7 +103,5 @@ bool store_lazy_commit(struct store *s);
 void store_ckpt_init(sqlite3 *db);
 void store_ckpt_start(struct store *s);
 void store_ckpt_stop(struct store *s);
-/* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */
-int store_exec_raw(struct store *s, const char *sql, char **errmsg);
 
 #endif
