@@ -10,7 +10,7 @@
 #   bench/quota_bench.sh [build-dir] [seconds] [connections] [runs]
 # QUOTA_ONLY=berth runs berth's case alone (the WAL's size under a long load: no ratio then).
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The state dir is made under
-# $TMPDIR (default /tmp): each call commits two transactions, so the disk under it matters.
+# $TMPDIR (default /tmp): each call commits to the ledger, so the disk under it matters.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 secs=${2:-5}
