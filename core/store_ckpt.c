@@ -9,16 +9,18 @@
  *     lock the loop waits for. When the loop wrote nothing meanwhile the WAL is then wholly
  *     copied, and the loop's next write starts it again from its beginning (SQLite's rule).
  *   - under continuous commits that never happens (each PASSIVE leaves the pages written
- *     while it ran): past HARD pages, a RESTART checkpoint copies the rest (little, since
- *     another PASSIVE first made it so) holding the WAL's write lock, and starts the WAL
- *     again. A loop commit in that moment waits for it in busy() (short sleeps).
+ *     while it ran): past HARD pages, a RESTART checkpoint copies the rest (little: see
+ *     ckpt_run) holding the WAL's write lock, and starts the WAL again. A loop commit in
+ *     that moment waits for it in busy() (short sleeps).
  *   - commits faster than the disk syncs (the checkpointer cannot keep up): past LIMIT
  *     pages the loop waits for the job running and restarts the WAL itself.
  * So the WAL never holds more than LIMIT pages and one transaction. */
 #include "store_impl.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #define SOFT 1000       /* pages (4 KiB): SQLite's own automatic checkpoint's size */
 #define HARD 4000       /* 16 MiB: past it the WAL is restarted, the loop's writes waiting */
@@ -27,6 +29,7 @@
 struct store_ckpt {
     uv_work_t work;
     sqlite3 *db;            /* the checkpointer's connection, opened at the first job */
+    int walfd;              /* its own descriptor of the -wal file, for the syncs ahead */
     int mode;               /* the job's SQLITE_CHECKPOINT_* */
     int rc, log, done;      /* its result: pages in the WAL, pages copied */
     int frames;             /* pages in the WAL after the loop's last commit */
@@ -38,10 +41,19 @@ struct store_ckpt {
     struct store *s;
 };
 
+/* A checkpoint first syncs the WAL, then copies, then syncs the database. The WAL's sync is
+ * what takes long (all that was written since the last one), so it is done ahead, without
+ * any lock; and a RESTART, which holds the WAL's write lock, comes after a PASSIVE and a
+ * second sync: it is left with what was written during those. */
 static void ckpt_run(uv_work_t *w)
 {
     struct store_ckpt *c = container_of(w, struct store_ckpt, work);
     c->log = c->done = -1;
+    if (c->walfd >= 0) fdatasync(c->walfd);
+    if (c->mode == SQLITE_CHECKPOINT_RESTART) {
+        sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+        if (c->walfd >= 0) fdatasync(c->walfd);
+    }
     c->rc = sqlite3_wal_checkpoint_v2(c->db, NULL, c->mode, &c->log, &c->done);
     uv_mutex_lock(&c->mu);
     c->ran = true;
@@ -83,14 +95,10 @@ static void ckpt_after(uv_work_t *w, int status)
         return;
     }
     /* pages were written while it ran; what the WAL holds past what was copied */
-    int left = c->frames - (c->done > 0 ? c->done : 0);
-    c->next = c->frames - left + SOFT;
-    if (c->frames < HARD || c->mode != SQLITE_CHECKPOINT_PASSIVE) return;
-    /* Past the bound: the RESTART holds the loop's writes for as long as it copies and syncs
-     * what is left, so that is made small first by another PASSIVE. (A RESTART that failed
-     * is tried again at the next commit, not at once.) */
-    ckpt_start(c, left <= SOFT / 4 || c->frames >= 2 * HARD ? SQLITE_CHECKPOINT_RESTART
-                                                           : SQLITE_CHECKPOINT_PASSIVE);
+    c->next = (c->done > 0 ? c->done : 0) + SOFT;
+    /* past the bound: restart it (one that failed is tried again at the next commit) */
+    if (c->frames >= HARD && c->mode == SQLITE_CHECKPOINT_PASSIVE)
+        ckpt_start(c, SQLITE_CHECKPOINT_RESTART);
 }
 
 static void ckpt_start(struct store_ckpt *c, int mode)
@@ -112,6 +120,9 @@ static void ckpt_start(struct store_ckpt *c, int mode)
         if (sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
             SQLITE_OK)
             log_error("store: checkpointer: %s", sqlite3_errmsg(c->db));
+        char *wal = xasprintf("%s-wal", s->path);
+        c->walfd = open(wal, O_RDONLY | O_CLOEXEC);
+        free(wal);
     }
     c->mode = mode;
     c->ran = false;
@@ -126,7 +137,7 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     c->frames = frames;
     if (frames >= LIMIT && !c->closing) ckpt_fallback(c, db);
     if (frames < c->next) return SQLITE_OK;
-    ckpt_start(c, frames >= 2 * HARD ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE);
+    ckpt_start(c, frames >= HARD ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE);
     return SQLITE_OK;
 }
 
@@ -155,6 +166,7 @@ void store_ckpt_start(struct store *s)
     struct store_ckpt *c = xcalloc(1, sizeof *c);
     c->s = s;
     c->next = SOFT;
+    c->walfd = -1;
     uv_mutex_init(&c->mu);
     uv_cond_init(&c->cv);
     s->ckpt = c;
@@ -170,6 +182,7 @@ void store_ckpt_stop(struct store *s)
     c->closing = true;
     sqlite3_wal_autocheckpoint(s->db, SOFT);
     if (!c->running) {
+        if (c->walfd >= 0) close(c->walfd);
         sqlite3_close(c->db);
         uv_mutex_destroy(&c->mu);
         uv_cond_destroy(&c->cv);
