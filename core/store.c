@@ -249,9 +249,11 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
     sqlite3_extended_result_codes(db, 1);
     char *msg = NULL;
     /* WAL + NORMAL: a commit costs no fsync and survives a crash of berthd, not of the kernel.
-     * Plugin transactions (store_tx) commit with FULL: see docs/architecture.md. */
-    if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-             &msg) < 0)
+     * Plugin transactions (store_tx) commit with FULL: see docs/architecture.md. A new
+     * database gets 1 KiB pages: a commit writes whole pages into the WAL, and most of ours
+     * change a few small rows (an existing database keeps the size it has). */
+    if (exec(db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+             " PRAGMA foreign_keys=ON;", &msg) < 0)
         goto fail;
     int v = user_version(db);
     if (v < 0 || v > (int)ARRAY_LEN(core_steps)) {

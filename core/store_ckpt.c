@@ -5,16 +5,17 @@
  * under the quota proxy's load. Here the loop connection has no automatic checkpoint (its WAL
  * hook replaces it); a second connection, used only by one libuv threadpool job at a time,
  * checkpoints instead:
- *   - past SOFT pages, a PASSIVE checkpoint copies what is in the WAL and syncs, without any
- *     lock the loop waits for. When the loop wrote nothing meanwhile the WAL is then wholly
- *     copied, and the loop's next write starts it again from its beginning (SQLite's rule).
+ *   - past SOFT (4 MiB of pages), a PASSIVE checkpoint copies what is in the WAL and
+ *     syncs, without any lock the loop waits for. When the loop wrote nothing meanwhile the
+ *     WAL is then wholly copied, and the loop's next write starts it again from its
+ *     beginning (SQLite's rule).
  *   - under continuous commits that never happens (each PASSIVE leaves the pages written
- *     while it ran): past HARD pages, a RESTART checkpoint copies the rest (little: see
+ *     while it ran): past HARD (16 MiB), a RESTART checkpoint copies the rest (little: see
  *     ckpt_run) holding the WAL's write lock, and starts the WAL again. A loop commit in
  *     that moment waits for it in busy() (short sleeps).
  *   - commits faster than the disk syncs (the checkpointer cannot keep up): past LIMIT
- *     pages the loop waits for the job running and restarts the WAL itself.
- * So the WAL never holds more than LIMIT pages and one transaction. */
+ *     (64 MiB) the loop waits for the job running and restarts the WAL itself.
+ * So the WAL never holds more than LIMIT and one transaction. */
 #include "store_impl.h"
 
 #include <fcntl.h>
@@ -22,9 +23,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#define SOFT 1000       /* pages (4 KiB): SQLite's own automatic checkpoint's size */
-#define HARD 4000       /* 16 MiB: past it the WAL is restarted, the loop's writes waiting */
-#define LIMIT (4 * HARD) /* writes faster than the disk: the loop waits and restarts it */
+/* in bytes of pages; the WAL counts pages, of the database's page size */
+#define SOFT_BYTES (4 << 20)    /* SQLite's own automatic checkpoint's size (1,000 x 4 KiB) */
+#define HARD_BYTES (16 << 20)   /* past it the WAL is restarted, the loop's writes waiting */
+#define LIMIT_BYTES (64 << 20)  /* writes faster than the disk: the loop waits, restarts it */
+#define SOFT (c->soft)
+#define HARD (c->hard)
+#define LIMIT (c->limit)
 
 struct store_ckpt {
     uv_work_t work;
@@ -34,6 +39,7 @@ struct store_ckpt {
     int rc, log, done;      /* its result: pages in the WAL, pages copied */
     int frames;             /* pages in the WAL after the loop's last commit */
     int next;               /* the page count at which the next job starts */
+    int soft, hard, limit;  /* the bounds above, in pages */
     bool running, closing;
     bool ran;               /* the job's checkpoint has returned (under mu) */
     uv_mutex_t mu;
@@ -165,6 +171,15 @@ void store_ckpt_start(struct store *s)
     if (s->ckpt || !s->loop) return;
     struct store_ckpt *c = xcalloc(1, sizeof *c);
     c->s = s;
+    sqlite3_stmt *st;
+    int page = 4096;
+    if (sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW && sqlite3_column_int(st, 0) > 0)
+        page = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    c->soft = SOFT_BYTES / page;
+    c->hard = HARD_BYTES / page;
+    c->limit = LIMIT_BYTES / page;
     c->next = SOFT;
     c->walfd = -1;
     uv_mutex_init(&c->mu);
