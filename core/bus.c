@@ -264,30 +264,20 @@ static void journal_pending(void)
 }
 
 /* A plugin's transaction about to commit takes the pending events with it: one commit, not
- * two, for a plugin that publishes per write (the quota proxy's quota.call). Written under a
- * savepoint: a failed insert leaves them to the bus's own batch and the plugin's transaction
- * as it was. They stay queued, and are delivered by the next round as usual. */
+ * two, for a plugin that publishes per write (the quota proxy's quota.call). An insert that
+ * fails is undone alone (SQLite's statement rollback) and leaves it and those after it to the
+ * bus's own batch; one that takes the whole transaction down fails its commit, and
+ * journal_after hands them all back. They stay queued, delivered by the next round. */
 static void journal_before(void)
 {
-    if (!B.unjournaled || !C.store || store_exec_raw(C.store, "SAVEPOINT core_journal", NULL))
-        return;
-    bool ok = true;
+    if (!B.unjournaled || !C.store) return;
     list_each(it, &B.queue) {
         struct qev *q = container_of(it, struct qev, link);
         if (q->journaled) continue;
         if (store_journal(C.store, q->ev.seq, q->ev.time_ms, q->ev.type_name, q->ev.tenant,
-                          q->ev.json) < 0) {
-            ok = false;
-            break;
-        }
+                          q->ev.json) < 0)
+            return;
         q->journaled = q->in_tx = true;
-    }
-    if (!ok) store_exec_raw(C.store, "ROLLBACK TO core_journal", NULL);
-    if (store_exec_raw(C.store, "RELEASE core_journal", NULL)) ok = false;
-    if (ok) return;
-    list_each(it, &B.queue) {
-        struct qev *q = container_of(it, struct qev, link);
-        if (q->in_tx) q->journaled = q->in_tx = false;
     }
 }
 
