@@ -2,8 +2,8 @@
  * triggers, views) named `<module>_...`, and each call is atomic. store_tx groups calls in one
  * transaction that commits with an fsync; it never shares a commit with the core's batches
  * (tenant activity...), which run only between plugin calls. The event journal's pending
- * rows may join its commit (store_set_tx_hook): written after the plugin's statements, under
- * a savepoint of their own, so they never make the plugin's transaction fail. */
+ * rows may join its commit (store_set_tx_hook): written after the plugin's statements; one
+ * that fails is undone alone (a statement's rollback) and never fails the transaction. */
 #include "store_impl.h"
 
 #include <stdlib.h>
