@@ -8,8 +8,9 @@
 # One worker each (berthd's loop is one thread; nginx gets worker_processes 1). The three run
 # interleaved, `runs` times; the ratio berth/nginx is the median of the per-run ratios.
 #   bench/quota_bench.sh [build-dir] [seconds] [connections] [runs]
+# QUOTA_ONLY=berth runs berth's case alone (the WAL's size under a long load: no ratio then).
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The state dir is made under
-# $TMPDIR (default /tmp): each call commits two transactions, so the disk under it matters.
+# $TMPDIR (default /tmp): each call commits to the ledger, so the disk under it matters.
 set -euo pipefail
 build=$(cd "${1:-build}" && pwd)
 secs=${2:-5}
@@ -103,6 +104,13 @@ run() {     # name url: prints "rps p50_us p99_us"
 }
 if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
 if [ -n "${QUOTA_STRACE:-}" ]; then timeout $((secs * 3 + 1)) strace -c -f -o "$QUOTA_STRACE" -p "$bpid" & fi
+# the WAL's size, sampled every 0.1 s while the cases run: its largest, and its last
+walmax="$tmp/walmax"
+( m=0; while :; do
+      w=$(stat -c %s "$tmp/state/"*-wal 2>/dev/null | head -1); w=${w:-0}
+      [ "$w" -gt "$m" ] && m=$w; echo "$m $w" > "$walmax"; sleep 0.1
+  done ) &
+wpid=$!
 cpu() { awk '{print $14 + $15}' "/proc/${1:-$bpid}/stat"; }   # CPU time, in ticks
 nworker=$(pgrep -P "$(cat "$tmp/nginx-proxy.pid")" | head -1)     # nginx proxy's one worker
 calls0=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
@@ -111,6 +119,7 @@ ncpu0=$(cpu "$nworker")
 results=()
 for i in $(seq "$runs"); do
     for case in direct:$uport nginx:$nport berth:$qport; do
+        [ -n "${QUOTA_ONLY:-}" ] && [ "${case%%:*}" != "$QUOTA_ONLY" ] && continue
         r=$(run "${case%%:*}" "http://127.0.0.1:${case##*:}/v1/messages")
         echo "run $i: $r" >&2
         results+=("$i $r")
@@ -126,6 +135,7 @@ for name, v in by.items():
     r = [x[0] for x in v]
     print(f"{name:7s} req/s median {st.median(r):9.0f} (min {min(r):.0f} max {max(r):.0f})"
           f"  p50 {st.median(x[1] for x in v):6.0f} us  p99 {st.median(x[2] for x in v):6.0f} us")
+if "nginx" not in by: sys.exit(0)
 ratios = [b[0] / n[0] for b, n in zip(by["berth"], by["nginx"])]
 added50 = [b[1] - n[1] for b, n in zip(by["berth"], by["nginx"])]
 added99 = [b[2] - n[2] for b, n in zip(by["berth"], by["nginx"])]
@@ -134,5 +144,8 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 '
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
-nreqs=$(printf '%s\n' "${results[@]}" | awk -v s="$secs" '$2 == "nginx" {n += $3 * s} END {printf "%d", n}')
+kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
+read -r wmax wlast < "$walmax"
+echo "WAL size: largest $((wmax / 1024)) KiB, at the end $((wlast / 1024)) KiB"
+nreqs=$(printf '%s\n' "${results[@]}" | awk -v s="$secs" '$2 == "nginx" {n += $3 * s} END {printf "%d", n}')  # 0 with QUOTA_ONLY
 python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print(f'CPU per call: berthd {($(cpu) - $cpu0) / t / max($calls - $calls0, 1) * 1e6:.1f} us, nginx worker {($(cpu "$nworker") - $ncpu0) / t / max($nreqs, 1) * 1e6:.1f} us (user+system, one thread each)')"

@@ -100,6 +100,7 @@ struct qev {
     struct berth_event ev;
     void *payload;              /* deep copy */
     bool journaled;
+    bool in_tx;                 /* journaled in a plugin's transaction not committed yet */
 };
 
 static struct {
@@ -262,6 +263,39 @@ static void journal_pending(void)
     }
 }
 
+/* A plugin's transaction about to commit takes the pending events with it: one commit, not
+ * two, for a plugin that publishes per write (the quota proxy's quota.call). An insert that
+ * fails is undone alone (SQLite's statement rollback) and leaves it and those after it to the
+ * bus's own batch; one that takes the whole transaction down fails its commit, and
+ * journal_after hands them all back. They stay queued, delivered by the next round. */
+static void journal_before(void)
+{
+    if (!B.unjournaled || !C.store) return;
+    list_each(it, &B.queue) {
+        struct qev *q = container_of(it, struct qev, link);
+        if (q->journaled) continue;
+        if (store_journal(C.store, q->ev.seq, q->ev.time_ms, q->ev.type_name, q->ev.tenant,
+                          q->ev.json) < 0)
+            return;
+        q->journaled = q->in_tx = true;
+    }
+}
+
+static void journal_after(bool committed)
+{
+    list_each(it, &B.queue) {
+        struct qev *q = container_of(it, struct qev, link);
+        if (!q->in_tx) continue;
+        q->in_tx = false;
+        if (committed) {
+            B.unjournaled--;
+            B.since_trim++;
+        } else {
+            q->journaled = false;       /* rolled back with it: the bus's batch writes it */
+        }
+    }
+}
+
 static void deliver(const struct berth_event *ev)
 {
     B.depth++;
@@ -373,6 +407,7 @@ int bus_init(void)
     list_init(&B.subs);
     list_init(&B.queue);
     B.seq = C.store ? store_max_seq(C.store) : 0;
+    if (C.store) store_set_tx_hook(C.store, journal_before, journal_after);
     if (C.loop) {
         uv_idle_init(C.loop, &B.idle);
         B.up = true;
@@ -385,6 +420,7 @@ void bus_shutdown(void)
 {
     B.up = false;           /* the flush below must not restart the handle */
     bus_flush();
+    if (C.store) store_set_tx_hook(C.store, NULL, NULL);
     /* berthd that failed to start (no store) never initialised the handle */
     if (C.loop && B.inited) {
         if (uv_is_active((uv_handle_t *)&B.idle)) uv_idle_stop(&B.idle);

@@ -174,6 +174,11 @@ int store_plugin_query(struct store *s, const char *module, const char *sql,
  * libuv's threadpool, once store_watch gave the store a loop; without one it syncs now) */
 int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *arg,
                     unsigned flags, char **errmsg);
+/* the core's part of each plugin transaction: before() inside it, just before its commit;
+ * after() told whether the commit took (one hook: the bus's journal) */
+void store_set_tx_hook(struct store *s, void (*before)(void), void (*after)(bool committed));
+/* a short statement of the core's own (SAVEPOINT...); errmsg may be NULL */
+int store_exec_raw(struct store *s, const char *sql, char **errmsg);
 /* finalizes the statements kept for module (every module's when NULL): it unloads */
 void store_plugin_forget(struct store *s, const char *module);
 uint64_t store_max_seq(struct store *s);

@@ -118,6 +118,7 @@ void store_watch(struct store *s, uv_loop_t *loop, uint64_t every_ms)
     uv_unref((uv_handle_t *)&s->watch);     /* the watch alone does not keep berthd up */
     uv_timer_start(&s->watch, on_watch, every_ms, every_ms);
     s->watching = true;
+    store_ckpt_start(s);
 }
 
 /* ---- commits not synced yet (BERTH_TX_NOSYNC) ----
@@ -242,15 +243,17 @@ int store_open(const char *path, struct store **out, char *err, size_t errlen)
         sqlite3_close(db);
         return BERTH_EIO;
     }
-    sqlite3_busy_timeout(db, 2000);
+    store_ckpt_init(db);        /* waits up to 2 s for another connection's lock */
     /* more of each statement's small allocations from the connection's own slots */
     sqlite3_db_config(db, SQLITE_DBCONFIG_LOOKASIDE, NULL, 1200, 256);
     sqlite3_extended_result_codes(db, 1);
     char *msg = NULL;
     /* WAL + NORMAL: a commit costs no fsync and survives a crash of berthd, not of the kernel.
-     * Plugin transactions (store_tx) commit with FULL: see docs/architecture.md. */
-    if (exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
-             &msg) < 0)
+     * Plugin transactions (store_tx) commit with FULL: see docs/architecture.md. A new
+     * database gets 1 KiB pages: a commit writes whole pages into the WAL, and most of ours
+     * change a few small rows (an existing database keeps the size it has). */
+    if (exec(db, "PRAGMA page_size=1024; PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;"
+             " PRAGMA foreign_keys=ON;", &msg) < 0)
         goto fail;
     int v = user_version(db);
     if (v < 0 || v > (int)ARRAY_LEN(core_steps)) {
@@ -301,6 +304,7 @@ void store_close(struct store *s)
     if (!s) return;
     store_plugin_forget(s, NULL);
     lazy_close(s);
+    store_ckpt_stop(s);
     sqlite3_finalize(s->journal_ins);
     /* Folds the WAL back so the file is self-contained after a clean stop (not into a file
      * that is no longer the state database). */

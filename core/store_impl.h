@@ -45,6 +45,7 @@ struct store {
     bool watching;
     uv_loop_t *loop;            /* given by store_watch; the lazy syncs run on it */
     struct store_lazy *lazy;    /* commits not synced yet (BERTH_TX_NOSYNC) */
+    struct store_ckpt *ckpt;    /* checkpoints in the threadpool (store_ckpt.c) */
     /* whose statement runs now (the authorizer's view); NULL: the core's */
     struct store_auth *auth;
     int depth;                  /* plugin calls running (a row callback may make another) */
@@ -52,6 +53,11 @@ struct store {
     bool in_tx;
     int tx_err;
     char *tx_owner;
+    /* the core's part of a plugin transaction: before() runs inside it just before its
+     * commit (the bus journals its pending events there), after() is told whether the
+     * commit took (store_set_tx_hook) */
+    void (*tx_before)(void);
+    void (*tx_after)(bool committed);
     /* uv_hrtime() past which the plugin statement running is interrupted (0: none) */
     uint64_t deadline;
 };
@@ -91,7 +97,11 @@ void store_arm_authorizer(struct store *s);
 /* after a commit made without a sync: the WAL is synced within 1 s (false: it could not be
  * arranged and the caller syncs now) */
 bool store_lazy_commit(struct store *s);
-/* a short statement of the core's own (BEGIN, ROLLBACK, PRAGMA) */
-int store_exec_raw(struct store *s, const char *sql, char **errmsg);
+/* store_ckpt.c: the loop connection's busy handler (at open); checkpoints in the threadpool
+ * instead of SQLite's automatic ones on the loop (once the loop is known); and back to the
+ * automatic ones after the loop has stopped */
+void store_ckpt_init(sqlite3 *db);
+void store_ckpt_start(struct store *s);
+void store_ckpt_stop(struct store *s);
 
 #endif

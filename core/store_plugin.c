@@ -1,7 +1,9 @@
 /* Plugins' statements: each runs under SQLite's authorizer, limited to the tables (indexes,
  * triggers, views) named `<module>_...`, and each call is atomic. store_tx groups calls in one
  * transaction that commits with an fsync; it never shares a commit with the core's batches
- * (the event journal, tenant activity), which run only between plugin calls. */
+ * (tenant activity...), which run only between plugin calls. The event journal's pending
+ * rows may join its commit (store_set_tx_hook): written after the plugin's statements; one
+ * that fails is undone alone (a statement's rollback) and never fails the transaction. */
 #include "store_impl.h"
 
 #include <stdlib.h>
@@ -321,8 +323,14 @@ int store_plugin_tx(struct store *s, const char *module, berth_tx_fn fn, void *a
     } else if (rc) {
         *errmsg = xasprintf("rolled back: the body returned %s", berth_strerror(rc));
     }
-    if (!rc) rc = tx_commit(s, flags, errmsg);
-    else if (!sqlite3_get_autocommit(s->db)) raw(s, "ROLLBACK");
+    if (!rc) {
+        bool hooked = s->tx_before != NULL;
+        if (hooked) s->tx_before();
+        rc = tx_commit(s, flags, errmsg);
+        if (hooked && s->tx_after) s->tx_after(rc == 0);
+    } else if (!sqlite3_get_autocommit(s->db)) {
+        raw(s, "ROLLBACK");
+    }
     tx_end(s, flags);
     return rc;
 }
@@ -368,4 +376,10 @@ int store_migrate_owner(struct store *s, const char *owner, const char *const *s
         }
     }
     return 0;
+}
+
+void store_set_tx_hook(struct store *s, void (*before)(void), void (*after)(bool committed))
+{
+    s->tx_before = before;
+    s->tx_after = after;
 }

@@ -221,10 +221,18 @@ struct settle {
     int64_t id, reserved, cost;
     struct usage u;
     int status, attempts;
+    bool published;             /* its event: once, even when the batch is tried again */
     char handle[BERTH_HANDLE_MAX + 1], outcome[32], period[16];
+    char *event;                /* quota.call's payload, or NULL */
 };
 
-static int settle_one(struct quota *q, const struct settle *st)
+static void settle_free(struct settle *st)
+{
+    free(st->event);
+    free(st);
+}
+
+static int settle_one(struct quota *q, struct settle *st)
 {
     berth_instance *s = q->self;
     const struct usage *u = &st->u;
@@ -244,7 +252,13 @@ static int settle_one(struct quota *q, const struct settle *st)
                         p, 9, NULL, NULL);
     int64_t changed = 0;
     if (!rc) rc = H->store_query(s, "SELECT changes()", NULL, 0, ints, &changed);
-    if (rc || !changed) return rc;      /* settled already: nothing is billed twice */
+    if (rc) return rc;
+    /* published inside the transaction: the bus journals it in the same commit */
+    if (st->event && !st->published) {
+        quota_event(q, q->ev_call, st->handle, st->event);
+        st->published = true;
+    }
+    if (!changed) return 0;             /* settled already: nothing is billed twice */
     bool this_period = !strcmp(st->period, t->period);
     t->reserved -= st->reserved;
     t->spent += st->cost;
@@ -314,6 +328,7 @@ static void flush_timer(berth_timer *t, void *arg)
     struct quota *q = arg;
     H->timer_stop(t);
     if (t == q->retry) q->retry = NULL;
+    else if (t == q->lag) q->lag = NULL;
     else q->flush = NULL;
     ledger_flush(q);
 }
@@ -334,10 +349,46 @@ static void schedule(struct quota *q)
     if (!q->flush) ledger_flush(q);     /* no timer: commit now rather than never */
 }
 
+/* Settlements wait for the next reservation's batch (its commit takes them along), or at
+ * most SETTLE_LAG_MS: the answer reaches the client before its settlement's commit, and a
+ * client calling in sequence pays one commit per call, not two. The reservation stands
+ * meanwhile (a SIGKILL now bills it), and the ledger's readers commit what waits first. */
+#define SETTLE_LAG_MS 5
+
+static void schedule_settle(struct quota *q)
+{
+    if (q->flush || q->lag) return;
+    if (!q->stopping && !q->destroying)
+        q->lag = H->timer_start(q->self, SETTLE_LAG_MS, 0, flush_timer, q);
+    if (!q->lag) schedule(q);
+}
+
+/* the ledger's readers see every call that has ended: what waits is committed first */
+static void settle_pending(struct quota *q)
+{
+    if (!q->settles || q->retry) return;
+    struct reservation *res = q->reserves;  /* they keep waiting for their own turn */
+    struct reservation **tail = q->reserves_tail;
+    q->reserves = NULL;
+    q->reserves_tail = &q->reserves;
+    ledger_flush(q);
+    if (res) {
+        *tail = q->reserves;
+        if (!q->reserves) q->reserves_tail = tail;
+        q->reserves = res;
+    }
+}
+
 void ledger_flush(struct quota *q)
 {
-    struct batch b = {q, q->settles, q->reserves, -1, 0};
-    q->settles = NULL;
+    struct settle *fifo = NULL;     /* queued newest first: committed (and published) in order */
+    while (q->settles) {
+        struct settle *st = q->settles;
+        q->settles = st->next;
+        st->next = fifo;
+        fifo = st;
+    }
+    struct batch b = {q, fifo, q->reserves, -1, 0};
     q->reserves = NULL;
     q->reserves_tail = &q->reserves;
     if (!b.settles && !b.res) return;
@@ -359,7 +410,7 @@ void ledger_flush(struct quota *q)
         if (st->attempts)
             H->log(q->self, BERTH_LOG_INFO, "call %lld of %s: settled after %d failed tries",
                    (long long)st->id, st->handle, st->attempts);
-        free(st);
+        settle_free(st);
     }
     while (b.res) {         /* each callback may queue more work: it goes to the next batch */
         struct reservation *r = b.res;
@@ -383,7 +434,7 @@ void ledger_reserve(struct quota *q, struct reservation *r)
 }
 
 void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
-                   const struct usage *u, int status, const char *outcome)
+                   const struct usage *u, int status, const char *outcome, char *event)
 {
     int64_t id = r->id;
     const char *handle = r->handle;
@@ -391,8 +442,11 @@ void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
     if (!st) {
         H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: out of memory to settle it; it is "
                "settled at its reservation on the next start", (long long)id, handle);
+        if (event) quota_event(q, q->ev_call, handle, event);
+        free(event);
         return;
     }
+    st->event = event;
     st->id = id;
     st->reserved = r->bound;
     snprintf(st->period, sizeof st->period, "%s", r->period);
@@ -403,7 +457,7 @@ void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
     snprintf(st->outcome, sizeof st->outcome, "%s", outcome);
     st->next = q->settles;
     q->settles = st;
-    schedule(q);
+    schedule_settle(q);
 }
 
 void ledger_drop(struct quota *q)
@@ -411,13 +465,14 @@ void ledger_drop(struct quota *q)
     tots_drop(q);
     if (q->flush) H->timer_stop(q->flush);
     if (q->retry) H->timer_stop(q->retry);
-    q->flush = q->retry = NULL;
+    if (q->lag) H->timer_stop(q->lag);
+    q->flush = q->retry = q->lag = NULL;
     while (q->settles) {        /* the store refused them to the end: settled at a restart */
         struct settle *st = q->settles;
         q->settles = st->next;
         H->log(q->self, BERTH_LOG_ERROR, "call %lld of %s: unsettled at unload; it is settled "
                "at its reservation on the next start", (long long)st->id, st->handle);
-        free(st);
+        settle_free(st);
     }
 }
 
@@ -470,6 +525,7 @@ static const char *const MONTH_SPENT =
 int ledger_spent(struct quota *q, const char *handle, bool monthly, int64_t *spent,
                  int64_t *reserved)
 {
+    settle_pending(q);
     char month[16], sql[256];
     month_of(H->now_ms(q->self), month);
     struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};
@@ -527,6 +583,7 @@ static bool model_row(int n, const char *const *names, const struct berth_value 
 
 char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, bool monthly)
 {
+    settle_pending(q);
     char month[16];
     month_of(H->now_ms(q->self), month);
     struct berth_value p[] = {BERTH_TEXT(handle), BERTH_TEXT(month)};

@@ -268,7 +268,6 @@ static void account(struct call *c, const char *outcome, bool interrupted)
     H->metric_add(q->m_inflight, NULL, -1);
     int64_t cost = final_cost(c, interrupted);
     bound_overrun(q, c->handle, c->id, api_name(c->api), c->model, c->reserved, cost);
-    ledger_settle(q, &c->res, cost, &c->u, c->status, outcome);
     const char *lv[] = {api_name(c->api), outcome, NULL};
     H->metric_add(q->m_calls, lv, 1);
     const char *label = meter_label(q, c->model);
@@ -287,7 +286,8 @@ static void account(struct call *c, const char *outcome, bool interrupted)
              (long long)c->id, api_name(c->api), c->model, c->status, outcome,
              (long long)c->u.input, (long long)c->u.output, (long long)c->u.cache_read,
              (long long)c->u.cache_write, (long long)cost);
-    quota_event(q, q->ev_call, c->handle, ev);
+    /* the event goes out with the settlement's commit */
+    ledger_settle(q, &c->res, cost, &c->u, c->status, outcome, strdup(ev));
 }
 
 /* ends the call once: bills it (unless free), and frees it */
@@ -645,7 +645,7 @@ static void reserved(struct reservation *res, void *arg)
     if (c->gone || q->destroying) {     /* never forwarded: nothing to pay */
         static const struct usage none;
         if (res->id > 0)
-            ledger_settle(q, res, 0, &none, 0, "client_gone");
+            ledger_settle(q, res, 0, &none, 0, "client_gone", NULL);
         call_free(c);
         quota_idle(q);
         return;

@@ -63,6 +63,7 @@ struct quota {
     struct reservation *reserves, **reserves_tail;
     berth_timer *flush;             /* the next batch's commit, when scheduled */
     berth_timer *retry;             /* settlements' next try after a failed batch */
+    berth_timer *lag;               /* settlements' commit when no reservation takes them */
     int64_t retry_ms;               /* its delay, doubled per failure up to 5 s */
     struct tot *tots;               /* per-tenant totals in memory (ledger.c) */
     int64_t gen;                    /* quota_meta's generation after our last batch */
@@ -158,9 +159,11 @@ struct reservation {
 };
 void ledger_reserve(struct quota *q, struct reservation *r);
 /* queues the settlement of r's call (its reservation replaced by cost, its tokens recorded);
- * committed with the next batch */
+ * committed with the next reservation's batch, or within a few ms. event (malloc'd, taken):
+ * the quota.call payload, published inside that batch's transaction (so journaled in its
+ * commit), or NULL */
 void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
-                   const struct usage *u, int status, const char *outcome);
+                   const struct usage *u, int status, const char *outcome, char *event);
 /* commits what is queued now (the instance is going away); ledger_drop frees what is left */
 void ledger_flush(struct quota *q);
 void ledger_drop(struct quota *q);

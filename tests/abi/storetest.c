@@ -310,6 +310,48 @@ static void burst(berth_req *r, void *arg)
     answer(r, rc, NULL);
 }
 
+/* ---- continuous writes: the WAL's checkpoints must keep up without a pause ---- */
+
+struct churn { berth_req *r; int64_t left, id; int rc; };
+
+static int churn_body(void *arg)
+{
+    struct churn *c = arg;
+    struct berth_value p[] = {BERTH_INT(c->id)};
+    int rc = H->store_query(self, "INSERT INTO storetest_vals(id, v) VALUES(?1,"
+                            " zeroblob(1048576))", p, 1, NULL, NULL);
+    if (!rc) rc = H->store_query(self, "DELETE FROM storetest_vals WHERE id >= 1000000000"
+                                 " AND id <= ?1 - 4", p, 1, NULL, NULL);
+    return rc;
+}
+
+/* one MiB committed per loop turn, back to back, until n MiB are written */
+static void churn_step(berth_timer *t, void *arg)
+{
+    struct churn *c = arg;
+    c->id++;
+    c->rc = H->store_tx_flags(self, churn_body, c, BERTH_TX_NOSYNC);
+    H->timer_stop(t);
+    if (!c->rc && --c->left > 0 && H->timer_start(self, 0, 0, churn_step, c)) return;
+    answer(c->r, c->rc, NULL);
+    free(c);
+}
+
+static void churn(berth_req *r, void *arg)
+{
+    (void)arg;
+    struct churn *c = calloc(1, sizeof *c);
+    if (!c) {
+        answer(r, BERTH_ENOMEM, NULL);
+        return;
+    }
+    *c = (struct churn){r, atoi(H->req_param(r, "mb")), 1000000000, 0};
+    if (c->left <= 0 || !H->timer_start(self, 0, 0, churn_step, c)) {
+        free(c);
+        answer(r, BERTH_EINVAL, NULL);
+    }
+}
+
 static int init(const struct berth_host *host, berth_instance *me, void **state)
 {
     H = host;
@@ -332,6 +374,7 @@ static int start(void *state)
     H->route(self, "POST", "/v1/storetest/roundtrip", roundtrip, NULL);
     H->route(self, "POST", "/v1/storetest/burst/{n}", burst, NULL);
     H->route(self, "POST", "/v1/storetest/reenter", reenter, NULL);
+    H->route(self, "POST", "/v1/storetest/churn/{mb}", churn, NULL);
     return 0;
 }
 

@@ -6,6 +6,7 @@ import fcntl
 import hashlib
 import http.client
 import json
+import sqlite3
 import os
 import shutil
 import subprocess
@@ -607,6 +608,46 @@ class Interrupted(QuotaBase):
         u = self.usage("killed")
         self.assertEqual((u["reserved_micro"], u["spent_micro"], u["calls"]), (0, reserved, 1))
         self.assertIn("previous run left open", self.b.log())
+
+
+class Behind(QuotaBase):
+    """A settlement is committed behind the answer (with the next call's reservation, or a few
+    ms later): what reads the ledger must see every call that has ended all the same."""
+
+    def test_usage_read_right_after_each_answer_counts_it(self):
+        self.add("seq")
+        key = self.env("seq")["ANTHROPIC_API_KEY"]
+        for i in range(1, 21):
+            status, _, _ = self.call(key)
+            self.assertEqual(status, 200)
+            u = self.usage("seq")
+            self.assertEqual((u["calls"], u["reserved_micro"]), (i, 0), u)
+        c = self.conn()
+        c.request("GET", "/usage", headers={"x-api-key": key})
+        body = json.loads(c.getresponse().read())
+        self.assertEqual((body["calls"], body["reserved_micro"]), (20, 0), body)
+
+    def test_sigkill_between_answer_and_settlement_bills_the_call(self):
+        self.add("quick")
+        key = self.env("quick")["ANTHROPIC_API_KEY"]
+        status, _, _ = self.call(key)
+        self.assertEqual(status, 200)
+        self.b.kill()           # most likely before the settlement's commit (a few ms)
+        self.b.start()
+        u = self.usage("quick")
+        self.assertEqual((u["calls"], u["reserved_micro"]), (1, 0), u)
+        self.assertEqual(self.b.stop(), 0)
+        db = sqlite3.connect(os.path.join(self.b.state, "berth.db"))
+        state, cost_, reserved = db.execute(
+            "SELECT state, cost, reserved FROM quota_calls").fetchone()
+        spent = db.execute("SELECT spent FROM quota_tenants WHERE tenant = 'quick'").fetchone()
+        db.close()
+        # billed: its reservation when the kill came first, else what the upstream reported
+        self.assertIn(state, ("recovered", "done"))
+        if state == "recovered":
+            self.assertEqual(cost_, reserved)
+        self.assertGreater(cost_, 0)
+        self.assertEqual(spent[0], cost_)
 
 
 class Reload(QuotaBase):

@@ -42,6 +42,22 @@ class StoreCase(BerthTest):
         return sqlite3.connect(os.path.join(self.b.state, "berth.db"))
 
 
+class Checkpoints(StoreCase):
+    def test_wal_stays_bounded_under_continuous_commits(self):
+        # 1 MiB committed per loop turn, back to back, faster than the disk syncs: a
+        # checkpoint that only copies what it can (PASSIVE) never finds the WAL wholly copied,
+        # so the WAL is never started again. Past 64 MiB the loop itself must restart it.
+        r = self.b.post("/v1/storetest/churn/128", timeout=60)
+        self.assertEqual(r.json["rc"], 0, r)
+        wal = os.path.getsize(os.path.join(self.b.state, "berth.db-wal"))
+        self.assertLess(wal, 72 << 20, f"WAL of {wal >> 20} MiB after 128 MiB committed")
+        # the database holds the last rows (copied in, or in the WAL)
+        j = self.sql("SELECT count(*), max(length(v)) FROM storetest_vals WHERE id > 1000000000")
+        self.assertEqual(j["rows"][0], ["4", "1048576"], j)
+        db = self.db_after_stop()
+        self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
+
+
 class Transactions(StoreCase):
     def test_failed_statement_rolls_back_all_with_journal_beside(self):
         stop = threading.Event()
