@@ -81,10 +81,40 @@ static int unreachable(CURLcode cc)
     return 1;
 }
 
+/* Control characters in the server's strings are shown as '?' to people: a tenant's
+ * heartbeat text, a Caddy dial or a homeserver's message must not drive the operator's
+ * terminal (escape sequences). --json output keeps the API's JSON as it came. */
+static void defang(char *s)
+{
+    for (unsigned char *u = (unsigned char *)s; u && *u; u++) {
+        if (*u < 0x20 || *u == 0x7f) *u = '?';
+        else if (*u == 0xc2 && u[1] >= 0x80 && u[1] <= 0x9f) u[0] = u[1] = '?';   /* C1 */
+    }
+}
+
+static void defang_tree(cJSON *j)
+{
+    for (; j; j = j->next) {
+        defang(j->string);
+        if (cJSON_IsString(j)) defang(j->valuestring);
+        defang_tree(j->child);
+    }
+}
+
+cJSON *ctl_parse(const char *data)
+{
+    cJSON *j = data ? cJSON_Parse(data) : NULL;
+    if (!ctl_json) defang_tree(j);
+    return j;
+}
+
 /* the API's error shape {"error":{"code","message","details"}} on stderr */
 static void print_error(const char *data, long status)
 {
-    cJSON *j = data ? cJSON_Parse(data) : NULL;
+    bool json = ctl_json;
+    ctl_json = false;           /* stderr is for people */
+    cJSON *j = ctl_parse(data);
+    ctl_json = json;
     cJSON *e = cJSON_GetObjectItem(j, "error");
     const char *msg = cJSON_GetStringValue(cJSON_GetObjectItem(e, "message"));
     const char *code = cJSON_GetStringValue(cJSON_GetObjectItem(e, "code"));
@@ -119,7 +149,7 @@ cJSON *ctl_call(const char *method, const char *path, const char *body, int *rc)
         free(r.data);
         return NULL;
     }
-    cJSON *j = r.data ? cJSON_Parse(r.data) : NULL;
+    cJSON *j = ctl_parse(r.data);
     *rc = 0;
     if (status >= 300) {
         if (ctl_json && r.data) fputs(r.data, stdout);

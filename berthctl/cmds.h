@@ -55,6 +55,8 @@ int ctl_stream(const char *path, bool (*fn)(const char *data, void *arg), void *
 int ctl_fetch(const char *path, char **data, size_t *len);
 
 void ctl_print_json(const cJSON *j);
+/* data parsed; unless --json, control characters in its strings shown as '?' */
+cJSON *ctl_parse(const char *data);
 const char *ctl_str(const cJSON *o, const char *key);   /* the string, or "-" */
 double ctl_num(const cJSON *o, const char *key);        /* the number, or 0 */
 

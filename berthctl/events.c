@@ -15,7 +15,7 @@ static bool print_event(const char *data, void *arg)
         fflush(stdout);
         return true;
     }
-    cJSON *e = cJSON_Parse(data);
+    cJSON *e = ctl_parse(data);
     char ts[40];
     ctl_fmt_time(ctl_num(e, "time_ms"), ts, sizeof ts);
     char *payload = cJSON_PrintUnformatted(cJSON_GetObjectItem(e, "payload"));
@@ -78,7 +78,7 @@ struct waiter { int result; };
 static bool wait_event(const char *data, void *arg)
 {
     struct waiter *w = arg;
-    cJSON *e = cJSON_Parse(data);
+    cJSON *e = ctl_parse(data);
     const char *type = ctl_str(e, "type");
     cJSON *p = cJSON_GetObjectItem(e, "payload");
     if (ctl_json) {

@@ -185,6 +185,21 @@ class AgainstBerthd(BerthTest):
         self.assertIn("tenant.created", b.ctl("events", "--type", "tenant.created").stdout)
         self.assertIn("tenant.created", b.ctl("events", "--type", "tenant.*").stdout)
 
+    def test_control_characters_from_the_server_never_reach_the_terminal(self):
+        """a server string (here the API echoing a bad handle) holding an escape sequence is
+        shown with '?' for people; --json keeps the API's JSON, escaped as JSON does"""
+        b = self.b
+        bad = "x\x1b]0;owned\x07\x7f\u009b2J"
+        for cmd in (["tenant", "add", bad], ["tenant", "show", bad]):
+            p = b.ctl(*cmd, check=False)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("x?]0;owned??", p.stderr)
+            for c in "\x1b\x07\x7f\u009b":
+                self.assertNotIn(c, p.stdout + p.stderr, cmd)
+        p = b.ctl("tenant", "show", bad, "--json", check=False)
+        self.assertIn("\\u001b", p.stdout)
+        self.assertEqual(b.get("/v1/tenants").json["tenants"], [])
+
     def test_follow_exits_1_when_berthd_goes(self):
         b = self.b
         p = subprocess.Popen([BERTHCTL, "--socket", b.sock, "events", "-f", "--since", "0"],
