@@ -113,8 +113,9 @@ static void uia_answer(cJSON *j)
         read_ok++;
         /* the homeserver accepted that stage: it is completed, no error */
         cJSON *done = cJSON_GetObjectItemCaseSensitive(j, "completed");
-        if (!cJSON_IsArray(done)) {
-            cJSON_DeleteItemFromObjectCaseSensitive(j, "completed");
+        if (!cJSON_IsArray(done)) {     /* every "completed" goes: a duplicate key is read */
+            while (cJSON_GetObjectItemCaseSensitive(j, "completed"))
+                cJSON_DeleteItemFromObjectCaseSensitive(j, "completed");
             done = cJSON_AddArrayToObject(j, "completed");
         }
         cJSON_AddItemToArray(done, cJSON_CreateString(stage));
