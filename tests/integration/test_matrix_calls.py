@@ -1,8 +1,7 @@
 """What plugins/matrix sends to a real Synapse (one for this module), seen through a recording
 proxy: every 429's retry_after_ms waited out, a later 429 asking less never cutting a wait
 short; a register answer berth cannot use whole refused with the reason; plan only reads
-and apply writes only what differs. test_matrix_tokens.py watches
-logins and whoamis."""
+and apply writes only what differs. test_matrix_tokens.py watches logins and whoamis."""
 import os
 import sys
 import unittest
