@@ -28,7 +28,7 @@ fuzz() {
     if [ ! -f build-fuzz/build.ninja ]; then
         CC=clang meson setup build-fuzz -Dfuzz=true >/dev/null || { echo "meson setup build-fuzz failed"; return 1; }
     fi
-    local targets="conf:yaml http:http http_client:http_client json:json api:api docker_events:docker_events docker_json:docker_json sse:sse quota:quota caddy_json:caddy_json" t frc=0
+    local targets="conf:yaml http:http http_client:http_client json:json api:api docker_events:docker_events docker_json:docker_json sse:sse quota:quota caddy_json:caddy_json matrix_json:matrix_json" t frc=0
     ninja -C build-fuzz $(for t in $targets; do echo "tests/fuzz/fuzz_${t%%:*}"; done) || return 1
     for t in $targets; do
         local name=fuzz_${t%%:*} scratch log

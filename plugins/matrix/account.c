@@ -253,14 +253,23 @@ static void ens_fail(struct ens *e, const char *what, const struct mx_res *r)
     ens_end(e, r->status ? BERTH_EIO : BERTH_ECONNREFUSED, msg);
 }
 
-static bool take_token(struct ens *e, const struct mx_res *r)
+/* keeps the token of a 200 of register or login; NULL, or why it cannot be used */
+static const char *take_token(struct ens *e, const struct mx_res *r)
 {
-    const char *tok = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "access_token"));
-    const char *dev = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "device_id"));
-    if (!tok) return false;
-    snprintf(e->a.token, sizeof e->a.token, "%s", tok);
-    snprintf(e->a.device_id, sizeof e->a.device_id, "%s", dev ? dev : "");
-    return acct_save_token(e->mx, &e->a) == 0;
+    struct hsa_login l;
+    const char *why = hsa_login_read(r->json, e->a.user_id, &l);
+    if (why) return why;
+    memcpy(e->a.token, l.token, sizeof e->a.token);
+    memcpy(e->a.device_id, l.device_id, sizeof e->a.device_id);
+    return acct_save_token(e->mx, &e->a) ? "cannot record the token in the store" : NULL;
+}
+
+/* a 200 berth cannot use: not retried sooner than the core's backoff */
+static void ens_unusable(struct ens *e, const char *what, const char *why)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "matrix: %s %s: HTTP 200 but %s", what, e->a.user_id, why);
+    ens_end(e, BERTH_EIO, msg);
 }
 
 static void display_done(const struct mx_res *r, void *arg)
@@ -283,7 +292,10 @@ static void set_display(struct ens *e)
 static void login_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
-    if (r->status == 200 && take_token(e, r)) {
+    const char *why = r->status == 200 ? take_token(e, r) : NULL;
+    if (why) {
+        ens_unusable(e, "log in", why);
+    } else if (r->status == 200) {
         struct mx_login *l = login_entry(e->mx, e->a.user_id, false);
         if (l) l->refused = false;
         e->mx->H->log(e->mx->self, BERTH_LOG_INFO, "logged in %s again", e->a.user_id);
@@ -338,7 +350,10 @@ static void in_use(struct ens *e)
 static void register_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
-    if (r->status == 200 && take_token(e, r)) {
+    const char *why = r->status == 200 ? take_token(e, r) : NULL;
+    if (why) {
+        ens_unusable(e, "register", why);
+    } else if (r->status == 200) {
         e->mx->H->log(e->mx->self, BERTH_LOG_INFO, "registered %s", e->a.user_id);
         mx_event(e->mx, e->mx->ev_registered, e->tenant, "user_id", e->a.user_id);
         /* shared-secret registration sets the display name itself */
@@ -360,7 +375,7 @@ static void hex(const unsigned char *b, size_t n, char *out)
 static void nonce_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
-    const char *nonce = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "nonce"));
+    const char *nonce = hsa_nonce(r->json);
     if (r->status != 200 || !nonce) {
         ens_fail(e, "get a registration nonce for", r);
         return;
@@ -399,16 +414,6 @@ static void nonce_done(const struct mx_res *r, void *arg)
  * two stages (m.login.registration_token, then m.login.dummy) */
 static void uia_post(struct ens *e, const char *session, const char *stage);
 
-static bool in_list(const cJSON *arr, const char *s)
-{
-    const cJSON *c;
-    cJSON_ArrayForEach(c, arr) {
-        const char *v = cJSON_GetStringValue(c);
-        if (v && !strcmp(v, s)) return true;
-    }
-    return false;
-}
-
 static void uia_done(const struct mx_res *r, void *arg)
 {
     struct ens *e = arg;
@@ -420,9 +425,9 @@ static void uia_done(const struct mx_res *r, void *arg)
         in_use(e);
         return;
     }
-    const char *session = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "session"));
-    cJSON *completed = cJSON_GetObjectItem(r->json, "completed");
-    if (r->status != 401 || !session) {
+    const char *session, *stage;
+    enum hsa_uia_step step = hsa_uia_read(r->json, r->errcode, &session, &stage);
+    if (r->status != 401 || step == HSA_UIA_NO_SESSION) {
         ens_fail(e, "register", r);
         return;
     }
@@ -430,28 +435,12 @@ static void uia_done(const struct mx_res *r, void *arg)
         ens_fail(e, "register (UIA did not finish)", r);
         return;
     }
-    /* the next stage: of the first flow berth can follow, the first one not completed */
-    cJSON *flow, *st;
-    cJSON_ArrayForEach(flow, cJSON_GetObjectItem(r->json, "flows")) {
-        const char *next = NULL;
-        bool usable = true;
-        cJSON_ArrayForEach(st, cJSON_GetObjectItem(flow, "stages")) {
-            const char *s = cJSON_GetStringValue(st);
-            if (!s || (strcmp(s, "m.login.registration_token") && strcmp(s, "m.login.dummy"))) {
-                usable = false;
-                break;
-            }
-            if (!next && !in_list(completed, s)) next = s;
-        }
-        if (!usable || !next) continue;
-        if (r->errcode[0] && !strcmp(next, "m.login.registration_token") && completed) {
-            ens_fail(e, "register (registration token refused)", r);
-            return;
-        }
-        uia_post(e, session, next);
-        return;
-    }
-    ens_fail(e, "register (no registration flow berth can follow)", r);
+    if (step == HSA_UIA_REFUSED)
+        ens_fail(e, "register (registration token refused)", r);
+    else if (step == HSA_UIA_NO_FLOW)
+        ens_fail(e, "register (no registration flow berth can follow)", r);
+    else
+        uia_post(e, session, stage);   /* of the first flow berth can follow, the next stage */
 }
 
 static void uia_post(struct ens *e, const char *session, const char *stage)

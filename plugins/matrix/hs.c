@@ -109,7 +109,8 @@ static void resume(berth_timer *t, void *arg)
     pump(hs);
 }
 
-/* A 429: back to the head of the queue, and nothing is sent until the server's time is up.
+/* A 429: back to the head of the queue, and nothing is sent until the server's time is up
+ * (ms as hsa_retry_ms clamped it).
  * A pause only ever grows: a 429 that asks less than one already waited out (two calls were
  * in flight) must not cut the earlier one's wait short. */
 static void requeue_after(struct hcall *c, int64_t ms)
@@ -118,8 +119,6 @@ static void requeue_after(struct hcall *c, int64_t ms)
     c->next = hs->queue;
     hs->queue = c;
     if (hs->tail == &hs->queue) hs->tail = &c->next;
-    if (ms < 50) ms = 50;
-    if (ms > 60000) ms = 60000;
     hs->H->log(hs->self, BERTH_LOG_DEBUG, "homeserver rate-limited %s %s: waiting %lld ms",
                c->method, c->path, (long long)ms);
     int64_t until = hs->H->now_ms(hs->self) + ms;
@@ -151,16 +150,12 @@ static void done(const struct berth_http_result *res, void *arg)
         count(hs, "error");
         hs->n_err++;
     } else {
-        const char *ec = cJSON_GetStringValue(cJSON_GetObjectItem(j, "errcode"));
-        const char *em = cJSON_GetStringValue(cJSON_GetObjectItem(j, "error"));
-        r.errcode = ec ? ec : "";
-        r.message = em ? em : "";
+        hsa_error_read(j, &r.errcode, &r.message);
         set_up(hs, res->status < 500, res->status < 500 ? NULL : "homeserver answers 5xx");
         if (res->status == 429) {
-            cJSON *ra = cJSON_GetObjectItem(j, "retry_after_ms");
             count(hs, "rate_limited");
             hs->n_429++;
-            requeue_after(c, cJSON_IsNumber(ra) ? (int64_t)ra->valuedouble : 1000);
+            requeue_after(c, hsa_retry_ms(j));
             cJSON_Delete(j);
             pump(hs);
             return;

@@ -1,6 +1,7 @@
 /* plugins/matrix: shared declarations of the matrix plugin's files.
  *
  *  hs.c       the homeserver client: a queue with a concurrency limit that waits out 429s
+ *  hs_answers.c  reading the homeserver's answers (no host calls; fuzzed)
  *  account.c  accounts in the plugin's store: register, adopt, verify, log in, deactivate
  *  rooms.c    the configured rooms and spaces, and tenants' joins (apply and plan)
  *  matrix.c   the descriptor, the provisioner and the control API routes
@@ -13,8 +14,10 @@
 #include <berth/berth.h>
 #include <cJSON.h>
 
+#include "hs_answers.h"
+
 #define MX_LOCALPART_MAX 128
-#define MX_ID_MAX 300
+#define MX_ID_MAX HSA_ID_MAX
 #define MX_PATH_MAX 2048  /* two escaped ids and some words */
 
 /* ---- configuration -------------------------------------------------------------------- */
@@ -107,7 +110,7 @@ typedef void (*mx_cb)(struct mx *mx, int status, const char *msg, void *arg);
 /* ---- accounts (account.c) --------------------------------------------------------------- */
 
 struct mx_account {
-    char user_id[MX_ID_MAX], token[512], device_id[128], password[80];
+    char user_id[MX_ID_MAX], token[HSA_TOKEN_MAX], device_id[HSA_DEVICE_MAX], password[80];
     char tenant[BERTH_HANDLE_MAX + 1];
 };
 

@@ -331,7 +331,7 @@ static void child_got(const struct mx_res *r, void *arg)
     struct walk *w = arg;
     if (stale(w, r)) return;
     struct mx *mx = w->mx;
-    if (r->status == 200 && cJSON_GetArraySize(cJSON_GetObjectItem(r->json, "via")) > 0) {
+    if (r->status == 200 && hsa_space_child_linked(r->json)) {
         advance(w);
         return;
     }
@@ -412,7 +412,7 @@ static void state_got(const struct mx_res *r, void *arg, bool topic)
     }
     const char *key = topic ? "topic" : "name";
     const char *want = topic ? rc->topic : rc->name;
-    const char *have = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, key));
+    const char *have = hsa_state_string(r->json, key);
     if (have && !strcmp(have, want)) {
         if (topic) space_child(w);
         else state_check(w, true);
@@ -457,7 +457,7 @@ static void created(const struct mx_res *r, void *arg)
 {
     struct walk *w = arg;
     if (stale(w, r)) return;
-    const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "room_id"));
+    const char *rid = hsa_room_id(r->json);   /* NULL unless a room id berth can use */
     if (r->status == 400 && !strcmp(r->errcode, "M_ROOM_IN_USE") && !w->retried) {
         w->retried = true;   /* made meanwhile by someone else: look it up again */
         resolve(w);
@@ -503,7 +503,7 @@ static void resolved(const struct mx_res *r, void *arg)
 {
     struct walk *w = arg;
     if (stale(w, r)) return;
-    const char *rid = cJSON_GetStringValue(cJSON_GetObjectItem(r->json, "room_id"));
+    const char *rid = hsa_room_id(r->json);   /* NULL unless a room id berth can use */
     if (r->status == 404) {
         create(w);
     } else if (r->status == 200 && rid) {

@@ -1,7 +1,7 @@
 """What plugins/matrix sends to a real Synapse (one for this module), seen through a recording
 proxy: every 429's retry_after_ms waited out, a later 429 asking less never cutting a wait
-short; plan only reads and apply writes only what differs. test_matrix_tokens.py watches
-logins and whoamis."""
+short; a register answer berth cannot use whole refused with the reason; plan only reads
+and apply writes only what differs. test_matrix_tokens.py watches logins and whoamis."""
 import os
 import sys
 import unittest
@@ -42,6 +42,32 @@ class Calls(MatrixCase):
         limited = [c["retry_after_ms"] for c in self.proxy.since(mark) if c["status"] == 429]
         self.assertEqual(sorted(limited), [100, 2000])
         self.assertEqual(self.proxy.early_after_429(mark), [], "sent before retry_after_ms")
+        self.stop_ok()
+
+    def test_a_register_answer_berth_cannot_use_whole_is_refused(self):
+        b = self.berthd(proxied=True)
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+        # two 200s to mia's registration berth must not keep: a token that would put a line
+        # break into its Authorization header, then an answer naming another user. Each fails
+        # the attempt with the reason; the core's retry then registers mia for real.
+        mark = self.proxy.mark()
+        self.proxy.fail("POST", "/_synapse/admin/v1/register",
+                        (200, {"user_id": "@mia:test.local", "device_id": "EVIL",
+                               "access_token": "syt_a\r\nX-Injected: 1"}),
+                        (200, {"user_id": "@mallory:test.local", "device_id": "EVIL",
+                               "access_token": "syt_bWFsbG9yeQ_other"}))
+        self.assertEqual(b.post("/v1/tenants", {"handle": "mia"}).status, 201)
+        b.wait_tenant("mia", "ready", timeout=30)
+        log = b.log()
+        self.assertIn("HTTP 200 but the answer's access_token is empty, too long or not "
+                      "printable ASCII", log)
+        self.assertIn("HTTP 200 but the answer names another user", log)
+        self.assertEqual(len(self.proxy.since(mark, "POST", "/_synapse/admin/v1/register")), 4)
+        (token, device), = self.db(b, "SELECT token, device_id FROM matrix_accounts "
+                                      "WHERE user_id='@mia:test.local'")
+        self.assertNotEqual(device, "EVIL")
+        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami", token=token)
+        self.assertEqual((st, who["user_id"]), (200, "@mia:test.local"))
         self.stop_ok()
 
     def test_plan_writes_nothing_and_apply_restores_the_config(self):

@@ -45,7 +45,8 @@ class Proxy:
 
     def fail(self, method, path, *answers):
         """the next calls of method+path are answered these, not forwarded: a status, or
-        (429, retry_after_ms[, seconds the answer is held])"""
+        (429, retry_after_ms[, seconds the answer is held]), or (status, body) with the body
+        a dict sent as JSON"""
         with self.lock:
             self.faults[(method, path)] = list(answers)
 
@@ -102,7 +103,10 @@ class Proxy:
                     injected = (429, self.every_after)
         ctype = [("Content-Type", "application/json")]
         try:
-            if injected:
+            if isinstance(injected, tuple) and isinstance(injected[1], dict):
+                headers, data = ctype, json.dumps(injected[1]).encode()
+                status = injected[0]
+            elif injected:
                 injected = injected if isinstance(injected, tuple) else (injected,)
                 status, after, hold = injected + (None, 0)[len(injected) - 1:]
                 time.sleep(hold)
