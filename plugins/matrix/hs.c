@@ -295,7 +295,10 @@ bool hs_escape(const char *s, char *out, size_t cap)
         unsigned char ch = (unsigned char)*s;
         bool plain = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
                      (ch >= '0' && ch <= '9') || strchr("-._~", ch);
-        if (o + 4 > cap) return false;
+        if (o + 4 > cap) {
+            if (cap) out[0] = 0;    /* never an unterminated buffer for a caller to print */
+            return false;
+        }
         if (plain) out[o++] = (char)ch;
         else {
             out[o++] = '%';
@@ -303,7 +306,10 @@ bool hs_escape(const char *s, char *out, size_t cap)
             out[o++] = hex[ch & 15];
         }
     }
-    if (o >= cap) return false;
+    if (o >= cap) {
+        if (cap) out[0] = 0;
+        return false;
+    }
     out[o] = 0;
     return true;
 }

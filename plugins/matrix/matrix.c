@@ -116,13 +116,26 @@ static int validate(const void *cfgp, char *err, size_t len)
         snprintf(err, len, "homeserver must be an http:// or https:// URL");
         return BERTH_EINVAL;
     }
+    /* Matrix ids are at most 255 bytes: with a localpart of up to MX_LOCALPART_MAX - 1
+     * (a tenant's, after {handle}), '@', ':' and the server name, every id berth builds
+     * fits, and so does its escaped form in a path. */
+    if (strlen(c->server_name) > 255 - 1 - 1 - (MX_LOCALPART_MAX - 1)) {
+        snprintf(err, len, "server_name is longer than %d bytes: a user id built on it "
+                 "(@localpart:server_name) could pass Matrix's 255", 255 - 1 - MX_LOCALPART_MAX);
+        return BERTH_EINVAL;
+    }
+    if (strlen(c->admin.user) >= MX_LOCALPART_MAX) {
+        snprintf(err, len, "admin.user is longer than %d bytes", MX_LOCALPART_MAX - 1);
+        return BERTH_EINVAL;
+    }
     if (!localpart_ok(c->admin.user) || strchr(c->admin.user, '{')) {
         snprintf(err, len, "admin.user must be a plain localpart (a-z 0-9 . _ = - /)");
         return BERTH_EINVAL;
     }
     for (size_t i = 0; i < c->rooms.n; i++) {
         const struct mx_room_cfg *r = cfg_room(c, i);
-        if (!localpart_ok(r->alias) || strchr(r->alias, '{')) {
+        if (!localpart_ok(r->alias) || strchr(r->alias, '{') ||
+            strlen(r->alias) >= MX_LOCALPART_MAX) {
             snprintf(err, len, "rooms[%zu].alias '%s' is not a valid alias localpart", i,
                      r->alias);
             return BERTH_EINVAL;

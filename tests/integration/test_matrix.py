@@ -283,7 +283,12 @@ class Matrix(MatrixCase):
                               "registration: {token: {env: HOME}, shared_secret:"),
                  "registration needs exactly one of shared_secret and token"),
                 (conf.replace("homeserver: http", "homeserver: ftp"),
-                 "homeserver must be an http:// or https:// URL")):
+                 "homeserver must be an http:// or https:// URL"),
+                (conf.replace("server_name: test.local", "server_name: " + "s" * 127),
+                 "server_name is longer than 126 bytes"),
+                (conf.replace("alias: fleet", "alias: " + "f" * 128).replace(
+                    "in_space: fleet", "in_space: " + "f" * 128),
+                 "is not a valid alias localpart")):
             b = Berthd({"10-matrix.yaml": bad}, plugins=("testdrv",))
             self.addCleanup(b.cleanup)
             b.install_plugin_from_build("matrix")
