@@ -57,6 +57,41 @@ class Checkpoints(StoreCase):
         db = self.db_after_stop()
         self.assertEqual(db.execute("PRAGMA integrity_check").fetchone()[0], "ok")
 
+    def test_long_reader_stalls_no_commit(self):
+        # Another process holds a read transaction (an operator's sqlite3 shell, a copy of
+        # the file): no checkpoint can start the WAL again meanwhile. A checkpoint that would
+        # restart it must give up at once, not hold the write lock (or the loop) waiting for
+        # the reader: every commit goes through, and the loop answers meanwhile.
+        reader = sqlite3.connect(os.path.join(self.b.state, "berth.db"), isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+        stop, worst = threading.Event(), [0.0]
+
+        def probe():
+            while not stop.is_set():
+                t0 = time.monotonic()
+                self.b.get("/health", timeout=30)
+                worst[0] = max(worst[0], time.monotonic() - t0)
+
+        th = threading.Thread(target=probe)
+        th.start()
+        try:
+            r = self.b.post("/v1/storetest/churn/72", timeout=30)
+        finally:
+            stop.set()
+            th.join()
+            reader.close()
+        self.assertEqual(r.json["rc"], 0, r)
+        self.assertLess(worst[0], 1.0, f"/health took {worst[0]:.2f} s beside a reader")
+        # the reader gone, the WAL is started again: the file grows no more
+        wal = os.path.join(self.b.state, "berth.db-wal")
+        size = os.path.getsize(wal)
+        self.assertEqual(self.sql("DELETE FROM storetest_vals WHERE id >= 1000000000")["rc"], 0)
+        r = self.b.post("/v1/storetest/churn/72", timeout=60)
+        self.assertEqual(r.json["rc"], 0, r)
+        self.assertLess(os.path.getsize(wal), size + (8 << 20),
+                        f"WAL of {os.path.getsize(wal) >> 20} MiB, {size >> 20} before")
+
 
 class Transactions(StoreCase):
     def test_failed_statement_rolls_back_all_with_journal_beside(self):
