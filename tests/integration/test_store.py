@@ -126,6 +126,19 @@ class Transactions(StoreCase):
         n = db.execute("SELECT count(*) FROM events WHERE type='storetest.bulk'").fetchone()[0]
         self.assertEqual(n, bursts[0] * 200 + 80 * 3 * 3)
 
+    def test_statement_that_ends_the_transaction_leaves_nothing(self):
+        # The statement deadline interrupts a write, and SQLite rolls the whole transaction
+        # back there and then (as a full disk can): the body's statements after it must not
+        # run on their own, each committed, while store_tx answers "rolled back".
+        r = self.b.post("/v1/storetest/tx/slow?slow=2", timeout=30)
+        self.assertNotEqual(r.json["rc"], 0, r)
+        self.assertNotEqual(r.json["statements"][1], 0, r)
+        self.assertEqual(self.count("slow-%"), 0)
+        self.assertNotEqual(r.json["statements"][2], 0, r)
+        db = self.db_after_stop()
+        self.assertEqual(db.execute("SELECT count(*) FROM storetest_kv WHERE k LIKE 'slow-%'")
+                         .fetchone()[0], 0)
+
     def test_multi_statement_exec_is_all_or_nothing(self):
         r = self.b.post("/v1/storetest/exec", "INSERT INTO storetest_kv VALUES('m-1',1);"
                         "INSERT INTO storetest_kv VALUES('m-2',2);"
