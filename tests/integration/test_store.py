@@ -61,7 +61,10 @@ class Checkpoints(StoreCase):
         # Another process holds a read transaction (an operator's sqlite3 shell, a copy of
         # the file): no checkpoint can start the WAL again meanwhile. A checkpoint that would
         # restart it must give up at once, not hold the write lock (or the loop) waiting for
-        # the reader: every commit goes through, and the loop answers meanwhile.
+        # the reader: every commit goes through, and the loop answers meanwhile. (Before:
+        # each commit past 16 MiB waited 2 s, and 72 did not end in 30 s. The loop's own
+        # restart at 64 MiB waits for the job's syncs, about 1 s on a loaded disk, reader
+        # or not.)
         reader = sqlite3.connect(os.path.join(self.b.state, "berth.db"), isolation_level=None)
         reader.execute("BEGIN")
         reader.execute("SELECT count(*) FROM sqlite_schema").fetchone()
@@ -75,14 +78,17 @@ class Checkpoints(StoreCase):
 
         th = threading.Thread(target=probe)
         th.start()
+        t0 = time.monotonic()
         try:
             r = self.b.post("/v1/storetest/churn/72", timeout=30)
+            took = time.monotonic() - t0
         finally:
             stop.set()
             th.join()
             reader.close()
         self.assertEqual(r.json["rc"], 0, r)
-        self.assertLess(worst[0], 1.0, f"/health took {worst[0]:.2f} s beside a reader")
+        self.assertLess(took, 20, f"72 commits took {took:.1f} s beside a reader")
+        self.assertLess(worst[0], 5, f"/health took {worst[0]:.2f} s beside a reader")
         # the reader gone, the WAL is started again: the file grows no more
         wal = os.path.join(self.b.state, "berth.db-wal")
         size = os.path.getsize(wal)
