@@ -19,6 +19,7 @@
 #include "store_impl.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -48,6 +49,10 @@ struct store_ckpt {
     struct store *s;
 };
 
+/* set while the checkpointer's RESTART runs: it holds the WAL's write lock through its syncs,
+ * which a slow disk can make last seconds; a loop commit waits for it rather than fail */
+static atomic_bool restarting;
+
 /* A RESTART that finds the loop writing, or a reader (another process) on the WAL, must not
  * wait holding the WAL's write lock: every loop commit would wait with it, up to the loop's
  * 2 s, and fail. The connection has no busy handler, so it returns SQLITE_BUSY at once; the
@@ -76,8 +81,13 @@ static void ckpt_run(uv_work_t *w)
         sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         if (c->walfd >= 0) fdatasync(c->walfd);
     }
-    c->rc = c->mode == SQLITE_CHECKPOINT_RESTART ? ckpt_restart(c)
-            : sqlite3_wal_checkpoint_v2(c->db, NULL, c->mode, &c->log, &c->done);
+    if (c->mode == SQLITE_CHECKPOINT_RESTART) {
+        atomic_store(&restarting, true);
+        c->rc = ckpt_restart(c);
+        atomic_store(&restarting, false);
+    } else {
+        c->rc = sqlite3_wal_checkpoint_v2(c->db, NULL, c->mode, &c->log, &c->done);
+    }
     uv_mutex_lock(&c->mu);
     c->ran = true;
     uv_cond_signal(&c->cv);
@@ -178,14 +188,16 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
 }
 
 /* The loop waits for the checkpointer's RESTART (or another process) in steps of 50 us, not
- * SQLite's default 1, 2, 5, 10 ms... sleeps: it holds the lock for a few ms at most. */
+ * SQLite's default 1, 2, 5, 10 ms... sleeps: it holds the lock for a few ms at most, or as
+ * long as its syncs take on a slow disk; for it the loop waits past 2 s (it ends: it waits
+ * for no lock while it holds this one), for another process 2 s at most. */
 static int busy(void *arg, int tries)
 {
     (void)arg;
     static __thread uint64_t since;
     uint64_t now = uv_hrtime();
     if (!tries) since = now;
-    if (now - since > 2000000000ull) return 0;      /* 2 s, as the timeout before */
+    if (now - since > 2000000000ull && !atomic_load(&restarting)) return 0;
     struct timespec ts = {0, tries < 20 ? 50000 : 1000000};
     nanosleep(&ts, NULL);
     return 1;
