@@ -19,6 +19,7 @@
 #include "store_impl.h"
 
 #include <fcntl.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <time.h>
 #include <unistd.h>
@@ -40,12 +41,32 @@ struct store_ckpt {
     int frames;             /* pages in the WAL after the loop's last commit */
     int next;               /* the page count at which the next job starts */
     int soft, hard, limit;  /* the bounds above, in pages */
+    int fallback_at;        /* the page count at which the loop restarts the WAL itself */
     bool running, closing;
     bool ran;               /* the job's checkpoint has returned (under mu) */
     uv_mutex_t mu;
     uv_cond_t cv;
     struct store *s;
 };
+
+/* set while the checkpointer's RESTART runs: it holds the WAL's write lock through its syncs,
+ * which a slow disk can make last seconds; a loop commit waits for it rather than fail */
+static atomic_bool restarting;
+
+/* A RESTART that finds the loop writing, or a reader (another process) on the WAL, must not
+ * wait holding the WAL's write lock: every loop commit would wait with it, up to the loop's
+ * 2 s, and fail. The connection has no busy handler, so it returns SQLITE_BUSY at once; the
+ * loop's short transactions are waited for here, the lock released, 20 ms at most. */
+static int ckpt_restart(struct store_ckpt *c)
+{
+    for (int i = 0;; i++) {
+        int rc = sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_RESTART, &c->log,
+                                           &c->done);
+        if (rc != SQLITE_BUSY || i == 20) return rc;
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
 
 /* A checkpoint first syncs the WAL, then copies, then syncs the database. The WAL's sync is
  * what takes long (all that was written since the last one), so it is done ahead, without
@@ -60,7 +81,13 @@ static void ckpt_run(uv_work_t *w)
         sqlite3_wal_checkpoint_v2(c->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
         if (c->walfd >= 0) fdatasync(c->walfd);
     }
-    c->rc = sqlite3_wal_checkpoint_v2(c->db, NULL, c->mode, &c->log, &c->done);
+    if (c->mode == SQLITE_CHECKPOINT_RESTART) {
+        atomic_store(&restarting, true);
+        c->rc = ckpt_restart(c);
+        atomic_store(&restarting, false);
+    } else {
+        c->rc = sqlite3_wal_checkpoint_v2(c->db, NULL, c->mode, &c->log, &c->done);
+    }
     uv_mutex_lock(&c->mu);
     c->ran = true;
     uv_cond_signal(&c->cv);
@@ -76,10 +103,17 @@ static void ckpt_fallback(struct store_ckpt *c, sqlite3 *db)
         while (!c->ran) uv_cond_wait(&c->cv, &c->mu);
         uv_mutex_unlock(&c->mu);
     }
+    /* no waiting for a reader (another process): the WAL cannot start again before it
+     * leaves, and the loop would wait its 2 s at every commit */
+    sqlite3_busy_handler(db, NULL, NULL);
     int rc = sqlite3_wal_checkpoint_v2(db, NULL, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
-    if (rc != SQLITE_OK && rc != SQLITE_BUSY)
-        log_error("store: checkpoint: %s", sqlite3_errstr(rc));
+    store_ckpt_init(db);
     c->next = SOFT;
+    c->fallback_at = LIMIT;
+    if (rc == SQLITE_OK) return;
+    if (rc != SQLITE_BUSY && rc != SQLITE_LOCKED)
+        log_error("store: checkpoint: %s", sqlite3_errstr(rc));
+    c->fallback_at = c->frames + SOFT;     /* tried again after as many pages more */
 }
 
 static void ckpt_start(struct store_ckpt *c, int mode);
@@ -89,6 +123,11 @@ static void ckpt_after(uv_work_t *w, int status)
     struct store_ckpt *c = container_of(w, struct store_ckpt, work);
     c->running = false;
     if (c->closing) return;
+    if (c->rc == SQLITE_BUSY && c->mode == SQLITE_CHECKPOINT_RESTART) {
+        /* a reader holds the WAL: not again at every commit while it stays */
+        c->next = c->frames + SOFT;
+        return;
+    }
     if (status < 0 || (c->rc != SQLITE_OK && c->rc != SQLITE_BUSY) || c->log < 0) {
         log_error("store: checkpoint: %s", status < 0 ? uv_strerror(status)
                                            : c->rc ? sqlite3_errstr(c->rc) : "no WAL");
@@ -120,12 +159,13 @@ static void ckpt_start(struct store_ckpt *c, int mode)
             c->next = c->frames + SOFT;
             return;
         }
-        /* RESTART waits for the loop's open transaction (short) to end */
-        sqlite3_busy_timeout(c->db, 5000);
         /* a connection opens the WAL at its first read; until then a checkpoint is a no-op */
+        sqlite3_busy_timeout(c->db, 1000);
         if (sqlite3_exec(c->db, "SELECT count(*) FROM sqlite_schema", NULL, NULL, NULL) !=
             SQLITE_OK)
             log_error("store: checkpointer: %s", sqlite3_errmsg(c->db));
+        /* then no busy handler: ckpt_restart waits for the loop without holding a lock */
+        sqlite3_busy_handler(c->db, NULL, NULL);
         char *wal = xasprintf("%s-wal", s->path);
         c->walfd = open(wal, O_RDONLY | O_CLOEXEC);
         free(wal);
@@ -141,21 +181,23 @@ static int wal_hook(void *arg, sqlite3 *db, const char *name, int frames)
     (void)name;
     struct store_ckpt *c = arg;
     c->frames = frames;
-    if (frames >= LIMIT && !c->closing) ckpt_fallback(c, db);
+    if (frames >= c->fallback_at && !c->closing) ckpt_fallback(c, db);
     if (frames < c->next) return SQLITE_OK;
     ckpt_start(c, frames >= HARD ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE);
     return SQLITE_OK;
 }
 
 /* The loop waits for the checkpointer's RESTART (or another process) in steps of 50 us, not
- * SQLite's default 1, 2, 5, 10 ms... sleeps: it holds the lock for a few ms at most. */
+ * SQLite's default 1, 2, 5, 10 ms... sleeps: it holds the lock for a few ms at most, or as
+ * long as its syncs take on a slow disk; for it the loop waits past 2 s (it ends: it waits
+ * for no lock while it holds this one), for another process 2 s at most. */
 static int busy(void *arg, int tries)
 {
     (void)arg;
     static __thread uint64_t since;
     uint64_t now = uv_hrtime();
     if (!tries) since = now;
-    if (now - since > 2000000000ull) return 0;      /* 2 s, as the timeout before */
+    if (now - since > 2000000000ull && !atomic_load(&restarting)) return 0;
     struct timespec ts = {0, tries < 20 ? 50000 : 1000000};
     nanosleep(&ts, NULL);
     return 1;
@@ -181,6 +223,7 @@ void store_ckpt_start(struct store *s)
     c->hard = HARD_BYTES / page;
     c->limit = LIMIT_BYTES / page;
     c->next = SOFT;
+    c->fallback_at = LIMIT;
     c->walfd = -1;
     uv_mutex_init(&c->mu);
     uv_cond_init(&c->cv);

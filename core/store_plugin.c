@@ -224,6 +224,13 @@ static int plugin_run(struct store *s, const char *module, const char *sql,
         *errmsg = xstrdup("the core's batch is open");
         return BERTH_EBUSY;
     }
+    if (s->in_tx && sqlite3_get_autocommit(s->db)) {
+        /* SQLite rolled the transaction back with a failed statement (interrupted, a full
+         * disk): what follows would commit alone, while store_tx answers "rolled back" */
+        *errmsg = xasprintf("the transaction was rolled back: a statement inside failed (%s)",
+                            berth_strerror(s->tx_err ? s->tx_err : BERTH_EIO));
+        return s->tx_err ? s->tx_err : BERTH_EIO;
+    }
     struct store_auth a = {.module = module, .mlen = strlen(module), .group = !s->in_tx};
     s->depth++;
     int rc = store_run(s, &a, sql, b, k, errmsg);

@@ -67,10 +67,12 @@ static void answer(berth_req *r, int rc, struct buf *extra)
 
 /* ---- transactions ---- */
 
-struct txa { const char *key; int fail_at, publish; int rcs[3]; };
+struct txa { const char *key; int fail_at, publish, slow_at; int rcs[3]; };
 
-/* Three inserts; statement fail_at (1-3) repeats the first key, a unique violation. Events
- * published inside must not take the transaction's rows with them into the journal. */
+/* Three inserts; statement fail_at (1-3) repeats the first key, a unique violation; statement
+ * slow_at never ends, and the host's statement deadline interrupts it (which makes SQLite roll
+ * the whole transaction back at once). Events published inside must not take the
+ * transaction's rows with them into the journal. */
 static int tx_body(void *arg)
 {
     struct txa *t = arg;
@@ -78,8 +80,10 @@ static int tx_body(void *arg)
         char k[128];
         snprintf(k, sizeof k, "%s-%d", t->key, i == t->fail_at && i > 1 ? 1 : i);
         struct berth_value p[] = {BERTH_TEXT(k), BERTH_INT(i)};
-        t->rcs[i - 1] = H->store_query(self, "INSERT INTO storetest_kv(k,v) VALUES(?1,?2)", p, 2,
-                                      NULL, NULL);
+        t->rcs[i - 1] = H->store_query(self, i == t->slow_at
+            ? "INSERT INTO storetest_kv(k,v) WITH RECURSIVE c(x) AS (SELECT ?2 UNION ALL"
+              " SELECT x + 1 FROM c) SELECT ?1, x FROM c WHERE x < 0"
+            : "INSERT INTO storetest_kv(k,v) VALUES(?1,?2)", p, 2, NULL, NULL);
         for (int e = 0; e < t->publish; e++) {
             struct berth_ev_custom ev = {sizeof ev, "{\"from\":\"tx\"}"};
             H->publish(self, ev_bulk, NULL, &ev);
@@ -92,8 +96,9 @@ static void tx(berth_req *r, void *arg)
 {
     (void)arg;
     const char *f = H->req_query(r, "fail"), *pub = H->req_query(r, "publish");
-    const char *fl = H->req_query(r, "flags");
-    struct txa t = {H->req_param(r, "key"), f ? atoi(f) : 0, pub ? atoi(pub) : 0, {0}};
+    const char *fl = H->req_query(r, "flags"), *slow = H->req_query(r, "slow");
+    struct txa t = {H->req_param(r, "key"), f ? atoi(f) : 0, pub ? atoi(pub) : 0,
+                    slow ? atoi(slow) : 0, {0}};
     int rc = fl ? H->store_tx_flags(self, tx_body, &t, (unsigned)strtoul(fl, NULL, 0))
                 : H->store_tx(self, tx_body, &t);
     struct buf x = {0};
