@@ -430,7 +430,8 @@ static int on_head_done(http_parser *p)
         return -1;
     }
     if (c->paused) http_parser_pause(p, 1);
-    return c->head_req ? 1 : 0;     /* 1: no body follows (HEAD) */
+    /* 1: no body follows, whatever Content-Length says (a 304's is the entity's) */
+    return c->head_req || c->status == 204 || c->status == 304 ? 1 : 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)

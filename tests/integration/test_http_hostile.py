@@ -1,0 +1,93 @@
+"""berth's own HTTP client (core/http_conn.c) against a hostile upstream, through a real
+berthd and the echo plugin's /v1/echo/fetch: answers that must not leave a connection in the
+pool out of step with its peer, URLs a plugin could use to inject a header, and descriptors
+left open by error paths."""
+import json
+import os
+import socket
+import time
+import unittest
+import urllib.parse
+
+from harness import SLOW, Berthd, free_port
+from test_http_client import Upstream
+
+
+class Hostile(Upstream):
+    def answer(self, s, method, path, hdrs, body):
+        if path == "/304":      # a conditional GET's answer: the length is the entity's
+            s.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\nETag: \"x\"\r\n\r\n")
+            return True
+        if path == "/headers":
+            out = json.dumps(hdrs).encode()
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
+            return True
+        return super().answer(s, method, path, hdrs, body)
+
+
+class HostileTest(unittest.TestCase):
+    def setUp(self):
+        self.up = Hostile()
+        self.b = Berthd({"10-hc.yaml": "plugins:\n  echo: {}\n"}, plugins=("echo",))
+        self.b.start()
+
+    def tearDown(self):
+        try:
+            if self.b.proc and self.b.proc.poll() is None:
+                rc = self.b.stop()
+                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
+        finally:
+            self.up.close()
+            self.b.cleanup()
+
+    def fetch(self, path, url=None, **q):
+        q["url"] = url or f"http://127.0.0.1:{self.up.port}{path}"
+        r = self.b.get("/v1/echo/fetch?" + urllib.parse.urlencode(q), timeout=20)
+        return r
+
+    def ok(self, path, **q):
+        r = self.fetch(path, **q)
+        self.assertEqual(r.status, 200, r.body)
+        return r.json
+
+    def test_304_with_a_length_has_no_body(self):
+        t0 = time.time()
+        r = self.ok("/304", timeout=3000)
+        self.assertEqual((r["status"], r["error"], r["length"]), (304, 0, 0), r)
+        self.assertLess(time.time() - t0, 2 * SLOW)
+        self.assertEqual(self.ok("/ka")["body"], "ok")
+        self.assertEqual(self.up.conns, 1)
+
+    def test_crlf_in_a_url_is_refused(self):
+        p = self.up.port
+        for url in (f"http://127.0.0.1:{p}/headers\r\nX-Evil: 1",
+                    f"http://127.0.0.1:{p}\r\nX-Evil: 1/headers",
+                    f"http://127.0.0.1:{p}/headers?a=\nX-Evil:1",
+                    f"http://127.0.0.1:{p}/head ers"):
+            r = self.fetch(None, url=url)
+            if r.status == 200:
+                self.assertNotEqual(r.json["status"], 200, (url, r.json))
+        self.assertEqual(self.up.count("/headers"), 0)
+        self.assertEqual(self.ok("/ka")["body"], "ok")
+
+    def test_error_paths_leave_no_descriptor_open(self):
+        fds = lambda: len(os.listdir(f"/proc/{self.b.proc.pid}/fd"))
+        self.ok("/ka")
+        before = fds()
+        for _ in range(3):
+            self.ok("/reset")
+            self.ok("/bighead")
+            self.ok("/bad")
+            self.ok("/drop")
+            self.ok("/close")
+            self.ok("/silent", timeout=100)
+            self.ok(None, url=f"http://127.0.0.1:{free_port()}/")
+            self.ok(None, url="http://x/", unix="/nonexistent/sock")
+            self.ok(None, url="http://x/", unix="/tmp/" + "s" * 120)
+            self.ok(None, url="http://no-such-host.invalid/", timeout=3000)
+        self.ok("/ka")
+        self.assertEqual(fds(), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
