@@ -430,6 +430,7 @@ static int on_head_done(http_parser *p)
         return -1;
     }
     if (c->paused) http_parser_pause(p, 1);
+    if (c->status == 101) c->no_reuse = true;  /* the connection speaks another protocol */
     /* 1: no body follows, whatever Content-Length says (a 304's is the entity's) */
     return c->head_req || c->status == 204 || c->status == 304 ? 1 : 0;
 }

@@ -18,6 +18,10 @@ class Hostile(Upstream):
         if path == "/304":      # a conditional GET's answer: the length is the entity's
             s.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\nETag: \"x\"\r\n\r\n")
             return True
+        if path == "/upgrade":  # the connection speaks another protocol from here on
+            s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n"
+                      b"Connection: upgrade\r\n\r\n")
+            return True
         if path == "/headers":
             out = json.dumps(hdrs).encode()
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
@@ -57,6 +61,13 @@ class HostileTest(unittest.TestCase):
         self.assertLess(time.time() - t0, 2 * SLOW)
         self.assertEqual(self.ok("/ka")["body"], "ok")
         self.assertEqual(self.up.conns, 1)
+
+    def test_an_upgraded_connection_is_not_pooled(self):
+        r = self.ok("/upgrade", timeout=3000)
+        self.assertEqual((r["status"], r["error"]), (101, 0), r)
+        r = self.ok("/ka", timeout=3000)
+        self.assertEqual((r["status"], r["body"]), (200, "ok"), r)
+        self.assertEqual(self.up.conns, 2, "a connection after 101 went back to the pool")
 
     def test_crlf_in_a_url_is_refused(self):
         p = self.up.port
