@@ -9,7 +9,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import SLOW, Berthd, free_port
+from harness import SLOW, Berthd, free_port, wait_until
 from test_http_client import Upstream
 
 
@@ -74,30 +74,33 @@ class HostileTest(unittest.TestCase):
         for url in (f"http://127.0.0.1:{p}/headers\r\nX-Evil: 1",
                     f"http://127.0.0.1:{p}\r\nX-Evil: 1/headers",
                     f"http://127.0.0.1:{p}/headers?a=\nX-Evil:1",
-                    f"http://127.0.0.1:{p}/head ers"):
+                    f"http://127.0.0.1:{p}/head ers",
+                    f"http://127.0.0.1:{p}/headers\t",
+                    f"http://127.0.0.1:{p}/head\fers",
+                    f"http://127.0.0.1:{p}/headers#\r\nX-Evil: 1"):
             r = self.fetch(None, url=url)
             if r.status == 200:
                 self.assertNotEqual(r.json["status"], 200, (url, r.json))
-        self.assertEqual(self.up.count("/headers"), 0)
+        self.assertEqual(self.up.seen, {}, "a URL with a blank or CR/LF went out")
         self.assertEqual(self.ok("/ka")["body"], "ok")
 
     def test_error_paths_leave_no_descriptor_open(self):
         fds = lambda: len(os.listdir(f"/proc/{self.b.proc.pid}/fd"))
-        self.ok("/ka")
-        before = fds()
-        for _ in range(3):
-            self.ok("/reset")
-            self.ok("/bighead")
-            self.ok("/bad")
-            self.ok("/drop")
-            self.ok("/close")
-            self.ok("/silent", timeout=100)
+
+        def errors():
+            for path in ("/reset", "/bighead", "/bad", "/drop", "/close"):
+                self.ok(path)
+            self.assertEqual(self.ok("/silent", timeout=100)["error"], -110)
             self.ok(None, url=f"http://127.0.0.1:{free_port()}/")
             self.ok(None, url="http://x/", unix="/nonexistent/sock")
             self.ok(None, url="http://x/", unix="/tmp/" + "s" * 120)
             self.ok(None, url="http://no-such-host.invalid/", timeout=3000)
-        self.ok("/ka")
-        self.assertEqual(fds(), before)
+        errors()        # what is opened once and kept (the resolver's) is not a leak
+        before = fds()
+        for _ in range(3):
+            errors()
+        # the control API's own connections close asynchronously
+        wait_until(lambda: fds() <= before, 5, what=f"berthd's descriptors back to {before}")
 
 
 if __name__ == "__main__":
