@@ -2,6 +2,7 @@
 berthd and the echo plugin's /v1/echo/fetch: answers that must not leave a connection in the
 pool out of step with its peer, URLs a plugin could use to inject a header, and descriptors
 left open by error paths."""
+import http.client
 import json
 import os
 import socket
@@ -22,6 +23,15 @@ class Hostile(Upstream):
             s.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: other\r\n"
                       b"Connection: upgrade\r\n\r\n")
             return True
+        if path == "/cut-while-held":   # more than socket buffers hold, then a hang-up
+            s.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for _ in range(4000):
+                s.sendall(b"3e8\r\n" + b"c" * 1000 + b"\r\n")
+            return False
+        if path == "/head-then-silent":
+            s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n")
+            self.stop_ev.wait(30)
+            return False
         if path == "/headers":
             out = json.dumps(hdrs).encode()
             s.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(out), out))
@@ -32,7 +42,10 @@ class Hostile(Upstream):
 class HostileTest(unittest.TestCase):
     def setUp(self):
         self.up = Hostile()
-        self.b = Berthd({"10-hc.yaml": "plugins:\n  echo: {}\n"}, plugins=("echo",))
+        self.port = free_port()
+        conf = (f"plugins:\n  echo: {{}}\n  relay:\n    listen: '127.0.0.1:{self.port}'\n"
+                f"    upstream: 'http://127.0.0.1:{self.up.port}'\n    high_water: 1k\n")
+        self.b = Berthd({"10-hc.yaml": conf}, plugins=("echo", "relay"))
         self.b.start()
 
     def tearDown(self):
@@ -43,6 +56,17 @@ class HostileTest(unittest.TestCase):
         finally:
             self.up.close()
             self.b.cleanup()
+
+    def relay(self, path):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+        self.addCleanup(c.close)
+        c.request("GET", path)
+        r = c.getresponse()
+        self.assertEqual(r.status, 200)
+        return c, r
+
+    def fds(self):
+        return len(os.listdir(f"/proc/{self.b.proc.pid}/fd"))
 
     def fetch(self, path, url=None, **q):
         q["url"] = url or f"http://127.0.0.1:{self.up.port}{path}"
@@ -85,7 +109,7 @@ class HostileTest(unittest.TestCase):
         self.assertEqual(self.ok("/ka")["body"], "ok")
 
     def test_error_paths_leave_no_descriptor_open(self):
-        fds = lambda: len(os.listdir(f"/proc/{self.b.proc.pid}/fd"))
+        fds = self.fds
 
         def errors():
             for path in ("/reset", "/bighead", "/bad", "/drop", "/close"):
@@ -101,6 +125,32 @@ class HostileTest(unittest.TestCase):
             errors()
         # the control API's own connections close asynchronously
         wait_until(lambda: fds() <= before, 5, what=f"berthd's descriptors back to {before}")
+
+    def test_an_upstream_that_hangs_up_while_held_is_a_cut_stream(self):
+        c, r = self.relay("/cut-while-held")
+        got = r.read(1000)      # then the relay holds the upstream (high_water 1k)
+        wait_until(lambda: self.up.count("/cut-while-held") == 1, 5, what="the upstream")
+        with self.assertRaises(http.client.IncompleteRead):
+            while True:
+                d = r.read(65536)
+                if not d:
+                    break
+                got += d
+        self.assertLess(len(got), 4000 * 1000)
+
+    def test_a_client_leaving_cancels_held_and_waiting_calls(self):
+        self.ok("/ka")
+        before = self.fds()
+        for _ in range(3):
+            c, r = self.relay("/many")
+            r.read(1000)        # the call is paused now, its connection not read
+            c.close()
+            # a streamed answer's client that hangs up is gone at once (a client waiting
+            # for the head may have only half-closed: that is the server's rule)
+            c, r = self.relay("/head-then-silent")
+            c.close()           # the call waits for the body: canceled
+        wait_until(lambda: self.fds() <= before, 5, what=f"berthd's descriptors back to {before}")
+        self.assertEqual(self.ok("/ka")["body"], "ok")
 
 
 if __name__ == "__main__":
