@@ -5,8 +5,9 @@
  * short (respond_abort). Its listener has its own limits and an authorize hook.
  *
  * GET /_headers answers with the request's headers (req_header_at) and peer, itself. With
- * "X-Relay-Pull: sized" or "chunked" the client's body goes upstream through read_body in
- * 4000-byte pieces, every other pull answered BERTH_EAGAIN and resumed by a timer. */
+ * "X-Relay-Pull: sized" or "chunked" (or a length to declare) the client's body goes
+ * upstream through read_body in 4000-byte pieces, every other pull answered BERTH_EAGAIN and
+ * resumed by a timer. */
 #include <berth/berth.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -217,7 +218,10 @@ static void serve(berth_req *r, void *arg)
         s->body = body;
         s->body_len = blen;
         o.read_body = pull;
-        o.body_len = strcmp(mode, "chunked") ? blen : SIZE_MAX;
+        /* a number: the length declared for it, whatever the body is (a plugin's mistake
+         * the host must not turn into a second request) */
+        o.body_len = !strcmp(mode, "chunked") ? SIZE_MAX
+                     : strcmp(mode, "sized") ? (size_t)strtoull(mode, NULL, 10) : blen;
     }
     s->call = H->http_request(rl->self, &o, done, s);
     if (!s->call) {

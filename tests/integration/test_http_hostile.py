@@ -152,6 +152,19 @@ class HostileTest(unittest.TestCase):
         wait_until(lambda: self.fds() <= before, 5, what=f"berthd's descriptors back to {before}")
         self.assertEqual(self.ok("/ka")["body"], "ok")
 
+    def test_a_body_length_past_int64_is_refused_not_smuggled(self):
+        smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+        for declared in (2**64 - 2, 2**63, 2**63 + 5):
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+            self.addCleanup(c.close)
+            c.request("POST", "/echo", body=smuggled, headers={"X-Relay-Pull": str(declared)})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 502, declared)
+        self.assertEqual(self.ok("/ka")["body"], "ok")
+        self.assertEqual(self.up.count("/smuggled"), 0, "the body went out as a request")
+        self.assertEqual(self.up.count("/echo"), 0)
+
 
 if __name__ == "__main__":
     unittest.main()
