@@ -111,10 +111,23 @@ class HostileTest(unittest.TestCase):
     def test_error_paths_leave_no_descriptor_open(self):
         fds = self.fds
 
+        # a listener whose backlog is full: a connect to it never completes
+        full = socket.socket()
+        self.addCleanup(full.close)
+        full.bind(("127.0.0.1", 0))
+        full.listen(0)
+        for _ in range(4):
+            f = socket.socket()
+            self.addCleanup(f.close)
+            f.setblocking(False)
+            f.connect_ex(full.getsockname())
+
         def errors():
             for path in ("/reset", "/bighead", "/bad", "/drop", "/close"):
                 self.ok(path)
             self.assertEqual(self.ok("/silent", timeout=100)["error"], -110)
+            r = self.ok(None, url="http://127.0.0.1:%d/" % full.getsockname()[1], timeout=100)
+            self.assertEqual(r["error"], -110, r)
             self.ok(None, url=f"http://127.0.0.1:{free_port()}/")
             self.ok(None, url="http://x/", unix="/nonexistent/sock")
             self.ok(None, url="http://x/", unix="/tmp/" + "s" * 120)
