@@ -178,6 +178,28 @@ class HostileTest(unittest.TestCase):
         self.assertEqual(self.up.count("/smuggled"), 0, "the body went out as a request")
         self.assertEqual(self.up.count("/echo"), 0)
 
+    def test_a_cancel_inside_a_callback_ends_the_call_cleanly(self):
+        self.ok("/ka")
+        before = self.fds()
+        for _ in range(2):
+            for where, path, hdrs in (("head", "/ka", {}), ("data", "/many", {}),
+                                      ("pull", "/echo", {"X-Relay-Pull": "chunked"})):
+                c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+                self.addCleanup(c.close)
+                c.request("POST" if where == "pull" else "GET", path, body=b"p" * 10000,
+                          headers={"X-Relay-Cancel": where, **hdrs})
+                r = c.getresponse()
+                if where == "data":
+                    self.assertEqual(r.status, 200)
+                    with self.assertRaises(http.client.IncompleteRead):
+                        r.read()
+                else:
+                    self.assertEqual(r.status, 502, where)
+                    self.assertIn(b"canceled inside", r.read())
+                c.close()
+        wait_until(lambda: self.fds() <= before, 5, what=f"berthd's descriptors back to {before}")
+        self.assertEqual(self.ok("/ka")["body"], "ok")
+
 
 if __name__ == "__main__":
     unittest.main()
