@@ -430,7 +430,9 @@ static int on_head_done(http_parser *p)
         return -1;
     }
     if (c->paused) http_parser_pause(p, 1);
-    return c->head_req ? 1 : 0;     /* 1: no body follows (HEAD) */
+    if (c->status == 101) c->no_reuse = true;  /* the connection speaks another protocol */
+    /* 1: no body follows, whatever Content-Length says (a 304's is the entity's) */
+    return c->head_req || c->status == 204 || c->status == 304 ? 1 : 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t n)
@@ -879,7 +881,10 @@ berth_call *hconn_call(berth_instance *owner, const struct berth_http_opts *o,
     c->head_req = !strcmp(method, "HEAD");
     int64_t framing = c->read_body && c->chunked ? HEAD_CHUNKED
                       : c->read_body || o->body ? (int64_t)c->body_len : HEAD_NO_BODY;
-    bool ok = http_head_build(&c->req, method, &u, o->headers, framing, &c->no_reuse);
+    /* a length past INT64_MAX would read as a negative framing: no Content-Length, and the
+     * body would go out as the next request */
+    bool ok = c->body_len <= INT64_MAX &&
+              http_head_build(&c->req, method, &u, o->headers, framing, &c->no_reuse);
     c->pool = pool_get(u.host, u.port, o->unix_socket);
     if (c->timeout_ms) c->deadline = now_ms() + c->timeout_ms;
     if (owner) {
@@ -887,7 +892,7 @@ berth_call *hconn_call(berth_instance *owner, const struct berth_http_opts *o,
         inst_pending(owner, 1);
     }
     c->starting = true;     /* nothing of the caller's runs inside http_request */
-    if (!ok) fail(c, BERTH_EINVAL, "a method or header that cannot be sent");
+    if (!ok) fail(c, BERTH_EINVAL, "a method, header or body length that cannot be sent");
     else {
         arm_timer(c);
         connect_next(c);

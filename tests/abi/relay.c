@@ -5,8 +5,10 @@
  * short (respond_abort). Its listener has its own limits and an authorize hook.
  *
  * GET /_headers answers with the request's headers (req_header_at) and peer, itself. With
- * "X-Relay-Pull: sized" or "chunked" the client's body goes upstream through read_body in
- * 4000-byte pieces, every other pull answered BERTH_EAGAIN and resumed by a timer. */
+ * "X-Relay-Pull: sized" or "chunked" (or a length to declare) the client's body goes
+ * upstream through read_body in 4000-byte pieces, every other pull answered BERTH_EAGAIN and
+ * resumed by a timer. "X-Relay-Cancel: head", "data" or "pull" cancels the call inside that
+ * callback. */
 #include <berth/berth.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,6 +59,7 @@ struct stream {
     struct berth_header *hdr;   /* forwarded request headers (borrowed strings) */
     char *url;
     bool head_sent, paused, gone, in_cb;
+    char cancel_in;             /* X-Relay-Cancel: 'h'ead, 'd'ata or 'p'ull, else 0 */
     const char *body;           /* the client's body (req_body), for read_body pulls */
     size_t body_len, body_off;
     unsigned pulls;
@@ -74,6 +77,19 @@ static void stream_free(struct stream *s)
     free(s);
 }
 
+/* The call canceled inside its own callback (the own client takes it when the callback
+ * returns, and cb never comes): the client gets a 502, or a cut stream once the head went. */
+static bool cancel_here(struct stream *s, char where)
+{
+    if (s->cancel_in != where) return false;
+    H->http_cancel(s->call);
+    s->call = NULL;
+    if (s->head_sent) H->respond_abort(s->r);
+    else H->respond_error(s->r, 502, "bad_gateway", "canceled inside a callback (%c)", where);
+    stream_free(s);
+    return true;
+}
+
 static bool hop_by_hop(const char *name)
 {
     static const char *const skip[] = {"host", "content-length", "connection",
@@ -88,7 +104,7 @@ static bool on_head(int status, const struct berth_header *h, size_t n, void *ar
 {
     struct stream *s = arg;
     (void)n;
-    if (s->gone) return false;
+    if (s->gone || cancel_here(s, 'h')) return false;
     s->head_sent = true;
     s->in_cb = true;
     int rc = H->respond_start(s->r, status, h);
@@ -108,7 +124,7 @@ static void resume(berth_req *r, void *arg)
 static bool on_data(const char *data, size_t len, void *arg)
 {
     struct stream *s = arg;
-    if (s->gone) return false;
+    if (s->gone || cancel_here(s, 'd')) return false;
     if (len > s->largest) s->largest = len;
     s->in_cb = true;
     size_t queued = H->respond_write(s->r, data, len);
@@ -148,6 +164,7 @@ static void pull_resume(berth_timer *t, void *arg)
 static int64_t pull(char *buf, size_t cap, void *arg)
 {
     struct stream *s = arg;
+    if (cancel_here(s, 'p')) return BERTH_ECANCELED;
     if (s->body_off < s->body_len && ++s->pulls % 2 == 0) {
         s->pull_timer = H->timer_start(s->rl->self, 5, 0, pull_resume, s);
         return BERTH_EAGAIN;
@@ -212,12 +229,17 @@ static void serve(berth_req *r, void *arg)
                                 .body_len = blen, .on_data = on_data, .on_head = on_head};
     const char *recv = H->req_header(r, "x-relay-recv");
     if (recv) o.recv_buffer = strtoul(recv, NULL, 10);
+    const char *cancel = H->req_header(r, "x-relay-cancel");
+    if (cancel) s->cancel_in = cancel[0];
     const char *mode = H->req_header(r, "x-relay-pull");
     if (mode) {
         s->body = body;
         s->body_len = blen;
         o.read_body = pull;
-        o.body_len = strcmp(mode, "chunked") ? blen : SIZE_MAX;
+        /* a number: the length declared for it, whatever the body is (a plugin's mistake
+         * the host must not turn into a second request) */
+        o.body_len = !strcmp(mode, "chunked") ? SIZE_MAX
+                     : strcmp(mode, "sized") ? (size_t)strtoull(mode, NULL, 10) : blen;
     }
     s->call = H->http_request(rl->self, &o, done, s);
     if (!s->call) {
