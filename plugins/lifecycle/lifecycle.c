@@ -115,6 +115,8 @@ struct probe {
     char last[160];
     berth_timer *tick, *deadline;
     berth_call *call;
+    int head_status;                /* the probe's answer status, once its head came */
+    size_t body_seen;
     int fd;
     berth_watch *watch;
 };
@@ -328,14 +330,35 @@ static void probe_result(struct probe *p, bool ok, const char *msg)
     H->tenant_report_crash(lc->self, handle, reason);
 }
 
+/* A probe needs the status only: the body is read and dropped, and past PROBE_BODY_MAX the
+ * call is cut, so a tenant answering its probe with an endless or huge body costs berthd
+ * neither memory nor the probe's whole timeout. */
+#define PROBE_BODY_MAX 65536
+
+static bool probe_head(int status, const struct berth_header *h, size_t n, void *arg)
+{
+    (void)h; (void)n;
+    ((struct probe *)arg)->head_status = status;
+    return true;
+}
+
+static bool probe_body(const char *data, size_t len, void *arg)
+{
+    (void)data;
+    struct probe *p = arg;
+    p->body_seen += len;
+    return p->body_seen <= PROBE_BODY_MAX;
+}
+
 static void http_done(const struct berth_http_result *r, void *arg)
 {
     struct probe *p = arg;
     p->call = NULL;
+    int status = r->status ? r->status : r->error == BERTH_ECANCELED ? p->head_status : 0;
     char msg[160];
-    if (!r->status) snprintf(msg, sizeof msg, "%s", r->message);
-    else snprintf(msg, sizeof msg, "HTTP %d", r->status);
-    probe_result(p, r->status >= 200 && r->status < 400, msg);
+    if (!status) snprintf(msg, sizeof msg, "%s", r->message);
+    else snprintf(msg, sizeof msg, "HTTP %d", status);
+    probe_result(p, status >= 200 && status < 400, msg);
 }
 
 static void tcp_ready(berth_watch *w, int events, void *arg)
@@ -401,7 +424,10 @@ static void probe_now(berth_timer *t, void *arg)
     char url[512];
     snprintf(url, sizeof url, "http://%s%s", p->addr, p->path);
     struct berth_http_opts o = {.size = sizeof o, .url = url, .timeout_ms = p->timeout,
-                                .connect_timeout_ms = p->timeout};
+                                .connect_timeout_ms = p->timeout, .on_head = probe_head,
+                                .on_data = probe_body, .recv_buffer = 4096};
+    p->head_status = 0;
+    p->body_seen = 0;
     p->call = H->http_request(p->lc->self, &o, http_done, p);
     if (!p->call) probe_result(p, false, "cannot start the probe");
 }
