@@ -10,6 +10,7 @@
 struct berth_call {
     struct res res;             /* first: linked into its instance when a plugin made it */
     bool native;                /* http_conn.c's, else http_client.c's */
+    bool ending;                /* its cb runs: a cancel from inside cb is a no-op */
 };
 
 /* ---- http_conn.c ---- */

@@ -138,6 +138,7 @@ static void check_done(void)
             res_detach(&c->base.res);
             inst_pending(c->base.res.owner, -1);
         }
+        c->base.ending = true;
         cb(&r, arg);
         call_free(c);
     }
@@ -425,7 +426,7 @@ berth_call *http_call(berth_instance *owner, const struct berth_http_opts *o,
 
 void http_call_cancel(berth_call *bc)
 {
-    if (!bc) return;
+    if (!bc || bc->ending) return;  /* inside its own cb: freed when cb returns */
     if (bc->native) {
         hconn_cancel(bc);
         return;

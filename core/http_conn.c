@@ -277,6 +277,7 @@ static void finish(struct hcall *c, bool reuse)
         .content_type = c->content_type,
     };
     call_detach(c);
+    c->base.ending = true;
     c->cb(&r, c->arg);
     call_free(c);
 }

@@ -8,7 +8,7 @@
  * "X-Relay-Pull: sized" or "chunked" (or a length to declare) the client's body goes
  * upstream through read_body in 4000-byte pieces, every other pull answered BERTH_EAGAIN and
  * resumed by a timer. "X-Relay-Cancel: head", "data" or "pull" cancels the call inside that
- * callback. */
+ * callback, "cb" inside the done callback (a no-op there). */
 #include <berth/berth.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -141,6 +141,7 @@ static bool on_data(const char *data, size_t len, void *arg)
 static void done(const struct berth_http_result *res, void *arg)
 {
     struct stream *s = arg;
+    if (s->cancel_in == 'c') H->http_cancel(s->call);  /* inside its own cb: a no-op */
     s->call = NULL;
     H->log(s->rl->self, BERTH_LOG_INFO, "relayed %s, largest piece %zu bytes",
            H->req_path(s->r), s->largest);

@@ -200,6 +200,19 @@ class HostileTest(unittest.TestCase):
         wait_until(lambda: self.fds() <= before, 5, what=f"berthd's descriptors back to {before}")
         self.assertEqual(self.ok("/ka")["body"], "ok")
 
+    def test_a_cancel_inside_the_done_callback_is_a_no_op(self):
+        """a plugin that cancels its call from inside that call's own callback frees nothing
+        twice: the answer is relayed, berthd goes on (ASan: no double free)"""
+        for path in ("/ka", "/many"):
+            c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
+            self.addCleanup(c.close)
+            c.request("GET", path, headers={"X-Relay-Cancel": "cb"})
+            r = c.getresponse()
+            r.read()
+            self.assertEqual(r.status, 200, path)
+            c.close()
+        self.assertEqual(self.ok("/ka")["body"], "ok")
+
 
 if __name__ == "__main__":
     unittest.main()
