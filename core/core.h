@@ -34,6 +34,9 @@ char *utf8_repaired(const char *s);        /* a copy, invalid bytes as U+FFFD; c
 /* 0 if every string in the JSON text s is whole, valid UTF-8 (no \u0000, no raw control
  * character, no unpaired surrogate); else BERTH_EINVAL and why. Syntax is cJSON's job. */
 int json_text_check(const char *s, size_t n, char *err, size_t len);
+/* true when s is one JSON object of strings without escapes, numbers, true, false and null
+ * (strict JSON, nothing after it): what any JSON parser accepts. false says nothing. */
+bool json_flat_object(const char *s);
 bool pct_text_valid(const char *s, size_t n);
 bool ident_valid(const char *s);           /* plugin instance / template names */
 int parse_duration(const char *s, int64_t *ms);

@@ -145,7 +145,7 @@ static void req_free(berth_req *r)
     buf_free(&r->hvalue);
     free(r->path);
     free(r->query_raw);
-    for (size_t i = 0; i < r->nhdr; i++) free(r->hdr[i].k), free(r->hdr[i].v);
+    for (size_t i = 0; i < r->nhdr; i++) free(r->hdr[i].k);     /* the value shares it */
     for (size_t i = 0; i < r->nparam; i++) free(r->param[i].k), free(r->param[i].v);
     for (size_t i = 0; i < r->nquery; i++) free(r->query[i].k), free(r->query[i].v);
     free(r->hdr);
@@ -351,8 +351,17 @@ static int on_url(http_parser *p, const char *at, size_t n)
 static void push_header(berth_req *r)
 {
     if (!r->hfield.len) return;
-    r->hdr = xrealloc(r->hdr, (r->nhdr + 1) * sizeof *r->hdr);
-    r->hdr[r->nhdr++] = (struct kv){xstrdup(r->hfield.p), xstrdup(r->hvalue.p ? r->hvalue.p : "")};
+    /* the array grows by doubling from 8 (a request has a handful), and a header's name and
+     * value share one allocation: two allocations per request here, not three per header */
+    if (!r->nhdr || (r->nhdr >= 8 && !(r->nhdr & (r->nhdr - 1))))
+        r->hdr = xrealloc(r->hdr, (r->nhdr ? 2 * r->nhdr : 8) * sizeof *r->hdr);
+    size_t kn = r->hfield.len, vn = r->hvalue.p ? r->hvalue.len : 0;
+    char *k = xmalloc(kn + vn + 2);
+    memcpy(k, r->hfield.p, kn);
+    k[kn] = 0;
+    if (vn) memcpy(k + kn + 1, r->hvalue.p, vn);
+    k[kn + 1 + vn] = 0;
+    r->hdr[r->nhdr++] = (struct kv){k, k + kn + 1};
     r->hfield.len = r->hvalue.len = 0;
     if (r->hvalue.p) r->hvalue.p[0] = 0;
 }
@@ -806,23 +815,27 @@ static void head_common(struct buf *b, berth_req *r, int status)
 /* The framing headers are the host's: a caller's copy would contradict them (a relayed
  * upstream's Content-Length, Transfer-Encoding, Connection). A header that could split the
  * head (CR or LF in it) is dropped rather than sent. */
-static bool host_header(const char *name)
+static bool host_header(const char *name, size_t n)
 {
-    static const char *const own[] = {"content-length", "transfer-encoding", "connection",
-                                      "keep-alive", "date", "server", NULL};
-    for (const char *const *o = own; *o; o++)
-        if (!strcasecmp(name, *o)) return true;
+    static const struct { const char *s; size_t n; } own[] = {
+        {"content-length", 14}, {"transfer-encoding", 17}, {"connection", 10},
+        {"keep-alive", 10}, {"date", 4}, {"server", 6}};
+    for (size_t i = 0; i < sizeof own / sizeof *own; i++)
+        if (n == own[i].n && !strcasecmp(name, own[i].s)) return true;
     return false;
 }
 
+/* copied, not formatted: a relayed answer has a handful of these per call */
 static void add_headers(struct buf *b, const struct berth_header *h)
 {
     for (; h && h->name; h++) {
         const char *v = h->value ? h->value : "";
-        if (!h->name[0] || strpbrk(h->name, "\r\n: ") || strpbrk(v, "\r\n") ||
-            host_header(h->name))
-            continue;
-        buf_printf(b, "%s: %s\r\n", h->name, v);
+        size_t n = strcspn(h->name, "\r\n: "), vn = strcspn(v, "\r\n");
+        if (!n || h->name[n] || v[vn] || host_header(h->name, n)) continue;
+        buf_add(b, h->name, n);
+        buf_add(b, ": ", 2);
+        buf_add(b, v, vn);
+        buf_add(b, "\r\n", 2);
     }
 }
 

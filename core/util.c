@@ -226,19 +226,26 @@ void buf_adds(struct buf *b, const char *s)
     buf_add(b, s, strlen(s));
 }
 
+/* one formatting pass when the text fits the room left (most calls): a second only to grow */
 void buf_printf(struct buf *b, const char *fmt, ...)
 {
     va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
     buf_add(b, NULL, 0);
-    if (b->len + (size_t)n + 1 > b->cap) {
-        size_t cap = b->cap;
-        while (cap < b->len + (size_t)n + 1) cap *= 2;
-        b->p = xrealloc(b->p, cap);
-        b->cap = cap;
+    va_start(ap, fmt);
+    int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->p[b->len] = 0;
+        return;
     }
+    if ((size_t)n < b->cap - b->len) {
+        b->len += (size_t)n;
+        return;
+    }
+    size_t cap = b->cap;
+    while (cap < b->len + (size_t)n + 1) cap *= 2;
+    b->p = xrealloc(b->p, cap);
+    b->cap = cap;
     va_start(ap, fmt);
     vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
     va_end(ap);
@@ -380,6 +387,65 @@ int json_text_check(const char *s, size_t n, char *err, size_t len)
     if (!why) return 0;
     snprintf(err, len, "%s; every string must be whole, valid UTF-8", why);
     return BERTH_EINVAL;
+}
+
+/* ---- a flat JSON object, recognised without a tree ---- */
+
+static const char *flat_ws(const char *s)
+{
+    while (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r') s++;
+    return s;
+}
+
+static const char *flat_digits(const char *s)
+{
+    if (*s < '0' || *s > '9') return NULL;
+    while (*s >= '0' && *s <= '9') s++;
+    return s;
+}
+
+/* a string without escapes: one with a backslash is left to the full parser */
+static const char *flat_string(const char *s)
+{
+    if (*s++ != '"') return NULL;
+    for (; *s != '"'; s++)
+        if ((unsigned char)*s < 0x20 || *s == '\\') return NULL;
+    return s + 1;
+}
+
+static const char *flat_value(const char *s)
+{
+    if (*s == '"') return flat_string(s);
+    if (!strncmp(s, "true", 4) || !strncmp(s, "null", 4)) return s + 4;
+    if (!strncmp(s, "false", 5)) return s + 5;
+    if (*s == '-') s++;
+    if (*s == '0') s++;
+    else if (!(s = flat_digits(s))) return NULL;
+    if (*s == '.' && !(s = flat_digits(s + 1))) return NULL;
+    if (*s == 'e' || *s == 'E') {
+        s++;
+        if (*s == '+' || *s == '-') s++;
+        s = flat_digits(s);
+    }
+    return s;
+}
+
+bool json_flat_object(const char *s)
+{
+    s = flat_ws(s);
+    if (*s++ != '{') return false;
+    s = flat_ws(s);
+    if (*s == '}') return !*flat_ws(s + 1);
+    for (;;) {
+        if (!(s = flat_string(s))) return false;
+        s = flat_ws(s);
+        if (*s++ != ':') return false;
+        if (!(s = flat_value(flat_ws(s)))) return false;
+        s = flat_ws(s);
+        if (*s == '}') return !*flat_ws(s + 1);
+        if (*s++ != ',') return false;
+        s = flat_ws(s);
+    }
 }
 
 /* A percent-encoded URL part decodes to text without NUL or invalid UTF-8. */

@@ -57,6 +57,8 @@ struct quota {
     struct cfg cfg;
     struct key *keys;               /* live keys' hashes */
     unsigned char master[32];       /* keys are derived from it and a per-key random nonce */
+    struct evp_md_st *sha;          /* SHA-256, fetched once (keys.c); owned, freed by keys_free */
+    struct evp_md_ctx_st *sha_ctx;
     struct tstate *ts;
     struct call *calls;             /* in flight */
     struct settle *settles;         /* queued for the next batch */

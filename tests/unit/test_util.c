@@ -92,6 +92,26 @@ static void utf8(void)
     CHECK(pct_text_valid("a=%", 3));                /* a bad escape is the parser's to drop */
 }
 
+/* the bus's shortcut: what it accepts as a flat object, cJSON parses as an object */
+static void flat_objects(void)
+{
+    static const char *const yes[] = {
+        "{}", " { } ", "{\"a\":1}", "{\"id\":12,\"api\":\"messages\",\"ok\":true,\"n\":null}",
+        "{\"a\":-0.5e+10,\"b\":false,\"c\":\"\xc3\xa9\"}\n", "{ \"a\" : 0 , \"b\" : 1E3 }"};
+    static const char *const no[] = {
+        "", "[]", "{", "{\"a\"}", "{\"a\":}", "{\"a\":1,}", "{\"a\":01}", "{\"a\":1.}",
+        "{\"a\":1e}", "{\"a\":-}", "{\"a\":tru}", "{\"a\":{}}", "{\"a\":[1]}",
+        "{\"a\":\"x\\n\"}", "{\"a\":1} x", "{\"a\":1}{}", "{a:1}", "{\"a\":\"\x01\"}",
+        "{\"a\":.5}", "{\"a\":+1}", "{\"a\":1 2}"};
+    for (size_t i = 0; i < sizeof yes / sizeof *yes; i++) {
+        CHECK(json_flat_object(yes[i]));
+        cJSON *j = cJSON_Parse(yes[i]);
+        CHECK(cJSON_IsObject(j));
+        cJSON_Delete(j);
+    }
+    for (size_t i = 0; i < sizeof no / sizeof *no; i++) CHECK(!json_flat_object(no[i]));
+}
+
 int main(void)
 {
     durations();
@@ -99,5 +119,6 @@ int main(void)
     handles();
     secrets();
     utf8();
+    flat_objects();
     return unit_report("util");
 }
