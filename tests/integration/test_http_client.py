@@ -211,9 +211,12 @@ class Upstream:
         return True
 
 
-class ClientTest(unittest.TestCase):
+class RelayCase(unittest.TestCase):
+    """berthd with the relay test plugin in front of an upstream of class `upstream`"""
+    upstream = Upstream
+
     def setUp(self):
-        self.up = Upstream()
+        self.up = self.upstream()
         self.port = free_port()
         conf = (f"plugins:\n  echo: {{}}\n  relay:\n    listen: '127.0.0.1:{self.port}'\n"
                 f"    upstream: 'http://127.0.0.1:{self.up.port}'\n    high_water: 1k\n")
@@ -229,6 +232,8 @@ class ClientTest(unittest.TestCase):
             self.up.close()
             self.b.cleanup()
 
+
+class ClientTest(RelayCase):
     def relay(self):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
         self.addCleanup(c.close)

@@ -10,8 +10,8 @@ import time
 import unittest
 import urllib.parse
 
-from harness import SLOW, Berthd, free_port, wait_until
-from test_http_client import Upstream
+from harness import SLOW, free_port, wait_until
+from test_http_client import RelayCase, Upstream
 
 
 class Hostile(Upstream):
@@ -39,23 +39,8 @@ class Hostile(Upstream):
         return super().answer(s, method, path, hdrs, body)
 
 
-class HostileTest(unittest.TestCase):
-    def setUp(self):
-        self.up = Hostile()
-        self.port = free_port()
-        conf = (f"plugins:\n  echo: {{}}\n  relay:\n    listen: '127.0.0.1:{self.port}'\n"
-                f"    upstream: 'http://127.0.0.1:{self.up.port}'\n    high_water: 1k\n")
-        self.b = Berthd({"10-hc.yaml": conf}, plugins=("echo", "relay"))
-        self.b.start()
-
-    def tearDown(self):
-        try:
-            if self.b.proc and self.b.proc.poll() is None:
-                rc = self.b.stop()
-                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
-        finally:
-            self.up.close()
-            self.b.cleanup()
+class HostileTest(RelayCase):
+    upstream = Hostile
 
     def relay(self, path):
         c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10 * SLOW)
