@@ -10,25 +10,23 @@ import sys
 import time
 import unittest
 
-from harness import BERTHD, Berthd, free_port, wait_until
+from harness import BERTHD, Berthd, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
-from matrix_case import CONF, MatrixCase, env_of, read  # noqa: E402
-from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
+from matrix_case import (CONF, env_of, MatrixCase,  # noqa: E402
+                         read, start_module_synapse, stop_module_synapse)
+from synapse_fixture import q  # noqa: E402
 
 HS = None
 
 
 def setUpModule():
     global HS
-    if not synapse_dir():
-        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
-    HS = MatrixCase.hs = Synapse(free_port()).start()
+    HS = start_module_synapse()
 
 
 def tearDownModule():
-    if HS:
-        HS.stop(wipe=True)
+    stop_module_synapse(HS)
 
 
 EXEC = """

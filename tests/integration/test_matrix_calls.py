@@ -6,25 +6,22 @@ import os
 import sys
 import unittest
 
-from harness import free_port, wait_until
+from harness import wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
-from matrix_case import MatrixCase, read  # noqa: E402
-from synapse_fixture import Synapse, q, synapse_dir  # noqa: E402
+from matrix_case import MatrixCase, read, start_module_synapse, stop_module_synapse  # noqa: E402
+from synapse_fixture import q  # noqa: E402
 
 HS = None
 
 
 def setUpModule():
     global HS
-    if not synapse_dir():
-        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
-    HS = MatrixCase.hs = Synapse(free_port()).start()
+    HS = start_module_synapse()
 
 
 def tearDownModule():
-    if HS:
-        HS.stop(wipe=True)
+    stop_module_synapse(HS)
 
 
 class Calls(MatrixCase):

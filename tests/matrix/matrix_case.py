@@ -8,8 +8,9 @@ import sqlite3
 import tempfile
 import unittest
 
-from harness import Berthd
+from harness import Berthd, free_port
 from proxy import Proxy
+from synapse_fixture import Synapse, synapse_dir
 
 CONF = """berth:
   reconcile: {{retry_base: 50ms, retry_max: 500ms}}
@@ -44,6 +45,19 @@ def env_of(b, handle):
     if r.status != 200:
         return None
     return dict(kv.split("=", 1) for kv in r.json["env"].split(";") if "=" in kv)
+
+
+def start_module_synapse():
+    """The module's Synapse, started (MatrixCase.hs), or SkipTest where none is installed."""
+    if not synapse_dir():
+        raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
+    MatrixCase.hs = Synapse(free_port()).start()
+    return MatrixCase.hs
+
+
+def stop_module_synapse(hs):
+    if hs:
+        hs.stop(wipe=True)
 
 
 class MatrixCase(unittest.TestCase):
