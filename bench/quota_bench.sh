@@ -92,7 +92,7 @@ LUA
 curl -sf "http://127.0.0.1:$qport/v1/messages" -H "x-api-key: $key" -H "anthropic-version: 2023-06-01" \
     -d '{"model":"claude-bench","max_tokens":16,"messages":[]}' >/dev/null
 
-run() {     # name url: prints "rps p50_us p99_us"
+run() {     # name url: prints "rps p50_us p99_us requests"
     local out
     out=$(wrk -t1 -c"$conns" -d"${secs}s" --latency -s "$tmp/post.lua" "$2")
     if grep -q "Non-2xx" <<<"$out"; then echo "$1: non-2xx answers" >&2; echo "$out" >&2; exit 1; fi
@@ -100,7 +100,8 @@ run() {     # name url: prints "rps p50_us p99_us"
         function us(v) { if (v ~ /ms$/) return v * 1000; if (v ~ /us$/) return v + 0;
                          if (v ~ /s$/) return v * 1000000; return v }
         /Requests\/sec/ {rps = $2} $1 == "50%" {p50 = us($2)} $1 == "99%" {p99 = us($2)}
-        END {printf "%s %.0f %.0f %.0f\n", name, rps, p50, p99}' <<<"$out"
+        / requests in / {n = $1}
+        END {printf "%s %.0f %.0f %.0f %d\n", name, rps, p50, p99, n}' <<<"$out"
 }
 if [ -n "${QUOTA_PERF:-}" ]; then perf record -g -o "$QUOTA_PERF" -p "$bpid" -- sleep $((secs * 3 + 1)) & fi
 if [ -n "${QUOTA_STRACE:-}" ]; then timeout $((secs * 3 + 1)) strace -c -f -o "$QUOTA_STRACE" -p "$bpid" & fi
@@ -129,7 +130,7 @@ printf '%s\n' "${results[@]}" | python3 -c '
 import sys, statistics as st
 rows = [l.split() for l in sys.stdin if l.strip()]
 by = {}
-for run, name, rps, p50, p99 in rows:
+for run, name, rps, p50, p99, n in rows:
     by.setdefault(name, []).append((float(rps), float(p50), float(p99)))
 for name, v in by.items():
     r = [x[0] for x in v]
@@ -147,5 +148,9 @@ echo "berth calls metered: $calls"
 kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
 read -r wmax wlast < "$walmax"
 echo "WAL size: largest $((wmax / 1024)) KiB, at the end $((wlast / 1024)) KiB"
-nreqs=$(printf '%s\n' "${results[@]}" | awk -v s="$secs" '$2 == "nginx" {n += $3 * s} END {printf "%d", n}')  # 0 with QUOTA_ONLY
+nreqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "nginx" {n += $6} END {printf "%d", n}')  # 0 with QUOTA_ONLY
+breqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "berth" {n += $6} END {printf "%d", n}')
+# calls metered when the ledger keeps them; wrk's count of answers otherwise (a build
+# without its ledger: bench/quota_breakdown.sh)
+[ "$calls" -gt "$calls0" ] || { calls0=0; calls=$breqs; }
 python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print(f'CPU per call: berthd {($(cpu) - $cpu0) / t / max($calls - $calls0, 1) * 1e6:.1f} us, nginx worker {($(cpu "$nworker") - $ncpu0) / t / max($nreqs, 1) * 1e6:.1f} us (user+system, one thread each)')"
