@@ -367,7 +367,8 @@ int store_commit(struct store *s)
 
 /* ---- statements ---- */
 
-static int bind_value(sqlite3_stmt *st, int i, const struct berth_value *v)
+static int bind_value(sqlite3_stmt *st, int i, const struct berth_value *v,
+                      sqlite3_destructor_type copy)
 {
     switch (v->type) {
     case BERTH_VAL_NULL: return sqlite3_bind_null(st, i);
@@ -376,22 +377,28 @@ static int bind_value(sqlite3_stmt *st, int i, const struct berth_value *v)
     case BERTH_VAL_TEXT:
         if (!v->p) return sqlite3_bind_null(st, i);
         return sqlite3_bind_text64(st, i, v->p, v->len == SIZE_MAX ? strlen(v->p) : v->len,
-                                   SQLITE_TRANSIENT, SQLITE_UTF8);
+                                   copy, SQLITE_UTF8);
     case BERTH_VAL_BLOB:
         /* a NULL pointer would bind SQL NULL: an empty blob is still a blob */
         if (!v->len) return sqlite3_bind_zeroblob(st, i, 0);
         if (!v->p) return SQLITE_MISUSE;
-        return sqlite3_bind_blob64(st, i, v->p, v->len, SQLITE_TRANSIENT);
+        return sqlite3_bind_blob64(st, i, v->p, v->len, copy);
     }
     return SQLITE_MISMATCH;
 }
 
-static int bind_all(sqlite3_stmt *st, const struct store_binds *b, char **errmsg)
+/* Without a row callback nothing runs between the bind and the statement's reset, and the
+ * caller's values live for the call: SQLite reads them in place (a copy per value was a
+ * malloc and a free per text of every ledger write). A callback could change or free
+ * them between two rows: then they are copied. */
+static int bind_all(sqlite3_stmt *st, const struct store_binds *b, const struct store_sink *k,
+                    char **errmsg)
 {
     int np = sqlite3_bind_parameter_count(st);
+    sqlite3_destructor_type copy = k && (k->text || k->typed) ? SQLITE_TRANSIENT : SQLITE_STATIC;
     for (int i = 0; b && i < np && (size_t)i < b->n; i++) {
-        int rc = b->vals ? bind_value(st, i + 1, &b->vals[i])
-                         : sqlite3_bind_text(st, i + 1, b->text[i], -1, SQLITE_TRANSIENT);
+        int rc = b->vals ? bind_value(st, i + 1, &b->vals[i], copy)
+                         : sqlite3_bind_text(st, i + 1, b->text[i], -1, copy);
         if (rc != SQLITE_OK) {
             if (errmsg) *errmsg = xasprintf("parameter %d: %s", i + 1,
                                             rc == SQLITE_MISUSE ? "blob without data"
@@ -495,7 +502,7 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
         if (errmsg) *errmsg = xstrdup(s->broken);
         return BERTH_EIO;
     }
-    if ((ret = bind_all(st, b, errmsg)) != 0) return ret;
+    if ((ret = bind_all(st, b, k, errmsg)) != 0) return ret;
     uint64_t outer = s->deadline;   /* a row callback's call runs inside another's */
     if (a) s->deadline = uv_hrtime() + (uint64_t)STORE_STATEMENT_MS * 1000000;
     bool ddl = a && a->ddl;     /* set by the authorizer while st was prepared */
@@ -520,11 +527,21 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
 
 /* ---- the plugins' statement cache ---- */
 
+/* Plugins mostly pass the same literal for the same statement: its pointer finds the entry
+ * with one compare of the text, not one per entry. */
 static struct store_cached *cache_find(struct store *s, const char *module, const char *sql)
 {
     for (size_t i = 0; i < s->ncache; i++) {
         struct store_cached *e = &s->cache[i];
-        if (e->sql && !strcmp(e->sql, sql) && !strcmp(e->module, module)) return e;
+        if (e->key == sql && e->sql && !strcmp(e->sql, sql) && !strcmp(e->module, module))
+            return e;
+    }
+    for (size_t i = 0; i < s->ncache; i++) {
+        struct store_cached *e = &s->cache[i];
+        if (e->sql && !strcmp(e->sql, sql) && !strcmp(e->module, module)) {
+            e->key = sql;
+            return e;
+        }
     }
     return NULL;
 }
@@ -559,7 +576,8 @@ static struct store_cached *cache_add(struct store *s, struct store_auth *a, con
 {
     struct store_cached *e = cache_slot(s);
     if (!e) return NULL;
-    *e = (struct store_cached){.module = xstrdup(a->module), .sql = xstrdup(sql), .st = st};
+    *e = (struct store_cached){.module = xstrdup(a->module), .sql = xstrdup(sql), .key = sql,
+                               .st = st};
     return e;
 }
 

@@ -25,6 +25,8 @@ struct store_auth {
  * tables the authorizer allowed. */
 struct store_cached {
     char *module, *sql;
+    const char *key;            /* the caller's pointer at the last hit; not owned, may be
+                                 * stale: a match of it is confirmed by the text */
     sqlite3_stmt *st;
     uint64_t used;              /* the store's use counter at its last use (LRU) */
     bool busy;                  /* stepping now (a row callback may run the same SQL again) */
