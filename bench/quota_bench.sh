@@ -9,6 +9,11 @@
 # interleaved, `runs` times; the ratio berth/nginx is the median of the per-run ratios.
 #   bench/quota_bench.sh [build-dir] [seconds] [connections] [runs]
 # QUOTA_ONLY=berth runs berth's case alone (the WAL's size under a long load: no ratio then).
+# QUOTA_CALLGRIND=FILE runs berthd under valgrind's callgrind for the load (instructions per
+# call, deterministic where CPU time swings with the load; the dump goes to FILE for
+# callgrind_annotate). Slow: use a few seconds and connections, and QUOTA_ONLY=berth.
+# QUOTA_CONN_CAP sets max_connections_per_tenant (default twice the connections, so the
+# claim runs on every call without refusing wrk's; 0: off).
 # Needs wrk and nginx (Debian: apt-get install wrk nginx-light). The state dir is made under
 # $TMPDIR (default /tmp): each call commits to the ledger, so the disk under it matters.
 set -euo pipefail
@@ -63,6 +68,7 @@ plugins:
   exec: {ports: 30000-30010}
   quota:
     listen: 127.0.0.1:$qport
+    max_connections_per_tenant: ${QUOTA_CONN_CAP:-$((conns * 2))}
     upstreams:
       anthropic: {url: "http://127.0.0.1:$uport", key: {file: $tmp/ant}}
     prices:
@@ -82,6 +88,17 @@ done
 "$build/berthctl/berthctl" --socket "$sock" tenant add bench >/dev/null
 for _ in $(seq 100); do [ -s "$tmp/env" ] && break; sleep 0.05; done
 key=$(sed -n 's/^ANTHROPIC_API_KEY=//p' "$tmp/env")
+if [ -n "${QUOTA_CALLGRIND:-}" ]; then
+    # again under callgrind, on the same state: the key stays (the exec tenant cannot start
+    # there, valgrind has no pidfd_open, and the proxy does not need it running)
+    kill "$bpid"; wait "$bpid" || true
+    valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" "$build/core/berthd" \
+        --config "$tmp/conf" --state "$tmp/state" 2>"$tmp/berthd.log" &
+    bpid=$!
+    for _ in $(seq 1200); do
+        "$build/berthctl/berthctl" --socket "$sock" health >/dev/null 2>&1 && break; sleep 0.05
+    done
+fi
 cat > "$tmp/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '{"model":"claude-bench","max_tokens":16,"messages":[{"role":"user","content":"hello"}]}'
@@ -116,6 +133,7 @@ cpu() { awk '{print $14 + $15}' "/proc/${1:-$bpid}/stat"; }   # CPU time, in tic
 nworker=$(pgrep -P "$(cat "$tmp/nginx-proxy.pid")" | head -1)     # nginx proxy's one worker
 calls0=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 cpu0=$(cpu)
+[ -n "${QUOTA_CALLGRIND:-}" ] && callgrind_control -z "$bpid" >/dev/null
 ncpu0=$(cpu "$nworker")
 results=()
 for i in $(seq "$runs"); do
@@ -145,6 +163,12 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 '
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
+if [ -n "${QUOTA_CALLGRIND:-}" ]; then
+    callgrind_control -d "$bpid" >/dev/null
+    cp "$tmp"/cg.out.1 "$QUOTA_CALLGRIND"
+    ir=$(awk '/^totals:/ {print $2}' "$QUOTA_CALLGRIND")
+    echo "instructions per call, berthd: $((ir / (calls - calls0))) (callgrind; $QUOTA_CALLGRIND)"
+fi
 kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
 read -r wmax wlast < "$walmax"
 echo "WAL size: largest $((wmax / 1024)) KiB, at the end $((wlast / 1024)) KiB"

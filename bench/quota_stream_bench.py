@@ -103,6 +103,7 @@ plugins:
   quota:
     listen: 127.0.0.1:{qport}
     max_connections: 20000
+    max_connections_per_tenant: 0     # one tenant holds all the streams
     upstreams:
       anthropic: {{url: "http://127.0.0.1:{up}", key: {{file: {keyfile}}}}}
     prices:

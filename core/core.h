@@ -250,6 +250,8 @@ const char *req_body(berth_req *r, size_t *len);
 size_t req_header_count(berth_req *r);
 const char *req_header_at(berth_req *r, size_t i, const char **value);  /* NULL past the end */
 const char *req_peer(berth_req *r);     /* "1.2.3.4:5678", "[::1]:80" or "unix" */
+/* tags r's connection as owner's, counted per listener (berth_host.req_conn_claim) */
+int req_conn_claim(berth_req *r, const char *owner, uint32_t max);
 void req_respond_with(berth_req *r, int status, const struct berth_header *h,
                       const char *body, size_t len);
 void req_abort(berth_req *r);           /* a cut-short answer: no final chunk, closes */

@@ -468,4 +468,5 @@ const struct berth_host berth_host_api = {
     .respond_with = req_respond_with,
     .respond_abort = req_abort,
     .dependency_report = dep_report,
+    .req_conn_claim = req_conn_claim,
 };

@@ -7,6 +7,13 @@
 
 #include <http_parser.h>
 
+/* Owners of a listener's connections and their counts (http_owner.c). */
+struct conn_owner;
+struct owner_table {
+    struct conn_owner **b;      /* buckets, a power of two of them (nb; 0 before the first) */
+    uint32_t nb, n;             /* n: owners with a connection */
+};
+
 struct listener {
     struct list link;
     union { uv_tcp_t tcp; uv_pipe_t pipe; uv_handle_t h; uv_stream_t s; } u;
@@ -19,6 +26,7 @@ struct listener {
     uint64_t max_body, max_connections, max_buffered;
     uint64_t nconns, buffered;  /* open connections; bytes held for undispatched requests */
     int refs;                   /* its handle + connections accepted on it */
+    struct owner_table owners;  /* who holds its connections (req_conn_claim) */
     bool closed;
 };
 
@@ -65,6 +73,7 @@ struct conn {
     size_t held;                /* this connection's share of l->buffered */
     char peer[64];
     int writes;
+    struct conn_owner *claim;   /* its owner's record in l->owners, or NULL */
 };
 
 extern struct list http_listeners, http_conns;
@@ -75,5 +84,14 @@ void http_listener_unref(struct listener *l);   /* frees it with the last refere
 void http_trim_close(void);     /* at shutdown: no more deferred malloc_trim() */
 /* Decodes %XX (and '+' as space for queries); NULL on a bad escape or NUL byte. */
 char *http_pct_decode(const char *s, size_t n, bool plus);
+
+/* Tags *slot (a connection's claim) as name's, counted in t: 0, or BERTH_EBUSY (nothing
+ * changes) when name holds max other connections (max 0: no cap); BERTH_EINVAL for a name
+ * longer than 255 bytes. NULL name releases. */
+int owner_claim(struct owner_table *t, struct conn_owner **slot, const char *name,
+                uint32_t max);
+void owner_release(struct owner_table *t, struct conn_owner **slot);
+uint32_t owner_count(const struct owner_table *t, const char *name);
+void owner_table_free(struct owner_table *t);
 
 #endif

@@ -12,6 +12,7 @@
 void http_listener_unref(struct listener *l)
 {
     if (--l->refs) return;
+    owner_table_free(&l->owners);
     free(l->addr);
     free(l->path);
     free(l->token);

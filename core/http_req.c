@@ -110,3 +110,11 @@ const char *req_query(berth_req *r, const char *name)
         if (!strcmp(r->query[i].k, name)) return r->query[i].v;
     return NULL;
 }
+
+int req_conn_claim(berth_req *r, const char *owner, uint32_t max)
+{
+    if (!r) return BERTH_EINVAL;
+    struct conn *c = r->conn;
+    if (!c || c->closing) return BERTH_ENOENT;      /* the client is gone */
+    return owner_claim(&c->l->owners, &c->claim, owner, max);
+}

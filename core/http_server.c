@@ -160,6 +160,7 @@ void http_conn_close(struct conn *c)
     c->closing = true;
     n_open--;
     list_del(&c->link);
+    owner_release(&c->l->owners, &c->claim);
     c->l->buffered -= c->held;
     c->held = 0;
     berth_req *r = c->req;
@@ -197,6 +198,8 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
  * kernel send a reset, which can destroy the answer before the client has read it. */
 static void conn_done(struct conn *c)
 {
+    /* it serves no other request: its owner may open another in its place */
+    owner_release(&c->l->owners, &c->claim);
     if (c->closing || c->writes || c->lingering) return;
     if (!c->linger || c->eof) {
         http_conn_close(c);

@@ -538,6 +538,18 @@ struct berth_host {
      * names per instance. Returns BERTH_EINVAL (and logs why) for a bad argument. */
     int (*dependency_report)(berth_instance *self, const char *name, bool required,
                              int status, const char *message, int64_t interval_ms);
+
+    /* Connection owners (1.1, appended): tags the connection r arrived on as `owner`'s (a
+     * tenant whose key the request carries; the name is copied, 255 bytes at most) and
+     * counts each owner's connections per listener, so that one owner can be held to its
+     * share of a listener. Returns 0, or BERTH_EBUSY when owner holds `max` other
+     * connections on that listener already (max 0: no cap); nothing changes then. A
+     * connection its owner claims again costs one string compare; one another owner claims
+     * moves to it. The claim ends when the connection closes, or is done serving (an answer
+     * with Connection: close, a refusal in authorize); a NULL owner ends it now.
+     * BERTH_ENOENT when the client is gone, BERTH_EINVAL for a bad argument. Works in a
+     * listener's authorize hook (at header time) and in a handler. */
+    int (*req_conn_claim)(berth_req *r, const char *owner, uint32_t max);
 };
 
 #define BERTH_HOST_HAS(host, fn) \

@@ -191,12 +191,28 @@ static int api_of(berth_req *r, enum api *out)
     return 0;
 }
 
+/* A tenant's key holds at most max_connections_per_tenant of the listener's connections:
+ * a request that would make one more is refused, and its connection closes after the answer
+ * (a keep-alive client opens a new one later, when one of its others has closed). The claim
+ * of a connection the tenant holds already is a string compare. */
+static bool conn_claim(struct quota *q, berth_req *r, const char *owner)
+{
+    int64_t max = q->cfg.max_conns_per_tenant;
+    if (!max || H->req_conn_claim(r, owner, (uint32_t)max) != BERTH_EBUSY) return true;
+    char msg[192];
+    snprintf(msg, sizeof msg, "this tenant has %lld connections to the proxy open already; "
+             "reuse or close one", (long long)max);
+    refuse(q, r, owner, "connections", 429, 1, msg);
+    return false;
+}
+
 /* at header time: nothing of an unauthorized request's body is read */
 static bool authorize(berth_req *r, void *arg)
 {
     struct quota *q = arg;
     enum api api;
-    if (!quota_key_owner(q, presented_key(r))) {
+    const char *owner = quota_key_owner(q, presented_key(r));
+    if (!owner) {
         const char *lv[] = {"key", NULL};
         H->metric_add(q->m_refused, lv, 1);
         api_error(r, 401, 0, "invalid or missing API key");
@@ -207,7 +223,7 @@ static bool authorize(berth_req *r, void *arg)
                   H->req_path(r));
         return false;
     }
-    return true;
+    return conn_claim(q, r, owner);
 }
 
 /* ---- the call's lifetime ---- */

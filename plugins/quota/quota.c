@@ -62,6 +62,10 @@ static const struct berth_cfg_item schema[] = {
      BERTH_CFG_RELOAD, NULL, NULL},
     {"max_connections", BERTH_CFG_SIZE, "4096", 0, 0, offsetof(struct cfg, max_connections),
      "connections the listener accepts at once", 0, NULL, NULL},
+    {"max_connections_per_tenant", BERTH_CFG_INT, "64", 0, 1000000,
+     offsetof(struct cfg, max_conns_per_tenant),
+     "connections one tenant's key may hold open at once (0: no cap); the next is refused"
+     " with 429 and closed", BERTH_CFG_RELOAD, NULL, NULL},
     {"max_body", BERTH_CFG_SIZE, "32m", 0, 0, offsetof(struct cfg, max_body),
      "largest request body (413 above)", 0, NULL, NULL},
     {"timeout", BERTH_CFG_DURATION, "10m", 0, 0, offsetof(struct cfg, timeout_ms),
@@ -248,7 +252,7 @@ static int validate(const void *cfg, char *err, size_t errlen)
 
 static int init(const struct berth_host *host, berth_instance *self, void **state)
 {
-    if (host->abi_major != BERTH_ABI_MAJOR || !BERTH_HOST_HAS(host, store_tx_flags))
+    if (host->abi_major != BERTH_ABI_MAJOR || !BERTH_HOST_HAS(host, req_conn_claim))
         return BERTH_ENOTSUP;
     H = host;
     struct quota *q = calloc(1, sizeof *q);

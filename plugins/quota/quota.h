@@ -29,6 +29,7 @@ struct cfg {
     struct price default_price;     /* used for an unpriced model when `output` > 0 */
     int64_t max_output_tokens;      /* the output bound when a request names none */
     uint64_t max_connections, max_body;
+    int64_t max_conns_per_tenant;   /* connections one tenant's key holds at once; 0: no cap */
     int64_t timeout_ms;
 };
 
