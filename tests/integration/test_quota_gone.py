@@ -2,7 +2,8 @@
 for a minute) is noticed at once, through a real berthd and the fake upstream of test_quota:
 the upstream call is cancelled, the slot, reservation and busy hold come back, and the call
 is billed as a client gone before the head (plugins/quota/README.md). A client that only
-half-closes is gone too; a request pipelined behind a waiting one is answered after it."""
+half-closes is gone too; a request pipelined behind a waiting one is answered after it.
+Each over plain HTTP and HTTPS to the upstream (berth's own client, then libcurl)."""
 import json
 import socket
 import time
@@ -105,6 +106,10 @@ class ClientGone(QuotaBase):
         self.assertEqual(len(texts), 2)     # both answered, in order, on one connection
         wait_until(lambda: self.usage("gp")["calls"] == 2, 5, what="both settled")
         self.assertEqual(self.usage("gp")["reserved_micro"], 0)
+
+
+class ClientGoneTls(ClientGone):
+    tls = True      # the upstream over HTTPS: the call is libcurl's, cancelled the same way
 
 
 if __name__ == "__main__":
