@@ -666,9 +666,11 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b)
         return;
     }
     if (n == UV_EOF) {
-        /* a stream's client that hangs up is gone now, not at the next write: its handler
-         * may hold resources (a busy tenant) until on_close */
-        if (c->req && c->req->state == REQ_STREAMING) {
+        /* EOF while an answer is pending (awaited or streaming) is the client gone, now, not
+         * at the first write: its handler may hold resources (a busy tenant, an upstream
+         * call waiting for its head) until on_close. A half-close cannot be told from a
+         * close (nginx and Node's server read it so too). Pipelined input goes with it. */
+        if (c->req && c->req->state != REQ_PARSING) {
             http_conn_close(c);
             return;
         }

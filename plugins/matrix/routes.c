@@ -24,10 +24,13 @@ struct pend {
     int64_t uses, days;
 };
 
+/* the client left: the request is ended now (nobody reads the answer), the homeserver
+ * call goes on and its result is dropped in pend_end / pend_error */
 static void pend_closed(berth_req *r, void *arg)
 {
-    (void)r;
-    ((struct pend *)arg)->req = NULL;
+    struct pend *p = arg;
+    p->req = NULL;
+    p->mx->H->respond_abort(r);
 }
 
 static struct pend *pend_new(struct mx *mx, berth_req *r)

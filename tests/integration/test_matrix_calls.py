@@ -1,8 +1,10 @@
 """What plugins/matrix sends to a real Synapse (one for this module), seen through a recording
 proxy: every 429's retry_after_ms waited out, a later 429 asking less never cutting a wait
 short; a register answer berth cannot use whole refused with the reason; plan only reads
-and apply writes only what differs. test_matrix_tokens.py watches logins and whoamis."""
+and apply writes only what differs; a client gone while its call waits on the homeserver.
+test_matrix_tokens.py watches logins and whoamis."""
 import os
+import socket
 import sys
 import unittest
 
@@ -65,6 +67,35 @@ class Calls(MatrixCase):
         self.assertNotEqual(device, "EVIL")
         st, who = HS.call("GET", "/_matrix/client/v3/account/whoami", token=token)
         self.assertEqual((st, who["user_id"]), (200, "@mia:test.local"))
+        self.stop_ok()
+
+    def test_a_client_gone_while_its_call_waits_on_the_homeserver_ends_its_request(self):
+        """the plugin hears of it at once (on_close) and must still end the request: one
+        left open counts as in flight forever and holds the plugin's drain"""
+        b = self.berthd(proxied=True)
+        wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
+
+        def in_flight():    # the plugin's requests and its own calls
+            return {p["name"]: p for p in b.get("/v1/plugins").json["plugins"]}[
+                "matrix"]["requests_in_flight"]
+        path = "/_synapse/admin/v1/registration_tokens/new"
+        self.proxy.fail("POST", path, (500, None, 3.0))     # held 3 s, then refused
+        mark = self.proxy.mark()
+        body = b'{"uses": 1}'
+        s = socket.socket(socket.AF_UNIX)
+        self.addCleanup(s.close)
+        s.connect(b.sock)
+        s.sendall(b"POST /v1/matrix/invites HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                  b"application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        wait_until(lambda: self.proxy.faults[("POST", path)] == [], 10,
+                   what="the call at the homeserver")
+        wait_until(lambda: in_flight() == 2, 5, what="the request and its call in flight")
+        s.close()
+        # the request ends at once; the held call goes on (its answer is dropped)
+        wait_until(lambda: in_flight() <= 1, 1, what="the request to end")
+        wait_until(lambda: self.proxy.since(mark, "POST", path), 10, what="the held answer")
+        wait_until(lambda: in_flight() == 0, 5, what="the call to end")
+        self.assertEqual(b.get("/health").status, 200)
         self.stop_ok()
 
     def test_plan_writes_nothing_and_apply_restores_the_config(self):

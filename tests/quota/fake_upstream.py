@@ -14,7 +14,8 @@ Prints "ready <port>" once it listens. The last user message's text steers an an
   [tool]                  a tool_use answer (Anthropic) / tool call (OpenAI)
   [long:N]                N text deltas
   [big:N]                 N text deltas of 16 KiB each (the log counts those sent so far)
-  [stall:NAME]            no answer at all (not even its head) until /_release?name=NAME
+  [stall:NAME]            no answer at all (not even its head) until /_release?name=NAME;
+                          a client that closes meanwhile ends it (GET /_stats: "stalls")
   [worst]                 input usage at the most the references allow for the body: a
                           token per byte of text, and per image Anthropic's ~1,600 or
                           gpt-4o-mini's 2,833 + 8 tiles of 5,667 (2,833 at detail low)
@@ -23,11 +24,14 @@ Usage is deterministic: input = 10 + bytes of the messages // 10, output = numbe
 cache_read = 3 when the body says "cache_control", an hour's cache write of 20 (Anthropic) when
 it says "ttl": "1h". GET /_log lists every request with the
 usage reported, whether its client went away and the id of the connection it came on;
-GET /_stats counts open streams.
+GET /_stats counts open streams and says of each stall whether it is "waiting", "released"
+or "gone" (its client closed the connection before any answer).
 """
 import argparse
 import json
+import os
 import re
+import select
 import socket
 import ssl
 import sys
@@ -38,6 +42,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 LOG = []
 LOCK = threading.Lock()
 HOLDS = {}
+STALLS = {}
 OPEN = [0]
 CONNS = [0]
 
@@ -152,7 +157,9 @@ class Handler(BaseHTTPRequestHandler):
             with LOCK:
                 self.send_json(200, LOG)
         elif self.path == "/_stats":
-            self.send_json(200, {"open": OPEN[0], "holds": sorted(HOLDS)})
+            with LOCK:
+                self.send_json(200, {"open": OPEN[0], "holds": sorted(HOLDS),
+                                     "stalls": dict(STALLS)})
         else:
             self.send_json(404, {"error": "not found"})
 
@@ -183,7 +190,8 @@ class Handler(BaseHTTPRequestHandler):
             return self.send_json(400, {"type": "error", "error": {
                 "type": "invalid_request_error", "message": "anthropic-version header is required"}})
         text = last_text(body)
-        self.stall(text)
+        if self.stall(text):
+            return
         usage_in = self.usage_in(text, body, True,
                                  10 + len(json.dumps(body.get("messages", []))) // 10)
         if self.path == "/v1/messages/count_tokens":
@@ -227,9 +235,34 @@ class Handler(BaseHTTPRequestHandler):
             OPEN[0] -= 1
 
     def stall(self, text):
+        """waits for the release; True (nothing to answer) when the client closed first"""
         m = re.search(r"\[stall:([\w-]+)\]", text)
-        if m:
-            HOLDS.setdefault(m.group(1), threading.Event()).wait(30)
+        if not m:
+            return False
+        name, ev = m.group(1), HOLDS.setdefault(m.group(1), threading.Event())
+        STALLS[name] = "waiting"
+        deadline = time.monotonic() + 30
+        while not ev.wait(0.02) and time.monotonic() < deadline:
+            if self.client_closed():
+                STALLS[name] = "gone"
+                self.close_connection = True
+                return True
+        STALLS[name] = "released"
+        return False
+
+    def client_closed(self):
+        """the client's end of the connection is closed: EOF (or a reset) waits to be read.
+        Peeked on the raw socket (TLS has no peek); over TLS anything readable is the close
+        alert, as the proxy sends nothing more on a connection waiting for its answer."""
+        if not select.select([self.connection], [], [], 0)[0]:
+            return False
+        raw = socket.socket(fileno=os.dup(self.connection.fileno()))
+        try:
+            return raw.recv(1, socket.MSG_PEEK) == b"" or isinstance(self.connection, ssl.SSLSocket)
+        except OSError:
+            return True
+        finally:
+            raw.close()
 
     @staticmethod
     def usage_in(text, body, anthropic, plain):
@@ -302,7 +335,8 @@ class Handler(BaseHTTPRequestHandler):
                     if code == "[429]" else None}},
                     [("retry-after", "7")] if code == "[429]" else [])
         chat = self.path == "/v1/chat/completions"
-        self.stall(text)
+        if self.stall(text):
+            return
         usage_in = self.usage_in(text, body, False, 10 + len(json.dumps(
             body.get("messages") or body.get("input") or "")) // 10)
         cached = 3 if b"cache" in raw else 0
