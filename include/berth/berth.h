@@ -144,8 +144,9 @@ enum berth_log_level { BERTH_LOG_DEBUG, BERTH_LOG_INFO, BERTH_LOG_WARN, BERTH_LO
 
 /* A handler must eventually answer `req` with respond(), respond_with() or
  * respond_start()+respond_write()+respond_end() (respond_abort() to cut it short), possibly from
- * a later callback. The request object lives until the answer ends or the client goes away;
- * on_close tells the handler the latter. */
+ * a later callback. The request object lives until the handler ends it, even after the
+ * client went away: on_close says so, and the handler still ends the request (respond_abort()
+ * or any answer; nothing is sent then). */
 typedef void (*berth_http_handler)(berth_req *req, void *arg);
 typedef void (*berth_req_cb)(berth_req *req, void *arg);
 
