@@ -163,6 +163,10 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 '
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
+breqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "berth" {n += $6} END {printf "%d", n}')
+# calls metered when the ledger keeps them; wrk's count of answers otherwise (a build
+# without its ledger: bench/quota_breakdown.sh)
+[ "$calls" -gt "$calls0" ] || { calls0=0; calls=$breqs; }
 if [ -n "${QUOTA_CALLGRIND:-}" ]; then
     callgrind_control -d "$bpid" >/dev/null
     cp "$tmp"/cg.out.1 "$QUOTA_CALLGRIND"
@@ -173,8 +177,4 @@ kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
 read -r wmax wlast < "$walmax"
 echo "WAL size: largest $((wmax / 1024)) KiB, at the end $((wlast / 1024)) KiB"
 nreqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "nginx" {n += $6} END {printf "%d", n}')  # 0 with QUOTA_ONLY
-breqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "berth" {n += $6} END {printf "%d", n}')
-# calls metered when the ledger keeps them; wrk's count of answers otherwise (a build
-# without its ledger: bench/quota_breakdown.sh)
-[ "$calls" -gt "$calls0" ] || { calls0=0; calls=$breqs; }
 python3 -c "import os; t = os.sysconf('SC_CLK_TCK'); print(f'CPU per call: berthd {($(cpu) - $cpu0) / t / max($calls - $calls0, 1) * 1e6:.1f} us, nginx worker {($(cpu "$nworker") - $ncpu0) / t / max($nreqs, 1) * 1e6:.1f} us (user+system, one thread each)')"
