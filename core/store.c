@@ -504,7 +504,9 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
     }
     if ((ret = bind_all(st, b, k, errmsg)) != 0) return ret;
     uint64_t outer = s->deadline;   /* a row callback's call runs inside another's */
-    if (a) s->deadline = uv_hrtime() + (uint64_t)STORE_STATEMENT_MS * 1000000;
+    if (a)
+        s->deadline = uv_hrtime() +
+                      (uint64_t)(a->schema ? STORE_SCHEMA_MS : STORE_STATEMENT_MS) * 1000000u;
     bool ddl = a && a->ddl;     /* set by the authorizer while st was prepared */
     if (ddl) {
         s->auth = NULL;
@@ -517,7 +519,7 @@ static int run_one(struct store *s, struct store_auth *a, sqlite3_stmt *st, cons
     if ((rc & 0xff) == SQLITE_INTERRUPT && a) {
         if (errmsg && !*errmsg)
             *errmsg = xasprintf("the statement ran longer than %d ms and was interrupted",
-                                STORE_STATEMENT_MS);
+                                a->schema ? STORE_SCHEMA_MS : STORE_STATEMENT_MS);
         ret = BERTH_ETIMEDOUT;
     } else {
         ret = rc == SQLITE_DONE ? 0 : fail(s, a, rc, errmsg);

@@ -17,6 +17,7 @@ struct store_auth {
     bool create_table;          /* ... and it is a CREATE TABLE */
     bool group;                 /* SQL of several statements: take a savepoint first */
     bool grouped;               /* ... taken ("plugin_call"): the caller releases it */
+    bool schema;                /* a schema step: STORE_SCHEMA_MS, not STORE_STATEMENT_MS */
 };
 
 /* A plugin's prepared statement kept for its next call with the same SQL text (one statement,
@@ -67,6 +68,10 @@ struct store {
 /* How long one plugin statement may run: berthd has one loop, and a query that never ends
  * (a recursive CTE, a join without a condition) would hold every client forever. */
 #define STORE_STATEMENT_MS 2000
+/* A schema step runs once per upgrade and may have to sum a whole table (the quota ledger's
+ * per-model totals from its history): it blocks the loop for as long, once, and is still cut
+ * short if it never ends. */
+#define STORE_SCHEMA_MS 60000
 
 /* Binds: text (the 1.0 store_exec) or typed values; rows are handed out the same way. */
 struct store_binds {

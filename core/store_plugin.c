@@ -363,7 +363,7 @@ int store_migrate_owner(struct store *s, const char *owner, const char *const *s
     if ((rc = store_exec_params(s, "SELECT version FROM plugin_schema WHERE owner=?1", p, 1,
                                 read_version, &v, errmsg)) < 0)
         return rc;
-    struct store_auth a = {.module = owner, .mlen = strlen(owner)};
+    struct store_auth a = {.module = owner, .mlen = strlen(owner), .schema = true};
     for (; (size_t)v < n; v++) {
         if ((rc = store_exec_raw(s, "BEGIN", errmsg)) < 0) return rc;
         char ver[24];

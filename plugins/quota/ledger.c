@@ -35,6 +35,17 @@ static const char *const steps[] = {
      * when another instance of this process (a reload, a .so swap) changed them */
     "CREATE TABLE quota_meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL);"
     "INSERT INTO quota_meta VALUES('gen', 0)",
+    /* 3: each tenant's settled calls summed per model, written once per batch: usage reads
+     * a row per model, not every call the tenant ever made (its GET /usage scanned the whole
+     * history on the loop), and a call's row no longer feeds a (tenant, model) index */
+    "CREATE TABLE quota_models (tenant TEXT NOT NULL, model TEXT NOT NULL,"
+    " calls INTEGER NOT NULL, input INTEGER NOT NULL, output INTEGER NOT NULL,"
+    " cache_read INTEGER NOT NULL, cache_write INTEGER NOT NULL, cost INTEGER NOT NULL,"
+    " PRIMARY KEY (tenant, model)) WITHOUT ROWID;"
+    "INSERT INTO quota_models SELECT tenant, model, count(*), sum(input), sum(output),"
+    " sum(cache_read), sum(cache_write), sum(cost) FROM quota_calls WHERE state != 'open'"
+    " GROUP BY tenant, model;"
+    "DROP INDEX quota_calls_tenant",
 };
 
 /* this process, so a reload (old and new instance in one process) never settles the calls
@@ -163,11 +174,20 @@ static struct tot *tot_get(struct quota *q, const char *handle, int64_t now, con
  * end (tots_write), and call ids are given from max(id) (no last_insert_rowid() per call):
  * three statements per call instead of six, the transaction keeping it all or nothing. */
 
+/* what a batch's settlements add to one (tenant, model) row of quota_models */
+struct model_tot {
+    struct model_tot *next;
+    const char *handle, *model;     /* the settlement's, which outlives the batch's commit */
+    int64_t calls, cost;
+    struct usage u;
+};
+
 struct batch {
     struct quota *q;
     struct settle *settles;
     struct reservation *res;
     int64_t gen, next_id;
+    struct model_tot *models;
 };
 
 static int reserve_one(struct batch *b, struct reservation *r)
@@ -222,7 +242,7 @@ struct settle {
     struct usage u;
     int status, attempts;
     bool published;             /* its event: once, even when the batch is tried again */
-    char handle[BERTH_HANDLE_MAX + 1], outcome[32], period[16];
+    char handle[BERTH_HANDLE_MAX + 1], outcome[32], period[16], model[128];
     char *event;                /* quota.call's payload, or NULL */
 };
 
@@ -232,8 +252,55 @@ static void settle_free(struct settle *st)
     free(st);
 }
 
-static int settle_one(struct quota *q, struct settle *st)
+static int model_add(struct batch *b, const struct settle *st)
 {
+    struct model_tot *m = b->models;
+    while (m && (strcmp(m->model, st->model) || strcmp(m->handle, st->handle))) m = m->next;
+    if (!m) {
+        if (!(m = calloc(1, sizeof *m))) return BERTH_ENOMEM;
+        m->handle = st->handle;
+        m->model = st->model;
+        m->next = b->models;
+        b->models = m;
+    }
+    m->calls++;
+    m->cost += st->cost;
+    m->u.input += st->u.input;
+    m->u.output += st->u.output;
+    m->u.cache_read += st->u.cache_read;
+    m->u.cache_write += st->u.cache_write;
+    return 0;
+}
+
+static int models_write(struct batch *b)
+{
+    for (struct model_tot *m = b->models; m; m = m->next) {
+        struct berth_value v[] = {BERTH_TEXT(m->handle), BERTH_TEXT(m->model),
+                                  BERTH_INT(m->calls), BERTH_INT(m->u.input),
+                                  BERTH_INT(m->u.output), BERTH_INT(m->u.cache_read),
+                                  BERTH_INT(m->u.cache_write), BERTH_INT(m->cost)};
+        int rc = H->store_query(b->q->self, "INSERT INTO quota_models VALUES(?1, ?2, ?3, ?4,"
+                                " ?5, ?6, ?7, ?8) ON CONFLICT(tenant, model) DO UPDATE SET"
+                                " calls = calls + ?3, input = input + ?4, output = output + ?5,"
+                                " cache_read = cache_read + ?6, cache_write = cache_write + ?7,"
+                                " cost = cost + ?8", v, 8, NULL, NULL);
+        if (rc) return rc;
+    }
+    return 0;
+}
+
+static void models_free(struct batch *b)
+{
+    while (b->models) {
+        struct model_tot *m = b->models;
+        b->models = m->next;
+        free(m);
+    }
+}
+
+static int settle_one(struct batch *b, struct settle *st)
+{
+    struct quota *q = b->q;
     berth_instance *s = q->self;
     const struct usage *u = &st->u;
     int64_t now = H->now_ms(s);
@@ -259,6 +326,7 @@ static int settle_one(struct quota *q, struct settle *st)
         st->published = true;
     }
     if (!changed) return 0;             /* settled already: nothing is billed twice */
+    if ((rc = model_add(b, st)) != 0) return rc;
     bool this_period = !strcmp(st->period, t->period);
     t->reserved -= st->reserved;
     t->spent += st->cost;
@@ -315,8 +383,9 @@ static int batch_tx(void *arg)
 {
     struct batch *b = arg;
     int rc = gen_check(b);
-    for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b->q, st);
+    for (struct settle *st = b->settles; st && !rc; st = st->next) rc = settle_one(b, st);
     for (struct reservation *r = b->res; r && !rc; r = r->next) rc = reserve_one(b, r);
+    if (!rc) rc = models_write(b);
     if (!rc) rc = tots_write(b->q);
     if (!rc) rc = gen_bump(b->q);
     b->gen++;
@@ -388,12 +457,13 @@ void ledger_flush(struct quota *q)
         st->next = fifo;
         fifo = st;
     }
-    struct batch b = {q, fifo, q->reserves, -1, 0};
+    struct batch b = {q, fifo, q->reserves, -1, 0, NULL};
     q->reserves = NULL;
     q->reserves_tail = &q->reserves;
     if (!b.settles && !b.res) return;
     /* written to the WAL at commit (a SIGKILL cannot undo it), synced within a second */
     int rc = H->store_tx_flags(q->self, batch_tx, &b, BERTH_TX_NOSYNC);
+    models_free(&b);
     q->gen = b.gen;
     if (rc) tots_drop(q);       /* rolled back: the totals in memory went ahead of it */
     while (b.settles) {
@@ -454,6 +524,7 @@ void ledger_settle(struct quota *q, const struct reservation *r, int64_t cost,
     st->u = *u;
     st->status = status;
     snprintf(st->handle, sizeof st->handle, "%s", handle);
+    snprintf(st->model, sizeof st->model, "%s", r->model);
     snprintf(st->outcome, sizeof st->outcome, "%s", outcome);
     st->next = q->settles;
     q->settles = st;
@@ -500,6 +571,12 @@ static int recover_tx(void *arg)
                         "  FROM quota_calls c WHERE c.tenant = quota_tenants.tenant AND"
                         "  c.state = 'open' AND c.owner != ?1 AND c.period ="
                         "  quota_tenants.period)", p, 1, NULL, NULL);
+    /* a recovered call's tokens are unknown (0); its cost is its reservation */
+    if (!rc) rc = H->store_query(s, "INSERT INTO quota_models SELECT tenant, model, count(*), 0,"
+                                 " 0, 0, 0, sum(reserved) FROM quota_calls WHERE state = 'open'"
+                                 " AND owner != ?1 GROUP BY tenant, model ON CONFLICT(tenant,"
+                                 " model) DO UPDATE SET calls = calls + excluded.calls,"
+                                 " cost = cost + excluded.cost", p, 1, NULL, NULL);
     if (!rc) rc = H->store_query(s, "UPDATE quota_calls SET state = 'recovered', cost = reserved,"
                                  " ended_ms = ?2, outcome = 'interrupted' WHERE state = 'open'"
                                  " AND owner != ?1", p, 2, NULL, NULL);
@@ -613,9 +690,8 @@ char *ledger_usage_json(struct quota *q, const char *handle, int64_t budget, boo
     quota_budget_line(q, handle, line, sizeof line);
     cJSON_AddStringToObject(j, "summary", line);
     cJSON *models = cJSON_AddArrayToObject(j, "models");
-    rc = H->store_query(q->self, "SELECT model, count(*), sum(input), sum(output),"
-                        " sum(cache_read), sum(cache_write), sum(cost) FROM quota_calls"
-                        " WHERE tenant = ?1 AND state != 'open' GROUP BY model ORDER BY model",
+    rc = H->store_query(q->self, "SELECT model, calls, input, output, cache_read, cache_write,"
+                        " cost FROM quota_models WHERE tenant = ?1 ORDER BY model",
                         p, 1, model_row, models);
     char *out = rc ? NULL : cJSON_PrintUnformatted(j);
     cJSON_Delete(j);
