@@ -210,6 +210,7 @@ def count_syncs(pid, action):
     with open(out.name) as f:
         text = f.read()
     os.unlink(out.name)
+    assert "total" in text, "strace wrote no summary: " + text
     # the summary's rows: % time, seconds, usecs/call, calls, [errors,] syscall
     return sum(int(row.split()[3]) for row in text.splitlines()
                if row.split()[-1:] in (["fsync"], ["fdatasync"]))
