@@ -117,49 +117,93 @@ void driver_issue(struct tenant *t, struct driver *d, enum op_kind k, berth_spec
     fn(d->state, op->spec, op);
 }
 
+/* A workload labelled as ours with no record: the store was lost or restored from an older
+ * copy. Adopt it rather than leave an orphan. */
+static struct tenant *adopt_new(const struct listed *l, const char *dname)
+{
+    char err[256];
+    if (tenant_create(l->handle, "human", l->tmpl ? l->tmpl : "default",
+                      BERTH_DESIRED_RUNNING, err, sizeof err) < 0) {
+        blog(BERTH_LOG_WARN, "core", "cannot adopt %s: %s", l->handle, err);
+        return NULL;
+    }
+    struct tenant *t = tenant_find(l->handle);
+    str_set(&t->driver, dname);
+    if (l->st != BERTH_OBS_RUNNING && l->st != BERTH_OBS_READY)
+        t->desired = BERTH_DESIRED_ASLEEP;
+    blog(BERTH_LOG_INFO, "core", "adopted %s found by driver %s", l->handle, dname);
+    return t;
+}
+
+/* t takes what the driver says of its workload */
+static void adopt_state(struct tenant *t, struct listed *l, const char *dname)
+{
+    if (t->op) return;
+    if (!t->driver) str_set(&t->driver, dname);
+    const struct tmpl *tm = tmpl_find(t->tmpl);
+    if (l->st == BERTH_OBS_RUNNING && tm && !tmpl_gates_ready(tm))
+        l->st = BERTH_OBS_READY;    /* nothing to probe: running is ready */
+    str_set(&t->id, l->id);
+    if (l->address) str_set(&t->address, l->address);
+    if (t->observed != l->st &&
+        !(t->observed == BERTH_OBS_READY && l->st == BERTH_OBS_RUNNING) &&
+        !(t->observed == BERTH_OBS_FAILED && t->retry_at > wall_ms()))
+        tenant_set_observed(t, l->st);
+    tenant_save(t);
+}
+
+/* Records for what has none are written in one batch, synced once at its commit (as
+ * tenant_create's own save would be): a synced commit each had the loop wait for an fsync per
+ * container, seconds for 500 of them on a busy disk. Nothing in the batch calls into a plugin,
+ * whose statements would find the store busy: a tenant created here has no readiness waiter
+ * yet, and events are only queued. A batch that does not commit is retried by the activity
+ * flush (unsaved); the tenants exist meanwhile, and their workloads keep their labels. */
+static void adopt_records(berth_op *op, const char *dname)
+{
+    struct tenant **made = xcalloc(op->nitems ? op->nitems : 1, sizeof *made);
+    size_t n = 0;
+    bool began = false, batch = false;
+    for (size_t i = 0; i < op->nitems; i++) {
+        struct listed *l = &op->items[i];
+        if (l->known) continue;
+        if (!began) {
+            began = true;
+            store_durable(C.store, true);
+            batch = store_begin(C.store) == 0;
+        }
+        struct tenant *t = tenant_find(l->handle);  /* listed twice: the first made it */
+        if (!t && !(t = adopt_new(l, dname))) continue;
+        t->listed = true;
+        adopt_state(t, l, dname);
+        made[n++] = t;
+    }
+    if (batch && store_commit(C.store))
+        for (size_t i = 0; i < n; i++) made[i]->unsaved = true;
+    if (began) store_durable(C.store, false);
+    free(made);
+}
+
 static void adopt(berth_op *op)
 {
     struct driver *d = op->drv;
     const char *dname = inst_name(d->res.owner);
+    /* tenants with a record first, one by one: reaching ready answers their waiters, which
+     * may be plugins that write to the store */
     for (size_t i = 0; i < op->nitems; i++) {
         struct listed *l = &op->items[i];
         struct tenant *t = tenant_find(l->handle);
-        if (!t) {
-            /* a workload labelled as ours with no record: the store was lost or restored
-             * from an older copy. Adopt it rather than leave an orphan. */
-            char err[256];
-            if (tenant_create(l->handle, "human", l->tmpl ? l->tmpl : "default",
-                              BERTH_DESIRED_RUNNING, err, sizeof err) < 0) {
-                blog(BERTH_LOG_WARN, "core", "cannot adopt %s: %s", l->handle, err);
-                continue;
-            }
-            t = tenant_find(l->handle);
-            str_set(&t->driver, dname);
-            if (l->st != BERTH_OBS_RUNNING && l->st != BERTH_OBS_READY)
-                t->desired = BERTH_DESIRED_ASLEEP;
-            blog(BERTH_LOG_INFO, "core", "adopted %s found by driver %s", l->handle, dname);
-        }
-        if (t->op) continue;
-        if (!t->driver) str_set(&t->driver, dname);
-        const struct tmpl *tm = tmpl_find(t->tmpl);
-        if (l->st == BERTH_OBS_RUNNING && tm && !tmpl_gates_ready(tm))
-            l->st = BERTH_OBS_READY;    /* nothing to probe: running is ready */
-        str_set(&t->id, l->id);
-        if (l->address) str_set(&t->address, l->address);
-        if (t->observed != l->st &&
-            !(t->observed == BERTH_OBS_READY && l->st == BERTH_OBS_RUNNING) &&
-            !(t->observed == BERTH_OBS_FAILED && t->retry_at > wall_ms()))
-            tenant_set_observed(t, l->st);
-        tenant_save(t);
+        if (!(l->known = t != NULL)) continue;
+        t->listed = true;
+        adopt_state(t, l, dname);
     }
+    adopt_records(op, dname);
     /* what the driver no longer has is absent, and will be recreated if it should run */
     list_each(it, &tenant_all) {
         struct tenant *t = container_of(it, struct tenant, link);
-        if (t->op || !t->driver || strcmp(t->driver, dname)) continue;
-        bool seen = false;
-        for (size_t i = 0; i < op->nitems && !seen; i++) seen = !strcmp(op->items[i].handle,
-                                                                        t->handle);
-        if (!seen && t->observed != BERTH_OBS_ABSENT) {
+        bool seen = t->listed;
+        t->listed = false;
+        if (seen || t->op || !t->driver || strcmp(t->driver, dname)) continue;
+        if (t->observed != BERTH_OBS_ABSENT) {
             str_set(&t->id, NULL);
             str_set(&t->address, NULL);
             tenant_set_observed(t, BERTH_OBS_ABSENT);

@@ -29,7 +29,11 @@ struct driver {
     uv_timer_t *relist;         /* retry of a failed list(), with backoff */
 };
 
-struct listed { char *handle, *tmpl, *id, *address; enum berth_observed_state st; };
+struct listed {
+    char *handle, *tmpl, *id, *address;
+    enum berth_observed_state st;
+    bool known;                 /* its tenant had a record when the list answered */
+};
 
 /* name=value pairs in insertion order; owns its strings */
 struct kv { char **k, **v; size_t n; };
@@ -67,6 +71,7 @@ struct tenant {
     /* runtime only */
     bool dirty, restart_pending, activity_dirty;
     bool unsaved;               /* its last save failed: the activity flush retries it */
+    bool listed;                /* in the driver's list being adopted (driver.c's adopt) */
     struct list dirty_link;
     berth_op *op;                   /* the driver operation in flight */
     berth_op *pop;                  /* the provisioner operation in flight */

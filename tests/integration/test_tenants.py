@@ -1,7 +1,10 @@
 """Tenants through berthd: desired vs observed, the reconciler, finalizers, adoption, crashes."""
 import os
+import shutil
 import signal
 import sqlite3
+import subprocess
+import tempfile
 import time
 import unittest
 
@@ -184,6 +187,80 @@ class Durability(unittest.TestCase):
             t = b.wait_tenant("erin", "ready")
             self.assertEqual(t["template"], "default")
             self.assertIn("adopted erin", b.log())
+        finally:
+            b.stop()
+            b.cleanup()
+
+
+def count_syncs(pid, action):
+    """fsync and fdatasync calls of process pid (all its threads) while action() runs."""
+    out = tempfile.NamedTemporaryFile(prefix="berth-strace-", delete=False)
+    out.close()
+    tracer = subprocess.Popen(["strace", "-f", "-qq", "-c", "-e", "trace=fsync,fdatasync",
+                               "-o", out.name, "-p", str(pid)], stderr=subprocess.DEVNULL)
+    try:
+        def traced():
+            with open(f"/proc/{pid}/status") as f:
+                return any(ln.startswith("TracerPid:") and ln.split()[1] != "0" for ln in f)
+        wait_until(traced, what="strace to attach")
+        action()
+    finally:
+        tracer.terminate()
+        tracer.wait()
+    with open(out.name) as f:
+        text = f.read()
+    os.unlink(out.name)
+    assert "total" in text, "strace wrote no summary: " + text
+    # the summary's rows: % time, seconds, usecs/call, calls, [errors,] syscall
+    return sum(int(row.split()[3]) for row in text.splitlines()
+               if row.split()[-1:] in (["fsync"], ["fdatasync"]))
+
+
+class Adoption(unittest.TestCase):
+    N = 150
+
+    def test_adopting_many_syncs_the_store_once_not_per_tenant(self):
+        # Workloads labelled as ours with no record (a lost store): each is adopted with its
+        # record and tenant.created event, and the records are synced together. Before: one
+        # synced commit per adopted tenant, an fsync each with the loop waiting (seconds for
+        # 500 containers on a busy disk).
+        if not shutil.which("strace"):
+            self.skipTest("needs strace")
+        b = Berthd({"10-test.yaml": TESTDRV})
+        try:
+            b.start()                           # testdrv creates the table of its workloads
+            self.assertEqual(b.stop(), 0)
+            db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+            db.executemany("INSERT INTO testdrv_containers(handle,template,id,state) "
+                           "VALUES(?1,'default',?2,'stopped')",
+                           [(f"w{i:03d}", f"tc-w{i:03d}") for i in range(self.N)])
+            db.commit()
+            db.close()
+            b.remove("10-test.yaml")            # no driver yet: it lists once traced
+            b.start()
+
+            def adopt():
+                b.write("10-test.yaml", TESTDRV)
+                b.signal(signal.SIGHUP)
+                wait_until(lambda: b.get("/v1/system/info").json["tenants"]["total"] == self.N,
+                           what="all workloads adopted")
+            syncs = count_syncs(b.proc.pid, adopt)
+            self.assertLess(syncs, 10, f"{syncs} syncs to adopt {self.N} workloads")
+
+            tenants = b.get("/v1/tenants").json["tenants"]
+            self.assertEqual(len(tenants), self.N)
+            for t in tenants:                   # stopped workloads are adopted asleep
+                self.assertEqual((t["driver"], t["desired"], t["observed"]),
+                                 ("testdrv", "asleep", "stopped"), t)
+                self.assertEqual(t["id"], "tc-" + t["handle"])
+            wait_until(lambda: len(b.events(type="tenant.created")) == self.N,
+                       what="a tenant.created event per adopted tenant")
+            self.assertEqual(b.stop(), 0)
+            db = sqlite3.connect(os.path.join(b.state, "berth.db"))
+            rows = db.execute("SELECT driver, desired, observed, COUNT(*) FROM tenants "
+                              "GROUP BY 1, 2, 3").fetchall()
+            db.close()
+            self.assertEqual(rows, [("testdrv", "asleep", "stopped", self.N)])
         finally:
             b.stop()
             b.cleanup()
