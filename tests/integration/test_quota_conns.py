@@ -114,6 +114,13 @@ class Conns(QuotaBase):
                 return int(float(ln.split()[1]))
         return 0
 
+    def reload(self, cap):
+        seq = max([e["seq"] for e in self.b.events()] or [0])
+        self.b.write("10-quota.yaml", self.conf(None, cap=cap))
+        self.b.signal(signal.SIGHUP)
+        wait_until(lambda: "config.reloaded" in [e["type"] for e in self.b.events(since=seq)],
+                   10 * SLOW, what="the reload")
+
     # ---- tests ----
     def test_a_tenant_at_its_cap_is_refused_and_others_get_through(self):
         self.add("hog")
@@ -191,13 +198,7 @@ class Conns(QuotaBase):
             self.send(held[-1], key)
             self.assertEqual(self.answer(held[-1])[0], 200)
 
-        def reload(cap):
-            seq = max([e["seq"] for e in self.b.events()] or [0])
-            self.b.write("10-quota.yaml", self.conf(None, cap=cap))
-            self.b.signal(signal.SIGHUP)
-            wait_until(lambda: "config.reloaded" in [e["type"]
-                                                    for e in self.b.events(since=seq)],
-                       10 * SLOW, what="the reload")
+        reload = self.reload
         # lowered below what the tenant holds: its requests beyond the cap are refused,
         # each ending its connection's claim with the answer (though the client keeps it
         # open a while), until it holds no more than the cap
@@ -252,6 +253,24 @@ class Conns(QuotaBase):
                    what="the slow connection gone")
         held.append(self.held(key))
         self.assertEqual(self.raw(key)[0], 429)
+
+    def test_a_cap_set_on_sighup_counts_the_connections_open_without_one(self):
+        """connections are counted while there is no cap (0), so one set later holds the
+        tenant to it with the streams it has open already"""
+        self.add("nc")
+        key = self.env("nc")["ANTHROPIC_API_KEY"]
+        self.reload(0)
+        try:
+            streams = [self.open_stream(key, "[hold:nocap] [long:3]") for _ in range(CAP)]
+            self.reload(CAP)
+            c = self.conn()
+            self.socks.append(c)
+            self.assertEqual(self.ask(c, key)[0], 429)
+        finally:
+            self.fake.release("nocap")
+        for c, r in streams:
+            self.assertIn(b"message_stop", r.read())
+            c.close()
 
     def test_check_validates_the_cap(self):
         for bad in ("-1", "1000001", "many"):
