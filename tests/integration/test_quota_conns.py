@@ -231,10 +231,10 @@ class Conns(QuotaBase):
         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
         s.settimeout(10 * SLOW)
         s.connect(("127.0.0.1", self.port))
-        # 160 KiB of answer with Connection: close: below the proxy's high water (the call
+        # 224 KiB of answer with Connection: close: below the proxy's high water (the call
         # completes), beyond what the sockets on the way hold
         body = json.dumps({"model": "claude-test", "max_tokens": 1000,
-                           "messages": [{"role": "user", "content": "[big:10]"}]}).encode()
+                           "messages": [{"role": "user", "content": "[big:14]"}]}).encode()
         s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n"
                   b"content-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
                   b"x-api-key: %s\r\ncontent-length: %d\r\n\r\n%s"
@@ -248,7 +248,7 @@ class Conns(QuotaBase):
         got = b""
         while chunk := s.recv(65536):
             got += chunk
-        self.assertIn(b"00000009", got)
+        self.assertIn(b"00000013", got)
         wait_until(lambda: self.open_conns()() == CAP - 1, 10 * SLOW,
                    what="the slow connection gone")
         held.append(self.held(key))
