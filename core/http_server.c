@@ -198,9 +198,11 @@ static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
  * kernel send a reset, which can destroy the answer before the client has read it. */
 static void conn_done(struct conn *c)
 {
+    /* an answer still being written holds the connection open for its owner: the claim
+     * goes with the last write (on_write calls again) */
+    if (c->closing || c->writes || c->lingering) return;
     /* it serves no other request: its owner may open another in its place */
     owner_release(&c->l->owners, &c->claim);
-    if (c->closing || c->writes || c->lingering) return;
     if (!c->linger || c->eof) {
         http_conn_close(c);
         return;

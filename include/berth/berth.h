@@ -547,7 +547,8 @@ struct berth_host {
      * connections on that listener already (max 0: no cap); nothing changes then. A
      * connection its owner claims again costs one string compare; one another owner claims
      * moves to it. The claim ends when the connection closes, or is done serving (an answer
-     * with Connection: close, a refusal in authorize); a NULL owner ends it now.
+     * with Connection: close, a refusal in authorize) and its answer is written; a NULL
+     * owner ends it now.
      * BERTH_ENOENT when the client is gone, BERTH_EINVAL for a bad argument. Works in a
      * listener's authorize hook (at header time) and in a handler. */
     int (*req_conn_claim)(berth_req *r, const char *owner, uint32_t max);

@@ -198,7 +198,9 @@ static int api_of(berth_req *r, enum api *out)
 static bool conn_claim(struct quota *q, berth_req *r, const char *owner)
 {
     int64_t max = q->cfg.max_conns_per_tenant;
-    if (!max || H->req_conn_claim(r, owner, (uint32_t)max) != BERTH_EBUSY) return true;
+    /* claimed without a cap too (max 0 only counts): a cap set on SIGHUP then holds a
+     * tenant to the connections it opened before */
+    if (H->req_conn_claim(r, owner, (uint32_t)max) != BERTH_EBUSY) return true;
     char msg[192];
     snprintf(msg, sizeof msg, "this tenant has %lld connections to the proxy open already; "
              "reuse or close one", (long long)max);

@@ -114,6 +114,13 @@ class Conns(QuotaBase):
                 return int(float(ln.split()[1]))
         return 0
 
+    def reload(self, cap):
+        seq = max([e["seq"] for e in self.b.events()] or [0])
+        self.b.write("10-quota.yaml", self.conf(None, cap=cap))
+        self.b.signal(signal.SIGHUP)
+        wait_until(lambda: "config.reloaded" in [e["type"] for e in self.b.events(since=seq)],
+                   10 * SLOW, what="the reload")
+
     # ---- tests ----
     def test_a_tenant_at_its_cap_is_refused_and_others_get_through(self):
         self.add("hog")
@@ -191,13 +198,7 @@ class Conns(QuotaBase):
             self.send(held[-1], key)
             self.assertEqual(self.answer(held[-1])[0], 200)
 
-        def reload(cap):
-            seq = max([e["seq"] for e in self.b.events()] or [0])
-            self.b.write("10-quota.yaml", self.conf(None, cap=cap))
-            self.b.signal(signal.SIGHUP)
-            wait_until(lambda: "config.reloaded" in [e["type"]
-                                                    for e in self.b.events(since=seq)],
-                       10 * SLOW, what="the reload")
+        reload = self.reload
         # lowered below what the tenant holds: its requests beyond the cap are refused,
         # each ending its connection's claim with the answer (though the client keeps it
         # open a while), until it holds no more than the cap
@@ -215,6 +216,61 @@ class Conns(QuotaBase):
         reload(0)
         more = [self.held(key) for _ in range(CAP + 2)]
         self.assertEqual(len(more), CAP + 2)
+
+    def test_a_connection_whose_answer_is_still_being_written_stays_claimed(self):
+        """an answer the client does not read holds its connection open after the call is
+        done: the tenant holds that connection until it is closed"""
+        self.add("sr")
+        key = self.env("sr")["ANTHROPIC_API_KEY"]
+        held = [self.held(key) for _ in range(CAP - 1)]
+        s = socket.socket()
+        self.socks.append(s)
+        # before connect: a small window and small segments keep the kernel's buffers on
+        # the way small (its send buffer grows by segments in flight)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        s.settimeout(10 * SLOW)
+        s.connect(("127.0.0.1", self.port))
+        # 224 KiB of answer with Connection: close: below the proxy's high water (the call
+        # completes), beyond what the sockets on the way hold
+        body = json.dumps({"model": "claude-test", "max_tokens": 1000,
+                           "messages": [{"role": "user", "content": "[big:14]"}]}).encode()
+        s.sendall(b"POST /v1/messages HTTP/1.1\r\nhost: proxy\r\nconnection: close\r\n"
+                  b"content-type: application/json\r\nanthropic-version: 2023-06-01\r\n"
+                  b"x-api-key: %s\r\ncontent-length: %d\r\n\r\n%s"
+                  % (key.encode(), len(body), body))
+        wait_until(lambda: self.usage("sr")["calls"] == CAP, 10 * SLOW, what="the call done")
+        self.assertEqual(self.open_conns()(), CAP)     # its answer still on the way
+        c = self.conn()
+        self.socks.append(c)
+        self.assertEqual(self.ask(c, key)[0], 429)
+        # read: the answer ends, the connection with it, and its place is free
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        self.assertIn(b"00000013", got)
+        wait_until(lambda: self.open_conns()() == CAP - 1, 10 * SLOW,
+                   what="the slow connection gone")
+        held.append(self.held(key))
+        self.assertEqual(self.raw(key)[0], 429)
+
+    def test_a_cap_set_on_sighup_counts_the_connections_open_without_one(self):
+        """connections are counted while there is no cap (0), so one set later holds the
+        tenant to it with the streams it has open already"""
+        self.add("nc")
+        key = self.env("nc")["ANTHROPIC_API_KEY"]
+        self.reload(0)
+        try:
+            streams = [self.open_stream(key, "[hold:nocap] [long:3]") for _ in range(CAP)]
+            self.reload(CAP)
+            c = self.conn()
+            self.socks.append(c)
+            self.assertEqual(self.ask(c, key)[0], 429)
+        finally:
+            self.fake.release("nocap")
+        for c, r in streams:
+            self.assertIn(b"message_stop", r.read())
+            c.close()
 
     def test_check_validates_the_cap(self):
         for bad in ("-1", "1000001", "many"):
