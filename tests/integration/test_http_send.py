@@ -2,13 +2,15 @@
 never reads is closed after berth.http.send_timeout (and the streaming handler hears of it),
 while a slow client that keeps reading gets all of a long answer, idle_timeout or not."""
 import http.client
+import os
+import subprocess
 import http.server
 import socket
 import threading
 import time
 import unittest
 
-from harness import SLOW, Berthd, free_port, wait_until
+from harness import BERTHD, SLOW, Berthd, free_port, wait_until
 from test_http import Upstream, UpstreamHandler, RelayTest
 
 MID = 2 * 1000 * 1000
@@ -123,6 +125,20 @@ class SendTimeout(RelayTest):
         self.assertEqual(got, LONG, f"cut after {took:.1f} s")
         self.assertGreater(took, 2)         # the answer really outlasted idle_timeout
         c.close()
+
+
+class SendTimeoutConfig(unittest.TestCase):
+    def test_send_timeout_is_validated(self):
+        b = Berthd({"10-http.yaml": "berth:\n  http: {send_timeout: 10ms}\n"}, plugins=())
+        try:
+            p = subprocess.run([BERTHD, "--config", b.conf, "--check"], capture_output=True,
+                               text=True)
+            self.assertEqual(p.returncode, 1)
+            self.assertIn(os.path.join(b.conf, "10-http.yaml") + ":2:24: 'send_timeout' is out "
+                          "of range (100ms..86400000ms)", p.stderr)
+        finally:
+            b.cleanup()
+
 
 if __name__ == "__main__":
     unittest.main()
