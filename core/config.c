@@ -42,6 +42,9 @@ static const struct berth_cfg_item http_schema[] = {
      "time a client has to send a whole request", R, NULL, NULL},
     {"idle_timeout", BERTH_CFG_DURATION, "60s", 100, 86400000, H(idle_timeout),
      "keep-alive connections idle longer are closed", R, NULL, NULL},
+    {"send_timeout", BERTH_CFG_DURATION, "60s", 100, 86400000, H(send_timeout),
+     "a connection whose client reads none of a pending answer this long is closed", R, NULL,
+     NULL},
     {"max_header", BERTH_CFG_SIZE, "16k", 1024, 1 << 20, H(max_header),
      "largest request line plus headers", R, NULL, NULL},
     {"max_body", BERTH_CFG_SIZE, "1m", 1024, 1 << 30, H(max_body), "largest request body", R,
@@ -444,7 +447,7 @@ void core_apply(const struct core_cfg *c)
     http_limits = (struct http_limits){c->http.header_timeout, c->http.idle_timeout,
                                        c->http.max_header, c->http.max_body,
                                        (uint64_t)c->http.max_connections,
-                                       c->http.max_buffered};
+                                       c->http.max_buffered, c->http.send_timeout};
     bus_set_retention((uint64_t)c->events.retention);
 }
 

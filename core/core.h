@@ -219,6 +219,7 @@ struct http_limits {
     uint64_t max_header, max_body;
     /* per listener; 0 = 1024 connections, 64 MiB held for requests not yet dispatched */
     uint64_t max_connections, max_buffered;
+    int64_t send_timeout_ms;    /* output pending and none of it taken this long: closed */
 };
 extern struct http_limits http_limits;
 /* addr: "host:port" or "unix:PATH". token: when set, requests need "Authorization: Bearer". */
@@ -340,6 +341,7 @@ struct core_cfg {
         uint64_t max_header, max_body;
         int64_t max_connections;
         uint64_t max_buffered;
+        int64_t send_timeout;
     } http;
     struct {
         int64_t resync_interval, retry_base, retry_max;

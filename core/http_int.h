@@ -73,6 +73,10 @@ struct conn {
     size_t held;                /* this connection's share of l->buffered */
     char peer[64];
     int writes;
+    bool sending;               /* the timer is send_timeout: output is pending (conn_timer) */
+    uint64_t queued;            /* bytes ever handed to uv_write */
+    uint64_t sent_mark;         /* bytes_out() when send_timeout was last (re)armed */
+    uint64_t header_due;        /* loop time header_timeout ends (with deadline) */
     struct conn_owner *claim;   /* its owner's record in l->owners, or NULL */
 };
 

@@ -18,7 +18,7 @@
 #include <time.h>
 
 struct http_limits http_limits = {
-    .header_timeout_ms = 10000, .idle_timeout_ms = 60000,
+    .header_timeout_ms = 10000, .idle_timeout_ms = 60000, .send_timeout_ms = 60000,
     .max_header = 16384, .max_body = 1 << 20,
 };
 
@@ -192,6 +192,38 @@ static void on_shutdown(uv_shutdown_t *s, int status)
 
 static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *b);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_timeout(uv_timer_t *t);
+
+/* Bytes of this connection's output the kernel has taken so far (libuv's queue shrinks with
+ * every partial write, so this moves while a large answer trickles out). */
+static uint64_t bytes_out(struct conn *c)
+{
+    return c->queued - uv_stream_get_write_queue_size(&c->u.s);
+}
+
+/* The connection's one timer follows its state: with output pending it is send_timeout,
+ * checked for progress when it fires (re-armed per interval, not per write); otherwise the
+ * request's header deadline, nothing while a request is being answered, or idle_timeout.
+ * Called where the state changes; a lingering connection keeps its linger timer. */
+static void conn_timer(struct conn *c)
+{
+    if (c->closing || c->lingering) return;
+    uint64_t now = uv_now(C.loop), due;
+    if (c->writes) {
+        if (c->sending) return;
+        c->sending = true;
+        c->sent_mark = bytes_out(c);
+        due = now + (uint64_t)http_limits.send_timeout_ms;
+    } else {
+        c->sending = false;
+        if (c->req && c->req->state != REQ_PARSING) {
+            uv_timer_stop(&c->timer);
+            return;
+        }
+        due = c->deadline ? c->header_due : now + (uint64_t)http_limits.idle_timeout_ms;
+    }
+    uv_timer_start(&c->timer, on_timeout, due > now ? due - now : 0, 0);
+}
 
 /* Ends a connection once its answer is written. One refused with its request unread first
  * half-closes and drops what still arrives, for a while: closing with unread bytes makes the
@@ -229,9 +261,13 @@ static void on_write(uv_write_t *w, int status)
         http_conn_close(c);
         return;
     }
-    if (c->close_after && !c->writes) {
-        conn_done(c);
-        return;
+    if (!c->writes) {
+        c->sending = false;
+        if (c->close_after) {
+            conn_done(c);
+            return;
+        }
+        conn_timer(c);          /* the timer the state asks for once nothing is pending */
     }
     berth_req *r = c->req;
     if (r && r->drain_cb && uv_stream_get_write_queue_size(&c->u.s) < DRAIN_LOW) {
@@ -265,17 +301,13 @@ static void conn_write(struct conn *c, const char *a, size_t na, const char *b, 
         http_conn_close(c);
         return;
     }
-    c->writes++;
+    c->queued += na + nb;
+    if (c->writes++ == 0) conn_timer(c);
 }
 
 /* ---- parsing ---- */
 
 static void process(struct conn *c);
-
-static void arm_timer(struct conn *c, int64_t ms, uv_timer_cb cb)
-{
-    if (!c->closing) uv_timer_start(&c->timer, cb, (uint64_t)ms, 0);
-}
 
 static void send_simple(struct conn *c, int status, const char *code, const char *msg)
 {
@@ -292,10 +324,27 @@ static void send_simple(struct conn *c, int status, const char *code, const char
     conn_done(c);
 }
 
+/* Output pending and not a byte of it taken for a whole send_timeout: the client does not
+ * read. Closing tells the handler of a streamed answer (on_close). */
+static bool send_stalled(struct conn *c)
+{
+    uint64_t out = bytes_out(c);
+    if (out != c->sent_mark) {
+        c->sent_mark = out;
+        uv_timer_start(&c->timer, on_timeout, (uint64_t)http_limits.send_timeout_ms, 0);
+        return false;
+    }
+    log_info("http: %s read nothing of its answer for %lld ms: closed", c->peer,
+             (long long)http_limits.send_timeout_ms);
+    return true;
+}
+
 static void on_timeout(uv_timer_t *t)
 {
     struct conn *c = t->data;
-    if (c->req && c->req->state == REQ_PARSING)
+    if (c->writes) {
+        if (send_stalled(c)) http_conn_close(c);
+    } else if (c->req && c->req->state == REQ_PARSING)
         send_simple(c, 408, "request_timeout", "the request took too long to arrive");
     else if (!c->req)
         http_conn_close(c);          /* idle keep-alive connection */
@@ -308,7 +357,8 @@ static void header_deadline(struct conn *c)
 {
     if (c->deadline) return;
     c->deadline = true;
-    arm_timer(c, http_limits.header_timeout_ms, on_timeout);
+    c->header_due = uv_now(C.loop) + (uint64_t)http_limits.header_timeout_ms;
+    conn_timer(c);
 }
 
 /* Recomputes what this connection holds for requests not yet dispatched: unparsed input and
@@ -534,7 +584,7 @@ static int on_complete(http_parser *p)
 static void dispatch(struct conn *c)
 {
     berth_req *r = c->req;
-    uv_timer_stop(&c->timer);
+    if (!c->writes) uv_timer_stop(&c->timer);  /* a previous answer still going out keeps it */
     n_requests++;
     r->state = REQ_DISPATCHED;
     account(c);
@@ -800,7 +850,7 @@ static void finish(berth_req *r)
             conn_done(c);
         } else {
             c->deadline = false;        /* idle now: the next request's clock starts later */
-            arm_timer(c, http_limits.idle_timeout_ms, on_timeout);
+            conn_timer(c);              /* idle_timeout, or send_timeout while it is written */
             if (!c->reading && !c->eof) {
                 uv_read_start(&c->u.s, on_alloc, on_read);
                 c->reading = true;

@@ -44,7 +44,7 @@ static void setup(void)
 {
     C.loop = uv_default_loop();
     log_configure(BERTH_LOG_ERROR, false);
-    http_limits = (struct http_limits){1000, 1000, 4096, 65536};
+    http_limits = (struct http_limits){1000, 1000, 4096, 65536, .send_timeout_ms = 1000};
     if (!mkdtemp(dir)) abort();
     atexit(remove_dir);
     char *f = xasprintf("%s/00-berth.yaml", dir);

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!init) {
         C.loop = uv_default_loop();
         log_configure(BERTH_LOG_ERROR, false);
-        http_limits = (struct http_limits){200, 200, 1024, 2048};
+        http_limits = (struct http_limits){200, 200, 1024, 2048, .send_timeout_ms = 200};
         init = true;
     }
     int sv[2];
