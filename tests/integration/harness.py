@@ -220,6 +220,23 @@ class Berthd:
             self.proc.wait()
             raise AssertionError("berthd did not stop on SIGTERM:\n" + self.log())
 
+    def stop_checked(self, test):
+        """stops berthd if it still runs and fails `test` unless it exited 0; True if it ran"""
+        if not self.proc or self.proc.poll() is not None:
+            return False
+        rc = self.stop()
+        test.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.log()[-5000:])
+        return True
+
+    def keep_or_cleanup(self, *also):
+        """BERTH_KEEP=1 keeps the state dir (and `also`) to look at; otherwise all goes"""
+        if os.environ.get("BERTH_KEEP"):
+            print("kept", self.dir, *also)
+            return
+        self.cleanup()
+        for d in also:
+            shutil.rmtree(d, ignore_errors=True)
+
     def kill(self):
         self.proc.kill()
         self.proc.wait()
@@ -259,12 +276,7 @@ class BerthTest(unittest.TestCase):
 
     def tearDown(self):
         try:
-            if self.b.proc and self.b.proc.poll() is None:
-                rc = self.b.stop()
-                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
+            if self.b.stop_checked(self):
                 self.assertNotIn(DRAIN_LATE, self.b.log())
         finally:
-            if os.environ.get("BERTH_KEEP"):
-                print("kept", self.b.dir)
-            else:
-                self.b.cleanup()
+            self.b.keep_or_cleanup()

@@ -28,8 +28,7 @@ class FullDisk(unittest.TestCase):
     def tearDown(self):
         b = self.b
         try:
-            if b.proc and b.proc.poll() is None:
-                self.assertEqual(b.stop(), 0, b.log()[-3000:])
+            b.stop_checked(self)
         finally:
             subprocess.run(["umount", "-l", b.state], capture_output=True)
             b.cleanup()

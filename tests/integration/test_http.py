@@ -155,17 +155,11 @@ class RelayTest(unittest.TestCase):
     def tearDown(self):
         self.up.release.set()
         try:
-            if self.b.proc and self.b.proc.poll() is None:
-                rc = self.b.stop()
-                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
-                if not self.drain_late_ok:
-                    self.assertNotIn(DRAIN_LATE, self.b.log())
+            if self.b.stop_checked(self) and not self.drain_late_ok:
+                self.assertNotIn(DRAIN_LATE, self.b.log())
         finally:
             self.up.stop()
-            if os.environ.get("BERTH_KEEP"):
-                print("kept", self.b.dir)
-            else:
-                self.b.cleanup()
+            self.b.keep_or_cleanup()
 
     def conn(self, timeout=5):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout * SLOW)

@@ -225,9 +225,7 @@ class RelayCase(unittest.TestCase):
 
     def tearDown(self):
         try:
-            if self.b.proc and self.b.proc.poll() is None:
-                rc = self.b.stop()
-                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
+            self.b.stop_checked(self)
         finally:
             self.up.close()
             self.b.cleanup()

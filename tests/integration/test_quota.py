@@ -172,16 +172,10 @@ templates:
 
     def tearDown(self):
         try:
-            if self.b.proc and self.b.proc.poll() is None:
-                rc = self.b.stop()
-                self.assertEqual(rc, 0, "berthd did not exit cleanly:\n" + self.b.log()[-5000:])
+            self.b.stop_checked(self)
         finally:
             self.fake.stop()
-            if os.environ.get("BERTH_KEEP"):
-                print("kept", self.b.dir, self.tmp)
-            else:
-                self.b.cleanup()
-                shutil.rmtree(self.tmp, ignore_errors=True)
+            self.b.keep_or_cleanup(self.tmp)
 
     # ---- helpers ----
     def add(self, handle, template="default"):

@@ -350,8 +350,7 @@ class FullDisk(QuotaBase):
 
     def tearDown(self):
         try:
-            if self.b.proc and self.b.proc.poll() is None:
-                self.assertEqual(self.b.stop(), 0, self.b.log()[-5000:])
+            self.b.stop_checked(self)
         finally:
             if self.mounted:
                 subprocess.run(["umount", "-l", self.b.state], capture_output=True)
