@@ -164,9 +164,14 @@ print(f"added latency over nginx: p50 {st.median(added50):.0f} us, p99 {st.media
 calls=$(curl -s --unix-socket "$sock" http://x/v1/tenants/bench/usage | python3 -c 'import json,sys; print(json.load(sys.stdin)["calls"])')
 echo "berth calls metered: $calls"
 breqs=$(printf '%s\n' "${results[@]}" | awk '$2 == "berth" {n += $6} END {printf "%d", n}')
-# calls metered when the ledger keeps them; wrk's count of answers otherwise (a build
-# without its ledger: bench/quota_breakdown.sh)
-[ "$calls" -gt "$calls0" ] || { calls0=0; calls=$breqs; }
+# calls metered; wrk's count of answers only for a build told to keep no ledger
+# (bench/quota_breakdown.sh): anywhere else a ledger that metered nothing is a failure
+if [ "$calls" -le "$calls0" ] && [ -n "$breqs" ] && [ "$breqs" -gt 0 ]; then
+    case "${BERTH_BENCH_LEDGER:-}" in
+        noledger|relay) calls0=0; calls=$breqs ;;
+        *) echo "berth answered $breqs calls but metered none" >&2; exit 1 ;;
+    esac
+fi
 if [ -n "${QUOTA_CALLGRIND:-}" ]; then
     callgrind_control -d "$bpid" >/dev/null
     cp "$tmp"/cg.out.1 "$QUOTA_CALLGRIND"
