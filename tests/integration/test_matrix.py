@@ -14,19 +14,9 @@ from harness import BERTHD, Berthd, wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
 from matrix_case import (CONF, env_of, MatrixCase,  # noqa: E402
-                         read, start_module_synapse, stop_module_synapse)
+                         read, setUpModule, tearDownModule)
 from synapse_fixture import q  # noqa: E402
 
-HS = None
-
-
-def setUpModule():
-    global HS
-    HS = start_module_synapse()
-
-
-def tearDownModule():
-    stop_module_synapse(HS)
 
 
 EXEC = """
@@ -52,21 +42,22 @@ class Matrix(MatrixCase):
         t = b.wait_tenant("alice", "ready", timeout=30)
         env = env_of(b, "alice")
         self.assertEqual(env["MATRIX_USER_ID"], "@alice_ai:test.local")
-        self.assertEqual(env["MATRIX_HOMESERVER_URL"], HS.url)
+        self.assertEqual(env["MATRIX_HOMESERVER_URL"], self.hs.url)
         self.assertTrue(env["MATRIX_DEVICE_ID"])
         # display names, set at registration
         for uid, name in (("@alice:test.local", "alice"), ("@alice_ai:test.local", "alice's AI")):
-            st, prof = HS.call("GET", f"/_matrix/client/v3/profile/{q(uid)}/displayname",
-                               token=HS.admin())
+            st, prof = self.hs.call("GET", f"/_matrix/client/v3/profile/{q(uid)}/displayname",
+                               token=self.hs.admin())
             self.assertEqual((st, prof.get("displayname")), (200, name))
         # joined to the lobby, which is a child of the fleet space
-        lobby, fleet = (HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("lobby", "fleet"))
+        lobby, fleet = (self.hs.room_of(f"#{self.prefix}{r}:test.local")
+                        for r in ("lobby", "fleet"))
         self.assertTrue(lobby and fleet)
-        self.assertIn(lobby, HS.joined_rooms("@alice_ai:test.local"))
-        self.assertNotIn(lobby, HS.joined_rooms("@alice:test.local"))   # not in its `join`
-        kids = [e["state_key"] for e in HS.state(fleet) if e["type"] == "m.space.child"]
+        self.assertIn(lobby, self.hs.joined_rooms("@alice_ai:test.local"))
+        self.assertNotIn(lobby, self.hs.joined_rooms("@alice:test.local"))   # not in its `join`
+        kids = [e["state_key"] for e in self.hs.state(fleet) if e["type"] == "m.space.child"]
         self.assertEqual(kids, [lobby])
-        create = [e for e in HS.state(fleet) if e["type"] == "m.room.create"][0]
+        create = [e for e in self.hs.state(fleet) if e["type"] == "m.room.create"][0]
         self.assertEqual(create["content"].get("type"), "m.space")
         # accounts shown, never tokens
         r = b.get("/v1/tenants/alice/matrix")
@@ -102,7 +93,7 @@ class Matrix(MatrixCase):
         self.assertEqual(b.req("DELETE", "/v1/tenants/alice").status, 202)
         wait_until(lambda: b.get("/v1/tenants/alice").status == 404, 30, what="deletion")
         for uid, name in (("@alice:test.local", "alice"), ("@alice_ai:test.local", "alice's AI")):
-            st, u = HS.user(uid)
+            st, u = self.hs.user(uid)
             self.assertEqual((st, u.get("deactivated")), (200, True))
             self.assertEqual(u.get("displayname"), name)      # erase: false keeps the profile
         # nothing of alice's left in the plugin's tables
@@ -110,9 +101,9 @@ class Matrix(MatrixCase):
                          [])
         self.assertEqual(self.db(b, "SELECT user_id FROM matrix_joins WHERE user_id LIKE "
                                  "'@alice%'"), [])
-        self.assertEqual(HS.room_of(f"#{self.prefix}lobby:test.local"), lobby)
-        self.assertIn(lobby, HS.joined_rooms("@ivy_ai:test.local"))
-        self.assertIn(lobby, HS.joined_rooms(f"@{self.admin}:test.local"))
+        self.assertEqual(self.hs.room_of(f"#{self.prefix}lobby:test.local"), lobby)
+        self.assertIn(lobby, self.hs.joined_rooms("@ivy_ai:test.local"))
+        self.assertIn(lobby, self.hs.joined_rooms(f"@{self.admin}:test.local"))
         self.assertEqual(b.get("/v1/tenants/alice/matrix").status, 404)
         ev = [(e["type"], e["payload"].get("user_id")) for e in b.events(tenant="alice")
               if e["type"].startswith("matrix.")]
@@ -126,7 +117,7 @@ class Matrix(MatrixCase):
     def test_homeserver_down_while_creating(self):
         b = self.berthd()
         wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
-        HS.stop()
+        self.hs.stop()
         try:
             self.assertEqual(b.post("/v1/tenants", {"handle": "carol"}).status, 201)
             t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
@@ -137,27 +128,27 @@ class Matrix(MatrixCase):
             self.assertFalse(h["reachable"])
             self.assertIn("berth_matrix_homeserver_up 0", b.get("/metrics").body)
         finally:
-            HS.start()
+            self.hs.start()
         b.wait_tenant("carol", "ready", timeout=40)
         self.assertEqual(env_of(b, "carol")["MATRIX_USER_ID"], "@carol_ai:test.local")
-        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
-                      HS.joined_rooms("@carol_ai:test.local"))
+        self.assertIn(self.hs.room_of(f"#{self.prefix}lobby:test.local"),
+                      self.hs.joined_rooms("@carol_ai:test.local"))
         # deleting while the homeserver is down: the tenant stays deleting with the reason
-        HS.stop()
+        self.hs.stop()
         try:
             self.assertEqual(b.req("DELETE", "/v1/tenants/carol").status, 202)
             t = wait_until(lambda: (lambda t: "homeserver unreachable" in (t["reason"] or "")
                                     and t)(b.tenant("carol")), 20, what="the reason")
             self.assertEqual(t["desired"], "deleted")
         finally:
-            HS.start()
+            self.hs.start()
         wait_until(lambda: b.get("/v1/tenants/carol").status == 404, 40, what="deletion")
-        self.assertTrue(HS.user("@carol_ai:test.local")[1].get("deactivated"))
+        self.assertTrue(self.hs.user("@carol_ai:test.local")[1].get("deactivated"))
         self.assertIn("berth_matrix_homeserver_up 1", b.get("/metrics").body)
         self.stop_ok()
 
     def test_user_berth_did_not_create_is_refused(self):
-        st, _ = HS.register("dave_ai")
+        st, _ = self.hs.register("dave_ai")
         self.assertEqual(st, 200)
         b = self.berthd()
         self.assertEqual(b.post("/v1/tenants", {"handle": "dave"}).status, 201)
@@ -182,7 +173,7 @@ class Matrix(MatrixCase):
         out = b.ctl("matrix", "invite", "2", "1").stdout
         token = out.split()[0]
         self.assertTrue(token)
-        st, r = HS.register_with_token("erin", token)
+        st, r = self.hs.register_with_token("erin", token)
         self.assertEqual(st, 200, r)
         listed = b.ctl("matrix", "invites").stdout
         self.assertIn(token, listed)
@@ -197,7 +188,7 @@ class Matrix(MatrixCase):
                          (None, None))
         b.ctl("matrix", "revoke", token)
         self.assertNotIn(token, b.ctl("matrix", "invites").stdout)
-        st, r = HS.register_with_token("frank", token)
+        st, r = self.hs.register_with_token("frank", token)
         self.assertEqual(st, 401, r)   # the token stage is refused
         self.assertEqual(b.ctl("matrix", "revoke", token, check=False).returncode, 1)
         # a homeserver without the registration-token admin API: said so, not a failure
@@ -208,7 +199,7 @@ class Matrix(MatrixCase):
         self.stop_ok()
 
     def test_registration_token_flow_without_admin_api(self):
-        st, tok = HS.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
+        st, tok = self.hs.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
         self.assertEqual(st, 200, tok)
         path = os.path.join(self.tmp, "regtoken")
         with open(path, "w") as f:
@@ -217,16 +208,16 @@ class Matrix(MatrixCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "gus"}).status, 201)
         b.wait_tenant("gus", "ready", timeout=30)
         env = env_of(b, "gus")
-        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+        st, who = self.hs.call("GET", "/_matrix/client/v3/account/whoami",
                           token=env["MATRIX_ACCESS_TOKEN"])
         self.assertEqual((st, who.get("user_id")), (200, "@gus_ai:test.local"))
-        st, prof = HS.call("GET", "/_matrix/client/v3/profile/%40gus_ai%3Atest.local",
-                           token=HS.admin())
+        st, prof = self.hs.call("GET", "/_matrix/client/v3/profile/%40gus_ai%3Atest.local",
+                           token=self.hs.admin())
         self.assertEqual(prof.get("displayname"), "gus's AI")
-        self.assertFalse(HS.user("@gus:test.local")[1].get("admin"))
-        self.assertFalse(HS.user(f"@{self.admin}:test.local")[1].get("admin"))
-        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
-                      HS.joined_rooms("@gus_ai:test.local"))
+        self.assertFalse(self.hs.user("@gus:test.local")[1].get("admin"))
+        self.assertFalse(self.hs.user(f"@{self.admin}:test.local")[1].get("admin"))
+        self.assertIn(self.hs.room_of(f"#{self.prefix}lobby:test.local"),
+                      self.hs.joined_rooms("@gus_ai:test.local"))
         r = b.post("/v1/matrix/invites", {"uses": 1})
         self.assertEqual(r.status, 501)
         self.assertIn("not supported", r.body)
@@ -238,7 +229,7 @@ class Matrix(MatrixCase):
         self.assertEqual(b.req("DELETE", "/v1/tenants/gus").status, 202)
         wait_until(lambda: b.get("/v1/tenants/gus").status == 404, 30, what="deletion")
         for uid in ("@gus:test.local", "@gus_ai:test.local"):
-            u = HS.user(uid)[1]
+            u = self.hs.user(uid)[1]
             self.assertTrue(u.get("deactivated"), uid)
             self.assertFalse(u.get("displayname"), uid)
         self.stop_ok()
@@ -266,13 +257,13 @@ class Matrix(MatrixCase):
             b.tenant("jo")) and env_of(b, "jo")["MATRIX_ACCESS_TOKEN"] != old, 30,
             what="jo ready with its new token")
         env = env_of(b, "jo")
-        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+        st, who = self.hs.call("GET", "/_matrix/client/v3/account/whoami",
                           token=env["MATRIX_ACCESS_TOKEN"])
         self.assertEqual((st, who.get("user_id")), (200, "@jo_ai:test.local"))
         self.stop_ok()
 
     def test_bad_configuration_is_refused_at_its_key(self):
-        conf = CONF.format(url=HS.url, secret=HS.secret_file(self.tmp), admin=self.admin,
+        conf = CONF.format(url=self.hs.url, secret=self.hs.secret_file(self.tmp), admin=self.admin,
                            prefix="")
         for bad, msg in (
                 (conf.replace("in_space: fleet", "in_space: lobby"),

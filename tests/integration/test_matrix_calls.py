@@ -11,19 +11,9 @@ import unittest
 from harness import wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
-from matrix_case import MatrixCase, read, start_module_synapse, stop_module_synapse  # noqa: E402
+from matrix_case import MatrixCase, read, setUpModule, tearDownModule  # noqa: E402
 from synapse_fixture import q  # noqa: E402
 
-HS = None
-
-
-def setUpModule():
-    global HS
-    HS = start_module_synapse()
-
-
-def tearDownModule():
-    stop_module_synapse(HS)
 
 
 class Calls(MatrixCase):
@@ -65,7 +55,7 @@ class Calls(MatrixCase):
         (token, device), = self.db(b, "SELECT token, device_id FROM matrix_accounts "
                                       "WHERE user_id='@mia:test.local'")
         self.assertNotEqual(device, "EVIL")
-        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami", token=token)
+        st, who = self.hs.call("GET", "/_matrix/client/v3/account/whoami", token=token)
         self.assertEqual((st, who["user_id"]), (200, "@mia:test.local"))
         self.stop_ok()
 
@@ -103,15 +93,15 @@ class Calls(MatrixCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "hal"}).status, 201)
         b.wait_tenant("hal", "ready", timeout=30)
         p = self.prefix
-        lobby, fleet = (HS.room_of(f"#{p}{r}:test.local") for r in ("lobby", "fleet"))
+        lobby, fleet = (self.hs.room_of(f"#{p}{r}:test.local") for r in ("lobby", "fleet"))
         admin = self.admin_token(b)
 
         def state(room, kind, key=""):
-            return [e["content"] for e in HS.state(room) if e["type"] == kind and
+            return [e["content"] for e in self.hs.state(room) if e["type"] == kind and
                     e["state_key"] == key]
 
         def put(room, kind, content, key=""):
-            st, _ = HS.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/{kind}/{q(key)}",
+            st, _ = self.hs.call("PUT", f"/_matrix/client/v3/rooms/{q(room)}/state/{kind}/{q(key)}",
                             content, token=admin)
             self.assertEqual(st, 200)
 
@@ -142,8 +132,9 @@ class Calls(MatrixCase):
         self.assertEqual(writes(mark), [])
         # a room gone from the directory: plan would create it, put it in its space and join
         # hal's AI to it, and writes nothing; apply does it
-        st, _ = HS.call("DELETE", f"/_matrix/client/v3/directory/room/{q(f'#{p}lobby:test.local')}",
-                        token=HS.admin())
+        alias = q(f"#{p}lobby:test.local")
+        st, _ = self.hs.call("DELETE", f"/_matrix/client/v3/directory/room/{alias}",
+                             token=self.hs.admin())
         self.assertEqual(st, 200)
         mark = self.proxy.mark()
         self.assertEqual(b.ctl("matrix", "plan").stdout.splitlines(),
@@ -151,11 +142,11 @@ class Calls(MatrixCase):
                           f"add #{p}lobby:test.local to space #{p}fleet:test.local",
                           f"join @hal_ai:test.local to #{p}lobby:test.local"])
         self.assertEqual(writes(mark), [])
-        self.assertIsNone(HS.room_of(f"#{p}lobby:test.local"))
+        self.assertIsNone(self.hs.room_of(f"#{p}lobby:test.local"))
         self.assertEqual(b.ctl("matrix", "apply").stdout.strip(), "matrix: applied")
-        lobby2 = HS.room_of(f"#{p}lobby:test.local")
+        lobby2 = self.hs.room_of(f"#{p}lobby:test.local")
         self.assertNotIn(lobby2, (None, lobby))
-        self.assertIn(lobby2, HS.joined_rooms("@hal_ai:test.local"))
+        self.assertIn(lobby2, self.hs.joined_rooms("@hal_ai:test.local"))
         self.assertEqual(state(fleet, "m.space.child", lobby2), [{"via": ["test.local"]}])
         self.assertEqual(b.ctl("matrix", "plan").stdout.strip(), "matrix: nothing to change")
         # a room added by a reload is created, put in its space and joined per `join`
@@ -164,10 +155,10 @@ class Calls(MatrixCase):
             "    rooms:\n", f"    rooms:\n      - {{alias: {p}ops, name: Ops, in_space: {p}fleet,"
             " join: [\"{handle}\"]}\n"))
         b.ctl("reload")
-        ops = wait_until(lambda: HS.room_of(f"#{p}ops:test.local"), 20, what="the new room")
-        wait_until(lambda: ops in HS.joined_rooms("@hal:test.local"), 20, what="hal joined")
-        fleet = HS.room_of(f"#{p}fleet:test.local")
-        self.assertIn(ops, [e["state_key"] for e in HS.state(fleet)
+        ops = wait_until(lambda: self.hs.room_of(f"#{p}ops:test.local"), 20, what="the new room")
+        wait_until(lambda: ops in self.hs.joined_rooms("@hal:test.local"), 20, what="hal joined")
+        fleet = self.hs.room_of(f"#{p}fleet:test.local")
+        self.assertIn(ops, [e["state_key"] for e in self.hs.state(fleet)
                             if e["type"] == "m.space.child"])
         wait_until(lambda: b.ctl("matrix", "plan").stdout.strip() == "matrix: nothing to change",
                    10, what="an empty plan")

@@ -11,18 +11,8 @@ from harness import wait_until
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "matrix"))
 from matrix_case import (env_of, MatrixCase, read,  # noqa: E402
-                         start_module_synapse, stop_module_synapse)
+                         setUpModule, tearDownModule)
 
-HS = None
-
-
-def setUpModule():
-    global HS
-    HS = start_module_synapse()
-
-
-def tearDownModule():
-    stop_module_synapse(HS)
 
 
 class Tokens(MatrixCase):
@@ -31,10 +21,10 @@ class Tokens(MatrixCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "bob"}).status, 201)
         b.wait_tenant("bob", "ready", timeout=30)
         uids = ["@bob:test.local", "@bob_ai:test.local", f"@{self.admin}:test.local"]
-        devices = {u: HS.devices(u) for u in uids}
+        devices = {u: self.hs.devices(u) for u in uids}
         self.assertEqual([len(d) for d in devices.values()], [1, 1, 1])
         token = env_of(b, "bob")["MATRIX_ACCESS_TOKEN"]
-        rooms = [HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("fleet", "lobby")]
+        rooms = [self.hs.room_of(f"#{self.prefix}{r}:test.local") for r in ("fleet", "lobby")]
         mark = self.proxy.mark()
         for _ in range(3):
             self.stop_ok()
@@ -44,7 +34,7 @@ class Tokens(MatrixCase):
                        what="rooms applied at start")
         b.ctl("reload")
         self.assertEqual(b.post("/v1/matrix/apply").status, 200)
-        self.assertEqual({u: HS.devices(u) for u in uids}, devices)
+        self.assertEqual({u: self.hs.devices(u) for u in uids}, devices)
         self.assertEqual(env_of(b, "bob")["MATRIX_ACCESS_TOKEN"], token)
         self.assertEqual(b.tenant("bob")["plugins"]["matrix"]["accounts"], uids[:2])
         self.assertNotIn("logged in", b.log())
@@ -55,8 +45,8 @@ class Tokens(MatrixCase):
             ("/login", "/register", "/createRoom"))], [])
         whoami = [c["token"] for c in calls if c["path"].endswith("/account/whoami")]
         self.assertEqual(whoami, [self.admin_token(b)] * 3)
-        self.assertEqual([HS.room_of(f"#{self.prefix}{r}:test.local") for r in ("fleet", "lobby")],
-                         rooms)
+        self.assertEqual([self.hs.room_of(f"#{self.prefix}{r}:test.local")
+                          for r in ("fleet", "lobby")], rooms)
         self.assertEqual(len(b.events(type="matrix.room_created")), 2)
         # provisioning run again twice in one start checks each stored token once
         mark = self.proxy.mark()
@@ -75,8 +65,8 @@ class Tokens(MatrixCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "ivan"}).status, 201)
         b.wait_tenant("ivan", "ready", timeout=30)
         old = env_of(b, "ivan")
-        devices = HS.devices("@ivan_ai:test.local")
-        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {},
+        devices = self.hs.devices("@ivan_ai:test.local")
+        st, _ = self.hs.call("POST", "/_matrix/client/v3/logout", {},
                         token=old["MATRIX_ACCESS_TOKEN"])
         self.assertEqual(st, 200)
         self.stop_ok()
@@ -85,11 +75,11 @@ class Tokens(MatrixCase):
         new = wait_until(lambda: (lambda e: e and e["MATRIX_ACCESS_TOKEN"] !=
                                   old["MATRIX_ACCESS_TOKEN"] and e)(env_of(b, "ivan")), 30,
                          what="a new token for the workload")
-        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+        st, who = self.hs.call("GET", "/_matrix/client/v3/account/whoami",
                           token=new["MATRIX_ACCESS_TOKEN"])
         self.assertEqual((st, who.get("user_id")), (200, "@ivan_ai:test.local"))
         self.assertEqual(new["MATRIX_DEVICE_ID"], old["MATRIX_DEVICE_ID"])
-        self.assertEqual(HS.devices("@ivan_ai:test.local"), devices)
+        self.assertEqual(self.hs.devices("@ivan_ai:test.local"), devices)
         self.assertEqual(b.log().count("logged in @ivan_ai:test.local again"), 1)
         self.assertEqual(b.log().count("logged in"), 1)
         self.stop_ok()
@@ -99,7 +89,7 @@ class Tokens(MatrixCase):
         self.assertEqual(b.post("/v1/tenants", {"handle": "kim"}).status, 201)
         b.wait_tenant("kim", "ready", timeout=30)
         old = env_of(b, "kim")["MATRIX_ACCESS_TOKEN"]
-        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {}, token=old)
+        st, _ = self.hs.call("POST", "/_matrix/client/v3/logout", {}, token=old)
         self.assertEqual(st, 200)
         self.stop_ok()
         b.start()
@@ -119,7 +109,7 @@ class Tokens(MatrixCase):
         # the refused token was asked about once; the attempts after went to the login
         whoami = self.proxy.since(mark, "GET", "/_matrix/client/v3/account/whoami")
         self.assertEqual(len([c for c in whoami if c["token"] == old]), 1)
-        st, who = HS.call("GET", "/_matrix/client/v3/account/whoami",
+        st, who = self.hs.call("GET", "/_matrix/client/v3/account/whoami",
                           token=new["MATRIX_ACCESS_TOKEN"])
         self.assertEqual((st, who.get("user_id")), (200, "@kim_ai:test.local"))
         self.stop_ok()
@@ -128,7 +118,7 @@ class Tokens(MatrixCase):
         b = self.berthd(proxied=True)
         wait_until(lambda: b.get("/v1/matrix/health").json["rooms_ready"], 20, what="rooms")
         old = self.admin_token(b)
-        st, _ = HS.call("POST", "/_matrix/client/v3/logout", {}, token=old)
+        st, _ = self.hs.call("POST", "/_matrix/client/v3/logout", {}, token=old)
         self.assertEqual(st, 200)
         # the first call with berth's own token meets M_UNKNOWN_TOKEN and fails; the next
         # logs in once and goes on
@@ -140,12 +130,12 @@ class Tokens(MatrixCase):
         self.assertNotEqual(self.admin_token(b), old)
         self.assertEqual(b.post("/v1/tenants", {"handle": "max"}).status, 201)
         b.wait_tenant("max", "ready", timeout=30)
-        self.assertIn(HS.room_of(f"#{self.prefix}lobby:test.local"),
-                      HS.joined_rooms("@max_ai:test.local"))
+        self.assertIn(self.hs.room_of(f"#{self.prefix}lobby:test.local"),
+                      self.hs.joined_rooms("@max_ai:test.local"))
         self.stop_ok()
 
     def test_an_accounts_token_refused_while_running_without_the_admin_api(self):
-        st, tok = HS.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
+        st, tok = self.hs.acall("POST", "/_synapse/admin/v1/registration_tokens/new", {})
         self.assertEqual(st, 200, tok)
         path = os.path.join(self.tmp, "regtoken")
         with open(path, "w") as f:
@@ -155,7 +145,7 @@ class Tokens(MatrixCase):
         b.wait_tenant("ned", "ready", timeout=30)
         ned = "@ned_ai:test.local"
         old = env_of(b, "ned")["MATRIX_ACCESS_TOKEN"]
-        self.assertEqual(HS.call("POST", "/_matrix/client/v3/logout", {}, token=old)[0], 200)
+        self.assertEqual(self.hs.call("POST", "/_matrix/client/v3/logout", {}, token=old)[0], 200)
         # a room added by a reload: ned's AI joins it with its own token, which is refused;
         # the apply after that logs it in once and joins
         p = self.prefix
@@ -167,15 +157,15 @@ class Tokens(MatrixCase):
         wait_until(lambda: "M_UNKNOWN_TOKEN" in b.get("/v1/matrix/health").json.get(
             "rooms_error", ""), 20, what="the refused join")
         self.assertEqual(b.post("/v1/matrix/apply").status, 200)
-        self.assertIn(HS.room_of(f"#{p}ops:test.local"), HS.joined_rooms(ned))
+        self.assertIn(self.hs.room_of(f"#{p}ops:test.local"), self.hs.joined_rooms(ned))
         logins = self.proxy.since(mark, "POST", "/_matrix/client/v3/login")
         self.assertEqual([c["status"] for c in logins], [200])
         # refused again, then deleted: the account's own deactivation logs in first
         new = self.db(b, f"SELECT token FROM matrix_accounts WHERE user_id='{ned}'")[0][0]
-        self.assertEqual(HS.call("POST", "/_matrix/client/v3/logout", {}, token=new)[0], 200)
+        self.assertEqual(self.hs.call("POST", "/_matrix/client/v3/logout", {}, token=new)[0], 200)
         self.assertEqual(b.req("DELETE", "/v1/tenants/ned").status, 202)
         wait_until(lambda: b.get("/v1/tenants/ned").status == 404, 30, what="deletion")
-        self.assertTrue(HS.user(ned)[1].get("deactivated"))
+        self.assertTrue(self.hs.user(ned)[1].get("deactivated"))
         logins = self.proxy.since(mark, "POST", "/_matrix/client/v3/login")
         self.assertEqual([c["status"] for c in logins], [200, 200])
         self.stop_ok()

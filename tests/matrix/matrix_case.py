@@ -47,17 +47,18 @@ def env_of(b, handle):
     return dict(kv.split("=", 1) for kv in r.json["env"].split(";") if "=" in kv)
 
 
-def start_module_synapse():
-    """The module's Synapse, started (MatrixCase.hs), or SkipTest where none is installed."""
+def setUpModule():
+    """Imported by each matrix test module, so unittest runs it once per module: the module's
+    Synapse (MatrixCase.hs), started, or SkipTest where none is installed."""
     if not synapse_dir():
         raise unittest.SkipTest("no Synapse: set BERTH_SYNAPSE_DIR or provide ../shared/synapse")
     MatrixCase.hs = Synapse(free_port()).start()
-    return MatrixCase.hs
 
 
-def stop_module_synapse(hs):
-    if hs:
-        hs.stop(wipe=True)
+def tearDownModule():
+    if MatrixCase.hs:
+        MatrixCase.hs.stop(wipe=True)
+    MatrixCase.hs = None
 
 
 class MatrixCase(unittest.TestCase):
